@@ -1,0 +1,3 @@
+from rtml_cli.cli import main
+
+main()

@@ -1,0 +1,155 @@
+"""The ``rtml`` command line: a thin layer over the library.
+
+Each command module converts options, calls one library function and renders
+the result. Errors raised by the library (``rtml_cli.errors``) are turned into
+one line on stderr and a named exit code here, in ``RtmlGroup.main`` — the one
+place that maps errors to exit codes. ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from rtml_cli import __version__
+from rtml_cli.errors import ExitCode, RtmlError
+
+_state = {"debug": False}
+
+
+def _debug_enabled() -> bool:
+    return _state["debug"] or os.environ.get("RTML_DEBUG", "") not in ("", "0")
+
+
+def _error_line(message: str) -> None:
+    print(f"rtml: error: {message}", file=sys.stderr)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click's ClickException/UsageError (vendored or not): bad command-line words."""
+    return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
+
+
+class RtmlGroup(TyperGroup):
+    """Top-level group: runs the command and maps every failure to an exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _state["debug"] = False
+        try:
+            code = super().main(
+                args=args,
+                prog_name=prog_name or "rtml",
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+            code = code if isinstance(code, int) else ExitCode.OK
+        except RtmlError as exc:
+            if _debug_enabled():
+                traceback.print_exc()
+            _error_line(str(exc))
+            for problem in exc.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            code = exc.exit_code
+        except typer.Abort:
+            _error_line("aborted")
+            code = ExitCode.INTERRUPTED
+        except (KeyboardInterrupt, BrokenPipeError):
+            code = ExitCode.INTERRUPTED
+        except Exception as exc:  # noqa: BLE001 - the one catch-all, at the boundary
+            if _debug_enabled():
+                traceback.print_exc()
+            if _is_usage_error(exc):
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                _error_line(f"{exc.format_message()}{hint}")
+                code = exc.exit_code
+            else:
+                _error_line(
+                    f"internal error: {type(exc).__name__}: {exc} "
+                    "(rerun with --debug for the traceback)"
+                )
+                code = ExitCode.INTERNAL
+        if standalone_mode:
+            sys.exit(int(code))
+        return int(code)
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A group that runs its ``default_command`` when the first word is not a subcommand.
+
+    Lets ``rtml evaluate RESULTS …`` and ``rtml evaluate ope LOG …`` coexist.
+    """
+
+    default_command = ""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if (
+            self.default_command
+            and args
+            and args[0] not in self.commands
+            and args[0] not in ("--help", "-h")
+        ):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def default_command_group(name: str) -> type[DefaultCommandGroup]:
+    """A ``DefaultCommandGroup`` subclass whose default subcommand is ``name``."""
+    return type(f"Default_{name}_Group", (DefaultCommandGroup,), {"default_command": name})
+
+
+app = typer.Typer(
+    cls=RtmlGroup,
+    name="rtml",
+    help=(
+        "Measure, on your own logs, what online prediction, bandit evaluation and "
+        "continual learning would buy over batch ML — before you build anything."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"rtml {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Global options."""
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    # One module per command group; each exposes ``register(app)``.
+    from rtml_cli.cli import data
+
+    for module in (data,):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    command = typer.main.get_command(app)
+    command.main(prog_name="rtml")

@@ -1,0 +1,1 @@
+"""Data contracts in practice: validation, the sample world, importers for real logs."""
