@@ -1,0 +1,1 @@
+"""Stage 1, batch prediction: `rtml precompute` and the artifacts it publishes."""
