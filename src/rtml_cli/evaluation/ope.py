@@ -702,7 +702,7 @@ def bootstrap_values(
     n_boot: int,
     rng: np.random.Generator,
     *,
-    block_cells: int = 4_000_000,
+    block_cells: int = 1_000_000,
 ) -> np.ndarray:
     """``(n_boot, len(estimators))`` estimates on resamples of the events (with replacement).
 
