@@ -293,59 +293,57 @@ def _render_contextual(result) -> None:
                 [
                     "policy",
                     "CTR",
-                    "expected CTR",
-                    "cumulative regret",
-                    "clicks lost / 1k requests",
-                    "suboptimal impressions",
-                    f"tail impressions (outside top {result.top_n})",
+                    "E[CTR]",
+                    "regret",
+                    "lost clicks /1k req",
+                    "subopt. impr.",
+                    "tail impr.",
                     "tail clicks",
-                    "share of items ever shown",
+                    "items shown",
                 ],
                 rows,
                 caption=(
-                    "regret = expected clicks the oracle (each user's k truly most clickable "
-                    "items) gets minus the policy's; tail = outside the most popular items"
+                    "regret: expected clicks of the oracle (each user's k truly most clickable "
+                    "items) minus the policy's; subopt. impr.: share of impressions outside the "
+                    f"oracle's k; tail: items outside the {result.top_n} most popular (share of "
+                    "impressions / of clicks); items shown: share of the catalogue ever shown"
                 ),
             )
         )
     if result.offline:
         rows = []
         for r in result.offline:
-
-            def fmt(e):
+            for method, truth_key in (
+                ("ips", "true_value_logged"),
+                ("snips", "true_value_logged"),
+                ("dr", "true_value_logged"),
+                ("replay", "true_value_random_log"),
+            ):
+                e = r.get(method)
                 if e is None:
-                    return "–"
-                return f"{e['value']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
-
-            rows.append(
-                (
-                    r["policy"],
-                    r.get("true_value_logged"),
-                    fmt(r.get("ips")),
-                    fmt(r.get("snips")),
-                    fmt(r.get("dr")),
-                    r.get("max_weight"),
-                    r.get("true_value_random_log"),
-                    fmt(r.get("replay")),
-                    r["replay"]["accepted_events"] if "replay" in r else None,
+                    continue
+                truth = r[truth_key]
+                rows.append(
+                    (
+                        r["policy"],
+                        method,
+                        truth,
+                        e["value"],
+                        f"{e['ci_low']:.4f}–{e['ci_high']:.4f}",
+                        e["value"] - truth,
+                        e.get("accepted_events", r.get("effective_sample_size")),
+                    )
                 )
-            )
         tables.append(
             make_table(
-                "Offline: frozen policies, estimate [95% CI] vs exact value from the click model",
-                [
-                    "policy",
-                    "true value (log)",
-                    "IPS",
-                    "SNIPS",
-                    "DR",
-                    "max weight",
-                    "true value (random log)",
-                    "replay",
-                    "replay events",
-                ],
+                "Offline: each frozen policy estimated from the logs vs its exact value",
+                ["policy", "method", "true value", "estimate", "95% CI", "error", "events*"],
                 rows,
-                caption="value = click rate per impression at the log's users and positions",
+                caption=(
+                    "ips/snips/dr on the non-uniform log, replay on the uniformly random log; "
+                    "value = click rate per impression at the log's users and positions; "
+                    "*effective sample size (ips/snips/dr) or replayed events"
+                ),
             )
         )
     print_tables(*tables)

@@ -420,17 +420,16 @@ def true_value(model: ClickModel, target: FrozenTarget, log) -> float:
 
 
 def replay(target: FrozenTarget, log, rng: np.random.Generator, n_boot: int) -> dict[str, float]:
-    """Li et al.'s replay on a uniformly random log: keep the events whose logged item the
-    policy would also have shown (a slate drawn by the frozen policy), average their reward."""
+    """Replay (Li et al. 2011) on a uniformly random log, for slates: an event counts when
+    the logged item is in the slate the frozen policy would show — for a policy whose slot
+    shows item ``a`` with probability ``pi(a|x)``, that is probability ``k pi(a|x)`` — and the
+    estimate is the mean reward of the counted events."""
     users = log.extra["user_idx"].astype(np.int64)
     accepted = np.zeros(log.n, dtype=bool)
     for rows in np.array_split(np.arange(log.n), max(1, log.n // 2048)):
-        X = target.model.user_context[users[rows]]
-        pi = target.policy.slate_probs(X, target.k)
-        # Draw the slot's item from the frozen policy's per-impression distribution.
-        u = rng.random((len(rows), 1))
-        drawn = (u > np.cumsum(pi, axis=1)).sum(axis=1)
-        accepted[rows] = np.minimum(drawn, pi.shape[1] - 1) == log.action_idx[rows]
+        pi = target.policy.slate_probs(target.model.user_context[users[rows]], target.k)
+        in_slate = np.minimum(1.0, target.k * pi[np.arange(len(rows)), log.action_idx[rows]])
+        accepted[rows] = rng.random(len(rows)) < in_slate
     r = log.reward
     n_acc = int(accepted.sum())
     value = float(r[accepted].mean()) if n_acc else math.nan
