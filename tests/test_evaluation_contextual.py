@@ -112,7 +112,7 @@ def test_cli_table_online_only(invoke, world):
         "greedy,linucb",
     )
     assert res.exit_code == ExitCode.OK, res.stderr
-    assert "cumulative regret" in res.stdout and "linucb" in res.stdout
+    assert "regret" in res.stdout and "tail impr." in res.stdout and "linucb" in res.stdout
     assert "Offline" not in res.stdout
 
 
