@@ -4,6 +4,7 @@ policy, exploration beats "most clickable" greedy, offline estimates track the t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -155,3 +156,14 @@ def test_offline_log_must_be_a_world_log(invoke, world, tmp_path):
     )
     res = invoke("evaluate", "contextual", tmp_path, "-n", "50", "--mode", "offline")
     assert res.exit_code == ExitCode.DATA_ERR and "user_idx" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["ope", "contextual"])
+def test_commands_have_help_and_a_readme_section(invoke, command):
+    res = invoke("evaluate", command, "--help")
+    assert res.exit_code == ExitCode.OK
+    assert "--format" in res.stdout
+    assert (
+        f"### `rtml evaluate {command}`"
+        in (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    )
