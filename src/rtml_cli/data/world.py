@@ -212,8 +212,12 @@ def _build_catalogue(cfg: WorldSize, seed: int) -> _Catalogue:
     starts = np.cumsum(n_old) - n_old
     for c in range(n_cats):  # a loop over categories, not events
         w_old[starts[c] : starts[c] + n_old[c]] = rng.permutation(_zipf(n_old[c], ZIPF_ITEM))
-    # new items become popular: as heavy as the category's top items
-    new_strength = rng.uniform(0.4, 1.6, size=len(new_cat))
+    # new items become popular: each category's best launch rivals its top seller,
+    # the other launches decay like the Zipf tail
+    new_rank = np.arange(len(new_cat)) - np.repeat(np.cumsum(n_new) - n_new, n_new)
+    new_strength = rng.uniform(0.7, 1.5, size=len(new_cat)) * np.where(
+        new_rank == 0, 1.0, 0.5 / (1.0 + new_rank) ** ZIPF_ITEM
+    )
     item_cat = np.concatenate([old_cat, new_cat])
     item_new = np.concatenate([np.zeros(len(old_cat), bool), np.ones(len(new_cat), bool)])
     w_before = np.concatenate([w_old, np.zeros(len(new_cat))])
@@ -323,8 +327,8 @@ def _draw_bursts(cfg: WorldSize, cat: _Catalogue, seed: int, shift_us: int) -> l
                 "item": int(items[i]),
                 "start_us": int(starts[i]),
                 "end_us": int(starts[i] + duration[i]),
-                "multiplier": float(np.round(rng.uniform(12, 30), 1)),
-                "session_share": float(np.round(rng.uniform(0.03, 0.06), 3)),
+                "multiplier": float(np.round(rng.uniform(15, 40), 1)),
+                "session_share": float(np.round(rng.uniform(0.08, 0.15), 3)),
             }
         )
     return out
@@ -439,8 +443,9 @@ def _day_sessions(cfg, cat, users, bursts, seed, day, shift_us, cutoff_us):
     c_ts = vts[c_idx] + rng.integers(3 * US, 120 * US, size=len(c_idx))
     bought = rng.random(len(c_idx)) < P_PURCHASE
     p_idx = c_idx[bought]
-    last_view = vts[offsets + n_views - 1]
-    p_ts = last_view[sess[p_idx]] + rng.integers(60 * US, 600 * US, size=len(p_idx))
+    checkout = vts[offsets + n_views - 1].copy()  # after the last view and the last cart
+    np.maximum.at(checkout, sess[c_idx], c_ts)
+    p_ts = checkout[sess[p_idx]] + rng.integers(60 * US, 600 * US, size=len(p_idx))
 
     ev_ts = np.concatenate([vts, c_ts, p_ts])
     ev_sess = np.concatenate([sess, sess[c_idx], sess[p_idx]])
@@ -659,12 +664,8 @@ def generate_world(
             merged = {k: np.concatenate([carry[k], ev[k]]) for k in carry}
             order = np.lexsort((merged["code"], merged["sess"], merged["ts"]))
             merged = {k: v[order] for k, v in merged.items()}
-            last = day == cfg.days - 1
-            cut = (
-                len(merged["ts"])
-                if last
-                else int(np.searchsorted(merged["ts"], (day + 1) * DAY_US))
-            )
+            # the log is an extract that ends at `end`: sessions still open then are cut
+            cut = int(np.searchsorted(merged["ts"], (day + 1) * DAY_US))
             emit = {k: v[:cut] for k, v in merged.items()}
             carry = {k: v[cut:] for k, v in merged.items()}
             counts += np.bincount(emit["code"], minlength=3)
