@@ -117,7 +117,8 @@ P_STEP_FORWARD, P_STEP_BACK = 0.34, 0.05  # walk through the bundle's categories
 P_WANDER = 0.02  # a view outside the session's intent
 P_CART = {"anonymous": 0.06, "new": 0.08, "returning": 0.10}  # per view
 P_PURCHASE = 0.35  # per cart
-NEW_ITEM_SHARE = 0.08  # items launched at the shift, relative to the old catalogue
+NEW_ITEM_SHARE = 0.08
+RISING_BUNDLE_FACTOR = 4.0  # popularity multiplier of the bundles that rise at the shift  # items launched at the shift, relative to the old catalogue
 ZIPF_ITEM, ZIPF_BUNDLE = 1.1, 0.8
 BURSTS_PER_DAY = 0.8
 GAP_MEDIAN_S, GAP_MAX_S = 40.0, 20 * 60.0
@@ -170,6 +171,7 @@ class _Catalogue:
     bundle_pop_before: np.ndarray
     bundle_pop_after: np.ndarray
     item_pop_before: np.ndarray  # global view share of each item before the shift
+    rising: np.ndarray  # bundles whose popularity rises at the shift
 
 
 def _category_cdf(item_cat: np.ndarray, weights: np.ndarray, n_cats: int) -> np.ndarray:
@@ -228,10 +230,12 @@ def _build_catalogue(cfg: WorldSize, seed: int) -> _Catalogue:
 
     bundle_pop_before = rng.permutation(_zipf(cfg.n_bundles, ZIPF_BUNDLE))
     bundle_pop_before /= bundle_pop_before.sum()
-    # at the shift about half the bundles swap popularity ranks
-    moved = rng.permutation(cfg.n_bundles)[: max(2, cfg.n_bundles // 2)]
+    # at the shift a quarter of the bundles, from the less popular half, rise (a season turns)
+    lower_half = np.argsort(-bundle_pop_before, kind="stable")[cfg.n_bundles // 2 :]
+    rising = np.sort(rng.choice(lower_half, size=max(2, cfg.n_bundles // 4), replace=False))
     bundle_pop_after = bundle_pop_before.copy()
-    bundle_pop_after[moved] = bundle_pop_before[rng.permutation(moved)]
+    bundle_pop_after[rising] *= RISING_BUNDLE_FACTOR
+    bundle_pop_after /= bundle_pop_after.sum()
 
     base_price = np.exp(rng.uniform(np.log(6), np.log(900), size=n_cats))
     price = np.round(base_price[item_cat] * rng.lognormal(0, 0.35, len(item_cat))) - 0.01
@@ -268,6 +272,7 @@ def _build_catalogue(cfg: WorldSize, seed: int) -> _Catalogue:
         bundle_pop_before=bundle_pop_before,
         bundle_pop_after=bundle_pop_after,
         item_pop_before=item_pop_before,
+        rising=rising,
     )
     cat.cdf_before = _category_cdf(item_cat[order], w_before[order], n_cats)
     cat.cdf_after = _category_cdf(item_cat[order], w_after[order], n_cats)
@@ -877,7 +882,8 @@ def generate_world(
                 "new_item_ids": [int(item_ids[cat.item_new][0]), int(item_ids[cat.item_new][-1])],
                 "new_items_launched_at": "shift time (items.parquet launched_at)",
                 "share_users_taste_moved": float(np.mean(users.fav_before != users.fav_after)),
-                "bundle_popularity_moved": True,
+                "rising_bundles": [cat.bundle_names[b] for b in cat.rising],
+                "rising_bundle_factor": RISING_BUNDLE_FACTOR,
             },
             "click_model": {
                 "file": "click_model.npz",
