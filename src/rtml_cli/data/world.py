@@ -99,8 +99,8 @@ SIZES: dict[str, WorldSize] = {
     # tiny: for tests (seconds), not a realistic shop
     "tiny": WorldSize(7, 5.0, 6, 300, 250, 300, 150, 3_000, 200, 5),
     "small": WorldSize(28, 20.0, 16, 1_850, 900, 4_000, 1_500, 20_000, 2_000, 4),
-    "medium": WorldSize(42, 28.0, 26, 22_000, 7_800, 50_000, 20_000, 200_000, 10_000, 3),
-    "large": WorldSize(35, 24.5, 26, 110_000, 48_000, 300_000, 120_000, 1_000_000, 20_000, 3),
+    "medium": WorldSize(42, 28.0, 26, 22_000, 8_200, 50_000, 20_000, 200_000, 10_000, 3),
+    "large": WorldSize(35, 24.5, 26, 110_000, 51_000, 300_000, 120_000, 1_000_000, 20_000, 3),
 }
 
 START = datetime(2024, 3, 4, tzinfo=timezone.utc)  # a Monday
