@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rtml_cli.output import FormatOption, OutputFormat, QuietOption
+from rtml_cli.output import FormatOption, OutputFormat, QuietOption, fmt_cell
 
 data_app = typer.Typer(
     help="Check, generate and import the logs every other command reads.",
@@ -156,7 +156,10 @@ def import_cmd(
         ("source", result.source),
         ("written", f"{result.out} ({result.kind} contract)"),
         ("rows", result.rows),
-        ("time range", f"{result.ts_min} … {result.ts_max}"),
+        (
+            "time range",
+            f"{result.ts_min:%Y-%m-%d %H:%M:%S} … {result.ts_max:%Y-%m-%d %H:%M:%S} UTC",
+        ),
     ]
     if result.kind == "bandit":
         rows += [
@@ -180,6 +183,72 @@ def import_cmd(
     more = len(result.columns) - len(shown)
     rows.append(("columns", ", ".join(shown) + (f", … (+{more} more)" if more else "")))
     print_tables(make_table(f"rtml data import --format {result.format}", ["", "value"], rows))
+
+
+# --- rtml data validate --------------------------------------------------------------
+
+
+class Kind(str, Enum):
+    events = "events"
+    items = "items"
+    bandit = "bandit"
+
+
+@data_app.command("validate")
+def validate_cmd(
+    path: Annotated[
+        str, typer.Argument(help="A Parquet file, a glob, or a directory of Parquet partitions.")
+    ],
+    kind: Annotated[
+        Kind | None,
+        typer.Option(
+            "--kind",
+            help="Contract to check (default: detected from the columns).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    session_gap: Annotated[
+        str,
+        typer.Option(
+            "--session-gap",
+            help="events: the longest silence allowed inside one session; 'none' skips the check.",
+        ),
+    ] = "30m",
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Check a log against its contract: print a summary (exit 0) or every problem (exit 65)."""
+    from rtml_cli.data.validate import validate
+    from rtml_cli.output import emit_json, make_table, print_tables
+    from rtml_cli.timeutil import parse_duration
+
+    gap = None if session_gap.strip().lower() == "none" else parse_duration(session_gap)
+    report = validate(path, kind=kind.value if kind else None, session_gap=gap)
+    if fmt is OutputFormat.json:
+        emit_json(report.to_dict())
+    if not report.ok:
+        report.raise_for_problems()
+    if fmt is OutputFormat.json:
+        return
+    how = "detected from its columns" if report.kind_detected else "as asked"
+    title = f"{report.path}: a valid {report.kind} file ({how}; {report.files} file(s))"
+    rows = []
+    for key, value in report.summary.items():
+        if isinstance(value, dict) and key == "events_per_session":
+            value = "mean {} · median {} · p95 {}".format(
+                *(fmt_cell(value[k], 2) for k in ("mean", "median", "p95"))
+            )
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}: {fmt_cell(v)}" for k, v in value.items())
+        elif key == "time_range":
+            value = " … ".join(f"{v:%Y-%m-%d %H:%M:%S}" for v in value) + " UTC"
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        elif isinstance(value, float) and key.endswith("share"):
+            value = f"{value:.1%}"
+        rows.append((key.replace("_", " "), value))
+    from rich.text import Text
+
+    print_tables(Text(title), make_table(None, ["", "value"], rows))
 
 
 def register(app: typer.Typer) -> None:

@@ -506,8 +506,20 @@ def _import_events(
             out_cols = list(_columns(con, f"SELECT * FROM read_parquet({lit(str(tmp))})"))
             items_rows = None
             if items_tmp is not None:
+                items_sql = src.items_sql
+                if item_expr.startswith("CAST(item_id AS BIGINT)"):
+                    # Same id type as the events, so the two join: integer only if all ids are.
+                    all_int = con.execute(
+                        f"SELECT coalesce(bool_and(regexp_full_match(item_id, '{_INT_ID}')), false) "
+                        f"FROM ({items_sql})"
+                    ).fetchone()[0]
+                    if all_int:
+                        items_sql = (
+                            "SELECT * REPLACE (CAST(item_id AS BIGINT) AS item_id) "
+                            f"FROM ({items_sql})"
+                        )
                 con.execute(
-                    f"COPY ({src.items_sql}) TO {lit(str(items_tmp))} (FORMAT parquet, COMPRESSION zstd)"
+                    f"COPY ({items_sql}) TO {lit(str(items_tmp))} (FORMAT parquet, COMPRESSION zstd)"
                 )
                 items_rows = con.execute(
                     f"SELECT count(*) FROM read_parquet({lit(str(items_tmp))})"
