@@ -85,7 +85,7 @@ def sessionize_frame(
         con.execute("SET TimeZone = 'UTC'")
         con.register("frame_in", indexed)
         query = sessionize_sql("frame_in", key=key, ts=ts, gap=gap)
-        result = con.execute(f"SELECT * FROM ({query}) ORDER BY {ROW_COLUMN}").pl()
+        result = con.sql(f"SELECT * FROM ({query}) ORDER BY {ROW_COLUMN}").pl()
     finally:
         con.close()
     result = result.drop(ROW_COLUMN)
