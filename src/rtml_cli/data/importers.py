@@ -426,6 +426,8 @@ def _import_events(
         f"any_value(ts) FILTER (ts IS NOT NULL AND ({ts}) IS NULL) AS bad_ts_example",
         f"min({ts}) AS ts_min",
         f"max({ts}) AS ts_max",
+        f"CAST(max({ts}) AS VARCHAR) AS ts_max_text",
+        f"count(*) FILTER (({ts}) > now() + INTERVAL {_FUTURE_SLACK.days} DAY) AS future",
         "count(*) FILTER (item_id IS NULL OR trim(CAST(item_id AS VARCHAR)) = '') AS null_items",
     ]
     if item_text:
@@ -458,10 +460,9 @@ def _import_events(
         problems.append(f"{s['null_items']:,} rows have a null or empty item id")
     if has_session and s["null_sessions"]:
         problems.append(f"{s['null_sessions']:,} rows have a null or empty session id")
-    now = datetime.now(timezone.utc)
-    if s["ts_max"] is not None and s["ts_max"] > now + _FUTURE_SLACK:
+    if s["future"]:
         problems.append(
-            f"timestamps reach {s['ts_max']:%Y-%m-%d}, in the future: is --ts-unit "
+            f"{s['future']:,} timestamps lie in the future (up to {s['ts_max_text'].split(' ')[0]}): is --ts-unit "
             f"{unit or 's'} right? (s, ms and us epochs differ by 1000x)"
         )
     if problems:
