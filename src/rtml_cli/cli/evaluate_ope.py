@@ -152,9 +152,9 @@ def _render_ope(result) -> None:
     d = result.diagnostics
     diag_rows = [
         ("logged policy's value (mean reward)", result.logged_value),
-        ("effective sample size", d["effective_sample_size"]),
+        ("effective sample size", round(d["effective_sample_size"], 1)),
         ("effective sample size / events", d["ess_share"]),
-        ("largest importance weight", d["max_weight"]),
+        ("largest importance weight", round(d["max_weight"], 2)),
         ("mean importance weight (≈1 when supports overlap)", d["mean_weight"]),
         ("target probability on actions never logged", d["target_share_never_logged"]),
         (
@@ -277,8 +277,8 @@ def _render_contextual(result) -> None:
                 r.policy,
                 r.ctr,
                 r.expected_ctr,
-                r.cumulative_regret,
-                r.regret_per_1k_requests,
+                round(r.cumulative_regret, 1),
+                round(r.regret_per_1k_requests, 1),
                 r.suboptimal_share,
                 r.tail_impression_share,
                 r.tail_click_share,
@@ -331,7 +331,7 @@ def _render_contextual(result) -> None:
                         e["value"],
                         f"{e['ci_low']:.4f}–{e['ci_high']:.4f}",
                         e["value"] - truth,
-                        e.get("accepted_events", r.get("effective_sample_size")),
+                        int(round(e.get("accepted_events", r.get("effective_sample_size")))),
                     )
                 )
         tables.append(
