@@ -531,3 +531,39 @@ def test_obd_bernoulli_ts_value_from_the_random_log(invoke, tmp_path):
         assert est[name]["relative_error"] < 0.5
     assert doc["diagnostics"]["target_share_never_logged"] == 0
     assert doc["warnings"] == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    probs=st.lists(st.floats(0.01, 1.0), min_size=N_ACTIONS, max_size=N_ACTIONS),
+    off=st.floats(-2e-3, 2e-3),
+)
+def test_policy_tables_sum_to_one_within_the_documented_tolerance(probs, off):
+    import tempfile
+
+    from rtml_cli.errors import DataError
+    from rtml_cli.evaluation.policyspec import PROB_TOLERANCE, build_policy
+
+    ctr, behaviour, _, _ = _world(0)
+    log = _simulate(ctr, behaviour, 50, np.random.default_rng(0))
+    p = np.array(probs) / np.sum(probs)
+    p[0] += off
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/policy.parquet"
+        pl.DataFrame({"action": np.arange(N_ACTIONS), "prob": p}).write_parquet(path)
+        if abs(p.sum() - 1) <= PROB_TOLERANCE or p[0] < 0:
+            if p[0] < 0:
+                with pytest.raises(DataError, match=">= 0"):
+                    build_policy(path, log)
+                return
+            built = build_policy(path, log)
+            assert np.allclose(built.policy.table, p)
+        else:
+            with pytest.raises(DataError, match="must sum to 1"):
+                build_policy(path, log)
+
+
+def test_quiet_prints_nothing_but_warnings(invoke, logs):
+    res = invoke("evaluate", "ope", logs["behaviour"], "--policy", "uniform", "-b", "20", "-q")
+    assert res.exit_code == ExitCode.OK
+    assert res.stdout == ""
