@@ -567,3 +567,21 @@ def test_quiet_prints_nothing_but_warnings(invoke, logs):
     res = invoke("evaluate", "ope", logs["behaviour"], "--policy", "uniform", "-b", "20", "-q")
     assert res.exit_code == ExitCode.OK
     assert res.stdout == ""
+
+
+def test_policy_table_with_unknown_or_missing_positions(invoke, tmp_path):
+    log = _bad_log(tmp_path, position=[1, 2, 1, 2])
+    for positions, message in (([1, 3], "position 3"), ([1, None], "position None")):
+        path = tmp_path / "policy.parquet"
+        pl.DataFrame({"position": positions, "action": [0, 1], "prob": [1.0, 1.0]}).write_parquet(
+            path
+        )
+        res = invoke("evaluate", "ope", log, "--policy", path)
+        assert res.exit_code == ExitCode.DATA_ERR, res.stderr
+        assert message in res.stderr
+    path = tmp_path / "only1.parquet"
+    pl.DataFrame({"position": [1, 1], "action": [0, 1], "prob": [0.5, 0.5]}).write_parquet(path)
+    res = invoke("evaluate", "ope", log, "--policy", path)
+    assert (
+        res.exit_code == ExitCode.DATA_ERR and "no probabilities for position(s) [2]" in res.stderr
+    )

@@ -108,9 +108,9 @@ class BanditLog:
         lookup = {int(p): i for i, p in enumerate(self.positions.tolist())}
         out = []
         for v in values:
-            if int(v) not in lookup:
+            if v is None or _key(v) not in lookup:
                 raise DataError(f"{what} has position {v}, which {self.source} never logged")
-            out.append(lookup[int(v)])
+            out.append(lookup[_key(v)])
         return np.array(out, dtype=np.int64)
 
 
