@@ -371,6 +371,12 @@ def _bad_log(tmp_path, **cols) -> str:
         ({"reward": [None, None, None, None]}, "has no rewards"),
         ({"reward": None}, "no 'reward' column"),
         ({"reward": [1.0, None, 0.0, 0.0]}, "have no reward"),
+        ({"reward": [1.0, float("nan"), 0.0, 0.0]}, "have no reward"),
+        ({"propensity": [0.5, float("nan"), 0.5, 0.5]}, "have no propensity"),
+        ({"action": [0.0, float("nan"), 1.0, 1.0]}, "1 row(s) have no action"),
+        ({"position": ["top", "1", "2", "1"]}, "'position' must hold integers"),
+        ({"reward": ["yes", "no", "no", "no"]}, "'reward' must be numeric"),
+        ({"propensity": ["0.5", "0.5", "0.5", "0.5"]}, "'propensity' must be numeric"),
     ],
 )
 def test_bad_logs_are_one_line_data_errors(invoke, tmp_path, cols, message):

@@ -255,10 +255,12 @@ def bandit_log_from_frame(
             f"{what} {source}: {n_missing} row(s) have no reward (first at row {first}); "
             "drop them or fill them before evaluating"
         )
-    if frame.get_column("action").null_count():
-        raise DataError(
-            f"{what} {source}: {frame.get_column('action').null_count()} row(s) have no action"
-        )
+    action_col = frame.get_column("action")
+    n_no_action = action_col.null_count() + (
+        int(action_col.is_nan().sum()) if action_col.dtype.is_float() else 0
+    )
+    if n_no_action:
+        raise DataError(f"{what} {source}: {n_no_action} row(s) have no action")
 
     propensity = None
     if "propensity" in cols:
@@ -305,7 +307,14 @@ def bandit_log_from_frame(
         .astype(np.int64)
     )
     if "position" in cols and frame.get_column("position").null_count() < frame.height:
-        pos_raw = frame.get_column("position").cast(pl.Int64).fill_null(1).to_numpy()
+        pos_col = frame.get_column("position")
+        pos_int = pos_col.cast(pl.Int64, strict=False)
+        if pos_int.null_count() > pos_col.null_count():
+            raise DataError(
+                f"{what} {source}: 'position' must hold integers (1 = top slot); "
+                f"{pos_int.null_count() - pos_col.null_count()} row(s) do not"
+            )
+        pos_raw = pos_int.fill_null(1).to_numpy()
     else:
         pos_raw = np.ones(frame.height, dtype=np.int64)
     positions, position_idx = np.unique(pos_raw, return_inverse=True)
