@@ -124,6 +124,9 @@ def test_cli_table_online_only(invoke, world):
         (["--k", "9"], ExitCode.USAGE, "exceeds the click model's 3 positions"),
         (["--mode", "sideways"], ExitCode.USAGE, "--mode must be"),
         (["--epsilon", "1.5"], ExitCode.USAGE, "--epsilon"),
+        (["--bootstrap", "-1"], ExitCode.USAGE, "--bootstrap"),
+        (["--top-n", "40"], ExitCode.USAGE, "--top-n must be between 1 and 39"),
+        (["--requests", "0"], ExitCode.USAGE, "must be positive"),
         (["--log", "missing.parquet", "--mode", "offline"], ExitCode.NO_INPUT, "does not exist"),
     ],
 )

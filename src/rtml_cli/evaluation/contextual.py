@@ -375,9 +375,9 @@ def world_log(frame, model: ClickModel, *, what: str):
     """A ``BanditLog`` over *all* items of the world (action = item index), with user_idx."""
     from rtml_cli.evaluation.ope import bandit_log_from_frame
 
+    log = bandit_log_from_frame(frame, source=what, context_cols="", what="bandit log")
     if "user_idx" not in frame.columns:
         raise DataError(f"{what} has no user_idx column: offline mode needs the world's users")
-    log = bandit_log_from_frame(frame, source=what, context_cols="", what=what)
     actions = log.actions.astype(np.int64)
     if actions.min() < 0 or actions.max() >= model.n_items:
         raise DataError(f"{what}: actions must be item indices 0..{model.n_items - 1}")
@@ -557,6 +557,8 @@ def evaluate_contextual(
         raise UsageError("--mode must be online, offline or both")
     if not 0 <= epsilon <= 1:
         raise UsageError("--epsilon must be in [0, 1]")
+    if n_boot < 0:
+        raise UsageError("--bootstrap must be 0 or more")
     if alpha < 0 or ts_scale < 0:
         raise UsageError("--alpha and --ts-scale must be >= 0")
     model, root = load_world(world)
