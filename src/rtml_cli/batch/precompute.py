@@ -341,7 +341,7 @@ def run_precompute(
             }
             target = runs / run_id
             if target.exists() and not force:
-                return _existing(root, target, run_id, as_of, mode, inputs, params, t0)
+                return _existing(root, target, run_id, as_of, mode, inputs, params, keep, t0)
 
             catalogue = None
             if item_files is not None:
@@ -573,7 +573,7 @@ def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int):
     return sp.csr_matrix((vals.astype(np.float64), (rows, cols)), shape=(n, n))
 
 
-def _existing(root, target, run_id, as_of, mode, inputs, params, t0) -> PrecomputeResult:
+def _existing(root, target, run_id, as_of, mode, inputs, params, keep, t0) -> PrecomputeResult:
     """Same as-of again: a no-op when inputs and parameters match, else ask for --force."""
     from rtml_cli.batch import publish
 
@@ -593,6 +593,7 @@ def _existing(root, target, run_id, as_of, mode, inputs, params, t0) -> Precompu
     ):
         publish.switch_latest(root, run_id)  # finish a run killed between publish and switch
         published = True
+    pruned = publish.prune(root, keep) if keep is not None else []
     return PrecomputeResult(
         run_id=run_id,
         run_dir=target,
@@ -602,4 +603,5 @@ def _existing(root, target, run_id, as_of, mode, inputs, params, t0) -> Precompu
         published=published,
         manifest=manifest,
         seconds=time.perf_counter() - t0,
+        pruned=pruned,
     )
