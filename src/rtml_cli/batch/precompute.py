@@ -47,6 +47,7 @@ DEFAULT_MAX_SESSION_LEN = 50
 DEFAULT_HALF_LIFE = timedelta(days=30)
 POPULAR_N = 1000
 RECALL_SAMPLE = 1000
+REC_NEIGHBORS = 20  # neighbours per history item that vote in Stage-1 recs
 STATE_FILES = (
     "state.json",
     "cooc.npz",
@@ -271,6 +272,7 @@ def run_precompute(
     ``OutputError`` (73) or ``TemporaryFailure`` (75, ROOT locked).
     """
     import polars as pl
+    from threadpoolctl import threadpool_limits
 
     from rtml_cli.batch import embeddings as emb
     from rtml_cli.batch import features as feat
@@ -307,7 +309,10 @@ def run_precompute(
         as_of = as_of.replace(tzinfo=timezone.utc)
     root = Path(root)
     steps = _Steps(progress)
-    with root_lock(root):
+    # One BLAS thread: OpenBLAS threads spin-wait, and on a busy shared box (cron hosts
+    # usually are) that made the small QR/SVD calls 100x slower; it also keeps sums
+    # in a fixed order, so the output is reproducible.
+    with threadpool_limits(limits=1, user_api="blas"), root_lock(root):
         runs = publish.runs_dir(root)
         publish.clean_stale(runs)
         steps.start("scan")
@@ -434,17 +439,17 @@ def run_precompute(
             sim = emb.cf_similarity(counts)
             src_i, dst_i, score = emb.top_n_per_row(sim, n_neighbors)
             ids = index["item_id"]
+            rank = np.arange(src_i.size) - np.searchsorted(src_i, src_i, side="left") + 1
             neighbors = pl.DataFrame(
                 {
                     "item_id": ids.gather(src_i),
                     "neighbor_id": ids.gather(dst_i),
                     "score": score.astype(np.float32),
-                    "rank": (
-                        np.arange(src_i.size) - np.searchsorted(src_i, src_i, side="left") + 1
-                    ).astype(np.int32),
+                    "rank": rank.astype(np.int32),
                 }
             )
-            sim_top = _csr(src_i, dst_i, score, n_items)
+            voters = rank <= REC_NEIGHBORS
+            sim_top = _csr(src_i[voters], dst_i[voters], score[voters], n_items)
 
             steps.start("recs")
             popular_idx = item_frame.sort("popularity_rank")["item_idx"].to_numpy()

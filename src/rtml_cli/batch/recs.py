@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from rtml_cli.batch.embeddings import top_n_per_row
+from rtml_cli.batch.embeddings import top_n_per_row_padded
 
-USER_CHUNK = 20_000
+USER_CHUNK = 10_000
+PROFILE_ITEMS = 20  # a user's heaviest history items that vote for candidates
 
 
 def batch_recs(history, index, sim: sp.csr_matrix, popular_idx: np.ndarray, top_k: int):
@@ -32,7 +33,12 @@ def batch_recs(history, index, sim: sp.csr_matrix, popular_idx: np.ndarray, top_
     i = frame["item_idx"].to_numpy().astype(np.int64)
     w = frame["weight"].to_numpy().astype(np.float64)
     bought = frame["purchased"].to_numpy()
-    profile = sp.csr_matrix((w, (u, i)), shape=(users.len(), n_items))
+    voter = (
+        frame.select(pl.col("weight").rank("ordinal", descending=True).over("u") <= PROFILE_ITEMS)
+        .to_series()
+        .to_numpy()
+    )
+    profile = sp.csr_matrix((w[voter], (u[voter], i[voter])), shape=(users.len(), n_items))
     excluded = np.sort(u[bought] * n_items + i[bought])
     pad_pool = popular_idx[: min(popular_idx.size, 2 * top_k + 50)]
 
@@ -46,7 +52,7 @@ def batch_recs(history, index, sim: sp.csr_matrix, popular_idx: np.ndarray, top_
         kept = sp.csr_matrix(
             (scores.data[keep], (scores.row[keep], scores.col[keep])), shape=(stop - start, n_items)
         )
-        r, c, s = top_n_per_row(kept, top_k)
+        r, c, s = top_n_per_row_padded(kept, top_k)
         r = r.astype(np.int64) + start
         counts = np.bincount(r - start, minlength=stop - start)
         # top up short lists from the popularity list

@@ -165,7 +165,7 @@ def neighbors_cmd(
         return
     query = result["item"]
     rows = [
-        (r["rank"], r["item_id"], r["score"], r["category"], r["title"])
+        (r["rank"], str(r["item_id"]), r["score"], r["category"], r["title"])
         for r in result["neighbors"]
     ]
     print_tables(
