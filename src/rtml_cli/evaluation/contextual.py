@@ -241,6 +241,17 @@ class OnlineRun:
         return dict(vars(self))
 
 
+def one_blas_thread():
+    """A context in which BLAS uses one thread.
+
+    The per-batch products here are tiny ((32 x d) @ (d x items)); extra BLAS threads only
+    spin-wait on them, which on a busy 2-core machine made LinUCB ~20x slower.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def popular_items(model: ClickModel, top_n: int) -> np.ndarray:
     """The ``top_n`` most popular items of the world (by its popularity term)."""
     return np.argsort(-model.popularity_logit, kind="stable")[:top_n]
@@ -592,27 +603,28 @@ def evaluate_contextual(
             np.bincount(src.extra["user_idx"].astype(np.int64), minlength=model.n_users) + 0.0
         )
     pols = make_policies(policies, epsilon=epsilon, alpha=alpha, ts_scale=ts_scale)
-    online = run_online(
-        model,
-        pols,
-        requests=requests,
-        k=k,
-        batch_size=batch_size,
-        top_n=top_n,
-        seed=seed,
-        user_weights=user_weights,
-    )
-    offline = None
-    if mode != "online" and logs:
-        offline = run_offline(
+    with one_blas_thread():
+        online = run_online(
             model,
             pols,
+            requests=requests,
             k=k,
-            logged=logs.get("logged"),
-            random_log=logs.get("random"),
-            n_boot=n_boot,
+            batch_size=batch_size,
+            top_n=top_n,
             seed=seed,
+            user_weights=user_weights,
         )
+        offline = None
+        if mode != "online" and logs:
+            offline = run_offline(
+                model,
+                pols,
+                k=k,
+                logged=logs.get("logged"),
+                random_log=logs.get("random"),
+                n_boot=n_boot,
+                seed=seed,
+            )
     if mode == "offline":
         notes.append("offline policies were first trained online for --requests requests")
     return ContextualResult(
