@@ -91,6 +91,8 @@ def ope_cmd(
 
     Prints each estimator's value with a bootstrap 95% CI, the weight diagnostics (effective
     sample size, largest weight, overlap) and, with --ground-truth, each relative error.
+
+    Example: rtml evaluate ope random.parquet --policy log:bts.parquet --ground-truth bts.parquet
     """
     from rtml_cli.evaluation.ope import evaluate_ope, plot_ope
     from rtml_cli.output import emit_json, info, warn
@@ -229,6 +231,8 @@ def contextual_cmd(
     Online: CTR, cumulative regret against the oracle, long-tail coverage and the cost of
     suboptimal actions. Offline: each frozen policy's replay (uniform log) and IPS/SNIPS/DR
     (non-uniform log) estimates next to its exact value from the click model.
+
+    Example: rtml evaluate contextual sample_data/shop --requests 20000 --k 3 --plot regret.png
     """
     from rtml_cli.evaluation.contextual import evaluate_contextual, plot_contextual
     from rtml_cli.output import emit_json, info
