@@ -922,8 +922,58 @@ def _summary(cfg, size, seed, cat, users, bursts, item_ids, stats, segment, n_us
             "bandit": "bandit.parquet",
             "bandit_random": "bandit_random.parquet",
             "click_model": "click_model.npz",
+            "readme": "README.md",
         },
     }
+
+
+_README = """\
+# {name} — a sample world made by `rtml data sample`
+
+Generated with:
+
+```bash
+rtml data sample --out {out} --seed {seed} --size {size}
+```
+
+Same command, same files (the Parquet files are byte-identical). A synthetic shop of
+{days} days ({start} → {end}, UTC) with {n_events:,} events, {n_sessions:,} sessions,
+{n_users:,} users and {n_items:,} items in {n_categories} categories grouped into
+{n_bundles} intent bundles. Ground truth is in `world.json`; the distribution shift is at
+{shift_time}.
+
+| file | what it is |
+|---|---|
+| `events.parquet` | the event log (events contract): `ts` (UTC, µs), `user_id` (null = anonymous), `session_id`, `item_id` (int64), `event` (view, cart, purchase); sorted by `ts` |
+| `items.parquet` | the catalogue: `item_id`, `category`, `bundle` (the intent bundle of the category), `price`, `title`, `launched_at` (= the shift time for items launched at the shift) |
+| `sessions.parquet` | ground truth per session: `session_id`, `user_id`, `start`, `segment` (anonymous/new/returning relative to `history_cutoff`), `intent` (the bundle the session follows), `favourite` (the user's favourite bundle at that time), `n_views` (as generated; sessions still open at the end of the log are cut), `burst_entry` (the session entered at a trending item) |
+| `users.parquet` | ground truth per user: `first_seen`, favourite and second bundle before and after the shift |
+| `bandit.parquet` | a bandit log over the period before the shift, logged by a known softmax policy: `ts`, `action` (arm index into the click model), `item_id`, `position` (1-3), `reward` (click 0/1 drawn from the click model), `propensity`, `policy`, `user_idx` (row of the click model), `ctx_0..ctx_{last_ctx}` (= `ClickModel.user_context[user_idx]`) |
+| `bandit_random.parquet` | the same experiment logged uniformly at random (propensity 1/{n_arms}) |
+| `click_model.npz` | the known click model (`rtml_cli.data.clickmodel.ClickModel.load`): the true click probability of any (user, arm, position) |
+| `world.json` | ground truth: seed, size, time range, `history_cutoff`, `shift_time` and `shift`, `bundles` and `categories`, trending `bursts`, funnel rates, segment shares, intent rates, click-model summary with the true value of the logging, uniform and best policies |
+"""
+
+
+def _readme(out: Path, summary: dict) -> str:
+    return _README.format(
+        name=out.name,
+        out=out.as_posix(),
+        seed=summary["seed"],
+        size=summary["size"],
+        days=summary["days"],
+        start=summary["start"][:10],
+        end=summary["end"][:10],
+        n_events=summary["n_events"],
+        n_sessions=summary["n_sessions"],
+        n_users=summary["n_users"],
+        n_items=summary["n_items"],
+        n_categories=len(summary["categories"]),
+        n_bundles=len(summary["bundles"]),
+        shift_time=summary["shift_time"],
+        last_ctx=summary["click_model"]["context_dim"] - 1,
+        n_arms=summary["click_model"]["n_arms"],
+    )
 
 
 def generate_world(
@@ -985,6 +1035,7 @@ def generate_world(
             cfg, size, seed, cat, users, bursts, item_ids, stats, segment, n_users,
             (model, arms, user_weights),
         )  # fmt: skip
+        (tmp / "README.md").write_text(_readme(out, summary))
         # world.json last: a directory with it is a complete world
         (tmp / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
         if on_progress:
