@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtml_cli.data.clickmodel import ClickModel
-from rtml_cli.data.world import SIZES, generate_world, logging_policy_probs
+from rtml_cli.data.world import SIZES, expected_reward, generate_world, logging_policy_probs
 from rtml_cli.errors import ExitCode, OutputError
 
 SHOP = Path(__file__).resolve().parent.parent / "sample_data" / "shop"
@@ -399,13 +399,8 @@ def test_true_policy_values_are_computable_and_ordered(click_model, world):
     pi = logging_policy_probs(click_model, ctx)
     weights = pi[np.arange(len(action)), action] / log["propensity"].to_numpy()
     ips = weights * log["reward"].to_numpy()
-    truth = np.mean(
-        [
-            (pi[i : i + 1] * click_model.all_probs(users[i : i + 1], int(positions[i]))).sum()
-            for i in range(0, len(users), 50)
-        ]
-    )
-    assert abs(ips.mean() - truth) <= 4 * ips.std() / np.sqrt(len(ips)) + 0.01
+    truth = expected_reward(click_model, users, positions, pi).mean()
+    assert abs(ips.mean() - truth) <= 4 * ips.std() / np.sqrt(len(ips))
     assert abs(truth - cm["value_logging_policy"]) < 0.02
     # taste reflects bundle preferences: users prefer arms of their favourite bundle
     users_tbl = pl.read_parquet(SHOP / "users.parquet")
@@ -423,6 +418,25 @@ def test_true_policy_values_are_computable_and_ordered(click_model, world):
     seen = fav != None  # noqa: E711 - numpy object array of str/None
     best_arm = np.argmax(click_model.all_probs(np.flatnonzero(seen)), axis=1)
     assert (arm_bundle[best_arm] == fav[seen]).mean() >= 0.6
+
+
+def test_expected_reward_is_the_click_model_in_expectation(click_model):
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, click_model.n_users, 40)
+    positions = rng.integers(1, 4, 40)
+    arms = rng.integers(0, click_model.n_items, 40)
+    one_hot = np.eye(click_model.n_items)[arms]
+    np.testing.assert_allclose(
+        expected_reward(click_model, users, positions, one_hot),
+        click_model.prob(users, arms, positions),
+    )
+
+
+def test_daily_seasonality(events):
+    hours = events.select(pl.col("ts").dt.hour().alias("h"))["h"].to_numpy()
+    night = np.isin(hours, [2, 3, 4, 5]).sum()
+    evening = np.isin(hours, [18, 19, 20, 21]).sum()
+    assert night < 0.3 * evening
 
 
 # --------------------------------------------------------------------------- generation
