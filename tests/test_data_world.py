@@ -207,6 +207,10 @@ def test_popularity_is_zipf_like(views, world):
     k = min(15, len(within))
     slope_c = np.polyfit(np.log(np.arange(1, k + 1)), np.log(within[:k]), 1)[0]
     assert slope_c <= -0.6, slope_c
+    # and across categories: a fifth of the categories get well over a fifth of the views
+    per_cat = before.group_by("category").len().sort("len", descending=True)["len"].to_numpy()
+    assert per_cat[: len(per_cat) // 5].sum() / per_cat.sum() >= 0.35
+    assert per_cat[0] >= 5 * per_cat[-1]
 
 
 def test_trending_bursts_are_what_recent_views_predict(events, world):
