@@ -515,6 +515,29 @@ def test_failed_run_publishes_nothing(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
 
 
+def test_killed_run_leaves_nothing_that_looks_complete(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "world"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtml_cli", "data", "sample", "--out", str(out), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # whenever the kill landed: either no world at all, or a complete one
+    if out.exists():
+        assert {*PARQUETS, "world.json", "click_model.npz"} <= {p.name for p in out.iterdir()}
+        assert pl.read_parquet(out / "events.parquet").height > 0
+    visible = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert visible in ([], ["world"])
+
+
 def test_refuses_to_replace_a_directory_that_is_not_a_world(tmp_path):
     precious = tmp_path / "notes"
     precious.mkdir()
