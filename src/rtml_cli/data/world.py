@@ -565,9 +565,7 @@ def _bandit_table(model, arm_item_ids, weights, seed, stream, n_rows, end_us, un
             prop[lo:hi] = probs[np.arange(hi - lo), action[lo:hi]]
     reward = model.sample_clicks(rng, users, action, position)
     cols = {
-        "ts": pa.array((START.timestamp() * US + ts).astype(np.int64), pa.int64()).cast(
-            pa.timestamp("us", tz="UTC")
-        ),
+        "ts": _timestamps(ts),
         "action": pa.array(action),
         "item_id": pa.array(arm_item_ids[action]),
         "position": pa.array(position.astype(np.int64)),
