@@ -18,11 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtml_cli.data.clickmodel import ClickModel
-from rtml_cli.data.world import SIZES, expected_reward, generate_world, logging_policy_probs
+from rtml_cli.data.world import (
+    SIZES,
+    expected_reward,
+    generate_world,
+    logging_policy_probs,
+    policy_value,
+)
 from rtml_cli.errors import ExitCode, OutputError
 
 SHOP = Path(__file__).resolve().parent.parent / "sample_data" / "shop"
 PARQUETS = (
+    "click_users.parquet",
     "events.parquet",
     "items.parquet",
     "sessions.parquet",
@@ -406,6 +413,22 @@ def test_true_policy_values_are_computable_and_ordered(click_model, world):
     truth = expected_reward(click_model, users, positions, pi).mean()
     assert abs(ips.mean() - truth) <= 4 * ips.std() / np.sqrt(len(ips))
     assert abs(truth - cm["value_logging_policy"]) < 0.02
+    # with the recorded user weights the exact value is reproducible from the files alone
+    weights = pl.read_parquet(SHOP / "click_users.parquet")
+    assert weights["user_idx"].to_list() == list(range(click_model.n_users))
+    assert weights["user_id"][5] == "u000005"
+    np.testing.assert_allclose(weights["weight"].sum(), 1.0)
+    assert (
+        abs(
+            policy_value(
+                click_model,
+                weights["weight"].to_numpy(),
+                logging_policy_probs(click_model, click_model.user_context),
+            )
+            - cm["value_logging_policy"]
+        )
+        < 1e-5
+    )
     # taste reflects bundle preferences: users prefer arms of their favourite bundle
     users_tbl = pl.read_parquet(SHOP / "users.parquet")
     items = pl.read_parquet(SHOP / "items.parquet")

@@ -767,6 +767,25 @@ def _write_items(path: Path, cat, item_ids: np.ndarray, seed: int, shift_us: int
     )
 
 
+def _write_click_users(path: Path, user_weights: np.ndarray) -> None:
+    """Who the click model's rows are and how often each visits (the bandit logs' user mix)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = np.arange(len(user_weights))
+    pq.write_table(
+        pa.table(
+            {
+                "user_idx": pa.array(rows),
+                "user_id": _ids("u", rows, 6),
+                "weight": pa.array(user_weights),
+            }
+        ),
+        path,
+        compression="zstd",
+    )
+
+
 def expected_reward(
     model: ClickModel, users: np.ndarray, positions: np.ndarray, probs: np.ndarray
 ) -> np.ndarray:
@@ -899,8 +918,10 @@ def _summary(cfg, size, seed, cat, users, bursts, item_ids, stats, segment, n_us
             "dim": int(model.item_vec.shape[1]),
             "context_dim": int(model.user_context.shape[1]),
             "user_idx": "row i of the click model is user_id u{i:06d} (their taste before the shift)",
+            "users_file": "click_users.parquet (user_idx, user_id, weight: the probability a "
+            "bandit row is that user)",
             "arm_item_ids": item_ids[arms].tolist(),
-            "true_value": "bandit rows draw users by activity and positions uniformly; a "
+            "true_value": "bandit rows draw users by click_users.weight and positions uniformly; a "
             "policy's true value on a log is the mean over its rows of "
             "rtml_cli.data.world.expected_reward(model, user_idx, position, pi(.|ctx))",
             "logging_policy": "softmax((ctx[:d]·item_vec + 0.5·popularity_logit) / 0.5), "
@@ -920,6 +941,7 @@ def _summary(cfg, size, seed, cat, users, bursts, item_ids, stats, segment, n_us
             "bandit": "bandit.parquet",
             "bandit_random": "bandit_random.parquet",
             "click_model": "click_model.npz",
+            "click_users": "click_users.parquet",
             "readme": "README.md",
         },
     }
@@ -948,6 +970,7 @@ Same command, same files (the Parquet files are byte-identical). A synthetic sho
 | `users.parquet` | ground truth per user: `first_seen`, favourite and second bundle before and after the shift |
 | `bandit.parquet` | a bandit log over the period before the shift, logged by a known softmax policy: `ts`, `action` (arm index into the click model), `item_id`, `position` (1-3), `reward` (click 0/1 drawn from the click model), `propensity`, `policy`, `user_idx` (row of the click model), `ctx_0..ctx_{last_ctx}` (= `ClickModel.user_context[user_idx]`) |
 | `bandit_random.parquet` | the same experiment logged uniformly at random (propensity 1/{n_arms}) |
+| `click_users.parquet` | the click model's users: `user_idx` (row), `user_id`, `weight` (probability that a bandit row is that user; `world.json` policy values use it) |
 | `click_model.npz` | the known click model (`rtml_cli.data.clickmodel.ClickModel.load`): the true click probability of any (user, arm, position) |
 | `world.json` | ground truth: seed, size, time range, `history_cutoff`, `shift_time` and `shift`, `bundles` and `categories`, trending `bursts`, funnel rates, segment shares, intent rates, click-model summary with the true value of the logging, uniform and best policies |
 """
@@ -1018,6 +1041,7 @@ def generate_world(
         # bandit logs over the stationary period before the shift
         model, arms, user_weights = _build_click_model(cfg, cat, users, seed)
         model.save(tmp / "click_model.npz")
+        _write_click_users(tmp / "click_users.parquet", user_weights)
         for name, stream, uniform in (
             ("bandit.parquet", 6, False),
             ("bandit_random.parquet", 7, True),
