@@ -64,9 +64,8 @@ def sessions() -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def views(events, items) -> pl.DataFrame:
+def views(events, items, world) -> pl.DataFrame:
     """Views with their category, bundle and position of the category in its bundle."""
-    world = json.loads((SHOP / "world.json").read_text())
     pos = pl.DataFrame(
         {
             "category": [c["name"] for c in world["categories"]],
@@ -113,6 +112,7 @@ def test_events_follow_the_contract(events, items, world):
     assert events["ts"].is_sorted()
     assert events["session_id"].null_count() == 0 and events["item_id"].null_count() == 0
     assert set(events["event"].unique()) == {"view", "cart", "purchase"}
+    assert not events.is_duplicated().any()  # `rtml data validate` rejects duplicate rows
     assert events["item_id"].is_in(items["item_id"].implode()).all()
     assert 100_000 <= events.height <= 200_000 and events.height == world["n_events"]
     assert events["ts"].min() >= _ts(world["start"]) and events["ts"].max() < _ts(world["end"])
