@@ -195,3 +195,17 @@ def test_sample_world_linucb_and_lints_beat_greedy():
         assert runs[name].cumulative_regret < 0.8 * greedy.cumulative_regret
         assert runs[name].tail_impression_share > greedy.tail_impression_share + 0.2
         assert runs[name].tail_click_share > greedy.tail_click_share + 0.1
+
+
+def test_online_results_do_not_depend_on_the_mode(invoke):
+    """Online figures are the same whether or not the offline part runs (same users)."""
+    runs = [
+        json.loads(
+            invoke(
+                "evaluate", "contextual", SHOP, "-n", "600", "--mode", mode, "-f", "json",
+                "-b", "10", "--policies", "greedy,lints",
+            ).stdout
+        )["online"]
+        for mode in ("online", "both")
+    ]  # fmt: skip
+    assert runs[0] == runs[1]

@@ -544,6 +544,26 @@ def load_world(world: str | Path) -> tuple[ClickModel, Path]:
     return model, path.parent
 
 
+def request_weights(root: Path, model: ClickModel) -> np.ndarray | None:
+    """Who sends the requests: ``click_users.parquet``'s ``weight`` (the world's traffic, the
+    distribution its bandit logs were drawn from) when present, else uniform (``None``)."""
+    path = root / "click_users.parquet"
+    if not path.exists():
+        return None
+    from rtml_cli.evaluation.ope import read_table
+
+    frame = read_table(path, what="click users")
+    if not {"user_idx", "weight"} <= set(frame.columns):
+        raise DataError(f"{path} needs columns user_idx and weight")
+    idx = frame.get_column("user_idx").to_numpy()
+    w = frame.get_column("weight").cast(float).to_numpy()
+    if idx.min() < 0 or idx.max() >= model.n_users or (w < 0).any() or not w.sum() > 0:
+        raise DataError(f"{path}: user_idx must index the click model's users, weights >= 0")
+    out = np.zeros(model.n_users)
+    np.add.at(out, idx, w)
+    return out
+
+
 def evaluate_contextual(
     world: str | Path,
     *,
@@ -596,12 +616,7 @@ def evaluate_contextual(
             raise InputMissing(
                 f"offline mode needs bandit.parquet and/or bandit_random.parquet in {root}"
             )
-    user_weights = None
-    src = logs.get("logged") or logs.get("random")
-    if src is not None:
-        user_weights = (
-            np.bincount(src.extra["user_idx"].astype(np.int64), minlength=model.n_users) + 0.0
-        )
+    user_weights = request_weights(root, model)
     pols = make_policies(policies, epsilon=epsilon, alpha=alpha, ts_scale=ts_scale)
     with one_blas_thread():
         online = run_online(
