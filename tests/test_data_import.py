@@ -449,3 +449,25 @@ def test_recbole_round_trip(tmp_path_factory, rows):
     res = import_log("recbole", tmp / "x.inter", tmp / "out.parquet")
     assert res.rows == len(rows) and res.items_out is None
     assert _imported(tmp / "out.parquet") == _expected(rows, "s")
+
+
+def test_out_directory_is_refused_and_left_alone(invoke, tmp_path):
+    keep = tmp_path / "results"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("x")
+    src = tmp_path / "log.csv"
+    src.write_text("ts,user_id,item_id\n2024-03-01,u,1\n")
+    result = invoke("data", "import", "--format", "csv", src, "--out", keep)
+    assert result.exit_code == ExitCode.USAGE and "is a directory" in result.stderr
+    assert (keep / "precious.txt").read_text() == "x"
+
+
+def test_csv_glob(invoke, tmp_path):
+    for day in (1, 2):
+        (tmp_path / f"d{day}.csv").write_text(f"ts,user_id,item_id\n2024-03-0{day},u,{day}\n")
+    out = tmp_path / "out.parquet"
+    result = invoke("data", "import", "--format", "csv", f"{tmp_path}/d*.csv", "--out", out)
+    assert result.exit_code == ExitCode.OK, result.stderr
+    assert pl.read_parquet(out)["item_id"].to_list() == [1, 2]
+    result = invoke("data", "import", "--format", "csv", f"{tmp_path}/x*.csv", "--out", out)
+    assert result.exit_code == ExitCode.NO_INPUT and "matches no file" in result.stderr

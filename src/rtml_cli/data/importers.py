@@ -21,6 +21,7 @@ Sources without session ids are sessionized per user at an inactivity gap
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import re
 import time
@@ -121,6 +122,7 @@ def _connect(spill_dir: Path):
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET temp_directory = {lit(str(spill_dir))}")
+    con.execute("SET enable_progress_bar = false")  # rtml owns stderr
     # Keep source order so row numbers (the tie-breaker between equal timestamps) are stable.
     con.execute("SET preserve_insertion_order = true")
     return con
@@ -188,9 +190,13 @@ def ts_expression(column: str, dtype: str, unit: str | None) -> str:
     return f"CAST(try(make_timestamp({micros})) AS TIMESTAMPTZ)"
 
 
-def _check_source(source: str | Path) -> Path:
+def _check_source(source: str | Path, fmt: str) -> Path:
     path = Path(source)
     if any(ch in str(source) for ch in "*?["):
+        if fmt != "csv":
+            raise UsageError(f"--format {fmt} reads one file; globs only work with csv and parquet")
+        if not glob.glob(str(source)):
+            raise InputMissing(f"input glob {source} matches no file")
         return path
     if not path.exists():
         raise InputMissing(f"input {source} does not exist")
@@ -719,10 +725,15 @@ def import_log(
     out = Path(out)
     mapping = dict(mapping or {})
     text = str(source)
-    path = Path(text) if fmt == "parquet" else _check_source(text)
+    path = Path(text) if fmt == "parquet" else _check_source(text, fmt)
     if fmt == "obd" and mapping:
         raise UsageError("--map does not apply to --format obd (its columns are fixed)")
     items_target = _items_target(out, items_out)
+    for target, option in ((out, "--out"), (items_target, "--items-out")):
+        if target.is_dir():  # publishing would replace the whole directory
+            raise UsageError(
+                f"{option} {target} is a directory; give a file name, e.g. {target / 'events.parquet'}"
+            )
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix=".rtml-import-", dir=_spill_parent(out)) as spill:

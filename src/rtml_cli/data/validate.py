@@ -457,6 +457,7 @@ def validate(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
         file_list = ", ".join(lit(str(f)) for f in files)
         try:
             con.execute(
