@@ -4,7 +4,7 @@ Generates a synthetic click log with DuckDB (N rows: ~N/20 users, ~N/100 items, 
 event every ~1-40 minutes per user, so the importer has to cut sessions), then runs the
 two commands as subprocesses and records wall time and peak RSS (ru_maxrss of the child).
 
-    .venv/bin/python bench/bench_data_import.py --rows 10000000
+    .venv/bin/python bench/bench_data_import.py --rows 10000000 [--memory-limit 512MB]
 """
 
 from __future__ import annotations
@@ -60,7 +60,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory")
+    parser.add_argument(
+        "--memory-limit", default=None, help="RTML_MEMORY_LIMIT for the commands, e.g. 512MB"
+    )
     args = parser.parse_args()
+    if args.memory_limit:
+        os.environ["RTML_MEMORY_LIMIT"] = args.memory_limit
     rtml = str(Path(sys.executable).with_name("rtml"))
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         src = Path(scratch) / "clicks.csv"
@@ -86,6 +91,7 @@ def main() -> None:
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         )
         print(f"load average: {os.getloadavg()}")
+        print(f"RTML_MEMORY_LIMIT: {os.environ.get('RTML_MEMORY_LIMIT', '(DuckDB default)')}")
         print(
             f"import:   {imp_s:6.1f}s  peak RSS {imp_rss:,.0f} MiB  -> {size:,.0f} MiB Parquet, {sessions:,} sessions"
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import gzip
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -118,13 +119,28 @@ def parse_mapping(specs: list[str] | str | None) -> dict[str, str]:
     return mapping
 
 
-def _connect(spill_dir: Path):
+def connect(spill_dir: Path | None = None):
+    """A DuckDB connection in UTC that spills to ``spill_dir``.
+
+    ``RTML_MEMORY_LIMIT`` (e.g. ``2GB``) caps DuckDB's memory; sorts, windows and
+    aggregations beyond it spill to disk instead of failing.
+    """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET temp_directory = {lit(str(spill_dir))}")
+    if spill_dir is not None:
+        con.execute(f"SET temp_directory = {lit(str(spill_dir))}")
     con.execute("SET enable_progress_bar = false")  # rtml owns stderr
     # Keep source order so row numbers (the tie-breaker between equal timestamps) are stable.
     con.execute("SET preserve_insertion_order = true")
+    limit = os.environ.get("RTML_MEMORY_LIMIT", "").strip()
+    if limit:
+        try:
+            con.execute(f"SET memory_limit = {lit(limit)}")
+        except duckdb.Error:
+            con.close()
+            raise UsageError(
+                f"invalid RTML_MEMORY_LIMIT {limit!r}: use a size such as 512MB or 4GB"
+            ) from None
     return con
 
 
@@ -737,7 +753,7 @@ def import_log(
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix=".rtml-import-", dir=_spill_parent(out)) as spill:
-        con = _connect(Path(spill))
+        con = connect(Path(spill))
         try:
             if fmt == "obd":
                 return _import_obd(
@@ -773,7 +789,5 @@ def import_log(
 
 def _spill_parent(out: Path) -> str | None:
     """Spill next to the output when possible (same disk, cleaned up), else the system tmp."""
-    import os
-
     parent = out.parent if str(out.parent) else Path(".")
     return str(parent) if parent.is_dir() and os.access(parent, os.W_OK) else None
