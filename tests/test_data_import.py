@@ -471,3 +471,13 @@ def test_csv_glob(invoke, tmp_path):
     assert pl.read_parquet(out)["item_id"].to_list() == [1, 2]
     result = invoke("data", "import", "--format", "csv", f"{tmp_path}/x*.csv", "--out", out)
     assert result.exit_code == ExitCode.NO_INPUT and "matches no file" in result.stderr
+
+
+def test_unwritable_output_is_cant_create(invoke, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    src = tmp_path / "log.csv"
+    src.write_text("ts,user_id,item_id\n2024-03-01,u,1\n")
+    result = invoke("data", "import", "--format", "csv", src, "--out", blocker / "e.parquet")
+    assert result.exit_code == ExitCode.CANT_CREATE
+    assert "cannot create directory" in result.stderr
