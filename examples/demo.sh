@@ -11,6 +11,9 @@ step() { printf '\n\033[1m== %s ==\033[0m\n$ %s\n' "$1" "${*:2}" >&2; "${@:2}"; 
 
 # --- data -----------------------------------------------------------------
 step "The data contracts rtml reads" "$RTML" data contracts
+# The committed sample world (sample_data/shop) was made by the command below; regenerating the
+# tiny size shows what it writes and its ground truth in about a second.
+step "A sample shop with known ground truth (tiny size)" "$RTML" data sample --out "$OUT/world" --size tiny --seed 7
 
 # --- real bandit logs: the Open Bandit Dataset sample (CC BY 4.0) ----------
 mkdir -p "$OUT/obd"
