@@ -289,7 +289,7 @@ def _events(ck: _Checker, now: datetime, gap: timedelta | None) -> dict[str, Any
         if has_user:
             summary["anonymous_session_share"] = sess[4] / n_sessions if n_sessions else None
         summary["events_per_session"] = {"mean": sess[1], "median": sess[2], "p95": sess[3]}
-        summary["session_duration_median_s"] = sess[7] / 1e6 if sess[7] is not None else None
+        summary["median_session_seconds"] = sess[7] / 1e6 if sess[7] is not None else None
         if sess[5]:
             ck.problems.append(
                 f"{sess[5]:,} sessions hold events of more than one user "
