@@ -278,7 +278,9 @@ def test_csv_unparseable_times_and_null_ids_all_listed(invoke, tmp_path):
     result = invoke("data", "import", "--format", "csv", src, "--out", out)
     assert result.exit_code == ExitCode.DATA_ERR
     assert "2 problem(s)" in result.stderr
-    assert "1 timestamps cannot be parsed as ISO 8601 (e.g. 'soon')" in result.stderr
+    assert (
+        "1 timestamps cannot be parsed as epoch seconds or ISO 8601 (e.g. 'soon')" in result.stderr
+    )
     assert "1 rows have a null or empty item id" in result.stderr
     assert _leftovers(tmp_path) == ["log.csv"]
 
@@ -481,3 +483,13 @@ def test_unwritable_output_is_cant_create(invoke, tmp_path):
     result = invoke("data", "import", "--format", "csv", src, "--out", blocker / "e.parquet")
     assert result.exit_code == ExitCode.CANT_CREATE
     assert "cannot create directory" in result.stderr
+
+
+def test_csv_text_times_without_unit_are_seconds_or_iso(tmp_path):
+    src = tmp_path / "log.csv"
+    src.write_text("ts,user_id,item_id\n1709294400.25,u,1\n2024-03-01T12:00:01Z,u,2\n")
+    import_log("csv", src, tmp_path / "e.parquet")
+    assert pl.read_parquet(tmp_path / "e.parquet")["ts"].to_list() == [
+        datetime(2024, 3, 1, 12, 0, 0, 250000, tzinfo=timezone.utc),
+        datetime(2024, 3, 1, 12, 0, 1, tzinfo=timezone.utc),
+    ]

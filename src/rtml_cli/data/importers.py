@@ -194,8 +194,6 @@ def ts_expression(column: str, dtype: str, unit: str | None) -> str:
         micros = f"try(CAST({c} AS BIGINT) * {factor})"
     elif _is_numeric(dtype):
         micros = f"try(CAST(round(CAST({c} AS DOUBLE) * {factor}) AS BIGINT))"
-    elif unit is None:
-        return f"TRY_CAST({c} AS TIMESTAMPTZ)"
     else:
         text = f"trim(CAST({c} AS VARCHAR))"
         micros = (
@@ -203,6 +201,13 @@ def ts_expression(column: str, dtype: str, unit: str | None) -> str:
             f"THEN try(TRY_CAST({text} AS BIGINT) * {factor}) "
             f"ELSE try(CAST(round(TRY_CAST({text} AS DOUBLE) * {factor}) AS BIGINT)) END"
         )
+        if unit is None:
+            # Text without a unit: numbers are epoch seconds (as for numeric columns), the rest ISO.
+            return (
+                f"CASE WHEN regexp_full_match({text}, '-?[0-9]+(\\.[0-9]*)?') "
+                f"THEN CAST(try(make_timestamp({micros})) AS TIMESTAMPTZ) "
+                f"ELSE TRY_CAST({c} AS TIMESTAMPTZ) END"
+            )
     return f"CAST(try(make_timestamp({micros})) AS TIMESTAMPTZ)"
 
 
@@ -473,7 +478,7 @@ def _import_events(
     if s["null_ts"]:
         problems.append(f"{s['null_ts']:,} rows have no timestamp")
     if s["bad_ts"]:
-        hint = "ISO 8601" if (unit or "iso") == "iso" and not _is_numeric(src.ts_dtype) else unit
+        hint = unit or ("epoch seconds or ISO 8601" if not _is_numeric(src.ts_dtype) else "s")
         problems.append(
             f"{s['bad_ts']:,} timestamps cannot be parsed as {hint} "
             f"(e.g. {_problem_example(s['bad_ts_example'])}); set --ts-unit s|ms|us|iso"
