@@ -493,3 +493,11 @@ def test_csv_text_times_without_unit_are_seconds_or_iso(tmp_path):
         datetime(2024, 3, 1, 12, 0, 0, 250000, tzinfo=timezone.utc),
         datetime(2024, 3, 1, 12, 0, 1, tzinfo=timezone.utc),
     ]
+
+
+@pytest.mark.parametrize("command", ["import", "validate"])
+def test_command_has_help_and_a_readme_section(invoke, command):
+    result = invoke("data", command, "--help")
+    assert result.exit_code == ExitCode.OK and "Usage" in result.stdout
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"### `rtml data {command}`" in readme
