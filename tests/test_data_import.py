@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtml_cli.data.importers import import_log, obd_policy_name
+from rtml_cli.data.validate import validate
 from rtml_cli.errors import ExitCode
 
 OBD = Path(__file__).resolve().parent.parent / "sample_data" / "obd"
@@ -426,6 +427,13 @@ def test_csv_round_trip(tmp_path_factory, rows, unit):
     ev = pl.read_parquet(tmp / "out.parquet")
     assert (ev["item_id"].dtype == pl.Int64) == _item_ok([i for _, i, _ in rows])
     assert res.users == len({u for u, _, _ in rows})
+    # what the importer writes satisfies the events contract (exact repeats are reported)
+    expected = _expected(rows, unit)
+    report = validate(tmp / "out.parquet", kind="events")
+    if len(set(expected)) == len(expected):
+        assert report.ok, report.problems
+    else:
+        assert len(report.problems) == 1 and "exact duplicates" in report.problems[0]
 
 
 @settings(max_examples=15, deadline=None)
