@@ -18,7 +18,6 @@ WINDOWS = {"1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(da
 KINDS = {"views": "view", "carts": "cart", "purchases": "purchase"}
 TOTALS = ("views_total", "carts_total", "purchases_total", "events_total")
 EVENT_WEIGHT_SQL = "CASE event WHEN 'purchase' THEN 3.0 WHEN 'cart' THEN 2.0 ELSE 1.0 END"
-HISTORY_PER_USER = 50  # items kept per user for recs and top categories (plus all purchases)
 POPULARITY_SQL = "views_7d + 2 * carts_7d + 4 * purchases_7d"
 
 
@@ -158,8 +157,7 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
     """Per (user, item): time-decayed engagement weight, purchased flag, last time.
 
     A warm start decays the previous run's weights to the new as-of and adds the
-    new events; each user keeps the ``HISTORY_PER_USER`` heaviest items plus
-    every purchased item (purchases are excluded from recommendations).
+    new events (purchases are excluded from recommendations).
     """
     fresh = f"""SELECT user_id, item_id,
                        sum({EVENT_WEIGHT_SQL} * {decay_sql(as_of, half_life_s)}) AS weight,
@@ -179,12 +177,7 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
                           SELECT user_id, item_id, weight * {factor!r} AS weight, purchased, last_ts
                           FROM old_user_items)
                     GROUP BY ALL"""
-    frame = con.sql(
-        f"""SELECT * FROM ({fresh})
-            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY weight DESC, item_id)
-                    <= {HISTORY_PER_USER} OR purchased
-            ORDER BY user_id, item_id"""
-    ).pl()
+    frame = con.sql(f"SELECT * FROM ({fresh}) ORDER BY user_id, item_id").pl()
     if old is not None:
         con.unregister("old_user_items")
     return utc(frame, "last_ts")

@@ -47,7 +47,7 @@ DEFAULT_MAX_SESSION_LEN = 50
 DEFAULT_HALF_LIFE = timedelta(days=30)
 POPULAR_N = 1000
 RECALL_SAMPLE = 1000
-REC_NEIGHBORS = 20  # neighbours per history item that vote in Stage-1 recs
+REC_NEIGHBORS = 10  # neighbours per history item that vote in Stage-1 recs
 STATE_FILES = (
     "state.json",
     "cooc.npz",
@@ -108,6 +108,7 @@ class _Steps:
         self.records: list[dict[str, Any]] = []
         self._name: str | None = None
         self._start = 0.0
+        self._cpu = 0.0
 
     def start(self, name: str) -> None:
         self._finish()
@@ -115,7 +116,7 @@ class _Steps:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.progress is not None:
             self.progress(name, STEPS.index(name), len(STEPS))
-        self._name, self._start = name, time.perf_counter()
+        self._name, self._start, self._cpu = name, time.perf_counter(), time.process_time()
 
     def _finish(self) -> None:
         if self._name is not None:
@@ -123,6 +124,7 @@ class _Steps:
                 {
                     "step": self._name,
                     "seconds": round(time.perf_counter() - self._start, 4),
+                    "cpu_seconds": round(time.process_time() - self._cpu, 4),
                     "peak_rss_mb": round(peak_rss_mb(), 1),
                 }
             )
@@ -422,7 +424,7 @@ def run_precompute(
                 emb.ppmi(counts),
                 dim,
                 seed=seed,
-                power_iterations=1 if warm is not None else 4,
+                power_iterations=1 if warm is not None else 2,
                 start=start,
             )
 

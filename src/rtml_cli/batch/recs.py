@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from rtml_cli.batch.embeddings import top_n_per_row_padded
 
 USER_CHUNK = 10_000
-PROFILE_ITEMS = 20  # a user's heaviest history items that vote for candidates
+PROFILE_ITEMS = 10  # a user's heaviest history items that vote for candidates
 
 
 def batch_recs(history, index, sim: sp.csr_matrix, popular_idx: np.ndarray, top_k: int):
@@ -40,19 +40,18 @@ def batch_recs(history, index, sim: sp.csr_matrix, popular_idx: np.ndarray, top_
     )
     profile = sp.csr_matrix((w[voter], (u[voter], i[voter])), shape=(users.len(), n_items))
     excluded = np.sort(u[bought] * n_items + i[bought])
+    bought_matrix = sp.csr_matrix(
+        (np.ones(int(bought.sum())), (u[bought], i[bought])), shape=(users.len(), n_items)
+    )
     pad_pool = popular_idx[: min(popular_idx.size, 2 * top_k + 50)]
 
     out_u, out_i, out_s, out_r = [], [], [], []
     for start in range(0, users.len(), USER_CHUNK):
         stop = min(start + USER_CHUNK, users.len())
-        scores = (profile[start:stop] @ sim).tocoo()
-        rows = scores.row.astype(np.int64) + start
-        keys = rows * n_items + scores.col
-        keep = ~np.isin(keys, excluded, assume_unique=False) & (scores.data > 0)
-        kept = sp.csr_matrix(
-            (scores.data[keep], (scores.row[keep], scores.col[keep])), shape=(stop - start, n_items)
-        )
-        r, c, s = top_n_per_row_padded(kept, top_k)
+        scores = (profile[start:stop] @ sim).tocsr()
+        scores = (scores - scores.multiply(bought_matrix[start:stop])).tocsr()
+        scores.eliminate_zeros()
+        r, c, s = top_n_per_row_padded(scores, top_k)
         r = r.astype(np.int64) + start
         counts = np.bincount(r - start, minlength=stop - start)
         # top up short lists from the popularity list
