@@ -452,6 +452,7 @@ def run_precompute(
             )
             voters = rank <= REC_NEIGHBORS
             sim_top = _csr(src_i[voters], dst_i[voters], score[voters], n_items)
+            del sim, src_i, dst_i, score, rank, voters
 
             steps.start("recs")
             popular_idx = item_frame.sort("popularity_rank")["item_idx"].to_numpy()

@@ -43,7 +43,7 @@ def fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def connect(memory_limit: str = "2GB"):
+def connect(memory_limit: str = "1GB"):
     """A DuckDB connection in UTC with bounded memory (spills to a private temp dir)."""
     import duckdb
 
