@@ -92,6 +92,32 @@ def embedding_agreement(warm, full, sample: int = 2000, k: int = 10) -> float:
     return float(np.mean([len(g & w) / k for g, w in zip(got, want, strict=True)]))
 
 
+def bundle_purity(art, items: pl.DataFrame, sample: int = 2000, k: int = 10) -> dict:
+    """Quality against the world's ground truth: share of top-k neighbours in the same bundle."""
+    bundle = dict(zip(items["item_id"].to_list(), items["bundle"].to_list(), strict=True))
+    category = dict(zip(items["item_id"].to_list(), items["category"].to_list(), strict=True))
+    rng = np.random.default_rng(0)
+    ids = art.item_ids
+    same_b, same_c = [], []
+    for i in rng.choice(art.n_items, size=min(sample, art.n_items), replace=False):
+        for j in art.index.get_nns_by_item(int(i), k + 1)[1:]:
+            same_b.append(bundle.get(ids[i]) == bundle.get(ids[j]))
+            same_c.append(category.get(ids[i]) == category.get(ids[j]))
+    top = (
+        art.neighbors.filter(pl.col("rank") <= k)
+        .join(items.select("item_id", "bundle"), on="item_id")
+        .join(
+            items.select(pl.col("item_id").alias("neighbor_id"), pl.col("bundle").alias("nb")),
+            on="neighbor_id",
+        )
+    )
+    return {
+        "embedding_same_bundle": float(np.mean(same_b)),
+        "embedding_same_category": float(np.mean(same_c)),
+        "cf_same_bundle": float((top["bundle"] == top["nb"]).mean()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, default=Path("/tmp/rtml-bench/large"))
@@ -152,6 +178,8 @@ def main() -> None:
         "batch_recs_overlap_at_10": overlap(wa.batch_recs, fa.batch_recs, "user_id", "item_id", 10),
         "item_window_and_total_counts_identical": same_features,
     }
+    catalogue = pl.read_parquet(items)
+    quality = {"full": bundle_purity(fa, catalogue), "warm": bundle_purity(wa, catalogue)}
     index = full["summary"]["index"]
     result = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -168,6 +196,7 @@ def main() -> None:
         "warm_rows": warm["summary"]["rows"],
         "full_rows": full["summary"]["rows"],
         "agreement": agreement,
+        "quality": quality,
         "index": index,
     }
     if opts.json:
@@ -177,7 +206,7 @@ def main() -> None:
 
 def render(r: dict) -> str:
     full, warm, fl = r["full"], r["warm"], r["floor"]
-    ag, ix = r["agreement"], r["index"]
+    ag, ix, q = r["agreement"], r["index"], r["quality"]
     lines = [
         f"Measured {r['date']} on {r['machine']}; load average before/after "
         f"{r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} (shared machine).",
@@ -202,6 +231,12 @@ def render(r: dict) -> str:
         f"embedding kNN overlap@10 {ag['embedding_knn_overlap_at_10']:.3f}, Stage-1 lists "
         f"overlap@10 {ag['batch_recs_overlap_at_10']:.3f}, item counts identical: "
         f"{ag['item_window_and_total_counts_identical']}",
+        "- quality vs the world's ground truth (share of top-10 neighbours in the same intent "
+        f"bundle / category): full {q['full']['embedding_same_bundle']:.3f} / "
+        f"{q['full']['embedding_same_category']:.3f} (embeddings), "
+        f"{q['full']['cf_same_bundle']:.3f} (CF bundle); warm start "
+        f"{q['warm']['embedding_same_bundle']:.3f} / {q['warm']['embedding_same_category']:.3f}, "
+        f"{q['warm']['cf_same_bundle']:.3f}",
         f"- Annoy ({ix['n_trees']} trees, angular, search_k={ix['search_k']}): recall@10 "
         f"{ix['recall_at_10']:.3f} on {ix['recall_queries']} items, build {ix['build_seconds']:.1f} s, "
         f"{ix['bytes'] / 1e6:.0f} MB",
