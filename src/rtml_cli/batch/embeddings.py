@@ -112,7 +112,8 @@ def truncated_svd(
 
     ``start`` (the previous run's basis, new items padded with zeros) warm-starts
     the range finder: a subspace that already spans the top singular vectors
-    needs one power iteration instead of two. Runs in float32 (half the memory
+    needs no power iteration (each warm start adds one subspace-iteration step to
+    the previous run's), where a cold start needs two. Runs in float32 (half the memory
     traffic of the sparse products; embeddings are stored as float32 anyway). Signs are fixed so that each
     component's largest-magnitude entry is positive (deterministic output).
     """
@@ -212,11 +213,13 @@ def top_n_per_row_padded(
 
 def cf_similarity(counts: sp.csr_matrix) -> sp.csr_matrix:
     """Item-item CF similarity: co-occurrence normalised by both items' totals (cosine-like)."""
+    counts = counts.tocsr()
     degree = np.asarray(counts.sum(axis=1)).ravel()
     inv = np.zeros_like(degree)
     np.divide(1.0, np.sqrt(degree), out=inv, where=degree > 0)
-    scale = sp.diags(inv)
-    return (scale @ counts @ scale).tocsr()
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+    data = counts.data * inv[rows] * inv[counts.indices]
+    return sp.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape)
 
 
 def build_annoy(embeddings: np.ndarray, n_trees: int, path: str, *, seed: int) -> None:

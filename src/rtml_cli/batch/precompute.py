@@ -424,7 +424,7 @@ def run_precompute(
                 emb.ppmi(counts),
                 dim,
                 seed=seed,
-                power_iterations=1 if warm is not None else 2,
+                power_iterations=0 if warm is not None else 2,
                 start=start,
             )
 
@@ -477,7 +477,8 @@ def run_precompute(
                     top_k,
                 )
                 kept = warm.batch_recs.join(active, on="user_id", how="anti")
-                recs = pl.concat([kept, fresh_recs.select(kept.columns)]).sort(["user_id", "rank"])
+                # rows stay grouped by user (kept, then refreshed users); no 15M-row re-sort
+                recs = pl.concat([kept, fresh_recs.select(kept.columns)])
 
             steps.start("write")
             index.write_parquet(tmp / "item_index.parquet")
