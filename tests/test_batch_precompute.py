@@ -204,6 +204,8 @@ def test_warm_start_uses_new_events_only_and_agrees_with_a_full_run(data, tmp_pa
     assert _overlap(w.neighbors, f.neighbors, "item_id", 10) > 0.8
     assert _overlap(w.batch_recs, f.batch_recs, "user_id", 10) > 0.5
     assert (tmp_path / "root" / "latest").resolve().name == warm.run_id
+    again = run_precompute(events, tmp_path / "root", warm_start=tmp_path / "root", n_trees=10)
+    assert again.skipped and again.run_id == warm.run_id  # nothing new: a no-op, exit 0
 
 
 def test_warm_start_from_corrupt_missing_or_newer_run(data, tmp_path):

@@ -38,13 +38,6 @@ def _since(since: datetime | None) -> str:
     return f"ts >= {sql_ts(since)}" if since is not None else "TRUE"
 
 
-def item_ids(con, since: datetime | None = None):
-    """Distinct item ids (sorted) of events since ``since`` (all when None)."""
-    return con.sql(
-        f"SELECT item_id FROM ev WHERE {_since(since)} GROUP BY item_id ORDER BY item_id"
-    ).pl()
-
-
 def item_aggregates(con, as_of: datetime, since: datetime | None):
     """Per item: window counts ending at as-of, and totals over events since ``since``."""
     windows = []
@@ -183,8 +176,11 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
     return utc(frame, "last_ts")
 
 
-def user_features(totals, history, catalogue, as_of: datetime):
-    """Per known user: activity counts, recency and top-3 categories of their weighted history."""
+def user_features(totals, history, categories, as_of: datetime):
+    """Per known user: activity counts, recency and top-3 categories of their weighted history.
+
+    ``categories`` maps item_id -> category (None when there is no catalogue).
+    """
     import polars as pl
 
     frame = totals.with_columns(
@@ -192,10 +188,10 @@ def user_features(totals, history, catalogue, as_of: datetime):
             "recency_days"
         )
     )
-    if catalogue is not None:
+    if categories is not None:
         top = (
-            history.with_columns(pl.col("item_id").cast(pl.Utf8).alias("item_key"))
-            .join(catalogue.select("item_key", "category"), on="item_key", how="inner")
+            history.select("user_id", "item_id", "weight")
+            .join(categories, on="item_id", how="inner")
             .filter(pl.col("category").is_not_null())
             .group_by("user_id", "category")
             .agg(pl.col("weight").sum())

@@ -322,7 +322,19 @@ def run_precompute(
         try:
             src = open_events(con, event_files, as_of)
             as_of = src.as_of
-            if warm is not None and warm.as_of >= as_of:
+            if warm is not None and warm.as_of == as_of:
+                # nothing new since the run we continue from (e.g. a cron retry): a no-op
+                return PrecomputeResult(
+                    run_id=warm.run_id,
+                    run_dir=warm.run_dir,
+                    as_of=as_of,
+                    mode="warm-start",
+                    skipped=True,
+                    published=False,
+                    manifest=read_manifest(warm.run_dir),
+                    seconds=time.perf_counter() - t0,
+                )
+            if warm is not None and warm.as_of > as_of:
                 raise UsageError(
                     f"--warm-start run {warm.run_id} is not older than as-of {as_of.isoformat()}: "
                     "warm-start from an earlier run"
@@ -359,13 +371,22 @@ def run_precompute(
                 raise DataError("no events before as-of: nothing to precompute")
 
             steps.start("features")
+            # one scan gives the aggregates and the item ids (sorted ids -> dense item_idx)
+            fresh_aggs = feat.item_aggregates(con, as_of, since)
             if warm is None:
-                index = feat.item_ids(con).with_columns(
-                    pl.int_range(0, pl.len(), dtype=pl.Int64).alias("item_idx")
+                index = (
+                    fresh_aggs.select("item_id")
+                    .sort("item_id")
+                    .with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias("item_idx"))
                 )
             else:
                 old = warm.index.select("item_id", "item_idx")
-                fresh = feat.item_ids(con, since).join(old, on="item_id", how="anti")
+                fresh = (
+                    fresh_aggs.filter(pl.col("events_total") > 0)
+                    .select("item_id")
+                    .sort("item_id")
+                    .join(old, on="item_id", how="anti", maintain_order="left")
+                )
                 fresh = fresh.with_columns(
                     (pl.int_range(0, pl.len(), dtype=pl.Int64) + old.height).alias("item_idx")
                 )
@@ -377,8 +398,7 @@ def run_precompute(
                     f"--dim {dim} must be smaller than the number of items ({n_items}): lower --dim"
                 )
             aggregates = feat.merge_item_totals(
-                feat.item_aggregates(con, as_of, since),
-                warm.item_totals if warm is not None else None,
+                fresh_aggs, warm.item_totals if warm is not None else None
             )
             item_frame = feat.item_features(index, aggregates, catalogue)
             user_totals = feat.merge_user_totals(
@@ -387,7 +407,8 @@ def run_precompute(
             history = feat.user_items(
                 con, as_of, half_life_s, since, warm.user_items if warm is not None else None
             )
-            user_frame = feat.user_features(user_totals, history, catalogue, as_of)
+            categories = item_frame.select("item_id", "category") if catalogue is not None else None
+            user_frame = feat.user_features(user_totals, history, categories, as_of)
 
             steps.start("cooccurrence")
             con.register("idx", index)
