@@ -41,4 +41,4 @@ step "Stage 1: batch features, item embeddings, Annoy index and batch recommenda
 step "Do the embeddings make sense? Nearest items to a keyboard" \
   "$RTML" neighbors 100000 --artifacts "$OUT/artifacts" -k 8
 step "Running the same job again is a no-op (safe to retry from cron)" \
-  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts" --quiet
+  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts"
