@@ -1,0 +1,1 @@
+"""`rtml evaluate`: choosing between models — routing policies, off-policy estimators."""

@@ -1,0 +1,124 @@
+"""Where rewards come from: Bernoulli arms of given rates, or a replay reward matrix.
+
+Both sources answer one question per batch: given how many of this batch's
+requests each seed routed to each arm, what reward did each arm earn?
+
+* ``BernoulliArms``: planning mode; the reward of n requests on arm k is
+  Binomial(n, rate_k).
+* ``RewardMatrix``: replay mode; row i holds the reward every arm (strategy)
+  earned on request i, so any routing can be scored exactly. Each seed sees the
+  requests in its own random order (``permute``: every request once) or drawn
+  with replacement (``bootstrap``: any horizon). The policies are not
+  contextual, so inside a batch — whose requests are already in random order —
+  giving the first n_0 requests to arm 0, the next n_1 to arm 1, … is the same
+  in distribution as routing each request at random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rtml_cli.errors import DataError, UsageError
+
+
+@dataclass
+class BernoulliArms:
+    names: list[str]
+    rates: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.rates = np.asarray(self.rates, dtype=float)
+        check_arms(self.names)
+        bad = [
+            f"{n}={r}" for n, r in zip(self.names, self.rates, strict=True) if not (0.0 <= r <= 1.0)
+        ]
+        if bad:
+            raise UsageError(f"arm rates must lie in [0, 1]: {', '.join(bad)}")
+
+    @property
+    def means(self) -> np.ndarray:
+        return self.rates
+
+    def start(self, n_seeds: int, horizon: int, rng: np.random.Generator) -> None:
+        self._rng = rng
+
+    def pull(self, counts: np.ndarray, start: int) -> np.ndarray:
+        return self._rng.binomial(counts, self.rates).astype(float)
+
+
+@dataclass
+class RewardMatrix:
+    names: list[str]
+    rewards: np.ndarray  # (requests, arms), values in [0, 1]
+    resample: str = "permute"
+    _order: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        check_arms(self.names)
+        self.rewards = np.ascontiguousarray(self.rewards, dtype=float)
+        if self.rewards.shape[0] == 0:
+            raise DataError("the results contain no requests: nothing to evaluate")
+        if self.resample not in ("permute", "bootstrap"):
+            raise UsageError(f"--resample must be permute or bootstrap, got {self.resample!r}")
+
+    @property
+    def means(self) -> np.ndarray:
+        return self.rewards.mean(axis=0)
+
+    @property
+    def n_requests(self) -> int:
+        return int(self.rewards.shape[0])
+
+    def start(self, n_seeds: int, horizon: int, rng: np.random.Generator) -> None:
+        n = self.n_requests
+        if self.resample == "permute":
+            if horizon > n:
+                raise UsageError(
+                    f"--requests {horizon} is more than the {n} requests in the results; "
+                    "use --resample bootstrap for a longer stream"
+                )
+            self._order = rng.permuted(
+                np.broadcast_to(np.arange(n, dtype=np.int32), (n_seeds, n)), axis=1
+            )[:, :horizon]
+        else:
+            self._order = rng.integers(0, n, size=(n_seeds, horizon), dtype=np.int32)
+
+    def pull(self, counts: np.ndarray, start: int) -> np.ndarray:
+        n_seeds, k = counts.shape
+        size = int(counts[0].sum())
+        rows = self._order[:, start : start + size]  # (seeds, size)
+        ends = np.cumsum(counts, axis=1)  # (seeds, arms)
+        position = np.arange(size)
+        arm = (position[None, :, None] >= ends[:, None, :]).sum(axis=2)  # (seeds, size)
+        earned = self.rewards[rows, arm]
+        flat = (np.arange(n_seeds)[:, None] * k + arm).ravel()
+        return np.bincount(flat, weights=earned.ravel(), minlength=n_seeds * k).reshape(n_seeds, k)
+
+
+def check_arms(names: list[str]) -> None:
+    if len(names) < 2:
+        raise UsageError(f"need at least two arms to compare, got {len(names)}: {names}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"arm names must be unique; repeated: {', '.join(dupes)}")
+
+
+def parse_arm_specs(specs: list[str]) -> BernoulliArms:
+    """``["control=0.040", "new=0.045"]`` -> BernoulliArms."""
+    names, rates = [], []
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"--arm must look like NAME=RATE (e.g. control=0.040), got {spec!r}")
+        try:
+            rate = float(value)
+        except ValueError:
+            raise UsageError(f"--arm {spec!r}: rate {value!r} is not a number") from None
+        if not np.isfinite(rate):
+            raise UsageError(f"--arm {spec!r}: rate must be a finite number in [0, 1]")
+        names.append(name)
+        rates.append(rate)
+    return BernoulliArms(names, np.array(rates))
