@@ -47,6 +47,20 @@ class BernoulliArms:
     def pull(self, counts: np.ndarray, start: int) -> np.ndarray:
         return self._rng.binomial(counts, self.rates).astype(float)
 
+    def route(self, size: int, probs: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Route ``size`` requests per seed by ``probs``: (counts, rewards) per arm.
+
+        One multinomial over (arm, clicked) cells — P = probs_k rate_k and
+        probs_k (1 - rate_k) — draws both at once: the same joint distribution as
+        a multinomial for the counts and then a binomial for each arm's clicks.
+        """
+        cells = np.empty((probs.shape[0], 2 * probs.shape[1]))
+        cells[:, 0::2] = probs * self.rates
+        cells[:, 1::2] = probs * (1.0 - self.rates)
+        drawn = self._rng.multinomial(size, cells)
+        hits = drawn[:, 0::2]
+        return hits + drawn[:, 1::2], hits.astype(float)
+
 
 @dataclass
 class RewardMatrix:
@@ -72,6 +86,7 @@ class RewardMatrix:
         return int(self.rewards.shape[0])
 
     def start(self, n_seeds: int, horizon: int, rng: np.random.Generator) -> None:
+        self._rng = rng
         n = self.n_requests
         if self.resample == "permute":
             if horizon > n:
@@ -84,6 +99,11 @@ class RewardMatrix:
             )[:, :horizon]
         else:
             self._order = rng.integers(0, n, size=(n_seeds, horizon), dtype=np.int32)
+
+    def route(self, size: int, probs: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Route ``size`` requests per seed by ``probs``: (counts, rewards) per arm."""
+        counts = self._rng.multinomial(size, probs)
+        return counts, self.pull(counts, start)
 
     def pull(self, counts: np.ndarray, start: int) -> np.ndarray:
         n_seeds, k = counts.shape

@@ -236,15 +236,22 @@ class FixedHorizonAB(Policy):
         n_seeds = step.pulls.shape[0]
         if step.requests < self.horizon:
             return Decision(np.zeros(n_seeds, bool), np.zeros(n_seeds, int))
-        level = self.settings.alpha / max(self.settings.n_arms - 1, 1)  # Bonferroni
-
-        def significant(sa, na, sb, nb):
-            z, p = two_proportion_ztest(sa, na, sb, nb)
-            return z > 0, p < level
-
-        has, best = _pairwise_winner(step, significant)
-        # At the horizon the test always ends: ship the winner, or keep the control.
-        return Decision(np.ones(n_seeds, bool), np.where(has, best, self.settings.control))
+        s = self.settings
+        level = s.alpha / max(s.n_arms - 1, 1)  # Bonferroni over the treatment-control pairs
+        c = s.control
+        means = step.rewards / np.maximum(step.pulls, 1)
+        wins = np.zeros(step.pulls.shape, dtype=bool)  # treatment significantly beats control
+        for arm in range(s.n_arms):
+            if arm != c:
+                z, p = two_proportion_ztest(
+                    step.rewards[:, c], step.pulls[:, c], step.rewards[:, arm], step.pulls[:, arm]
+                )
+                wins[:, arm] = (z > 0) & (p < level)
+        has = wins.any(axis=1)
+        best = np.argmax(np.where(wins, means, -np.inf), axis=1)
+        # At the horizon the test always ends: ship the best significant treatment (the
+        # comparisons the power calculation was made for), or keep the control.
+        return Decision(np.ones(n_seeds, bool), np.where(has, best, c))
 
 
 @register

@@ -89,44 +89,64 @@ def run_policy(
     curve_regret = np.zeros(n_batches)
     curve_best = np.zeros(n_batches)
 
-    step = Step(0, pulls, rewards)
-    alloc = policy.allocation(_posterior(policy, step), rng)
+    step = _posterior(policy, Step(0, pulls, rewards))
+    alloc = policy.allocation(step, rng)
+    active_idx = np.arange(seeds)  # seeds still experimenting
     for index, start in enumerate(range(0, horizon, batch_size)):
         size = min(batch_size, horizon - start)
-        probs = np.empty((seeds, k))
-        active = ~decided
-        if active.any():
-            probs[active] = alloc
-        if decided.any():
-            probs[decided] = 0.0
-            probs[decided, winner[decided]] = 1.0
-        counts = rng.multinomial(size, probs)
-        earned = source.pull(counts, start)
+        if active_idx.size == seeds:
+            probs = alloc
+        else:  # decided seeds serve their winner
+            probs = np.zeros((seeds, k))
+            probs[np.arange(seeds), np.maximum(winner, 0)] = 1.0
+            probs[active_idx] = alloc
+        counts, earned = source.route(size, probs, start)
         reward_total += earned.sum(axis=1)
         regret += counts @ gap
         best_traffic += counts[:, best].sum(axis=1)
-        pulls[active] += counts[active]
-        rewards[active] += earned[active]
         served = start + size
         curve_requests[index] = served
         curve_regret[index] = regret.mean()
         curve_best[index] = best_traffic.mean() / served
-        if not active.any():
-            continue
-        clicks_lost[active] = regret[active]
-        idx = np.flatnonzero(active)
-        step = _posterior(policy, Step(served, pulls[idx], rewards[idx]))
+        if active_idx.size == seeds:
+            pulls += counts
+            rewards += earned
+            clicks_lost[:] = regret
+            step = Step(served, pulls, rewards)
+        else:
+            pulls[active_idx] += counts[active_idx]
+            rewards[active_idx] += earned[active_idx]
+            clicks_lost[active_idx] = regret[active_idx]
+            step = Step(served, pulls[active_idx], rewards[active_idx])
+        step = _posterior(policy, step)
         if stop:
             verdict = policy.decide(step, rng)
-            newly = idx[verdict.decided]
-            decided[newly] = True
-            decision_at[newly] = served
-            winner[newly] = verdict.winner[verdict.decided]
             if verdict.decided.any():
+                newly = active_idx[verdict.decided]
+                decided[newly] = True
+                decision_at[newly] = served
+                winner[newly] = verdict.winner[verdict.decided]
                 keep = ~verdict.decided
+                active_idx = active_idx[keep]
                 step = Step(served, step.pulls[keep], step.rewards[keep], _rows(step.p_best, keep))
-        if (~decided).any():
-            alloc = policy.allocation(step, rng)
+        if active_idx.size == 0:
+            _fast_forward(
+                source,
+                served,
+                horizon,
+                winner,
+                gap,
+                best,
+                reward_total,
+                regret,
+                best_traffic,
+                curve_requests[index + 1 :],
+                curve_regret[index + 1 :],
+                curve_best[index + 1 :],
+                batch_size,
+            )
+            break
+        alloc = policy.allocation(step, rng)
 
     return PolicyRun(
         policy=policy.name,
@@ -143,6 +163,39 @@ def run_policy(
         curve_regret=curve_regret,
         curve_best_share=curve_best,
     )
+
+
+def _fast_forward(
+    source,
+    served,
+    horizon,
+    winner,
+    gap,
+    best,
+    reward_total,
+    regret,
+    best_traffic,
+    curve_requests,
+    curve_regret,
+    curve_best,
+    batch_size,
+) -> None:
+    """Every seed has decided: its winner serves the rest of the stream, in one step."""
+    remaining = horizon - served
+    if remaining <= 0:
+        return
+    seeds, k = winner.shape[0], gap.shape[0]
+    counts = np.zeros((seeds, k), dtype=np.int64)
+    counts[np.arange(seeds), winner] = remaining
+    regret_before, best_before = regret.copy(), best_traffic.copy()
+    reward_total += source.pull(counts, served).sum(axis=1)
+    regret += remaining * gap[winner]
+    best_traffic += remaining * best[winner]
+    ends = np.minimum(served + batch_size * np.arange(1, curve_requests.shape[0] + 1), horizon)
+    extra = ends - served
+    curve_requests[:] = ends
+    curve_regret[:] = regret_before.mean() + extra * gap[winner].mean()
+    curve_best[:] = (best_before.mean() + extra * best[winner].mean()) / ends
 
 
 def _rows(array: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
