@@ -7,8 +7,9 @@ draws would dominate the run time, so it is computed by quadrature on a normal
 approximation of each posterior *on the logit scale*, where Beta posteriors are
 close to normal (logit X ~ log-F, mean digamma(a) - digamma(b), variance
 trigamma(a) + trigamma(b)). P(k best) is invariant to that monotone transform,
-so the only error is the normal approximation; the test suite bounds it against
-exact Monte Carlo.
+so the only error is the normal approximation: within 0.015 of exact Monte Carlo
+once arms have a few dozen successes; with only a handful it under-states the
+leader by up to ~0.03 (a more cautious stopping rule). The tests pin both.
 """
 
 from __future__ import annotations
