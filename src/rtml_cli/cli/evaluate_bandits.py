@@ -80,7 +80,7 @@ def bandits_cmd(
         int, typer.Option(help="No decision (bandits, sequential A/B) before this many requests.")
     ] = 0,
     min_arm_requests: Annotated[
-        int, typer.Option(help="Bandits decide only after every arm served this many requests.")
+        int, typer.Option(help="Bandits declare a winner only after it served this many requests.")
     ] = 100,
     epsilon: Annotated[float, typer.Option(help="epsilon-greedy's exploration rate.")] = 0.1,
     seeds: Annotated[int, typer.Option(help="Repetitions (each a new request order).")] = 100,

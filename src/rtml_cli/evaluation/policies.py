@@ -69,7 +69,7 @@ class Settings:
     threshold: float = 0.95  # bandits: declare a winner when P(best) >= threshold
     value_remaining: float | None = None  # bandits: or when 95% value remaining < this
     min_requests: int = 0  # no decision before this many requests
-    min_arm_requests: int = 100  # bandits: no decision before every arm served this many
+    min_arm_requests: int = 100  # bandits: a winner must have served this many requests
     epsilon: float = 0.1
     top_two_beta: float = 0.5
 
@@ -144,12 +144,14 @@ class Bandit(Policy):
         if s.value_remaining is not None and step.pulls.shape[0]:
             vr = value_remaining(step.alpha, step.beta, rng)
             decided |= vr < s.value_remaining
-        # A Beta(1, 1) prior makes an arm nobody has tried look 50% good: never
-        # declare a winner before every arm has been measured.
-        decided &= step.pulls.min(axis=1) >= s.min_arm_requests
+        winner = np.argmax(p_best, axis=1)
+        # A Beta(1, 1) prior makes an arm nobody has tried look 50% good: never declare
+        # a winner that has not been measured. (An arm that was starved keeps a wide
+        # posterior, so it holds the leader's P(best) down by itself.)
+        decided &= step.pulls[np.arange(winner.shape[0]), winner] >= s.min_arm_requests
         if step.requests < s.min_requests:
             decided[:] = False
-        return Decision(decided, np.argmax(p_best, axis=1))
+        return Decision(decided, winner)
 
 
 @register

@@ -181,15 +181,18 @@ def verdict(report: dict, reward: str | None = "hit") -> str:
     if not bandits or ab is None:
         best = min(report["policies"], key=lambda r: r["regret_mean"])
         return f"{best['policy']} had the lowest regret ({best['regret_mean']:,.1f} {unit} lost)."
-    bandit = rows.get("thompson") or min(bandits, key=lambda r: r["clicks_lost_mean"])
+    deciding = [r for r in bandits if r["decided_share"] >= 0.5]
+    if not deciding:
+        return (
+            f"no bandit reached a decision in most of the runs within {report['horizon']:,} "
+            f"requests; the A/B test ({ab['policy']}) decided in {ab['decided_share']:.0%} of runs."
+        )
+    thompson = rows.get("thompson")
+    bandit = (
+        thompson if thompson in deciding else min(deciding, key=lambda r: r["clicks_lost_mean"])
+    )
     b_med = bandit["requests_to_decision"]["median"]
     a_med = ab["requests_to_decision"]["median"]
-    if b_med is None:
-        return (
-            f"{bandit['policy']} did not reach a decision within {report['horizon']:,} requests "
-            f"in any run; the A/B test ({ab['policy']}) decided in "
-            f"{ab['decided_share']:.0%} of runs."
-        )
     if a_med is None:
         plan = report["ab_plan"]
         return (
@@ -199,9 +202,12 @@ def verdict(report: dict, reward: str | None = "hit") -> str:
         )
     saved = ab["clicks_lost_mean"] - bandit["clicks_lost_mean"]
     more_less = "fewer" if saved >= 0 else "more"
+    speed = (
+        f"{a_med / b_med:.1f}x fewer than" if a_med >= b_med else f"{b_med / a_med:.1f}x more than"
+    )
     return (
         f"{bandit['policy']} reached a decision after a median {b_med:,.0f} requests, "
-        f"{a_med / b_med:.1f}x fewer than the A/B test ({a_med:,.0f}), picked the best arm in "
+        f"{speed} the A/B test ({a_med:,.0f}), picked the best arm in "
         f"{bandit['picked_best_share']:.0%} of runs (A/B: {ab['picked_best_share']:.0%}) and lost "
         f"{abs(saved):,.1f} {more_less} {unit} while experimenting."
     )
