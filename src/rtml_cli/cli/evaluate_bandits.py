@@ -143,7 +143,9 @@ def bandits_cmd(
     if plot:
         from rtml_cli.evaluation.plot import plot_runs
 
-        plot_runs(runs, plot, title=report["verdict"][:110])
+        arms = " vs ".join(a["arm"] for a in report["arms"])
+        title = f"{arms}: {report['seeds']} runs x {report['horizon']:,} requests"
+        plot_runs(runs, plot, title=title)
         info(f"wrote {plot}", quiet=quiet)
     if fmt is OutputFormat.json:
         emit_json(report)
@@ -185,13 +187,13 @@ def _render(report: dict) -> None:
         rows.append(
             (
                 p["policy"],
-                p["decided_share"],
+                _pct(p["decided_share"]),
                 q["median"],
                 interval,
-                p["picked_best_share"],
+                _pct(p["picked_best_share"]),
                 round(p["reward_mean"], 1),
                 round(p["regret_mean"], 1),
-                p["best_arm_traffic_share"],
+                _pct(p["best_arm_traffic_share"]),
                 round(p["clicks_lost_mean"], 1),
             )
         )
@@ -212,6 +214,7 @@ def _render(report: dict) -> None:
         rows,
         digits=3,
     )
+    _fit(main, first=16, right=(1, 3, 4, 7))
     plan = report["ab_plan"]
     ab_rows = []
     for p in report["policies"]:
@@ -225,31 +228,36 @@ def _render(report: dict) -> None:
                 d["true_effect"],
                 d["observed_effect_median"],
                 f"[{d['ci_low_median']:+.5f}, {d['ci_high_median']:+.5f}]",
-                d["ci_coverage"],
-                d["srm_p_median"],
-                d["srm_flagged_share"],
+                _pct(d["ci_coverage"]),
+                round(d["srm_p_median"], 3),
+                _pct(d["srm_flagged_share"]),
             )
         )
     tables = [arms, main]
     if ab_rows:
         tables.append(
-            make_table(
-                f"A/B tests: control {plan['control']}, MDE {plan['mde']:+.5f}, "
-                f"alpha {plan['alpha']}, power {plan['power']}",
-                [
-                    "policy",
-                    "required requests",
-                    "true effect",
-                    "observed effect",
-                    f"{1 - plan['alpha']:.0%} CI",
-                    "CI covers truth",
-                    "SRM p",
-                    "SRM alarms",
-                ],
-                ab_rows,
-                digits=5,
-                caption="Medians over runs. CI: Wald for ab; the always-valid mSPRT confidence "
-                "sequence for ab-sequential. SRM alarm: traffic split chi-square p < 0.001.",
+            _fit(
+                make_table(
+                    f"A/B tests: control {plan['control']}, MDE {plan['mde']:+.5f}, "
+                    f"alpha {plan['alpha']}, power {plan['power']}",
+                    [
+                        "policy",
+                        "required requests",
+                        "true effect",
+                        "observed effect",
+                        f"{1 - plan['alpha']:.0%} CI",
+                        "CI covers truth",
+                        "SRM p",
+                        "SRM alarms",
+                    ],
+                    ab_rows,
+                    digits=5,
+                    caption="Medians over runs. CI: Wald for ab; the always-valid mSPRT confidence "
+                    "sequence for ab-sequential. SRM alarm: traffic split chi-square p < 0.001.",
+                ),
+                first=14,
+                right=(5, 7),
+                no_wrap=(4,),
             )
         )
     text = [f"[bold]Verdict:[/bold] {report['verdict']}"]
@@ -262,6 +270,21 @@ def _render(report: dict) -> None:
     from rich.text import Text
 
     print_tables(*tables, *(Text.from_markup(t) for t in text))
+
+
+def _pct(share: float | None) -> str:
+    return "–" if share is None else f"{share:.0%}"
+
+
+def _fit(table, *, first: int, right: tuple[int, ...] = (), no_wrap: tuple[int, ...] = ()):
+    """Keep policy names and intervals whole on narrow terminals; right-align percentages."""
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = first
+    for index in right:
+        table.columns[index].justify = "right"
+    for index in (*no_wrap, 3):
+        table.columns[index].no_wrap = True
+    return table
 
 
 def register(app: typer.Typer) -> None:

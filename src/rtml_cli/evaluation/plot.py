@@ -25,7 +25,7 @@ def plot_runs(runs: list, path: str | Path, *, title: str = "") -> Path:
         left.plot(run.curve_requests, run.curve_regret, label=run.policy)
         right.plot(run.curve_requests, run.curve_best_share, label=run.policy)
     left.set(xlabel="requests", ylabel="cumulative regret (mean over seeds)")
-    right.set(xlabel="requests", ylabel="share of traffic to the best arm", ylim=(0, 1.02))
+    right.set(xlabel="requests", ylabel="share of traffic to the best arm so far", ylim=(0, 1.02))
     left.legend(fontsize=8)
     if title:
         fig.suptitle(title)
