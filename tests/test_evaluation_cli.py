@@ -305,3 +305,24 @@ def test_help_lists_the_command(invoke):
     assert result.exit_code == ExitCode.OK and "bandits" in result.stdout
     result = invoke("evaluate", "bandits", "--help")
     assert result.exit_code == ExitCode.OK and "--arm" in result.stdout
+
+
+def test_readme_documents_every_option():
+    from pathlib import Path
+
+    import typer.main
+
+    from rtml_cli.cli import app
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### `rtml evaluate` (bandits") :]
+    group = typer.main.get_command(app).commands["evaluate"]
+    options = [
+        opt
+        for param in group.commands["bandits"].params
+        for opt in param.opts
+        if opt.startswith("--") and opt != "--help"
+    ]
+    assert len(options) > 20
+    missing = [opt for opt in options if opt not in section]
+    assert not missing, f"README lacks {missing}"

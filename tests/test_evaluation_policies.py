@@ -161,3 +161,35 @@ def test_fast_forward_after_decisions_matches_the_serving_winner():
     np.testing.assert_allclose(run.regret, run.clicks_lost + after)
     assert run.curve_requests[-1] == 50_000
     assert run.curve_regret[-1] == pytest.approx(run.regret.mean())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.lists(st.integers(0, 30), min_size=3, max_size=3), min_size=1, max_size=4),
+    chunk=st.sampled_from([1, 7, 4_000_000]),
+)
+def test_reward_matrix_pull_matches_a_per_request_loop(counts, chunk):
+    """Arm k gets the next counts[k] requests of the seed's stream; chunking changes nothing."""
+    import rtml_cli.evaluation.arms as arms_module
+
+    counts = np.array(counts)
+    size = counts.sum(axis=1).max()
+    counts[:, 0] += size - counts.sum(axis=1)  # every seed routes the same batch size
+    rng = np.random.default_rng(1)
+    matrix = rng.random((200, 3))
+    source = RewardMatrix(["a", "b", "c"], matrix, resample="bootstrap")
+    source.start(counts.shape[0], max(int(size), 1) + 5, np.random.default_rng(2))
+    old = arms_module._CHUNK_CELLS
+    arms_module._CHUNK_CELLS = chunk
+    try:
+        got = source.pull(counts, 5)
+    finally:
+        arms_module._CHUNK_CELLS = old
+    want = np.zeros(counts.shape)
+    for s, row in enumerate(counts):
+        position = 5
+        for arm, n in enumerate(row):
+            for _ in range(n):
+                want[s, arm] += matrix[source._order[s, position], arm]
+                position += 1
+    np.testing.assert_allclose(got, want)

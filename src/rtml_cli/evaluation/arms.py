@@ -108,13 +108,23 @@ class RewardMatrix:
     def pull(self, counts: np.ndarray, start: int) -> np.ndarray:
         n_seeds, k = counts.shape
         size = int(counts[0].sum())
-        rows = self._order[:, start : start + size]  # (seeds, size)
-        ends = np.cumsum(counts, axis=1)  # (seeds, arms)
-        position = np.arange(size)
-        arm = (position[None, :, None] >= ends[:, None, :]).sum(axis=2)  # (seeds, size)
-        earned = self.rewards[rows, arm]
-        flat = (np.arange(n_seeds)[:, None] * k + arm).ravel()
-        return np.bincount(flat, weights=earned.ravel(), minlength=n_seeds * k).reshape(n_seeds, k)
+        ends = np.cumsum(counts, axis=1)  # arm k serves positions [ends[k-1], ends[k])
+        out = np.zeros((n_seeds, k))
+        chunk = max(1, _CHUNK_CELLS // (n_seeds * k))  # bounds memory when serving long spans
+        for lo in range(0, size, chunk):
+            hi = min(size, lo + chunk)
+            rows = self._order[:, start + lo : start + hi]  # (seeds, positions)
+            position = np.arange(lo, hi)
+            arm = (position[None, :, None] >= ends[:, None, :]).sum(axis=2)
+            earned = self.rewards[rows, arm]
+            flat = (np.arange(n_seeds)[:, None] * k + arm).ravel()
+            out += np.bincount(flat, weights=earned.ravel(), minlength=n_seeds * k).reshape(
+                n_seeds, k
+            )
+        return out
+
+
+_CHUNK_CELLS = 4_000_000
 
 
 def check_arms(names: list[str]) -> None:
