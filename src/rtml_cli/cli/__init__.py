@@ -140,9 +140,9 @@ def _root(
 
 def _register() -> None:
     # One module per command group; each exposes ``register(app)``.
-    from rtml_cli.cli import data, evaluate
+    from rtml_cli.cli import data, evaluate, precompute
 
-    for module in (data, evaluate):
+    for module in (data, precompute, evaluate):
         module.register(app)
 
 
