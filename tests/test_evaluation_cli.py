@@ -326,3 +326,29 @@ def test_readme_documents_every_option():
     assert len(options) > 20
     missing = [opt for opt in options if opt not in section]
     assert not missing, f"README lacks {missing}"
+
+
+def test_near_tied_best_arms_get_a_note_and_a_small_decision_gap(invoke):
+    doc = _json(
+        invoke(
+            "evaluate",
+            "--arm",
+            "a=0.30",
+            "--arm",
+            "b=0.45",
+            "--arm",
+            "c=0.449",
+            "--requests",
+            "5000",
+            "--seeds",
+            "30",
+            "--policies",
+            "thompson",
+            "--format",
+            "json",
+        )
+    )
+    note = doc["caveats"][-1]
+    assert note.startswith("b and c differ by 0.0010") and "requests per arm" in note
+    thompson = doc["policies"][0]
+    assert thompson["decision_gap_mean"] is not None and thompson["decision_gap_mean"] <= 0.001

@@ -195,6 +195,7 @@ def _render(report: dict) -> None:
                 round(p["regret_mean"], 1),
                 _pct(p["best_arm_traffic_share"]),
                 round(p["clicks_lost_mean"], 1),
+                "–" if p["decision_gap_mean"] is None else f"{p['decision_gap_mean']:.4f}",
             )
         )
     main = make_table(
@@ -210,11 +211,12 @@ def _render(report: dict) -> None:
             "regret",
             "best-arm share",
             "lost in test",
+            "decision gap",
         ],
         rows,
         digits=3,
     )
-    _fit(main, first=16, right=(1, 3, 4, 7))
+    _fit(main, first=16, right=(1, 3, 4, 7, 9))
     plan = report["ab_plan"]
     ab_rows = []
     for p in report["policies"]:

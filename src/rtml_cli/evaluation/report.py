@@ -86,6 +86,12 @@ def summarise(source, evaluation: Evaluation, runs: list[PolicyRun]) -> dict:
             "picked_best_given_decided": (
                 float(correct.sum() / run.decided.sum()) if run.decided.any() else None
             ),
+            # what a wrong pick costs: best mean minus the chosen arm's, over decided runs
+            "decision_gap_mean": (
+                float((means.max() - means[run.winner[run.decided]]).mean())
+                if run.decided.any()
+                else None
+            ),
             "reward_mean": float(run.reward.mean()),
             "regret_mean": float(run.regret.mean()),
             "regret_p95": float(np.quantile(run.regret, 0.95)),
@@ -122,7 +128,28 @@ def summarise(source, evaluation: Evaluation, runs: list[PolicyRun]) -> dict:
     report["reward"] = evaluation.reward or "bernoulli"
     report["verdict"] = verdict(report, evaluation.reward)
     report["caveats"] = [BANDIT_BIAS_CAVEAT, PEEKING_CAVEAT]
+    near = near_tie(source.names, means, s.alpha, s.power)
+    if near:
+        report["caveats"].append(near)
     return report
+
+
+def near_tie(names: list[str], means: np.ndarray, alpha: float, power: float) -> str | None:
+    """A note when the two best arms are too close to tell apart (relative gap < 2%)."""
+    from rtml_cli.evaluation.abtest import sample_size_two_proportions
+
+    order = np.argsort(means)[::-1]
+    best, second = means[order[0]], means[order[1]]
+    if best <= 0 or (best - second) / best >= 0.02:
+        return None
+    if best == second:
+        return f"{names[order[0]]} and {names[order[1]]} have the same mean reward: any pick between them is as good."
+    n, _ = sample_size_two_proportions(second, best, alpha=alpha, power=power)
+    return (
+        f"{names[order[0]]} and {names[order[1]]} differ by {best - second:.4f} "
+        f"({(best - second) / best:.1%}): telling them apart needs ~{n:,} requests per arm, so "
+        "'picked best' between them is close to a coin flip; see the decision gap column."
+    )
 
 
 def _ab_details(run: PolicyRun, s: Settings, means: np.ndarray) -> dict:
@@ -205,9 +232,11 @@ def verdict(report: dict, reward: str | None = "hit") -> str:
     speed = (
         f"{a_med / b_med:.1f}x fewer than" if a_med >= b_med else f"{b_med / a_med:.1f}x more than"
     )
+    total = ab["regret_mean"] - bandit["regret_mean"]
     return (
         f"{bandit['policy']} reached a decision after a median {b_med:,.0f} requests, "
         f"{speed} the A/B test ({a_med:,.0f}), picked the best arm in "
         f"{bandit['picked_best_share']:.0%} of runs (A/B: {ab['picked_best_share']:.0%}) and lost "
-        f"{abs(saved):,.1f} {more_less} {unit} while experimenting."
+        f"{abs(saved):,.1f} {more_less} {unit} while experimenting and "
+        f"{abs(total):,.1f} {'fewer' if total >= 0 else 'more'} over the whole stream."
     )
