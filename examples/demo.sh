@@ -22,9 +22,7 @@ step "Import the OBD log of the uniformly random policy" \
 step "Import the OBD log of the Bernoulli Thompson Sampling policy" \
   "$RTML" data import --format obd sample_data/obd/bts/men/men.csv.gz --out "$OUT/obd/bts.parquet"
 step "Validate the imported bandit log" "$RTML" data validate "$OUT/obd/bts.parquet"
-if [ -f sample_data/shop/events.parquet ]; then
-  step "Validate the sample shop's event log" "$RTML" data validate sample_data/shop/events.parquet
-fi
+step "Validate the sample shop's event log" "$RTML" data validate sample_data/shop/events.parquet
 
 # --- bandits vs A/B testing ---------------------------------------------------
 # Planning: how long would an A/B test of a +12.5% lift take, and what would a bandit save?
