@@ -78,6 +78,9 @@ def test_results_mode_converges_to_the_arm_with_the_highest_mean(invoke, results
         assert rows[name]["picked_best_given_decided"] >= 0.95, name
         assert rows[name]["best_arm_traffic_share"] > 0.7, name
     assert rows["ab"]["ab"]["srm_flagged_share"] <= 0.02
+    curve = rows["thompson"]["curve"]
+    assert curve["requests"][-1] == 3_000 and len(curve["requests"]) == 30
+    assert curve["regret_mean"] == sorted(curve["regret_mean"])  # cumulative
     assert doc["ab_plan"]["control"] == "batch"  # first strategy by name
     assert "thompson reached a decision" in doc["verdict"]
     assert any("biased by its own routing" in c for c in doc["caveats"])

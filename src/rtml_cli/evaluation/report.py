@@ -100,6 +100,7 @@ def summarise(source, evaluation: Evaluation, runs: list[PolicyRun]) -> dict:
         }
         if cls.kind == "ab":
             row["ab"] = _ab_details(run, s, means)
+        row["curve"] = _curve(run)
         policies.append(row)
     report = {
         "arms": [
@@ -150,6 +151,17 @@ def near_tie(names: list[str], means: np.ndarray, alpha: float, power: float) ->
         f"({(best - second) / best:.1%}): telling them apart needs ~{n:,} requests per arm, so "
         "'picked best' between them is close to a coin flip; see the decision gap column."
     )
+
+
+def _curve(run: PolicyRun, points: int = 50) -> dict:
+    """Cumulative regret and best-arm traffic share at up to ``points`` checkpoints."""
+    n = run.curve_requests.shape[0]
+    pick = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int))
+    return {
+        "requests": run.curve_requests[pick].tolist(),
+        "regret_mean": [round(float(v), 4) for v in run.curve_regret[pick]],
+        "best_arm_share": [round(float(v), 4) for v in run.curve_best_share[pick]],
+    }
 
 
 def _ab_details(run: PolicyRun, s: Settings, means: np.ndarray) -> dict:
