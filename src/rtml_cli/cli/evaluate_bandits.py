@@ -175,7 +175,9 @@ def _render(report: dict) -> None:
     from rtml_cli.output import make_table, print_tables
 
     arms = make_table(
-        f"Arms ({report['reward']})",
+        "Arms (Bernoulli rates)"
+        if report["mode"] == "planning"
+        else f"Arms (mean {report['reward']})",
         ["arm", "mean reward", "best", "control"],
         [(a["arm"], a["mean_reward"], a["best"], a["control"]) for a in report["arms"]],
         digits=5,

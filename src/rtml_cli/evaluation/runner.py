@@ -55,10 +55,10 @@ def run_policy(
 ) -> PolicyRun:
     """Simulate ``policy`` on ``source`` for ``horizon`` requests in ``seeds`` repetitions.
 
-    The request stream of repetition i depends only on (seed, i), so every
-    policy sees the same streams (common random numbers) and differences
-    between policies are not noise in the streams. ``stop=False`` never ends
-    the experiment (to measure a policy's routing alone).
+    In replay mode the request order of every repetition depends only on
+    ``seed``, so every policy sees the same streams (common random numbers) and
+    differences between policies are not noise in the streams. ``stop=False``
+    never ends the experiment (to measure a policy's routing alone).
     """
     if horizon < 1:
         raise UsageError(f"the stream must have at least one request, got {horizon}")
