@@ -1,1 +1,1 @@
-"""`rtml evaluate`: choosing between models — routing policies, off-policy estimators."""
+"""Choosing between models: routing bandits, off-policy evaluation, contextual bandits."""
