@@ -193,3 +193,18 @@ def test_reward_matrix_pull_matches_a_per_request_loop(counts, chunk):
                 want[s, arm] += matrix[source._order[s, position], arm]
                 position += 1
     np.testing.assert_allclose(got, want)
+
+
+def test_sequential_ab_drops_losing_arms_and_keeps_the_best():
+    """With three arms the mSPRT test stops serving arms that are significantly worse."""
+    arms = BernoulliArms(["a", "b", "c"], np.array([0.05, 0.08, 0.10]))
+    cfg = Settings(n_arms=3, baseline=0.05, mde=0.03, alpha=0.05)
+    run = run_policy(
+        make_policy("ab-sequential", cfg), arms, horizon=60_000, seeds=300, batch_size=200, seed=8
+    )
+    assert run.decided.mean() >= 0.9
+    # the best arm is dropped only through a false rejection: probability <= alpha
+    assert (run.winner[run.decided] == 2).mean() >= 0.95 - 0.025
+    # arm a is dropped early, so it got far less than a third of the traffic
+    share = run.exp_pulls / run.exp_pulls.sum(axis=1, keepdims=True)
+    assert np.median(share[:, 0]) < 0.25

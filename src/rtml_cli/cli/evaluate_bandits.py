@@ -233,7 +233,7 @@ def _render(report: dict) -> None:
                 d["observed_effect_median"],
                 f"[{d['ci_low_median']:+.5f}, {d['ci_high_median']:+.5f}]",
                 _pct(d["ci_coverage"]),
-                round(d["srm_p_median"], 3),
+                None if d["srm_p_median"] is None else round(d["srm_p_median"], 3),
                 _pct(d["srm_flagged_share"]),
             )
         )

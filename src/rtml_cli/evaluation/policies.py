@@ -203,21 +203,6 @@ class TopTwoThompson(Bandit):
         return psi / psi.sum(axis=1, keepdims=True)
 
 
-def _pairwise_winner(step: Step, significant) -> tuple[np.ndarray, np.ndarray]:
-    """An arm wins when it is significantly better than every other arm."""
-    k = step.pulls.shape[1]
-    beats = np.ones(step.pulls.shape, dtype=bool)  # (seeds, arms)
-    for i in range(k):
-        for j in range(k):
-            if i != j:
-                better, sig = significant(
-                    step.rewards[:, j], step.pulls[:, j], step.rewards[:, i], step.pulls[:, i]
-                )
-                beats[:, i] &= better & sig
-    has = beats.any(axis=1)
-    return has, np.argmax(beats, axis=1)
-
-
 @register
 class FixedHorizonAB(Policy):
     name = "ab"
@@ -258,28 +243,54 @@ class FixedHorizonAB(Policy):
 
 @register
 class SequentialAB(Policy):
+    """A sequential A/B(/n) test with always-valid mSPRT p-values and arm elimination.
+
+    After every batch each pair of arms is tested (mSPRT at alpha / (arms - 1));
+    an arm significantly worse than another stops getting traffic, and the test
+    ends when one arm is left. The true best arm can only be dropped by a false
+    rejection in one of its arms - 1 comparisons, so it survives with probability
+    at least 1 - alpha however often the test is checked. With two arms this is
+    the plain sequential A/B test at the fixed split.
+    """
+
     name = "ab-sequential"
     summary = "A/B test with always-valid mSPRT p-values: safe to check after every batch"
     kind = "ab"
     uses_posterior = False
 
     def allocation(self, step: Step, rng: np.random.Generator) -> np.ndarray:
-        return np.broadcast_to(self.settings.split, step.pulls.shape).copy()
+        alive = self._alive(step)
+        weights = alive * self.settings.split
+        return weights / weights.sum(axis=1, keepdims=True)
 
     def decide(self, step: Step, rng: np.random.Generator) -> Decision:
+        alive = self._alive(step)
+        done = alive.sum(axis=1) == 1
+        if step.requests < self.settings.min_requests:
+            done[:] = False
+        return Decision(done, np.argmax(alive, axis=1))
+
+    def _alive(self, step: Step) -> np.ndarray:
+        """(seeds, arms): arms not significantly worse than any other arm."""
         from rtml_cli.evaluation.abtest import msprt_statistic
 
         s = self.settings
-        level = s.alpha / max(s.n_arms - 1, 1)
-
-        def significant(sa, na, sb, nb):
-            lam = msprt_statistic(sa, na, sb, nb, tau=s.mde)
-            return sb / np.maximum(nb, 1) > sa / np.maximum(na, 1), lam >= 1.0 / level
-
-        has, best = _pairwise_winner(step, significant)
-        if step.requests < s.min_requests:
-            has[:] = False
-        return Decision(has, best)
+        threshold = max(s.n_arms - 1, 1) / s.alpha
+        means = step.rewards / np.maximum(step.pulls, 1)
+        alive = np.ones(step.pulls.shape, dtype=bool)
+        for i in range(s.n_arms):
+            for j in range(i + 1, s.n_arms):
+                lam = msprt_statistic(
+                    step.rewards[:, i],
+                    step.pulls[:, i],
+                    step.rewards[:, j],
+                    step.pulls[:, j],
+                    tau=s.mde,
+                )
+                rejected = lam >= threshold
+                alive[:, i] &= ~(rejected & (means[:, j] > means[:, i]))
+                alive[:, j] &= ~(rejected & (means[:, i] > means[:, j]))
+        return alive
 
 
 def ab_horizon(settings: Settings) -> tuple[int, int]:

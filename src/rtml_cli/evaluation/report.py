@@ -180,6 +180,9 @@ def _ab_details(run: PolicyRun, s: Settings, means: np.ndarray) -> dict:
         ci_kind = "Wald"
     true_effect = float(means[treatment] - means[control])
     srm = srm_pvalue(run.exp_pulls, np.asarray(s.split))
+    # With more than two arms the sequential test drops losing arms, so its split is not
+    # meant to stay at --split and the SRM check does not apply.
+    srm_applies = not (run.policy == "ab-sequential" and len(means) > 2)
     return {
         "treatment": int(treatment),
         "true_effect": true_effect,
@@ -189,8 +192,8 @@ def _ab_details(run: PolicyRun, s: Settings, means: np.ndarray) -> dict:
         "ci_level": 1 - level,
         "ci_kind": ci_kind,
         "ci_coverage": float(np.mean((low <= true_effect) & (true_effect <= high))),
-        "srm_p_median": float(np.median(srm)),
-        "srm_flagged_share": float(np.mean(srm < SRM_ALARM_P)),
+        "srm_p_median": float(np.median(srm)) if srm_applies else None,
+        "srm_flagged_share": float(np.mean(srm < SRM_ALARM_P)) if srm_applies else None,
     }
 
 
