@@ -80,6 +80,7 @@ def summarise(source, evaluation: Evaluation, runs: list[PolicyRun]) -> dict:
         row = {
             "policy": run.policy,
             "kind": cls.kind,
+            "summary": cls.summary,
             "decided_share": float(run.decided.mean()),
             "requests_to_decision": _quantiles(run.decision_at[run.decided].astype(float)),
             "picked_best_share": float(correct.mean()),
