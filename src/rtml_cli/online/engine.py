@@ -16,6 +16,7 @@ single-run RESULTS.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -96,13 +97,15 @@ def _request(data: ReplayData, j: int, rows, sesses, streams) -> Request:
     s0 = int(data.sess_start[s])
     history = data.code[s0:row]
     items = history[history < data.n_items]
+    seen_set = set(items.tolist())
     return Request(
         ts=int(data.ts[row]),
         session_start=int(data.ts[s0]),
         user_id=data.user_ids[s],
         segment=int(data.segment[s]),
         items=items,
-        seen=np.unique(items),
+        seen=np.array(sorted(seen_set), dtype=np.int64),
+        seen_set=seen_set,
         n_events=row - s0,
         streams=streams,
     )
@@ -115,6 +118,24 @@ def _streams_for(data: ReplayData, lags: set[timedelta]) -> dict[int, WindowedCo
         )
         for lag in lags
     }
+
+
+def _replay_loop(data, served, streams, lists, latency, k, progress, step) -> None:
+    """Serve every request with every strategy, in time order; time each call."""
+    rows, sesses = data.req_row.tolist(), data.req_sess.tolist()
+    clock = time.perf_counter_ns
+    n = data.n_requests
+    for j in range(n):
+        req = _request(data, j, rows, sesses, streams)
+        for stream in streams.values():
+            stream.advance(req.ts)
+        for si, strategy in enumerate(served):
+            t0 = clock()
+            out = strategy.recommend(req, k)
+            latency[si, j] = clock() - t0
+            lists[si, j, : len(out)] = out[:k]
+        if progress is not None and (j + 1) % step == 0:
+            progress(j + 1, n)
 
 
 def _ranker_trainer(
@@ -276,21 +297,16 @@ def simulate(
     n, n_strat = data.n_requests, len(served)
     lists = np.full((n_strat, n, k), -1, dtype=np.int64)
     latency = np.zeros((n_strat, n), dtype=np.int64)
-    rows, sesses = data.req_row.tolist(), data.req_sess.tolist()
-    clock = time.perf_counter_ns
     started = time.perf_counter()
     step = max(1, min(2000, n // 50 or 1))
-    for j in range(n):
-        req = _request(data, j, rows, sesses, streams)
-        for stream in streams.values():
-            stream.advance(req.ts)
-        for si, strategy in enumerate(served):
-            t0 = clock()
-            out = strategy.recommend(req, k)
-            latency[si, j] = clock() - t0
-            lists[si, j, : len(out)] = out[:k]
-        if progress is not None and (j + 1) % step == 0:
-            progress(j + 1, n)
+    # the garbage collector would pause random requests: latency is measured with it off
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _replay_loop(data, served, streams, lists, latency, k, progress, step)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     replay_seconds = time.perf_counter() - started
     if progress is not None:
         progress(n, n)

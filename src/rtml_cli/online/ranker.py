@@ -35,6 +35,7 @@ from rtml_cli.online.strategies import (
     knn_scores,
     session_vector,
     top_by_score,
+    unseen_mask,
 )
 
 FEATURES: dict[str, tuple[str, ...]] = {
@@ -143,7 +144,7 @@ class OnlineRanker:
         items = request.items
         if not len(items):
             pool = env.popular[: env.n_candidates + len(request.seen)]
-            cand = np.setdiff1d(pool, request.seen)[: env.n_candidates]
+            cand = pool[unseen_mask(pool, request.seen)][: env.n_candidates]
             return np.sort(cand), None, (np.zeros(0, np.int64), np.zeros(0, np.float32))
         vector = session_vector(env, items, None)
         found = env.index.get_nns_by_vector(vector.tolist(), env.n_candidates, env.search_k)
@@ -154,7 +155,7 @@ class OnlineRanker:
             kc, ks = kc[keep], ks[keep]
         cand = np.union1d(np.asarray(found, dtype=np.int64), kc)
         if len(request.seen):
-            cand = cand[~np.isin(cand, request.seen)]
+            cand = cand[unseen_mask(cand, request.seen)]
         return cand, vector, (kc, ks)
 
     def features(self, request: Request, cand: np.ndarray, vector, knn) -> np.ndarray:
@@ -212,10 +213,10 @@ class OnlineRanker:
     def recommend(self, request: Request, k: int) -> np.ndarray:
         cand, vector, knn = self.candidates(request)
         if not len(cand):
-            return self.env.fill([], set(request.seen.tolist()), k)
+            return self.env.fill([], request.seen_set, k)
         scores = self.features(request, cand, vector, knn) @ self.coef
         ranked = top_by_score(cand, scores.astype(np.float64), np.zeros(0, np.int64), k)
-        return self.env.fill(ranked.tolist(), set(request.seen.tolist()), k)
+        return self.env.fill(ranked.tolist(), request.seen_set, k)
 
     # ------------------------------------------------------------------ training
 

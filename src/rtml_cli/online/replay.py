@@ -285,25 +285,28 @@ def truth_for(data: ReplayData) -> Truth:
     purchase_code = np.full(n, -1, dtype=np.int64)
     later_req: list[np.ndarray] = []
     later_code: list[np.ndarray] = []
-    codes, event = data.code, data.event
-    for r in range(n):
-        row = int(data.req_row[r])
-        s = int(data.req_sess[r])
-        s0 = int(data.sess_start[s])
-        s1 = s0 + int(data.sess_len[s])
-        seen = codes[s0:row]
-        future = codes[row:s1]
-        new = ~np.isin(future, seen)
-        if not new.any():
+    codes, events = data.code.tolist(), data.event.tolist()
+    starts, lens = data.sess_start.tolist(), data.sess_len.tolist()
+    for r, (row, s) in enumerate(zip(data.req_row.tolist(), data.req_sess.tolist(), strict=True)):
+        s0 = starts[s]
+        seen = set(codes[s0:row])
+        fresh: list[int] = []
+        buy = -1
+        for j in range(row, s0 + lens[s]):
+            item = codes[j]
+            if item in seen:
+                continue
+            if not fresh:
+                next_code[r] = item
+            if item not in fresh:
+                fresh.append(item)
+            if buy < 0 and 1 <= events[j] <= 2:
+                buy = item
+        if not fresh:
             continue
-        fresh = future[new]
-        next_code[r] = fresh[0]
-        buys = new & (event[row:s1] >= 1) & (event[row:s1] <= 2)
-        if buys.any():
-            purchase_code[r] = future[np.argmax(buys)]
-        uniq = np.unique(fresh)
-        later_code.append(uniq)
-        later_req.append(np.full(len(uniq), r, dtype=np.int64))
+        purchase_code[r] = buy
+        later_code.append(np.asarray(fresh, dtype=np.int64))
+        later_req.append(np.full(len(fresh), r, dtype=np.int64))
     return Truth(
         next_code=next_code,
         purchase_code=purchase_code,

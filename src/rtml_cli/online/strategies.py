@@ -46,7 +46,8 @@ class Request:
     user_id: Any  # None for anonymous visitors
     segment: int  # index into replay.SEGMENTS
     items: np.ndarray  # item_idx of the session's earlier events with known items, in order
-    seen: np.ndarray  # the distinct item_idx in ``items`` (never recommended again)
+    seen: np.ndarray  # the distinct item_idx in ``items``, ascending (never recommended again)
+    seen_set: set[int]  # the same, as a set
     n_events: int  # earlier events in the session, unknown items included
     streams: dict[int, Any] = field(default_factory=dict)  # lag µs → WindowedCounts
 
@@ -193,7 +194,7 @@ class Popular:
         self.name = "popular"
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
-        return self.env.fill([], set(request.seen.tolist()), k)
+        return self.env.fill([], request.seen_set, k)
 
 
 class Batch:
@@ -207,7 +208,7 @@ class Batch:
         self.lists = {u: v.tolist() for u, v in env.user_recs.items()}
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
-        seen = set(request.seen.tolist())
+        seen = request.seen_set
         ranked = self.lists.get(request.user_id) if request.user_id is not None else None
         chosen = take_unseen((i for i in ranked if i >= 0), seen, k) if ranked else []
         return self.env.fill(chosen, seen, k)
@@ -245,7 +246,7 @@ class SessionEmbedding:
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
         env = self.env
-        seen = set(request.seen.tolist())
+        seen = request.seen_set
         if not len(request.items):
             return env.fill([], seen, k)
         vector = session_vector(env, request.items, self.decay)
@@ -284,10 +285,19 @@ def knn_scores(env: Env, items: np.ndarray, max_items: int = 10) -> tuple[np.nda
     return uniq, np.bincount(inverse, weights=score).astype(np.float32)
 
 
+def unseen_mask(cand: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """True where ``cand`` is not in ``seen`` (ascending); a binary search, no hashing."""
+    if not len(seen):
+        return np.ones(len(cand), dtype=bool)
+    pos = np.minimum(np.searchsorted(seen, cand), len(seen) - 1)
+    return seen[pos] != cand
+
+
 def top_by_score(cand: np.ndarray, score: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
     """Best ``k`` unseen candidates by score; ties broken by item_idx (deterministic)."""
-    keep = ~np.isin(cand, seen) if len(seen) else np.ones(len(cand), bool)
-    cand, score = cand[keep], score[keep]
+    if len(seen):
+        keep = unseen_mask(cand, seen)
+        cand, score = cand[keep], score[keep]
     if len(cand) > k:
         part = np.argpartition(-score, k - 1)[:k]
         cand, score = cand[part], score[part]
@@ -306,7 +316,7 @@ class SessionItemKNN:
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
         env = self.env
-        seen = set(request.seen.tolist())
+        seen = request.seen_set
         if not len(request.items):
             return env.fill([], seen, k)
         cand, score = knn_scores(env, request.items)
