@@ -102,8 +102,7 @@ def write_run(root: Path, events: pl.DataFrame, as_of: datetime = AS_OF, *, dim:
                 (pl.col("event") == kind) & (pl.col("ts") >= as_of - timedelta(days=days))
             )
             counts = np.zeros(n)
-            for item in window["item_id"].to_list():
-                counts[idx[int(item)]] += 1
+            np.add.at(counts, np.searchsorted(item_ids, window["item_id"].to_numpy()), 1)
             feats[f"{kind}s_{days}d"] = counts
     feats["conversion_rate_30d"] = (feats["carts_30d"] + 0.1) / (feats["views_30d"] + 10)
     views = feats["views_30d"]
@@ -140,8 +139,8 @@ def write_run(root: Path, events: pl.DataFrame, as_of: datetime = AS_OF, *, dim:
         .sort("user_id")
         .iter_rows()
     ):
-        cats = np.bincount([int(i) // 10 for i in items], minlength=n // 10 + 1)
-        score = cats[item_ids // 10] * 100 + views
+        cats = np.bincount([idx[int(i)] // 10 for i in items], minlength=n // 10 + 1)
+        score = cats[np.arange(n) // 10] * 100 + views
         order = [j for j in np.lexsort((np.arange(n), -score))][:10]
         recs += [(user, int(item_ids[j]), r + 1, float(score[j])) for r, j in enumerate(order)]
     pl.DataFrame(recs, schema=["user_id", "item_id", "rank", "score"], orient="row").write_parquet(

@@ -132,7 +132,8 @@ def _replay_loop(data, served, streams, lists, latency, k, progress, step) -> No
         for si, strategy in enumerate(served):
             t0 = clock()
             out = strategy.recommend(req, k)
-            latency[si, j] = clock() - t0
+            latency[si, j] = clock() - t0 + strategy.borrowed_ns
+            strategy.borrowed_ns = 0
             lists[si, j, : len(out)] = out[:k]
         if progress is not None and (j + 1) % step == 0:
             progress(j + 1, n)
@@ -143,6 +144,8 @@ def _ranker_trainer(
 ) -> Callable[[Any], None]:
     """A function that trains an ``OnlineRanker`` on requests replayed before the as-of."""
     from rtml_cli.online.ranker import NEGATIVES_PER_REQUEST
+
+    shared: dict[int, dict] = {}  # per training request: candidates every variant reuses
 
     def fit(ranker) -> None:
         data = load_training()
@@ -169,6 +172,7 @@ def _ranker_trainer(
             if target < 0 or target >= sub.n_items:
                 continue
             req = _request(sub, j, rows, sesses, streams)
+            req.cache = shared.setdefault(j, {})
             for stream in streams.values():
                 stream.advance(req.ts)
             cand, vector, knn = ranker.candidates(req)

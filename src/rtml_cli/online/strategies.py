@@ -50,12 +50,16 @@ class Request:
     seen_set: set[int]  # the same, as a set
     n_events: int  # earlier events in the session, unknown items included
     streams: dict[int, Any] = field(default_factory=dict)  # lag µs → WindowedCounts
+    cache: dict[str, Any] = field(default_factory=dict)  # work strategies may share
 
 
 @runtime_checkable
 class Strategy(Protocol):
     name: str
     lag: timedelta | None  # the freshness of the streaming features it reads; None: none
+    # ns of shared work (e.g. candidates) another strategy computed for this request and this
+    # one reused; the engine adds it to this strategy's latency and resets it to 0
+    borrowed_ns: int
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
         """The top ``k`` item_idx, distinct, best first, excluding ``request.seen``."""
@@ -188,6 +192,7 @@ class Popular:
     """What a batch system shows a stranger: the precomputed popularity list."""
 
     lag = None
+    borrowed_ns = 0
 
     def __init__(self, env: Env) -> None:
         self.env = env
@@ -201,6 +206,7 @@ class Batch:
     """Stage 1: the user's precomputed list; anonymous and unknown visitors get ``popular``."""
 
     lag = None
+    borrowed_ns = 0
 
     def __init__(self, env: Env) -> None:
         self.env = env
@@ -238,6 +244,7 @@ class SessionEmbedding:
     """Stage 2: session embedding = mean of item embeddings; nearest items from Annoy."""
 
     lag = None
+    borrowed_ns = 0
 
     def __init__(self, env: Env, decay: float | None) -> None:
         self.env = env
@@ -309,6 +316,7 @@ class SessionItemKNN:
     """Stage 2: candidates and scores from item-item neighbours of the session's items."""
 
     lag = None
+    borrowed_ns = 0
 
     def __init__(self, env: Env) -> None:
         self.env = env
