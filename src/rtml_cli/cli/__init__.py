@@ -140,9 +140,9 @@ def _root(
 
 def _register() -> None:
     # One module per command group; each exposes ``register(app)``.
-    from rtml_cli.cli import data, simulate
+    from rtml_cli.cli import data, precompute, simulate
 
-    for module in (data, simulate):
+    for module in (data, precompute, simulate):
         module.register(app)
 
 
