@@ -27,8 +27,13 @@ def tiny_events(
     days: int = 4,
     n_users: int = 40,
     seed: int = 0,
+    bursts: tuple[tuple[int, float, float, float], ...] = (),
 ) -> pl.DataFrame:
-    """Sessions of 2-8 views in one bundle (two adjacent categories of 10 items each)."""
+    """Sessions of 2-8 views in one bundle (two adjacent categories of 10 items each).
+
+    ``bursts``: (item, start hour, duration in hours, share): while a burst runs, that
+    share of all views go to its item (a site-wide trend only a stream can see).
+    """
     rng = np.random.default_rng(seed)
     n_cats = n_items // 10
     pop = 1.0 / np.arange(1, 11) ** 1.1
@@ -44,6 +49,10 @@ def tiny_events(
             cat = cats[int(rng.random() < 0.5)]
             item = cat * 10 + int(rng.choice(10, p=pop / pop.sum()))
             t = t + timedelta(seconds=float(rng.uniform(5, 120)))
+            hours = (t - T0).total_seconds() / 3600
+            for burst_item, begin, length, share in bursts:
+                if begin <= hours < begin + length and rng.random() < share:
+                    item = burst_item
             rows.append((t, user, f"s{s:05d}", item, "view"))
             if rng.random() < 0.15:
                 rows.append((t + timedelta(seconds=2), user, f"s{s:05d}", item, "cart"))
