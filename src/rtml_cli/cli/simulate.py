@@ -75,6 +75,13 @@ def simulate_cmd(
             help="Add online-ranker at each of these freshness lags, e.g. 0s,60s,5m,1h.",
         ),
     ] = None,
+    search_k: Annotated[
+        int,
+        typer.Option(
+            "--search-k",
+            help="Annoy search_k of session-embedding (-1: n × trees; lower is faster, less exact).",
+        ),
+    ] = -1,
     train_window: Annotated[
         str,
         typer.Option("--train-window", help="Window before the as-of the ranker is trained on."),
@@ -128,6 +135,7 @@ def simulate_cmd(
         shard=shard_spec,
         seed=seed,
         decay=decay,
+        search_k=search_k,
         train_window=parse_duration(train_window),
         **window,
     )

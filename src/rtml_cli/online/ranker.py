@@ -164,7 +164,7 @@ class OnlineRanker:
             cand = pool[unseen_mask(pool, request.seen)][: env.n_candidates]
             return np.sort(cand), None, (np.zeros(0, np.int64), np.zeros(0, np.float32))
         vector = session_vector(env, items, None)
-        search_k = env.search_k if env.search_k > 0 else 4 * env.n_candidates
+        search_k = max(env.search_k, 4 * env.n_candidates)
         found = env.index.get_nns_by_vector(vector.tolist(), env.n_candidates, search_k)
         kc, ks = knn_scores(env, items)
         if len(kc) > env.n_candidates:

@@ -91,7 +91,6 @@ class Env:
         self.popular = np.concatenate([popular, rest]).astype(np.int64)
         self.popular_list = self.popular.tolist()
         self.indptr, self.nbr, self.nbr_score = art.neighbor_lists
-        self.user_recs = art.user_recs
         self.index = art.index
         self.item_category = _item_categories(art)
 
@@ -211,7 +210,7 @@ class Batch:
     def __init__(self, env: Env) -> None:
         self.env = env
         self.name = "batch"
-        self.lists = {u: v.tolist() for u, v in env.user_recs.items()}
+        self.lists = {u: v.tolist() for u, v in env.artifacts.user_recs.items()}
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
         seen = request.seen_set
