@@ -31,7 +31,7 @@ from rtml_cli.online import replay
 from rtml_cli.online.metrics import request_metrics, summarise
 from rtml_cli.online.replay import SEGMENTS, ReplayData, from_us, to_us, truth_for
 from rtml_cli.online.strategies import DEFAULT_STRATEGIES, Env, Request, Strategy, build, parse_name
-from rtml_cli.online.streaming import WindowedCounts
+from rtml_cli.online.streaming import WINDOWS, WindowedCounts
 
 ProgressFn = Callable[[int, int], None]
 
@@ -240,8 +240,9 @@ def simulate(
         raise UsageError("no strategy given: e.g. --strategies popular,session-embedding")
     if len(set(names)) != len(names):
         raise UsageError(f"strategy listed twice in {','.join(names)}")
+    lags = [freshness]
     for name in names:
-        parse_name(name)
+        lags.append(parse_name(name)[1] or freshness)
     shard = replay.parse_shard(shard)
 
     art = artifacts if isinstance(artifacts, Artifacts) else load_artifacts(artifacts)
@@ -256,8 +257,20 @@ def simulate(
         else []
     )
     frame = replay.read_events(events)
-    data = replay.prepare(frame, art.item_ids, known_users, start=start_us, end=end_us, shard=None)
-    total_requests = data.n_requests
+    # the stream needs the longest window plus the largest lag before each request
+    reach_us = round((max(WINDOWS) + max(lags)).total_seconds() * 1e6)
+    try:
+        data = replay.prepare(
+            frame,
+            art.item_ids,
+            known_users,
+            start=start_us,
+            end=end_us,
+            stream_from=start_us - reach_us,
+        )
+        total_requests = data.n_requests
+    except replay.EmptyWindow:
+        total_requests = 0
     if total_requests == 0:
         raise DataError(
             f"no requests to replay in [{from_us(start_us):%Y-%m-%d %H:%M:%S}, "
@@ -267,7 +280,13 @@ def simulate(
         )
     if shard is not None:
         data = replay.prepare(
-            frame, art.item_ids, known_users, start=start_us, end=end_us, shard=shard
+            frame,
+            art.item_ids,
+            known_users,
+            start=start_us,
+            end=end_us,
+            shard=shard,
+            stream_from=start_us - reach_us,
         )
 
     training: dict[str, ReplayData | None] = {}
@@ -277,7 +296,12 @@ def simulate(
             lo = as_of_us - round(train_window.total_seconds() * 1e6)
             try:
                 training["data"] = replay.prepare(
-                    frame, art.item_ids, known_users, start=lo, end=as_of_us
+                    frame,
+                    art.item_ids,
+                    known_users,
+                    start=lo,
+                    end=as_of_us,
+                    stream_from=lo - reach_us,
                 )
             except DataError:
                 training["data"] = None

@@ -47,6 +47,10 @@ def from_us(value: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(value))
 
 
+class EmptyWindow(DataError):
+    """The events hold rows, but none in the replay window."""
+
+
 def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
     """``"i/n"`` (1-based, 1 <= i <= n) → (i, n)."""
     if spec is None:
@@ -158,17 +162,29 @@ def prepare(
     start: int,
     end: int | None,
     shard: tuple[int, int] | None = None,
+    stream_from: int | None = None,
 ) -> ReplayData:
     """Build the replay arrays for requests with ``start <= ts < end``.
 
     Events at or after ``end`` are dropped before anything is computed, so nothing
     from after the window can reach a strategy or the truth of a later request.
+    With ``stream_from``, only the sessions active in the window and the events from
+    ``stream_from`` on are kept (the streaming windows need nothing older): a long log
+    costs memory for the window, not for its whole history.
     """
     import polars as pl
 
     frame = read_events(events)
+    if frame.height == 0:
+        raise DataError("the events hold no rows")
+    us = pl.col("ts").dt.epoch("us")
     if end is not None:
-        frame = frame.filter(pl.col("ts").dt.epoch("us") < end)
+        frame = frame.filter(us < end)
+    if stream_from is not None:
+        active = frame.filter(us >= start).get_column("session_id").unique()
+        frame = frame.filter(
+            (us >= min(stream_from, start)) | pl.col("session_id").is_in(active.implode())
+        )
     n_items = len(item_ids)
     index = pl.DataFrame({"item_id": item_ids, "_idx": np.arange(n_items, dtype=np.int64)})
     if index.schema["item_id"] != frame.schema["item_id"]:
@@ -202,7 +218,7 @@ def prepare(
     sess_codes = frame["session_id"].rle_id().to_numpy()
     n_events = len(code)
     if n_events == 0:
-        raise DataError("the events hold no rows")
+        raise EmptyWindow("no event in the replay window")
     starts = np.flatnonzero(np.r_[True, sess_codes[1:] != sess_codes[:-1]])
     lens = np.diff(np.r_[starts, n_events])
     sessions = frame[starts.tolist()].select("session_id", "user_id")
