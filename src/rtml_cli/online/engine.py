@@ -96,16 +96,12 @@ def _request(data: ReplayData, j: int, rows, sesses, streams) -> Request:
     s = sesses[j]
     s0 = int(data.sess_start[s])
     history = data.code[s0:row]
-    items = history[history < data.n_items]
-    seen_set = set(items.tolist())
     return Request(
-        ts=int(data.ts[row]),
-        session_start=int(data.ts[s0]),
-        user_id=data.user_ids[s],
-        segment=int(data.segment[s]),
-        items=items,
-        seen=np.array(sorted(seen_set), dtype=np.int64),
-        seen_set=seen_set,
+        int(data.ts[row]),
+        int(data.ts[s0]),
+        data.user_ids[s],
+        int(data.segment[s]),
+        history[history < data.n_items],
         n_events=row - s0,
         streams=streams,
     )

@@ -28,7 +28,7 @@ in ``tests/test_online_strategies.py`` runs every registered one through the sam
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,20 +37,58 @@ import numpy as np
 from rtml_cli.errors import UsageError
 
 
-@dataclass
 class Request:
-    """What a strategy may know when a request arrives (and nothing else)."""
+    """What a strategy may know when a request arrives (and nothing else).
 
-    ts: int  # request time, µs since the epoch
-    session_start: int  # µs
-    user_id: Any  # None for anonymous visitors
-    segment: int  # index into replay.SEGMENTS
-    items: np.ndarray  # item_idx of the session's earlier events with known items, in order
-    seen: np.ndarray  # the distinct item_idx in ``items``, ascending (never recommended again)
-    seen_set: set[int]  # the same, as a set
-    n_events: int  # earlier events in the session, unknown items included
-    streams: dict[int, Any] = field(default_factory=dict)  # lag µs → WindowedCounts
-    cache: dict[str, Any] = field(default_factory=dict)  # work strategies may share
+    ``items``: item_idx of the session's earlier events with known items, in order;
+    ``seen_set`` / ``seen`` (ascending array, built on first use): the distinct ones, never
+    recommended again; ``n_events``: earlier events including unknown items; ``streams``:
+    lag µs → ``WindowedCounts`` as published; ``cache``: work strategies may share.
+    """
+
+    __slots__ = (
+        "ts",
+        "session_start",
+        "user_id",
+        "segment",
+        "items",
+        "seen_set",
+        "n_events",
+        "streams",
+        "cache",
+        "_seen",
+    )
+
+    def __init__(
+        self,
+        ts: int,
+        session_start: int,
+        user_id: Any,
+        segment: int,
+        items: np.ndarray,
+        *,
+        n_events: int,
+        seen_set: set[int] | None = None,
+        seen: np.ndarray | None = None,
+        streams: dict[int, Any] | None = None,
+        cache: dict[str, Any] | None = None,
+    ) -> None:
+        self.ts = ts  # request time, µs since the epoch
+        self.session_start = session_start  # µs
+        self.user_id = user_id  # None for anonymous visitors
+        self.segment = segment  # index into replay.SEGMENTS
+        self.items = items
+        self.seen_set = set(items.tolist()) if seen_set is None else seen_set
+        self.n_events = n_events
+        self.streams = {} if streams is None else streams
+        self.cache = {} if cache is None else cache
+        self._seen = seen
+
+    @property
+    def seen(self) -> np.ndarray:
+        if self._seen is None:
+            self._seen = np.array(sorted(self.seen_set), dtype=np.int64)
+        return self._seen
 
 
 @runtime_checkable
@@ -124,14 +162,8 @@ def _item_categories(art) -> np.ndarray:
 
 
 def take_unseen(ranked, seen: set[int], k: int) -> list[int]:
-    """The first ``k`` items of ``ranked`` not in ``seen`` (order kept, no repeats)."""
-    out: list[int] = []
-    for item in ranked:
-        if item not in seen:
-            out.append(item)
-            if len(out) == k:
-                break
-    return out
+    """The first ``k`` items of ``ranked`` not in ``seen`` (order kept; ``ranked`` distinct)."""
+    return [item for item in ranked if item not in seen][:k]
 
 
 # --------------------------------------------------------------------------- registry
@@ -231,12 +263,15 @@ register("batch", description="precomputed per-user lists; strangers get popular
 
 
 def session_vector(env: Env, items: np.ndarray, decay: float | None) -> np.ndarray:
-    """Mean (or position-decayed mean: the last item weighs 1, the one before ``decay``…)."""
+    """Mean (or position-decayed mean: the last item weighs 1, the one before ``decay``…).
+
+    Returned unscaled (the sum): only its direction matters for cosine and Annoy's
+    angular distance, and skipping the division saves time on every request."""
     vectors = env.embeddings[items]
     if decay is None or len(items) == 1:
-        return vectors.mean(axis=0)
+        return vectors.sum(axis=0)
     weights = decay ** np.arange(len(items) - 1, -1, -1, dtype=np.float32)
-    return (weights @ vectors) / weights.sum()
+    return weights @ vectors
 
 
 class SessionEmbedding:
