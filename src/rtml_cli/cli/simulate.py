@@ -197,6 +197,13 @@ def _ms(value):
     return None if value is None else round(value, 3)
 
 
+def _keep_names_whole(table, n_key_columns: int = 1) -> None:
+    """Strategy (and segment) names are the key of every row: never truncate or wrap them."""
+    for column in table.columns[:n_key_columns]:
+        column.no_wrap = True
+        column.min_width = max((len(str(c)) for c in column._cells), default=8)
+
+
 def _render(result, out) -> None:
     from rtml_cli.output import make_table, print_tables
 
@@ -209,16 +216,15 @@ def _render(result, out) -> None:
         f"MRR@{k}",
         f"NDCG@{k}",
         "HR later",
-        "HR purchase",
-        "coverage",
+        "HR buy",
+        "cover",
         "p50 ms",
         "p95 ms",
         "p99 ms",
     ]
-
-    def row(r, label):
-        return [
-            label,
+    overall = [
+        [
+            r["strategy"],
             r["requests"],
             r["hr"],
             r["mrr"],
@@ -230,14 +236,16 @@ def _render(result, out) -> None:
             _ms(r["latency_p95_ms"]),
             _ms(r["latency_p99_ms"]),
         ]
-
-    overall = [row(r, r["strategy"]) for r in result.summary if r["segment"] == "all"]
+        for r in result.summary
+        if r["segment"] == "all"
+    ]
     caption = (
         f"{info['requests']:,} requests from {info['sessions_in_window']:,} sessions, "
         f"{info['window_start']} → {info['window_end'] or 'end of log'}; as-of {info['as_of']}; "
         f"freshness {info['freshness_s']:g}s"
         + (f"; shard {info['shard']}" if info["shard"] else "")
-        + f"; {info['requests_per_second'] or 0:,.0f} requests/s"
+        + f"; {info['requests_per_second'] or 0:,.0f} requests/s. HR buy: next cart/purchase "
+        "of an unseen item; cover: share of the catalogue ever served"
     )
     if info["unknown_items"]:
         caption += (
@@ -247,13 +255,26 @@ def _render(result, out) -> None:
         )
     if out is not None:
         caption += f"\nRESULTS: {out}"
-    tables = [make_table("simulate: all visitors", columns, overall, caption=caption)]
+    tables = [make_table("simulate: all visitors", columns, overall, caption=caption, digits=3)]
+    seg_columns = ["strategy", "segment", "requests", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}"]
+    seg_columns += ["HR buy", "cover", "p50 ms", "p99 ms"]
     by_segment = [
-        row(r, f"{r['strategy']} · {r['segment']}")
+        [
+            r["strategy"],
+            r["segment"],
+            r["requests"],
+            r["hr"],
+            r["mrr"],
+            r["ndcg"],
+            r["hr_purchase"],
+            r["coverage"],
+            _ms(r["latency_p50_ms"]),
+            _ms(r["latency_p99_ms"]),
+        ]
         for r in result.summary
         if r["segment"] != "all" and r["requests"]
     ]
-    tables.append(make_table("by visitor segment", columns, by_segment))
+    tables.append(make_table("by visitor segment", seg_columns, by_segment, digits=3))
     doc = result.to_dict()
     cmp_cols = ["strategy", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", "ΔHR", "ΔMRR"]
     for key, title in (
@@ -267,7 +288,9 @@ def _render(result, out) -> None:
                 [c["strategy"], c["hr"], c["mrr"], c["ndcg"], c["hr_delta"], c["mrr_delta"]]
                 for c in doc[key]
             ]
-            tables.append(make_table(title, cmp_cols, rows))
+            tables.append(make_table(title, cmp_cols, rows, digits=3))
+    for index, table in enumerate(tables):
+        _keep_names_whole(table, 2 if index == 1 else 1)
     print_tables(*tables)
 
 
