@@ -23,7 +23,8 @@ def request_metrics(lists: np.ndarray, truth, n_items: int) -> dict[str, np.ndar
     rr = np.where(present, 1.0 / np.maximum(rank, 1), 0.0)
     ndcg = np.where(present, 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0)
     # any later item: membership of (request, item) pairs
-    width = np.int64(n_items) * 4 + 8  # item codes incl. unknown ones stay below this
+    top = max(n_items, int(truth.later_code.max(initial=0)), int(lists.max(initial=0)))
+    width = np.int64(top) + 1  # every item code (unknown ones too) is below this
     later_keys = truth.later_req * width + truth.later_code
     list_keys = (np.arange(n, dtype=np.int64)[:, None] * width + lists).ravel()
     found = np.isin(later_keys, list_keys)
