@@ -276,3 +276,18 @@ def test_fresh_streaming_features_beat_stale_ones_during_a_burst(tmp_path):
     assert fresh["hr"] >= blind["hr"]
     weights = result.info["rankers"]["online-ranker@0s"]["weights"]
     assert weights["log_views_5m"] > 0.2  # the fresh model learned to trust the 5-minute count
+
+
+def test_cli_shards_concatenate(invoke, cli_shop, tmp_path):
+    events, root, out = cli_shop
+    strategies = ("--strategies", "popular,batch,session-itemknn")
+    assert invoke(*_args(events, root, *strategies, "--out", out, "-q")).exit_code == 0
+    parts = []
+    for i in (1, 2):
+        part = tmp_path / f"part{i}.parquet"
+        result = invoke(*_args(events, root, *strategies, "--shard", f"{i}/2", "--out", part))
+        assert result.exit_code == ExitCode.OK, result.stderr
+        assert f"shard {i}/2" in result.stdout
+        parts.append(pl.read_parquet(part))
+    joined = pl.concat(parts).sort("request_id", maintain_order=True).drop("latency_us")
+    assert joined.equals(pl.read_parquet(out).drop("latency_us"))
