@@ -291,3 +291,12 @@ def test_cli_shards_concatenate(invoke, cli_shop, tmp_path):
         parts.append(pl.read_parquet(part))
     joined = pl.concat(parts).sort("request_id", maintain_order=True).drop("latency_us")
     assert joined.equals(pl.read_parquet(out).drop("latency_us"))
+
+
+def test_cli_warns_when_the_window_starts_before_the_as_of(invoke, cli_shop):
+    events, root, _ = cli_shop
+    result = invoke(
+        *_args(events, root, "--strategies", "popular", "--from", "2024-03-03T12:00:00Z", "-q")
+    )
+    assert result.exit_code == ExitCode.OK, result.stderr
+    assert "rtml: warning: the replay starts before the artifacts' as-of" in result.stderr

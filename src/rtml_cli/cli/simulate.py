@@ -139,6 +139,10 @@ def simulate_cmd(
         train_window=parse_duration(train_window),
         **window,
     )
+    from rtml_cli.output import warn
+
+    for message in result.info["warnings"]:
+        warn(message)
     if out is not None:
         write_results(result.frame, out)
     if fmt is OutputFormat.json:

@@ -247,6 +247,12 @@ def simulate(
     end_us = to_us(end) if end is not None else None
     if end_us is not None and end_us <= start_us:
         raise UsageError(f"empty window: --to {from_us(end_us)} is not after {from_us(start_us)}")
+    warnings = []
+    if start_us < as_of_us:
+        warnings.append(
+            f"the replay starts before the artifacts' as-of ({art.as_of.isoformat()}): the batch "
+            "artifacts already know those events, so Stage-1 and Stage-2 figures are optimistic"
+        )
     known_users = (
         art.user_features["user_id"].cast(pl.String).to_list()
         if "user_id" in art.user_features.columns
@@ -391,6 +397,7 @@ def simulate(
         "requests_per_second": round(n / replay_seconds, 1) if replay_seconds > 0 else None,
         "setup_seconds": round(setup_seconds, 3),
         "rankers": ranker_info,
+        "warnings": warnings,
     }
     return SimulationResult(
         frame=result_frame,
