@@ -300,3 +300,12 @@ def test_cli_warns_when_the_window_starts_before_the_as_of(invoke, cli_shop):
     )
     assert result.exit_code == ExitCode.OK, result.stderr
     assert "rtml: warning: the replay starts before the artifacts' as-of" in result.stderr
+
+
+def test_cli_unwritable_results_is_cant_create(invoke, cli_shop, tmp_path):
+    events, root, _ = cli_shop
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = invoke(*_args(events, root, "--strategies", "popular", "--out", blocker / "r.parquet"))
+    assert result.exit_code == ExitCode.CANT_CREATE
+    assert result.stderr.strip().splitlines()[-1].startswith("rtml: error: cannot create")
