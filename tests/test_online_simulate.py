@@ -309,3 +309,13 @@ def test_cli_unwritable_results_is_cant_create(invoke, cli_shop, tmp_path):
     result = invoke(*_args(events, root, "--strategies", "popular", "--out", blocker / "r.parquet"))
     assert result.exit_code == ExitCode.CANT_CREATE
     assert result.stderr.strip().splitlines()[-1].startswith("rtml: error: cannot create")
+
+
+def test_string_item_ids_in_the_log_match_integer_artifact_ids(shop, full):
+    base, events = shop
+    as_text = events.with_columns(pl.col("item_id").cast(pl.String))
+    again = simulate(as_text, base / "root", strategies=ALL, **FAST)
+    assert again.frame.drop("latency_us", "next_item_id").equals(
+        full.frame.drop("latency_us", "next_item_id")
+    )
+    assert again.info["unknown_items"] == 0
