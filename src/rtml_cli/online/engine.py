@@ -217,6 +217,11 @@ def simulate(
     ``freshness`` is the lag after which streaming features become visible.
     ``shard=(i, n)`` or ``"i/n"`` serves only the requests of shard ``i`` of ``n``.
     ``keep_lists`` keeps each strategy's served lists (item_idx) in ``result.lists``.
+    ``decay``: weight per step back (decayed session embedding, session-kNN);
+    ``search_k``: Annoy ``search_k`` of session-embedding (-1: n × trees);
+    ``train_window`` / ``max_train_requests``: where and how many requests before the
+    as-of the online-ranker variants are trained on (fewer = faster setup);
+    ``progress(done, total)`` is called during the replay.
     Raises ``UsageError`` for bad options and ``DataError``/``InputMissing`` for bad inputs.
     """
     import polars as pl
