@@ -48,3 +48,10 @@ step "Off-policy: a linear contextual policy learned from the shop's logs (weigh
   "$RTML" evaluate ope sample_data/shop/bandit.parquet --policy linear:0.1 --bootstrap 500
 step "Contextual bandits vs the 'most clickable' trap in the sample world" \
   "$RTML" evaluate contextual sample_data/shop --plot "$OUT/contextual_regret.png"
+# --- Stage 1: the batch job -------------------------------------------------
+step "Stage 1: batch features, item embeddings, Annoy index and batch recommendations" \
+  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts" --keep 3
+step "Do the embeddings make sense? Nearest items to a keyboard" \
+  "$RTML" neighbors 100000 --artifacts "$OUT/artifacts" -k 8
+step "Running the same job again is a no-op (safe to retry from cron)" \
+  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts" --quiet
