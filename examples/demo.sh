@@ -24,19 +24,6 @@ step "Import the OBD log of the Bernoulli Thompson Sampling policy" \
 step "Validate the imported bandit log" "$RTML" data validate "$OUT/obd/bts.parquet"
 step "Validate the sample shop's event log" "$RTML" data validate sample_data/shop/events.parquet
 
-# --- Stages 2-3: replay the sessions after the batch run (rtml simulate) ---------
-if [ -f sample_data/shop/events.parquet ]; then
-  # the batch run is as of the world's history cutoff; the replay serves what came after
-  CUTOFF=$(python3 -c "import json; print(json.load(open('sample_data/shop/world.json'))['history_cutoff'])")
-  DAY_AFTER=$(python3 -c "from datetime import datetime, timedelta; print((datetime.fromisoformat('$CUTOFF'.replace('Z', '+00:00')) + timedelta(days=1)).isoformat())")
-  step "Batch artifacts as of the history cutoff, for the replay" \
-    "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet \
-      --out "$OUT/replay-artifacts" --as-of "$CUTOFF" --quiet
-  step "Replay a day of sessions: batch vs session strategies vs online-ranker (+ ablation, freshness)" \
-    "$RTML" simulate sample_data/shop/events.parquet --artifacts "$OUT/replay-artifacts" \
-      --to "$DAY_AFTER" --ablation --freshness-sweep 0s,1h --out "$OUT/results.parquet"
-fi
-
 # --- off-policy evaluation and contextual bandits ----------------------------
 # The OBD paper's protocol on real data: the Thompson-sampling policy's CTR estimated from the
 # uniformly random log (IPS, SNIPS, DM, DR, SNDR, Switch-DR, bootstrap CIs), next to the CTR
@@ -55,3 +42,16 @@ step "Do the embeddings make sense? Nearest items to a keyboard" \
   "$RTML" neighbors 100000 --artifacts "$OUT/artifacts" -k 8
 step "Running the same job again is a no-op (safe to retry from cron)" \
   "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts" --quiet
+
+# --- Stages 2-3: replay the sessions after the batch run (rtml simulate) ---------
+if [ -f sample_data/shop/events.parquet ]; then
+  # the batch run is as of the world's history cutoff; the replay serves what came after
+  CUTOFF=$(python3 -c "import json; print(json.load(open('sample_data/shop/world.json'))['history_cutoff'])")
+  DAY_AFTER=$(python3 -c "from datetime import datetime, timedelta; print((datetime.fromisoformat('$CUTOFF'.replace('Z', '+00:00')) + timedelta(days=1)).isoformat())")
+  step "Batch artifacts as of the history cutoff, for the replay" \
+    "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet \
+      --out "$OUT/replay-artifacts" --as-of "$CUTOFF" --quiet
+  step "Replay a day of sessions: batch vs session strategies vs online-ranker (+ ablation, freshness)" \
+    "$RTML" simulate sample_data/shop/events.parquet --artifacts "$OUT/replay-artifacts" \
+      --to "$DAY_AFTER" --ablation --freshness-sweep 0s,1h --out "$OUT/results.parquet"
+fi
