@@ -60,9 +60,10 @@ fi
 # Planning: how long would an A/B test of a +12.5% lift take, and what would a bandit save?
 step "Bandits vs an A/B test for a 4.0% -> 4.5% click rate (planning mode)" \
   "$RTML" evaluate --arm control=0.040 --arm new=0.045 --seeds 100 --plot "$OUT/bandits_planning.png"
-# Replay: the strategies `rtml simulate` scored on every request are the arms.
-RESULTS=${RESULTS:-$OUT/results.parquet}
-if [ -f "$RESULTS" ]; then
-  step "Bandits vs an A/B test choosing between the simulated strategies" \
-    "$RTML" evaluate "$RESULTS" --reward hit --plot "$OUT/bandits_results.png"
+# Replay: the strategies `rtml simulate` scored on every request are the arms. The migration
+# question: keep the batch model, or move to session embeddings or the online ranker?
+if [ -f "$OUT/results.parquet" ]; then
+  step "Bandits vs an A/B test choosing between batch, session-embedding and online-ranker" \
+    "$RTML" evaluate "$OUT/results.parquet" --arms batch,session-embedding,online-ranker \
+      --reward hit --plot "$OUT/bandits_results.png"
 fi

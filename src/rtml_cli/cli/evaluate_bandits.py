@@ -193,7 +193,6 @@ def _render(report: dict) -> None:
                 q["median"],
                 interval,
                 _pct(p["picked_best_share"]),
-                round(p["reward_mean"], 1),
                 round(p["regret_mean"], 1),
                 _pct(p["best_arm_traffic_share"]),
                 round(p["clicks_lost_mean"], 1),
@@ -209,16 +208,15 @@ def _render(report: dict) -> None:
             "requests to decide",
             "90% interval",
             "picked best",
-            "reward",
             "regret",
-            "best-arm share",
+            "best share",
             "lost in test",
-            "decision gap",
+            "pick gap",
         ],
         rows,
         digits=3,
     )
-    _fit(main, first=16, right=(1, 3, 4, 7, 9))
+    _fit(main, first=16, right=(1, 3, 4, 6, 8))
     plan = report["ab_plan"]
     ab_rows = []
     for p in report["policies"]:
@@ -281,12 +279,19 @@ def _pct(share: float | None) -> str:
 
 
 def _fit(table, *, first: int, right: tuple[int, ...] = (), no_wrap: tuple[int, ...] = ()):
-    """Keep policy names and intervals whole on narrow terminals; right-align percentages."""
+    """Keep policy names, header words and intervals whole (when the terminal has room)."""
+    from rtml_cli.output import stdout_console
+
+    roomy = stdout_console().width >= 100
+    for column in table.columns if roomy else ():
+        words = str(column.header).split() or [""]
+        cells = [len(str(c)) for c in column._cells]
+        column.min_width = max(max(len(w) for w in words), max(cells, default=0))
     table.columns[0].no_wrap = True
-    table.columns[0].min_width = first
+    table.columns[0].min_width = max(first, table.columns[0].min_width or 0)
     for index in right:
         table.columns[index].justify = "right"
-    for index in (*no_wrap, 3):
+    for index in (*no_wrap, 3) if roomy else ():
         table.columns[index].no_wrap = True
     return table
 

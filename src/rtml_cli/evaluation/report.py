@@ -150,7 +150,7 @@ def near_tie(names: list[str], means: np.ndarray, alpha: float, power: float) ->
     return (
         f"{names[order[0]]} and {names[order[1]]} differ by {best - second:.4f} "
         f"({(best - second) / best:.1%}): telling them apart needs ~{n:,} requests per arm, so "
-        "'picked best' between them is close to a coin flip; see the decision gap column."
+        "'picked best' between them is close to a coin flip; see the pick gap column."
     )
 
 
