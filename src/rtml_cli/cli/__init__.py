@@ -140,9 +140,9 @@ def _root(
 
 def _register() -> None:
     # One module per command group; each exposes ``register(app)``.
-    from rtml_cli.cli import data, evaluate, precompute
+    from rtml_cli.cli import data, evaluate, precompute, simulate
 
-    for module in (data, precompute, evaluate):
+    for module in (data, precompute, simulate, evaluate):
         module.register(app)
 
 
