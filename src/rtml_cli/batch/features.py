@@ -2,8 +2,9 @@
 
 All-time aggregates (totals, first/last seen, per-user item weights) are
 mergeable, so a warm start adds the new events' aggregates to the previous
-run's state; window counts (1d/7d/30d before as-of) are always re-read from the
-last 30 days of the log.
+run's state; window counts (1d/7d/30d before as-of) are rolled forward from the
+previous run's by adding the new events and subtracting the slices that left
+each window, so a warm start reads O(new data) events, not the last 30 days.
 """
 
 from __future__ import annotations
@@ -38,8 +39,18 @@ def _since(since: datetime | None) -> str:
     return f"ts >= {sql_ts(since)}" if since is not None else "TRUE"
 
 
-def item_aggregates(con, as_of: datetime, since: datetime | None):
-    """Per item: window counts ending at as-of, and totals over events since ``since``."""
+WINDOW_COLUMNS = tuple(f"{k}_{w}" for w in WINDOWS for k in KINDS)
+
+
+def item_aggregates(con, as_of: datetime, since: datetime | None, previous=None):
+    """Per item: window counts ending at as-of, and totals over events since ``since``.
+
+    With ``previous`` (the warm-start run's item features, window counts ending at
+    ``since``) the windows are rolled forward instead of re-read: see
+    :func:`rolled_item_aggregates`.
+    """
+    if previous is not None and since is not None:
+        return rolled_item_aggregates(con, as_of, since, previous)
     windows = []
     for wname, span in WINDOWS.items():
         for kname, event in KINDS.items():
@@ -63,6 +74,59 @@ def item_aggregates(con, as_of: datetime, since: datetime | None):
             FROM ev WHERE {scope} GROUP BY item_id"""
     ).pl()
     return utc(frame, "first_seen", "last_seen")
+
+
+def rolled_item_aggregates(con, as_of: datetime, since: datetime, previous):
+    """Window counts rolled from the previous run's, reading only O(new days) of events.
+
+    For a window of span w: count[as_of - w, as_of) = count[since - w, since)
+    (the previous run's value) + count[since, as_of) - count[since - w, as_of - w).
+    Exact integer arithmetic, so the result equals a full re-read; the events are
+    read in four time slices of the length of the new data (the new events and
+    the three slices leaving the 1d/7d/30d windows), which Parquet row-group
+    statistics let DuckDB skip to. Items only in ``previous`` keep their counts
+    (minus what left the windows); totals and first/last seen cover the new events.
+    """
+    import polars as pl
+
+    parts = [f"SELECT item_id, event, ts, 'new' AS part FROM ev WHERE ts >= {sql_ts(since)}"]
+    for wname, span in WINDOWS.items():
+        parts.append(
+            f"SELECT item_id, event, ts, '{wname}' AS part FROM ev "
+            f"WHERE ts >= {sql_ts(since - span)} AND ts < {sql_ts(as_of - span)}"
+        )
+    deltas = []
+    for wname in WINDOWS:
+        for kname, event in KINDS.items():
+            deltas.append(
+                f"count(*) FILTER (WHERE event = '{event}' AND part = 'new') "
+                f"- count(*) FILTER (WHERE event = '{event}' AND part = '{wname}') "
+                f"AS {kname}_{wname}"
+            )
+    totals = [
+        f"count(*) FILTER (WHERE event = '{event}' AND part = 'new') AS {kname}_total"
+        for kname, event in KINDS.items()
+    ]
+    frame = con.sql(
+        f"""SELECT item_id, {", ".join(deltas)}, {", ".join(totals)},
+                   count(*) FILTER (WHERE part = 'new') AS events_total,
+                   min(ts) FILTER (WHERE part = 'new') AS first_seen,
+                   max(ts) FILTER (WHERE part = 'new') AS last_seen
+            FROM ({" UNION ALL ".join(parts)}) GROUP BY item_id"""
+    ).pl()
+    frame = utc(frame, "first_seen", "last_seen")
+    before = previous.select("item_id", *WINDOW_COLUMNS)
+    merged = frame.join(before, on="item_id", how="full", coalesce=True, suffix="_prev")
+    return merged.select(
+        "item_id",
+        *[
+            (pl.col(c).fill_null(0) + pl.col(f"{c}_prev").fill_null(0)).cast(pl.Int64).alias(c)
+            for c in WINDOW_COLUMNS
+        ],
+        *[pl.col(c).fill_null(0).cast(pl.Int64) for c in TOTALS],
+        "first_seen",
+        "last_seen",
+    ).sort("item_id")
 
 
 def merge_item_totals(new, old):
@@ -111,7 +175,9 @@ def item_features(index, aggregates, catalogue):
         pl.sql_expr(POPULARITY_SQL).cast(pl.Float64).alias("popularity_score"),
     )
     frame = frame.sort(
-        ["popularity_score", "events_total", "item_idx"], descending=[True, True, False]
+        # ties by item_id, not item_idx: the rank must not depend on the run lineage
+        ["popularity_score", "events_total", "item_id"],
+        descending=[True, True, False],
     ).with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("popularity_rank"))
     frame = frame.sort("item_idx")
     lead = ["item_idx", "item_id", "category", "title"]
@@ -168,16 +234,22 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
     if old is None:
         return fresh
     factor = 0.5 ** ((as_of - since).total_seconds() / half_life_s)
-    old = old.select(fresh.columns).with_columns(pl.col("weight") * factor)
-    keys = fresh.select("user_id", "item_id")
-    touched = old.join(keys, on=["user_id", "item_id"], how="semi", maintain_order="left")
-    carried = old.join(keys, on=["user_id", "item_id"], how="anti", maintain_order="left")
+    decay = pl.col("weight") * factor
+    old = old.select(fresh.columns)
+    # split by user (a small hash set of active users), not by (user, item) pair: the
+    # rows of users without new events are carried over in order, and the two sorted
+    # parts are merged in one linear pass instead of re-sorting the whole history
+    active = fresh.select("user_id").unique()
+    carried = old.join(active, on="user_id", how="anti", maintain_order="left")
+    touched = old.join(active, on="user_id", how="semi", maintain_order="left")
     merged = (
-        pl.concat([touched, fresh])
+        pl.concat([touched.with_columns(decay), fresh])
         .group_by("user_id", "item_id")
         .agg(pl.col("weight").sum(), pl.col("purchased").any(), pl.col("last_ts").max())
+        .select(fresh.columns)
+        .sort("user_id", "item_id")
     )
-    return pl.concat([carried, merged.select(fresh.columns)]).sort("user_id", "item_id")
+    return carried.with_columns(decay).merge_sorted(merged, ["user_id", "item_id"])
 
 
 def user_features(totals, history, categories, as_of: datetime):

@@ -174,12 +174,15 @@ class _WarmState:
     user_items: Any
     batch_recs: Any
     user_features: Any
+    item_windows: Any  # item_id + the 1d/7d/30d window counts at the run's as-of
 
 
 def load_warm_state(path: str | Path) -> _WarmState:
     """The previous run's state; a missing run is 66, a corrupt one 65."""
     import polars as pl
     import scipy.sparse as sp
+
+    from rtml_cli.batch.features import WINDOW_COLUMNS
 
     path = Path(path)
     if not path.exists():
@@ -192,7 +195,12 @@ def load_warm_state(path: str | Path) -> _WarmState:
         missing = [n for n in STATE_FILES if not (state / n).exists()]
         missing += [
             n
-            for n in ("item_index.parquet", "batch_recs.parquet", "user_features.parquet")
+            for n in (
+                "item_index.parquet",
+                "item_features.parquet",
+                "batch_recs.parquet",
+                "user_features.parquet",
+            )
             if not (run_dir / n).exists()
         ]
         if missing:
@@ -218,6 +226,9 @@ def load_warm_state(path: str | Path) -> _WarmState:
                     user_items=pl.read_parquet(state / "user_items.parquet"),
                     batch_recs=pl.read_parquet(run_dir / "batch_recs.parquet"),
                     user_features=pl.read_parquet(run_dir / "user_features.parquet"),
+                    item_windows=pl.read_parquet(
+                        run_dir / "item_features.parquet", columns=["item_id", *WINDOW_COLUMNS]
+                    ),
                 )
     except RtmlError as exc:
         problem = str(exc)
@@ -267,7 +278,7 @@ def run_precompute(
     - ``n_trees``: Annoy trees; the job measures recall@10 against exact cosine kNN.
     - ``top_k``: Stage-1 list length per user; ``n_neighbors``: CF neighbours per item.
     - ``warm_start``: a previous run (or ROOT): continue from its state using only
-      events since its as-of (plus the last 30 days for window counts).
+      events since its as-of (plus the slices leaving the 1d/7d/30d windows).
     - ``keep``: prune to the ``keep`` newest runs (never the one ``latest`` points to).
     - ``force``: rebuild even when an identical run exists (otherwise a no-op).
     - ``progress(step, done, total)``: called as each step starts.
@@ -376,7 +387,9 @@ def run_precompute(
 
             steps.start("features")
             # one scan gives the aggregates and the item ids (sorted ids -> dense item_idx)
-            fresh_aggs = feat.item_aggregates(con, as_of, since)
+            fresh_aggs = feat.item_aggregates(
+                con, as_of, since, warm.item_windows if warm is not None else None
+            )
             if warm is None:
                 index = (
                     fresh_aggs.select("item_id")
