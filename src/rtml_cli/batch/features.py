@@ -239,9 +239,10 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
     # split by user (a small hash set of active users), not by (user, item) pair: the
     # rows of users without new events are carried over in order, and the two sorted
     # parts are merged in one linear pass instead of re-sorting the whole history
-    active = fresh.select("user_id").unique()
-    carried = old.join(active, on="user_id", how="anti", maintain_order="left")
-    touched = old.join(active, on="user_id", how="semi", maintain_order="left")
+    is_active = pl.col("user_id").is_in(fresh["user_id"].unique().implode())
+    old = old.with_columns(is_active.alias("_active"))
+    carried = old.filter(~pl.col("_active")).drop("_active")
+    touched = old.filter(pl.col("_active")).drop("_active")
     merged = (
         pl.concat([touched.with_columns(decay), fresh])
         .group_by("user_id", "item_id")

@@ -420,6 +420,9 @@ def run_precompute(
             item_frame = feat.item_features(index, aggregates, catalogue)
             fresh_users = feat.user_aggregates(con, since)
             active = fresh_users.select("user_id")
+            # a hash-set membership test is ~4x cheaper than a semi/anti join on
+            # millions of rows (the carried-over recs and features)
+            is_active = pl.col("user_id").is_in(active["user_id"].implode())
             user_totals = feat.merge_user_totals(
                 fresh_users, warm.user_totals if warm is not None else None
             )
@@ -438,7 +441,7 @@ def run_precompute(
                     categories,
                     as_of,
                 )
-                kept = warm.user_features.join(active, on="user_id", how="anti").with_columns(
+                kept = warm.user_features.filter(~is_active).with_columns(
                     (
                         (pl.lit(as_of) - pl.col("last_seen")).dt.total_microseconds() / 86_400e6
                     ).alias("recency_days")
@@ -531,7 +534,7 @@ def run_precompute(
                     popular_idx,
                     top_k,
                 )
-                kept = warm.batch_recs.join(active, on="user_id", how="anti")
+                kept = warm.batch_recs.filter(~is_active)
                 # rows stay grouped by user (kept, then refreshed users); no 15M-row re-sort
                 recs = pl.concat([kept, fresh_recs.select(kept.columns)])
 
