@@ -207,7 +207,15 @@ def popularity_cmd(
             "past 0.1 and chi-squared p-values to 0.",
         ),
     ] = "psi",
-    max_categories: MaxCatOption = 1000,
+    max_categories: Annotated[
+        int,
+        typer.Option(
+            "--max-categories",
+            help="The reference window's N most-viewed items/categories get their own bin, the rest "
+            "share '(other)'. Keep N small: thousands of sparse per-item bins inflate PSI with "
+            "sampling noise alone.",
+        ),
+    ] = 50,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:

@@ -591,7 +591,7 @@ def popularity_drift(
     by: str = "item_id",
     event: str | None = "view",
     detectors: Sequence[Detector] | None = None,
-    max_categories: int = 1000,
+    max_categories: int = 50,
 ) -> FeatureDrift:
     """Did the share of views per item (or category) move between two windows of one log?
 
