@@ -243,7 +243,9 @@ def simulate_schedules(
                     _apply(update, now, slot, run, train)
             live = {slot.key for slot in slots}
             for key in [key for key in cache if key not in live]:
-                del cache[key]
+                outcome, _ = cache.pop(key)
+                if hasattr(trainer, "release"):
+                    trainer.release(outcome)
         scored: dict[str, Score] = {}
         for slot in slots:
             if slot.key not in scored:
