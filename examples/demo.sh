@@ -11,3 +11,17 @@ step() { printf '\n\033[1m== %s ==\033[0m\n$ %s\n' "$1" "${*:2}" >&2; "${@:2}"; 
 
 # --- data -----------------------------------------------------------------
 step "The data contracts rtml reads" "$RTML" data contracts
+# The committed sample world (sample_data/shop) was made by the command below; regenerating the
+# tiny size shows what it writes and its ground truth in about a second.
+step "A sample shop with known ground truth (tiny size)" "$RTML" data sample --out "$OUT/world" --size tiny --seed 7
+
+# --- real bandit logs: the Open Bandit Dataset sample (CC BY 4.0) ----------
+mkdir -p "$OUT/obd"
+step "Import the OBD log of the uniformly random policy" \
+  "$RTML" data import --format obd sample_data/obd/random/men/men.csv.gz --out "$OUT/obd/random.parquet"
+step "Import the OBD log of the Bernoulli Thompson Sampling policy" \
+  "$RTML" data import --format obd sample_data/obd/bts/men/men.csv.gz --out "$OUT/obd/bts.parquet"
+step "Validate the imported bandit log" "$RTML" data validate "$OUT/obd/bts.parquet"
+if [ -f sample_data/shop/events.parquet ]; then
+  step "Validate the sample shop's event log" "$RTML" data validate sample_data/shop/events.parquet
+fi

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from rtml_cli.output import FormatOption, OutputFormat
+from rtml_cli.output import FormatOption, OutputFormat, QuietOption, fmt_cell
 
 data_app = typer.Typer(
     help="Check, generate and import the logs every other command reads.",
@@ -46,6 +50,286 @@ def contracts_cmd(fmt: FormatOption = OutputFormat.table) -> None:
             )
         )
     print_tables(*tables)
+
+
+class WorldSizeChoice(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    medium = "medium"
+    large = "large"
+
+
+@data_app.command("sample")
+def sample_cmd(
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Directory to write the world to (replaced as a whole)."),
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Random seed: same seed, same files.")
+    ] = 0,
+    size: Annotated[
+        WorldSizeChoice,
+        typer.Option(
+            "--size",
+            case_sensitive=False,
+            help="tiny (tests, ~10k events), small (~150k events, the committed sample_data/shop), "
+            "medium (~2M events), large (>=10M events, >=100k items).",
+        ),
+    ] = WorldSizeChoice.small,
+    fmt: FormatOption = OutputFormat.table,
+    quiet: QuietOption = False,
+) -> None:
+    """Generate a sample shop with known ground truth: events, items, bandit logs, click model."""
+    from rtml_cli.data.world import generate_world
+    from rtml_cli.output import emit_json, info, make_table, print_tables, progress
+
+    with progress(quiet) as bar:
+        task = bar.add_task(f"generating {size.value} world", total=None)
+        summary = generate_world(
+            out,
+            seed=seed,
+            size=size.value,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    info(f"wrote sample world to {out} in {summary['elapsed_s']}s", quiet=quiet)
+    if quiet:
+        return
+    if fmt is OutputFormat.json:
+        emit_json({k: v for k, v in summary.items() if k not in ("categories",)})
+        return
+    seg = summary["segments"]
+    rows = [
+        ("directory", str(out)),
+        ("size / seed", f"{summary['size']} / {summary['seed']}"),
+        ("events", summary["n_events"]),
+        (
+            "event mix (view/cart/purchase)",
+            " / ".join(f"{v:,}" for v in summary["event_counts"].values()),
+        ),
+        ("users", summary["n_users"]),
+        ("sessions", summary["n_sessions"]),
+        ("anonymous share of sessions", seg["anonymous_share"]),
+        ("anonymous or new after cutoff", seg["anonymous_or_new_share_after_cutoff"]),
+        ("items (new at shift)", f"{summary['n_items']:,} ({summary['shift']['n_new_items']:,})"),
+        ("bundles / categories", f"{len(summary['bundles'])} / {len(summary['categories'])}"),
+        ("start", summary["start"]),
+        ("end", summary["end"]),
+        ("history cutoff", summary["history_cutoff"]),
+        ("shift time", summary["shift_time"]),
+        ("trending bursts", len(summary["bursts"])),
+        (
+            "bandit rows (per log) / arms",
+            f"{summary['click_model']['bandit_rows']:,} / {summary['click_model']['n_arms']}",
+        ),
+        (
+            "true CTR: logging / uniform / best",
+            " / ".join(
+                f"{summary['click_model'][k]:.4f}"
+                for k in ("value_logging_policy", "value_uniform_policy", "value_best_policy")
+            ),
+        ),
+    ]
+    print_tables(make_table("sample world", ["", "value"], rows))
+
+
+# --- rtml data import ----------------------------------------------------------------
+
+
+class ImportFormat(str, Enum):
+    obd = "obd"
+    recbole = "recbole"
+    session_rec = "session-rec"
+    csv = "csv"
+    parquet = "parquet"
+
+
+class TsUnit(str, Enum):
+    s = "s"
+    ms = "ms"
+    us = "us"
+    iso = "iso"
+
+
+@data_app.command("import")
+def import_cmd(
+    source: Annotated[
+        str, typer.Argument(help="The log to convert (a .csv/.csv.gz, .inter, .tsv or Parquet).")
+    ],
+    input_format: Annotated[
+        ImportFormat,
+        typer.Option("--format", help="Source format.", case_sensitive=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Contract column = source column, e.g. ts=event_time,user_id=uid (repeatable).",
+        ),
+    ] = None,
+    ts_unit: Annotated[
+        TsUnit | None,
+        typer.Option(
+            "--ts-unit",
+            help="How times are encoded: s, ms, us epochs or iso strings "
+            "(default: s for numbers, iso for text).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    session_gap: Annotated[
+        str,
+        typer.Option(
+            "--session-gap", help="Inactivity gap that ends a session when the source has none."
+        ),
+    ] = "30m",
+    items_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--items-out",
+            help="Where to write items that come with the source (RecBole .item, OBD "
+            "item_context.csv); default OUT with .items.parquet.",
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="obd: logging-policy name (default: from the path)."),
+    ] = None,
+    event: Annotated[
+        str,
+        typer.Option("--event", help="Event name for sources without an event column."),
+    ] = "view",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the import summary as JSON on stdout.")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Convert a real log (OBD, RecBole, session-rec, CSV, Parquet) into an rtml contract.
+
+    OBD files become a bandit log; every other format an event log, sessionized
+    per user at --session-gap when the source has no session ids.
+    """
+    from rtml_cli.data.importers import import_log, parse_mapping
+    from rtml_cli.output import emit_json, info, make_table, print_tables, warn
+    from rtml_cli.timeutil import parse_duration
+
+    result = import_log(
+        input_format.value,
+        source,
+        out,
+        mapping=parse_mapping(mapping),
+        ts_unit=ts_unit.value if ts_unit else None,
+        session_gap=parse_duration(session_gap),
+        items_out=items_out,
+        policy=policy,
+        event=event,
+    )
+    for message in result.warnings:
+        warn(message)
+    info(f"wrote {result.out} ({result.rows:,} rows) in {result.seconds:.1f}s", quiet=quiet)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    if quiet:
+        return
+    rows: list[tuple[str, object]] = [
+        ("format", result.format),
+        ("source", result.source),
+        ("written", f"{result.out} ({result.kind} contract)"),
+        ("rows", result.rows),
+        (
+            "time range",
+            f"{result.ts_min:%Y-%m-%d %H:%M:%S} … {result.ts_max:%Y-%m-%d %H:%M:%S} UTC",
+        ),
+    ]
+    if result.kind == "bandit":
+        rows += [
+            ("policy", result.policy),
+            ("actions", result.actions),
+            ("mean reward", result.reward_mean),
+            ("propensity range", f"{result.propensity_min:.6g} … {result.propensity_max:.6g}"),
+        ]
+    else:
+        how = (
+            f"cut per user at a {session_gap} gap" if result.sessionized else "given by the source"
+        )
+        rows += [
+            ("users", result.users),
+            ("sessions", f"{result.sessions:,} ({how})"),
+            ("items", result.items),
+        ]
+    if result.items_out:
+        rows.append(("items written", f"{result.items_out} ({result.items_rows:,} rows)"))
+    shown = result.columns if len(result.columns) <= 10 else result.columns[:8]
+    more = len(result.columns) - len(shown)
+    rows.append(("columns", ", ".join(shown) + (f", … (+{more} more)" if more else "")))
+    print_tables(make_table(f"rtml data import --format {result.format}", ["", "value"], rows))
+
+
+# --- rtml data validate --------------------------------------------------------------
+
+
+class Kind(str, Enum):
+    events = "events"
+    items = "items"
+    bandit = "bandit"
+
+
+@data_app.command("validate")
+def validate_cmd(
+    path: Annotated[
+        str, typer.Argument(help="A Parquet file, a glob, or a directory of Parquet partitions.")
+    ],
+    kind: Annotated[
+        Kind | None,
+        typer.Option(
+            "--kind",
+            help="Contract to check (default: detected from the columns).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    session_gap: Annotated[
+        str,
+        typer.Option(
+            "--session-gap",
+            help="events: the longest silence allowed inside one session; 'none' skips the check.",
+        ),
+    ] = "30m",
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Check a log against its contract: print a summary (exit 0) or every problem (exit 65)."""
+    from rtml_cli.data.validate import validate
+    from rtml_cli.output import emit_json, make_table, print_tables
+    from rtml_cli.timeutil import parse_duration
+
+    gap = None if session_gap.strip().lower() == "none" else parse_duration(session_gap)
+    report = validate(path, kind=kind.value if kind else None, session_gap=gap)
+    if fmt is OutputFormat.json:
+        emit_json(report.to_dict())
+    if not report.ok:
+        report.raise_for_problems()
+    if fmt is OutputFormat.json:
+        return
+    how = "detected from its columns" if report.kind_detected else "as asked"
+    title = f"{report.path}: a valid {report.kind} file ({how}; {report.files} file(s))"
+    rows = []
+    for key, value in report.summary.items():
+        if isinstance(value, dict) and key == "events_per_session":
+            value = "mean {} · median {} · p95 {}".format(
+                *(fmt_cell(value[k], 2) for k in ("mean", "median", "p95"))
+            )
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}: {fmt_cell(v)}" for k, v in value.items())
+        elif key == "time_range":
+            value = " … ".join(f"{v:%Y-%m-%d %H:%M:%S}" for v in value) + " UTC"
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        elif isinstance(value, float) and key.endswith("share"):
+            value = f"{value:.1%}"
+        rows.append((key.replace("_", " "), value))
+    from rich.text import Text
+
+    print_tables(Text(title), make_table(None, ["", "value"], rows))
 
 
 def register(app: typer.Typer) -> None:
