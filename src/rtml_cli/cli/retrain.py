@@ -149,7 +149,9 @@ def retrain_cmd(
     end_ts = parse_timestamp(end) if end else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    with progress(quiet or fmt is OutputFormat.json) as bar:
+    import sys
+
+    with progress(quiet or fmt is OutputFormat.json or not sys.stderr.isatty()) as bar:
         task = bar.add_task("replaying", total=None)
 
         def on_tick(now) -> None:

@@ -43,16 +43,16 @@ def _nan_to_none(value: float) -> float | None:
 
 
 def ratio_text(ratio: float | None) -> str:
-    """0.083 -> '1/12', 1.0 -> 'the same', 2.5 -> '2.5x'."""
+    """0.083 -> '1/12', 0.7 -> '0.70x', 1.0 -> 'the same', 2.5 -> '2.50x'."""
     if ratio is None or not math.isfinite(ratio):
         return "–"
     if ratio == 0:
         return "none"
     if 0.95 <= ratio <= 1.05:
         return "the same"
-    if ratio < 1:
+    if ratio < 0.5:
         return f"1/{1 / ratio:.0f}"
-    return f"{ratio:.1f}x"
+    return f"{ratio:.2f}x"
 
 
 def summarize(
