@@ -264,3 +264,11 @@ def test_sample_world_detectors_and_costs(shop_run) -> None:
     assert stateful["updates"] == stateless["updates"]
     assert stateful["rows"] < 0.25 * stateless["rows"]
     assert stateful["train_seconds"] < stateless["train_seconds"]
+
+
+@pytest.mark.parametrize("command", [["drift"], ["drift", "popularity"], ["retrain"]])
+def test_help_and_readme(invoke, command) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == ExitCode.OK and "Usage" in result.stdout
+    readme = (SHOP.parent.parent / "README.md").read_text()
+    assert f"`rtml {' '.join(command)}" in readme

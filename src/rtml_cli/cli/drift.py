@@ -208,14 +208,14 @@ def popularity_cmd(
         ),
     ] = "psi",
     max_categories: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--max-categories",
-            help="The reference window's N most-viewed items/categories get their own bin, the rest "
-            "share '(other)'. Keep N small: thousands of sparse per-item bins inflate PSI with "
-            "sampling noise alone.",
+            help="The reference window's N most-viewed items/categories get their own bin, the "
+            "rest share '(other)'. Default: one bin per 25 current views (10-1000), which keeps "
+            "PSI's sampling noise near 0.04; many sparse bins inflate PSI on noise alone.",
         ),
-    ] = 50,
+    ] = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
@@ -277,7 +277,8 @@ def popularity_cmd(
                 caption=_verdict_line(
                     result.drift, [result.name] if result.drift else [], thresholds
                 )
-                + f"\nnew {by}s: {result.unseen_share:.1%} of current views",
+                + f"\nnew {'items' if by == 'item' else 'categories'}: "
+                f"{result.unseen_share:.1%} of current views",
             )
         )
     if result.drift:

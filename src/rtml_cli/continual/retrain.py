@@ -27,8 +27,6 @@ from rtml_cli.errors import DataError, UsageError
 from rtml_cli.timeutil import format_duration
 
 DEFAULT_STRATEGY = "session-embedding"
-VIEWS_PER_BIN = 25  # PSI bins: about one per 25 current views, so sampling noise stays ~0.04
-MIN_BINS, MAX_BINS = 10, 1000
 
 
 # --- the input-distribution signal ---------------------------------------------------------
@@ -38,10 +36,9 @@ class PopularitySignal:
     """Drift of what people view: item-popularity PSI, or KS on popularity percentiles.
 
     ``psi``: PSI between the item view shares of the reference and current windows
-    over the reference window's N most viewed items + ``(other)``, with N = current
-    views / ``VIEWS_PER_BIN`` (10..1000): PSI's sampling noise is about bins / views,
-    so this keeps it near 0.04 whatever the traffic, well under the 0.2 threshold,
-    while a shift in what people view moves mass between the top items and the tail.
+    over the reference window's N most viewed items + ``(other)``, with N from the
+    current window's volume (``drift.auto_bins``: about one bin per 25 views, so PSI's
+    sampling noise stays near 0.04 whatever the traffic).
     ``ks``: each view is mapped to its item's popularity percentile in the reference
     window (0 = most viewed, 1 = never viewed there); the KS statistic D between the
     reference's and the current window's percentiles. D, not the p-value, is compared:
@@ -62,7 +59,7 @@ class PopularitySignal:
         return self.item[a:b]
 
     def __call__(self, detector: str, threshold: float, *, reference, current) -> Reading:
-        from rtml_cli.continual.drift import PSIDetector, categorical_distribution
+        from rtml_cli.continual.drift import PSIDetector, auto_bins, categorical_distribution
 
         ref, cur = self._slice(reference), self._slice(current)
         if len(ref) == 0 or len(cur) == 0:
@@ -72,7 +69,7 @@ class PopularitySignal:
         if detector == "psi":
             ref_map = {i: int(c) for i, c in enumerate(ref_counts) if c}
             cur_map = {i: int(c) for i, c in enumerate(cur_counts) if c}
-            bins = int(np.clip(len(cur) // VIEWS_PER_BIN, MIN_BINS, MAX_BINS))
+            bins = auto_bins(len(cur))
             dist = categorical_distribution("item share", ref_map, cur_map, max_categories=bins)
             res = PSIDetector(threshold).score(dist)
             return Reading(
