@@ -174,8 +174,12 @@ class ReplayEvaluator:
         )
         frame = None
         if hi > lo:
-            active = self.events[int(lo) : int(hi)]["session_id"].unique()
-            frame = self.events[: int(hi)].filter(pl.col("session_id").is_in(active.implode()))
+            if self.strategy.startswith("online-ranker"):
+                # The ranker learns from the week before the model's as-of: keep everything.
+                frame = self.events[: int(hi)]
+            else:
+                active = self.events[int(lo) : int(hi)]["session_id"].unique()
+                frame = self.events[: int(hi)].filter(pl.col("session_id").is_in(active.implode()))
         self._cached = ((start, end), frame)
         return frame
 
@@ -200,9 +204,10 @@ class ReplayEvaluator:
             if "no requests to replay" in str(exc):
                 return ZERO
             raise
-        row = result.summary_for(self.strategy)
-        n = int(row["requests"])
-        return Score(n, int(round(row["hr"] * n)), float(row["mrr"]) * n)
+        frame = result.frame
+        if frame.height == 0:
+            return ZERO
+        return Score(frame.height, int(frame["hit"].sum()), float(frame["rr"].sum()))
 
 
 # --- the command's library function -----------------------------------------------------------
