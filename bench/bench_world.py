@@ -84,7 +84,7 @@ Python {platform.python_version()}; shared machine, load average {r["load_before
 
 Target "large (>= 10M events, >= 100k items) generates in minutes on 2 cores with bounded
 memory": {verdict}. Memory is bounded by one day of sessions at a time (the event log is
-written a day per Parquet row group), plus per-session ground truth (~1.7M rows) kept for
+written a day per Parquet row group), plus per-session ground truth (one row per session) kept for
 `sessions.parquet`.
 """
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtml_cli.data.importers import import_log, obd_policy_name
+from rtml_cli.data.validate import validate
 from rtml_cli.errors import ExitCode
 
 OBD = Path(__file__).resolve().parent.parent / "sample_data" / "obd"
@@ -278,7 +279,9 @@ def test_csv_unparseable_times_and_null_ids_all_listed(invoke, tmp_path):
     result = invoke("data", "import", "--format", "csv", src, "--out", out)
     assert result.exit_code == ExitCode.DATA_ERR
     assert "2 problem(s)" in result.stderr
-    assert "1 timestamps cannot be parsed as ISO 8601 (e.g. 'soon')" in result.stderr
+    assert (
+        "1 timestamps cannot be parsed as epoch seconds or ISO 8601 (e.g. 'soon')" in result.stderr
+    )
     assert "1 rows have a null or empty item id" in result.stderr
     assert _leftovers(tmp_path) == ["log.csv"]
 
@@ -424,6 +427,13 @@ def test_csv_round_trip(tmp_path_factory, rows, unit):
     ev = pl.read_parquet(tmp / "out.parquet")
     assert (ev["item_id"].dtype == pl.Int64) == _item_ok([i for _, i, _ in rows])
     assert res.users == len({u for u, _, _ in rows})
+    # what the importer writes satisfies the events contract (exact repeats are reported)
+    expected = _expected(rows, unit)
+    report = validate(tmp / "out.parquet", kind="events")
+    if len(set(expected)) == len(expected):
+        assert report.ok, report.problems
+    else:
+        assert len(report.problems) == 1 and "exact duplicates" in report.problems[0]
 
 
 @settings(max_examples=15, deadline=None)
@@ -449,3 +459,53 @@ def test_recbole_round_trip(tmp_path_factory, rows):
     res = import_log("recbole", tmp / "x.inter", tmp / "out.parquet")
     assert res.rows == len(rows) and res.items_out is None
     assert _imported(tmp / "out.parquet") == _expected(rows, "s")
+
+
+def test_out_directory_is_refused_and_left_alone(invoke, tmp_path):
+    keep = tmp_path / "results"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("x")
+    src = tmp_path / "log.csv"
+    src.write_text("ts,user_id,item_id\n2024-03-01,u,1\n")
+    result = invoke("data", "import", "--format", "csv", src, "--out", keep)
+    assert result.exit_code == ExitCode.USAGE and "is a directory" in result.stderr
+    assert (keep / "precious.txt").read_text() == "x"
+
+
+def test_csv_glob(invoke, tmp_path):
+    for day in (1, 2):
+        (tmp_path / f"d{day}.csv").write_text(f"ts,user_id,item_id\n2024-03-0{day},u,{day}\n")
+    out = tmp_path / "out.parquet"
+    result = invoke("data", "import", "--format", "csv", f"{tmp_path}/d*.csv", "--out", out)
+    assert result.exit_code == ExitCode.OK, result.stderr
+    assert pl.read_parquet(out)["item_id"].to_list() == [1, 2]
+    result = invoke("data", "import", "--format", "csv", f"{tmp_path}/x*.csv", "--out", out)
+    assert result.exit_code == ExitCode.NO_INPUT and "matches no file" in result.stderr
+
+
+def test_unwritable_output_is_cant_create(invoke, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    src = tmp_path / "log.csv"
+    src.write_text("ts,user_id,item_id\n2024-03-01,u,1\n")
+    result = invoke("data", "import", "--format", "csv", src, "--out", blocker / "e.parquet")
+    assert result.exit_code == ExitCode.CANT_CREATE
+    assert "cannot create directory" in result.stderr
+
+
+def test_csv_text_times_without_unit_are_seconds_or_iso(tmp_path):
+    src = tmp_path / "log.csv"
+    src.write_text("ts,user_id,item_id\n1709294400.25,u,1\n2024-03-01T12:00:01Z,u,2\n")
+    import_log("csv", src, tmp_path / "e.parquet")
+    assert pl.read_parquet(tmp_path / "e.parquet")["ts"].to_list() == [
+        datetime(2024, 3, 1, 12, 0, 0, 250000, tzinfo=timezone.utc),
+        datetime(2024, 3, 1, 12, 0, 1, tzinfo=timezone.utc),
+    ]
+
+
+@pytest.mark.parametrize("command", ["import", "validate"])
+def test_command_has_help_and_a_readme_section(invoke, command):
+    result = invoke("data", command, "--help")
+    assert result.exit_code == ExitCode.OK and "Usage" in result.stdout
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"### `rtml data {command}`" in readme

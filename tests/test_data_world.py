@@ -18,11 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtml_cli.data.clickmodel import ClickModel
-from rtml_cli.data.world import SIZES, generate_world, logging_policy_probs
+from rtml_cli.data.world import (
+    SIZES,
+    expected_reward,
+    generate_world,
+    logging_policy_probs,
+    policy_value,
+)
 from rtml_cli.errors import ExitCode, OutputError
 
 SHOP = Path(__file__).resolve().parent.parent / "sample_data" / "shop"
 PARQUETS = (
+    "click_users.parquet",
     "events.parquet",
     "items.parquet",
     "sessions.parquet",
@@ -57,9 +64,8 @@ def sessions() -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def views(events, items) -> pl.DataFrame:
+def views(events, items, world) -> pl.DataFrame:
     """Views with their category, bundle and position of the category in its bundle."""
-    world = json.loads((SHOP / "world.json").read_text())
     pos = pl.DataFrame(
         {
             "category": [c["name"] for c in world["categories"]],
@@ -106,6 +112,7 @@ def test_events_follow_the_contract(events, items, world):
     assert events["ts"].is_sorted()
     assert events["session_id"].null_count() == 0 and events["item_id"].null_count() == 0
     assert set(events["event"].unique()) == {"view", "cart", "purchase"}
+    assert not events.is_duplicated().any()  # `rtml data validate` rejects duplicate rows
     assert events["item_id"].is_in(items["item_id"].implode()).all()
     assert 100_000 <= events.height <= 200_000 and events.height == world["n_events"]
     assert events["ts"].min() >= _ts(world["start"]) and events["ts"].max() < _ts(world["end"])
@@ -207,6 +214,10 @@ def test_popularity_is_zipf_like(views, world):
     k = min(15, len(within))
     slope_c = np.polyfit(np.log(np.arange(1, k + 1)), np.log(within[:k]), 1)[0]
     assert slope_c <= -0.6, slope_c
+    # and across categories: a fifth of the categories get well over a fifth of the views
+    per_cat = before.group_by("category").len().sort("len", descending=True)["len"].to_numpy()
+    assert per_cat[: len(per_cat) // 5].sum() / per_cat.sum() >= 0.35
+    assert per_cat[0] >= 5 * per_cat[-1]
 
 
 def test_trending_bursts_are_what_recent_views_predict(events, world):
@@ -399,14 +410,25 @@ def test_true_policy_values_are_computable_and_ordered(click_model, world):
     pi = logging_policy_probs(click_model, ctx)
     weights = pi[np.arange(len(action)), action] / log["propensity"].to_numpy()
     ips = weights * log["reward"].to_numpy()
-    truth = np.mean(
-        [
-            (pi[i : i + 1] * click_model.all_probs(users[i : i + 1], int(positions[i]))).sum()
-            for i in range(0, len(users), 50)
-        ]
-    )
-    assert abs(ips.mean() - truth) <= 4 * ips.std() / np.sqrt(len(ips)) + 0.01
+    truth = expected_reward(click_model, users, positions, pi).mean()
+    assert abs(ips.mean() - truth) <= 4 * ips.std() / np.sqrt(len(ips))
     assert abs(truth - cm["value_logging_policy"]) < 0.02
+    # with the recorded user weights the exact value is reproducible from the files alone
+    weights = pl.read_parquet(SHOP / "click_users.parquet")
+    assert weights["user_idx"].to_list() == list(range(click_model.n_users))
+    assert weights["user_id"][5] == "u000005"
+    np.testing.assert_allclose(weights["weight"].sum(), 1.0)
+    assert (
+        abs(
+            policy_value(
+                click_model,
+                weights["weight"].to_numpy(),
+                logging_policy_probs(click_model, click_model.user_context),
+            )
+            - cm["value_logging_policy"]
+        )
+        < 1e-5
+    )
     # taste reflects bundle preferences: users prefer arms of their favourite bundle
     users_tbl = pl.read_parquet(SHOP / "users.parquet")
     items = pl.read_parquet(SHOP / "items.parquet")
@@ -423,6 +445,25 @@ def test_true_policy_values_are_computable_and_ordered(click_model, world):
     seen = fav != None  # noqa: E711 - numpy object array of str/None
     best_arm = np.argmax(click_model.all_probs(np.flatnonzero(seen)), axis=1)
     assert (arm_bundle[best_arm] == fav[seen]).mean() >= 0.6
+
+
+def test_expected_reward_is_the_click_model_in_expectation(click_model):
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, click_model.n_users, 40)
+    positions = rng.integers(1, 4, 40)
+    arms = rng.integers(0, click_model.n_items, 40)
+    one_hot = np.eye(click_model.n_items)[arms]
+    np.testing.assert_allclose(
+        expected_reward(click_model, users, positions, one_hot),
+        click_model.prob(users, arms, positions),
+    )
+
+
+def test_daily_seasonality(events):
+    hours = events.select(pl.col("ts").dt.hour().alias("h"))["h"].to_numpy()
+    night = np.isin(hours, [2, 3, 4, 5]).sum()
+    evening = np.isin(hours, [18, 19, 20, 21]).sum()
+    assert night < 0.3 * evening
 
 
 # --------------------------------------------------------------------------- generation
@@ -495,6 +536,29 @@ def test_failed_run_publishes_nothing(tmp_path, monkeypatch):
         generate_world(out, seed=0, size="tiny")
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_killed_run_leaves_nothing_that_looks_complete(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "world"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtml_cli", "data", "sample", "--out", str(out), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # whenever the kill landed: either no world at all, or a complete one
+    if out.exists():
+        assert {*PARQUETS, "world.json", "click_model.npz"} <= {p.name for p in out.iterdir()}
+        assert pl.read_parquet(out / "events.parquet").height > 0
+    visible = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert visible in ([], ["world"])
 
 
 def test_refuses_to_replace_a_directory_that_is_not_a_world(tmp_path):

@@ -298,6 +298,8 @@ def validate_cmd(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Check a log against its contract: print a summary (exit 0) or every problem (exit 65)."""
+    from rich.text import Text
+
     from rtml_cli.data.validate import validate
     from rtml_cli.output import emit_json, make_table, print_tables
     from rtml_cli.timeutil import parse_duration
@@ -327,8 +329,6 @@ def validate_cmd(
         elif isinstance(value, float) and key.endswith("share"):
             value = f"{value:.1%}"
         rows.append((key.replace("_", " "), value))
-    from rich.text import Text
-
     print_tables(Text(title), make_table(None, ["", "value"], rows))
 
 

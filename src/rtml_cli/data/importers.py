@@ -21,7 +21,9 @@ Sources without session ids are sessionized per user at an inactivity gap
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -117,12 +119,28 @@ def parse_mapping(specs: list[str] | str | None) -> dict[str, str]:
     return mapping
 
 
-def _connect(spill_dir: Path):
+def connect(spill_dir: Path | None = None):
+    """A DuckDB connection in UTC that spills to ``spill_dir``.
+
+    ``RTML_MEMORY_LIMIT`` (e.g. ``2GB``) caps DuckDB's memory; sorts, windows and
+    aggregations beyond it spill to disk instead of failing.
+    """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET temp_directory = {lit(str(spill_dir))}")
+    if spill_dir is not None:
+        con.execute(f"SET temp_directory = {lit(str(spill_dir))}")
+    con.execute("SET enable_progress_bar = false")  # rtml owns stderr
     # Keep source order so row numbers (the tie-breaker between equal timestamps) are stable.
     con.execute("SET preserve_insertion_order = true")
+    limit = os.environ.get("RTML_MEMORY_LIMIT", "").strip()
+    if limit:
+        try:
+            con.execute(f"SET memory_limit = {lit(limit)}")
+        except duckdb.Error:
+            con.close()
+            raise UsageError(
+                f"invalid RTML_MEMORY_LIMIT {limit!r}: use a size such as 512MB or 4GB"
+            ) from None
     return con
 
 
@@ -176,8 +194,6 @@ def ts_expression(column: str, dtype: str, unit: str | None) -> str:
         micros = f"try(CAST({c} AS BIGINT) * {factor})"
     elif _is_numeric(dtype):
         micros = f"try(CAST(round(CAST({c} AS DOUBLE) * {factor}) AS BIGINT))"
-    elif unit is None:
-        return f"TRY_CAST({c} AS TIMESTAMPTZ)"
     else:
         text = f"trim(CAST({c} AS VARCHAR))"
         micros = (
@@ -185,12 +201,23 @@ def ts_expression(column: str, dtype: str, unit: str | None) -> str:
             f"THEN try(TRY_CAST({text} AS BIGINT) * {factor}) "
             f"ELSE try(CAST(round(TRY_CAST({text} AS DOUBLE) * {factor}) AS BIGINT)) END"
         )
+        if unit is None:
+            # Text without a unit: numbers are epoch seconds (as for numeric columns), the rest ISO.
+            return (
+                f"CASE WHEN regexp_full_match({text}, '-?[0-9]+(\\.[0-9]*)?') "
+                f"THEN CAST(try(make_timestamp({micros})) AS TIMESTAMPTZ) "
+                f"ELSE TRY_CAST({c} AS TIMESTAMPTZ) END"
+            )
     return f"CAST(try(make_timestamp({micros})) AS TIMESTAMPTZ)"
 
 
-def _check_source(source: str | Path) -> Path:
+def _check_source(source: str | Path, fmt: str) -> Path:
     path = Path(source)
     if any(ch in str(source) for ch in "*?["):
+        if fmt != "csv":
+            raise UsageError(f"--format {fmt} reads one file; globs only work with csv and parquet")
+        if not glob.glob(str(source)):
+            raise InputMissing(f"input glob {source} matches no file")
         return path
     if not path.exists():
         raise InputMissing(f"input {source} does not exist")
@@ -451,7 +478,7 @@ def _import_events(
     if s["null_ts"]:
         problems.append(f"{s['null_ts']:,} rows have no timestamp")
     if s["bad_ts"]:
-        hint = "ISO 8601" if (unit or "iso") == "iso" and not _is_numeric(src.ts_dtype) else unit
+        hint = unit or ("epoch seconds or ISO 8601" if not _is_numeric(src.ts_dtype) else "s")
         problems.append(
             f"{s['bad_ts']:,} timestamps cannot be parsed as {hint} "
             f"(e.g. {_problem_example(s['bad_ts_example'])}); set --ts-unit s|ms|us|iso"
@@ -719,14 +746,19 @@ def import_log(
     out = Path(out)
     mapping = dict(mapping or {})
     text = str(source)
-    path = Path(text) if fmt == "parquet" else _check_source(text)
+    path = Path(text) if fmt == "parquet" else _check_source(text, fmt)
     if fmt == "obd" and mapping:
         raise UsageError("--map does not apply to --format obd (its columns are fixed)")
     items_target = _items_target(out, items_out)
+    for target, option in ((out, "--out"), (items_target, "--items-out")):
+        if target.is_dir():  # publishing would replace the whole directory
+            raise UsageError(
+                f"{option} {target} is a directory; give a file name, e.g. {target / 'events.parquet'}"
+            )
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix=".rtml-import-", dir=_spill_parent(out)) as spill:
-        con = _connect(Path(spill))
+        con = connect(Path(spill))
         try:
             if fmt == "obd":
                 return _import_obd(
@@ -762,7 +794,5 @@ def import_log(
 
 def _spill_parent(out: Path) -> str | None:
     """Spill next to the output when possible (same disk, cleaned up), else the system tmp."""
-    import os
-
     parent = out.parent if str(out.parent) else Path(".")
     return str(parent) if parent.is_dir() and os.access(parent, os.W_OK) else None

@@ -10,6 +10,7 @@ to check their inputs before they start.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import duckdb
 
 from rtml_cli import contracts
-from rtml_cli.data.importers import lit, q
+from rtml_cli.data.importers import connect, lit, q
 from rtml_cli.data.sessionize import gap_micros
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.fsutil import parquet_files
@@ -261,45 +262,45 @@ def _events(ck: _Checker, now: datetime, gap: timedelta | None) -> dict[str, Any
         summary["anonymous_event_share"] = found["anonymous_events"] / rows if rows else None
     ts = ck.ts_expr("ts")
     if ck.has("session_id"):
-        anon = "bool_and(user_id IS NULL)" if ck.has("user_id") else "NULL"
-        span = f"epoch_us(max({ts})) - epoch_us(min({ts}))" if ts else "NULL"
+        # One window (gaps between consecutive events) and one GROUP BY session for everything.
+        has_user = ck.has("user_id")
+        gap_expr = (
+            f"epoch_us({ts}) - epoch_us(lag({ts}) OVER (PARTITION BY session_id ORDER BY {ts}))"
+            if ts
+            else "NULL::BIGINT"
+        )
+        limit = gap_micros(gap) if gap is not None else None
+        over = f"g > {limit}" if limit is not None else "false"
         sess = ck.one(
-            "SELECT count(*), avg(n), median(n), quantile_cont(n, 0.95), "
-            "count(*) FILTER (anon), count(*) FILTER (users > 1), any_value(session_id) FILTER (users > 1), "
-            "median(span) "
-            f"FROM (SELECT session_id, count(*) AS n, {anon} AS anon, "
-            f"{'count(DISTINCT user_id)' if ck.has('user_id') else '0'} AS users, {span} AS span "
-            "FROM t WHERE session_id IS NOT NULL GROUP BY session_id)"
+            "SELECT count(*), avg(n), median(n), quantile_cont(n, 0.95), count(*) FILTER (anon), "
+            "count(*) FILTER (users > 1), any_value(session_id) FILTER (users > 1), median(span), "
+            f"count(*) FILTER ({over}), max(g) FILTER ({over}), arg_max(session_id, g) FILTER ({over}) "
+            "FROM (SELECT session_id, count(*) AS n, "
+            f"{'bool_and(user_id IS NULL)' if has_user else 'NULL'} AS anon, "
+            f"{'count(DISTINCT user_id)' if has_user else '0'} AS users, "
+            f"{f'epoch_us(max({ts})) - epoch_us(min({ts}))' if ts else 'NULL'} AS span, "
+            "max(d) AS g "
+            f"FROM (SELECT session_id{', user_id' if has_user else ''}"
+            f"{', ' + q('ts') if ck.has('ts') else ''}, {gap_expr} AS d "
+            "FROM t WHERE session_id IS NOT NULL) GROUP BY session_id)"
         )
         n_sessions = sess[0]
         summary["sessions"] = n_sessions
-        if ck.has("user_id"):
+        if has_user:
             summary["anonymous_session_share"] = sess[4] / n_sessions if n_sessions else None
-        summary["events_per_session"] = {
-            "mean": sess[1],
-            "median": sess[2],
-            "p95": sess[3],
-        }
-        summary["session_duration_median_s"] = sess[7] / 1e6 if sess[7] is not None else None
+        summary["events_per_session"] = {"mean": sess[1], "median": sess[2], "p95": sess[3]}
+        summary["median_session_seconds"] = sess[7] / 1e6 if sess[7] is not None else None
         if sess[5]:
             ck.problems.append(
                 f"{sess[5]:,} sessions hold events of more than one user "
                 f"(e.g. session {_example(sess[6])})"
             )
-        if gap is not None and ts is not None:
-            over = ck.one(
-                "SELECT count(*), max(g), arg_max(session_id, g) FROM ("
-                f"SELECT session_id, max(d) AS g FROM (SELECT session_id, epoch_us({ts}) - "
-                f"epoch_us(lag({ts}) OVER (PARTITION BY session_id ORDER BY {ts})) AS d "
-                "FROM t WHERE session_id IS NOT NULL) GROUP BY session_id) "
-                f"WHERE g > {gap_micros(gap)}"
+        if sess[8]:
+            ck.problems.append(
+                f"{sess[8]:,} sessions have consecutive events more than "
+                f"{_fmt_gap(gap)} apart (longest gap {_fmt_gap(timedelta(microseconds=sess[9]))}, "
+                f"in session {_example(sess[10])}); re-cut them or raise --session-gap"
             )
-            if over[0]:
-                ck.problems.append(
-                    f"{over[0]:,} sessions have consecutive events more than "
-                    f"{_fmt_gap(gap)} apart (longest gap {_fmt_gap(timedelta(microseconds=over[1]))}, "
-                    f"in session {_example(over[2])}); re-cut them or raise --session-gap"
-                )
     if "items" in found:
         summary["items"] = found["items"]
     if found.get("ts_min") is not None:
@@ -454,9 +455,20 @@ def validate(
         raise UsageError("--session-gap must be positive, e.g. 30m")
     now = now or datetime.now(timezone.utc)
     files = parquet_files(path, what="input")
-    con = duckdb.connect()
+    with tempfile.TemporaryDirectory(prefix="rtml-validate-") as spill:
+        return _validate(path, files, kind, session_gap, now, Path(spill))
+
+
+def _validate(
+    path: str | Path,
+    files: list[Path],
+    kind: str | None,
+    session_gap: timedelta | None,
+    now: datetime,
+    spill: Path,
+) -> ValidationReport:
+    con = connect(spill)
     try:
-        con.execute("SET TimeZone = 'UTC'")
         file_list = ", ".join(lit(str(f)) for f in files)
         try:
             con.execute(

@@ -117,8 +117,8 @@ P_STEP_FORWARD, P_STEP_BACK = 0.34, 0.05  # walk through the bundle's categories
 P_WANDER = 0.02  # a view outside the session's intent
 P_CART = {"anonymous": 0.06, "new": 0.08, "returning": 0.10}  # per view
 P_PURCHASE = 0.35  # per cart
-NEW_ITEM_SHARE = 0.08
-RISING_BUNDLE_FACTOR = 4.0  # popularity multiplier of the bundles that rise at the shift  # items launched at the shift, relative to the old catalogue
+NEW_ITEM_SHARE = 0.08  # items launched at the shift, relative to the old catalogue
+RISING_BUNDLE_FACTOR = 4.0  # popularity multiplier of the bundles that rise at the shift
 ZIPF_ITEM, ZIPF_BUNDLE = 1.1, 0.8
 BURSTS_PER_DAY = 0.8
 GAP_MEDIAN_S, GAP_MAX_S = 40.0, 20 * 60.0
@@ -172,6 +172,7 @@ class _Catalogue:
     bundle_pop_after: np.ndarray
     item_pop_before: np.ndarray  # global view share of each item before the shift
     rising: np.ndarray  # bundles whose popularity rises at the shift
+    order: np.ndarray  # item indices sorted by category: position in the CDFs -> item
 
 
 def _category_cdf(item_cat: np.ndarray, weights: np.ndarray, n_cats: int) -> np.ndarray:
@@ -224,9 +225,8 @@ def _build_catalogue(cfg: WorldSize, seed: int) -> _Catalogue:
     item_new = np.concatenate([np.zeros(len(old_cat), bool), np.ones(len(new_cat), bool)])
     w_before = np.concatenate([w_old, np.zeros(len(new_cat))])
     w_after = np.concatenate([w_old, new_strength])
-    order = np.argsort(item_cat, kind="stable")  # the CDF needs items grouped by category
-    # keep ids grouped (old first) but compute CDFs on the category-sorted view
-    assert np.all(np.diff(item_cat[order]) >= 0)
+    # ids keep the old catalogue first; the per-category CDFs use a category-sorted view
+    order = np.argsort(item_cat, kind="stable")
 
     bundle_pop_before = rng.permutation(_zipf(cfg.n_bundles, ZIPF_BUNDLE))
     bundle_pop_before /= bundle_pop_before.sum()
@@ -241,7 +241,10 @@ def _build_catalogue(cfg: WorldSize, seed: int) -> _Catalogue:
     price = np.round(base_price[item_cat] * rng.lognormal(0, 0.35, len(item_cat))) - 0.01
     price = np.maximum(price, 0.99)
     brands = rng.integers(0, len(_BRANDS), len(item_cat))
-    number = np.arange(len(item_cat)) % 10_000
+    # a model number within the category: "Lumen keyboard 0042"
+    per_cat = np.bincount(item_cat, minlength=n_cats)
+    number = np.empty(len(item_cat), dtype=np.int64)
+    number[order] = np.arange(len(item_cat)) - np.repeat(np.cumsum(per_cat) - per_cat, per_cat) + 1
     title = [
         f"{_BRANDS[b]} {_singular(cat_names[c])} {n:04d}"
         for b, c, n in zip(brands.tolist(), item_cat.tolist(), number.tolist(), strict=True)
@@ -255,7 +258,7 @@ def _build_catalogue(cfg: WorldSize, seed: int) -> _Catalogue:
     tot = np.bincount(item_cat, weights=w_before, minlength=n_cats)
     item_pop_before = cat_share[item_cat] * w_before / tot[item_cat]
 
-    cat = _Catalogue(
+    return _Catalogue(
         bundle_names=bundle_names,
         bundle_cats=bundle_cats,
         cat_names=cat_names,
@@ -267,17 +270,14 @@ def _build_catalogue(cfg: WorldSize, seed: int) -> _Catalogue:
         w_after=w_after,
         price=price,
         title=title,
-        cdf_before=np.empty(0),
-        cdf_after=np.empty(0),
+        cdf_before=_category_cdf(item_cat[order], w_before[order], n_cats),
+        cdf_after=_category_cdf(item_cat[order], w_after[order], n_cats),
         bundle_pop_before=bundle_pop_before,
         bundle_pop_after=bundle_pop_after,
         item_pop_before=item_pop_before,
         rising=rising,
+        order=order,
     )
-    cat.cdf_before = _category_cdf(item_cat[order], w_before[order], n_cats)
-    cat.cdf_after = _category_cdf(item_cat[order], w_after[order], n_cats)
-    cat._order = order  # type: ignore[attr-defined]  # sorted position -> item index
-    return cat
 
 
 @dataclass
@@ -307,7 +307,7 @@ def _build_users(cfg: WorldSize, cat: _Catalogue, seed: int) -> _Users:
     return _Users(fav, sec, fav_after, sec_after, act_old / act_old[-1], act_new / act_new[-1])
 
 
-def _draw_bursts(cfg: WorldSize, cat: _Catalogue, seed: int, shift_us: int) -> list[dict]:
+def _draw_bursts(cfg: WorldSize, cat: _Catalogue, seed: int) -> list[dict]:
     rng = _rng(seed, 3)
     n = max(3, round(BURSTS_PER_DAY * cfg.days))
     end_us = cfg.days * DAY_US
@@ -418,7 +418,7 @@ def _day_sessions(cfg, cat, users, bursts, seed, day, shift_us, cutoff_us):
     u = rng.random(total)
     vafter = vts >= shift_us
     item = np.empty(total, dtype=np.int64)
-    order = cat._order  # type: ignore[attr-defined]
+    order = cat.order
     item[~vafter] = order[_draw_items(cat.cdf_before, vcat[~vafter], u[~vafter])]
     item[vafter] = order[_draw_items(cat.cdf_after, vcat[vafter], u[vafter])]
     # trending bursts: the burst item's weight in its category is multiplied
@@ -493,11 +493,10 @@ def _build_click_model(cfg: WorldSize, cat: _Catalogue, users: _Users, seed: int
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     # arms: the most popular items of each bundle before the shift
     arms = []
-    for b, cats in enumerate(cat.bundle_cats):
+    for cats in cat.bundle_cats:
         members = np.flatnonzero(np.isin(cat.item_cat, cats) & ~cat.item_new)
         top = members[np.argsort(-cat.item_pop_before[members], kind="stable")]
         arms.extend(top[: cfg.arms_per_bundle].tolist())
-        del b
     arms = np.array(arms, dtype=np.int64)
     arm_bundle = cat.cat_bundle[cat.item_cat[arms]]
     item_vec = emb[arm_bundle] + 0.35 * rng.normal(size=(len(arms), dim)) / np.sqrt(dim)
@@ -566,15 +565,15 @@ def _bandit_table(model, arm_item_ids, weights, seed, stream, n_rows, end_us, un
             prop[lo:hi] = probs[np.arange(hi - lo), action[lo:hi]]
     reward = model.sample_clicks(rng, users, action, position)
     cols = {
-        "ts": pa.array((START.timestamp() * US + ts).astype(np.int64), pa.int64()).cast(
-            pa.timestamp("us", tz="UTC")
-        ),
+        "ts": _timestamps(ts),
         "action": pa.array(action),
         "item_id": pa.array(arm_item_ids[action]),
         "position": pa.array(position.astype(np.int64)),
         "reward": pa.array(reward.astype(np.int64)),
         "propensity": pa.array(prop),
-        "policy": pa.array(np.repeat("uniform" if uniform else "softmax-affinity", n_rows)),
+        "policy": _labels(
+            np.zeros(n_rows, np.int8), ["uniform" if uniform else "softmax-affinity"]
+        ),
         "user_idx": pa.array(users.astype(np.int64)),
     }
     ctx = model.user_context[users]
@@ -605,6 +604,399 @@ def _check_out(out: Path) -> None:
         )
 
 
+def _labels(codes: np.ndarray, names: list[str]):
+    """Arrow string array of ``names[code]`` (null where code < 0), without Python objects."""
+    import pyarrow as pa
+
+    codes = np.asarray(codes)
+    mask = codes < 0
+    arr = pa.DictionaryArray.from_arrays(
+        pa.array(np.where(mask, 0, codes).astype(np.int32), mask=mask), pa.array(names)
+    )
+    return arr.cast(pa.string())
+
+
+def _timestamps(us_since_start: np.ndarray):
+    import pyarrow as pa
+
+    absolute = int(START.timestamp() * US) + np.asarray(us_since_start, dtype=np.int64)
+    return pa.array(absolute, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+
+
+@dataclass
+class _EventStats:
+    counts: np.ndarray  # events by code (view, cart, purchase)
+    sessions: dict[str, np.ndarray]  # per-session ground truth, all days
+    first_seen: np.ndarray  # per user: start of their first session (int64 max if never)
+
+
+def _write_events(path, cfg, cat, users, bursts, seed, item_ids, on_progress) -> _EventStats:
+    """Generate sessions a day at a time and append them to ``path`` in ``ts`` order.
+
+    A session that starts before midnight may end after it, so events at or after
+    the end of the day are carried over and merged with the next day's events.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shift_us = int(cfg.shift_day * DAY_US)
+    cutoff_us = int(HISTORY_CUTOFF * cfg.days * DAY_US)
+    schema = pa.schema(
+        [
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("user_id", pa.string()),
+            ("session_id", pa.string()),
+            ("item_id", pa.int64()),
+            ("event", pa.string()),
+        ]
+    )
+    first_seen = np.full(cfg.n_users + cfg.n_new_users, np.iinfo(np.int64).max, dtype=np.int64)
+    parts: list[dict] = []
+    counts = np.zeros(3, dtype=np.int64)
+    n_sessions = 0
+    kinds = {"ts": np.int64, "sess": np.int64, "item": np.int64, "code": np.int8, "user": np.int64}
+    carry = {k: np.empty(0, dtype=t) for k, t in kinds.items()}
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for day in range(cfg.days):
+            sessions, ev = _day_sessions(cfg, cat, users, bursts, seed, day, shift_us, cutoff_us)
+            ev["user"] = sessions["user"][ev["sess"]]
+            ev["sess"] = ev["sess"] + n_sessions
+            sessions["id"] = n_sessions + np.arange(len(sessions["start"]))
+            n_sessions += len(sessions["start"])
+            parts.append(sessions)
+            known = sessions["user"] >= 0
+            np.minimum.at(first_seen, sessions["user"][known], sessions["start"][known])
+
+            merged = {k: np.concatenate([carry[k], ev[k]]) for k in kinds}
+            order = np.lexsort((merged["code"], merged["sess"], merged["ts"]))
+            merged = {k: v[order] for k, v in merged.items()}
+            # the log is an extract that ends at `end`: sessions still open then are cut
+            cut = int(np.searchsorted(merged["ts"], (day + 1) * DAY_US))
+            emit = {k: v[:cut] for k, v in merged.items()}
+            carry = {k: v[cut:] for k, v in merged.items()}
+            counts += np.bincount(emit["code"], minlength=3)
+            table = pa.table(
+                {
+                    "ts": _timestamps(emit["ts"]),
+                    "user_id": _ids("u", emit["user"], 6),
+                    "session_id": _ids("s", emit["sess"], 8),
+                    "item_id": pa.array(item_ids[emit["item"]]),
+                    "event": _labels(emit["code"], list(_EVENTS)),
+                },
+                schema=schema,
+            )
+            writer.write_table(table)
+            if on_progress:
+                on_progress(day + 1, cfg.days + 2)
+    all_sessions = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return _EventStats(counts, all_sessions, first_seen)
+
+
+def _segments(stats: _EventStats, cutoff_us: int) -> np.ndarray:
+    """0 anonymous, 1 new (first seen at or after the cutoff), 2 returning — per session."""
+    user = stats.sessions["user"]
+    first = stats.first_seen[np.maximum(user, 0)]
+    return np.where(user < 0, 0, np.where(first >= cutoff_us, 1, 2))
+
+
+_SEGMENTS = ["anonymous", "new", "returning"]
+
+
+def _write_ground_truth(tmp: Path, cat, users, stats: _EventStats, segment: np.ndarray) -> int:
+    """sessions.parquet (intent, segment per session) and users.parquet (tastes); returns n_users."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    S = stats.sessions
+    pq.write_table(
+        pa.table(
+            {
+                "session_id": _ids("s", S["id"], 8),
+                "user_id": _ids("u", S["user"], 6),
+                "start": _timestamps(S["start"]),
+                "segment": _labels(segment, _SEGMENTS),
+                "intent": _labels(S["intent"], cat.bundle_names),
+                "favourite": _labels(S["favourite"], cat.bundle_names),
+                "n_views": pa.array(S["n_views"].astype(np.int64)),
+                "burst_entry": pa.array(S["burst_entry"]),
+            }
+        ),
+        tmp / "sessions.parquet",
+        compression="zstd",
+    )
+    seen = np.flatnonzero(stats.first_seen < np.iinfo(np.int64).max)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": _ids("u", seen, 6),
+                "first_seen": _timestamps(stats.first_seen[seen]),
+                "favourite_before": _labels(users.fav_before[seen], cat.bundle_names),
+                "second_before": _labels(users.sec_before[seen], cat.bundle_names),
+                "favourite_after": _labels(users.fav_after[seen], cat.bundle_names),
+                "second_after": _labels(users.sec_after[seen], cat.bundle_names),
+            }
+        ),
+        tmp / "users.parquet",
+        compression="zstd",
+    )
+    return len(seen)
+
+
+def _write_items(path: Path, cat, item_ids: np.ndarray, seed: int, shift_us: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(item_ids)
+    # the old catalogue launched over the year before the world starts
+    launched = np.where(
+        cat.item_new, shift_us, -_rng(seed, 5).integers(1, 365 * 24, size=n) * 3600 * US
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array(item_ids),
+                "category": _labels(cat.item_cat, cat.cat_names),
+                "bundle": _labels(cat.cat_bundle[cat.item_cat], cat.bundle_names),
+                "price": pa.array(cat.price),
+                "title": pa.array(cat.title, pa.string()),
+                "launched_at": _timestamps(launched),
+            }
+        ),
+        path,
+        compression="zstd",
+    )
+
+
+def _write_click_users(path: Path, user_weights: np.ndarray) -> None:
+    """Who the click model's rows are and how often each visits (the bandit logs' user mix)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = np.arange(len(user_weights))
+    pq.write_table(
+        pa.table(
+            {
+                "user_idx": pa.array(rows),
+                "user_id": _ids("u", rows, 6),
+                "weight": pa.array(user_weights),
+            }
+        ),
+        path,
+        compression="zstd",
+    )
+
+
+def expected_reward(
+    model: ClickModel, users: np.ndarray, positions: np.ndarray, probs: np.ndarray
+) -> np.ndarray:
+    """Per logged row, the true expected click of a policy choosing arms with ``probs``.
+
+    ``probs`` is (n_rows, n_arms), the policy's distribution for each row's context;
+    the mean over a log's rows is the policy's true value on that log's users and
+    positions — what an off-policy estimate should recover.
+    """
+    users = np.asarray(users)
+    positions = np.asarray(positions)
+    logits = (
+        model.intercept
+        + model.affinity_weight * (model.taste[users] @ model.item_vec.T)
+        + model.popularity_weight * model.popularity_logit[None, :]
+        + model.position_logit[positions - 1][:, None]
+    )
+    return (probs * (1.0 / (1.0 + np.exp(-logits)))).sum(axis=1)
+
+
+def _summary(cfg, size, seed, cat, users, bursts, item_ids, stats, segment, n_users, click):
+    """The ground truth written to world.json."""
+    model, arms, user_weights = click
+    end_us = cfg.days * DAY_US
+    shift_us = int(cfg.shift_day * DAY_US)
+    cutoff_us = int(HISTORY_CUTOFF * end_us)
+    S, counts = stats.sessions, stats.counts
+    n_sessions = len(S["start"])
+    after_cut = S["start"] >= cutoff_us
+    n_seg = np.bincount(segment, minlength=3)
+    n_seg_after = np.bincount(segment[after_cut], minlength=3)
+    known = S["favourite"] >= 0
+    off_fav = S["intent"][known] != S["favourite"][known]
+    off_taste = off_fav & (S["intent"][known] != S["second"][known])
+
+    all_users = np.arange(model.n_users)
+    log_probs = logging_policy_probs(model, model.user_context)
+    best = np.zeros_like(log_probs)
+    best[all_users, np.argmax(model.all_probs(all_users, 1), axis=1)] = 1.0
+    uniform = np.full_like(log_probs, 1.0 / model.n_items)
+
+    def shares(n: np.ndarray) -> dict:
+        return dict(zip(_SEGMENTS, (n / max(1, n.sum())).round(4).tolist(), strict=True))
+
+    return {
+        "format_version": 1,
+        "seed": seed,
+        "size": size,
+        "start": _iso(0),
+        "end": _iso(end_us),
+        "days": cfg.days,
+        "shift_time": _iso(shift_us),
+        "history_cutoff": _iso(cutoff_us),
+        "n_events": int(counts.sum()),
+        "event_counts": dict(zip(_EVENTS, counts.tolist(), strict=True)),
+        "n_sessions": int(n_sessions),
+        "n_users": int(n_users),
+        "n_items": int(len(item_ids)),
+        "n_items_before_shift": int((~cat.item_new).sum()),
+        "segments": {
+            "definition": "anonymous: user_id null; new: user first seen at or after "
+            "history_cutoff (a batch job's history ends there); returning: seen before it",
+            "all_sessions": shares(n_seg),
+            "sessions_after_cutoff": shares(n_seg_after),
+            "anonymous_share": round(float(n_seg[0] / n_sessions), 4),
+            "anonymous_or_new_share_after_cutoff": round(
+                float(n_seg_after[:2].sum() / max(1, after_cut.sum())), 4
+            ),
+        },
+        "intent": {
+            "p_favourite": P_INTENT_FAVOURITE,
+            "p_second": P_INTENT_SECOND,
+            "p_popular": round(1 - P_INTENT_FAVOURITE - P_INTENT_SECOND, 4),
+            "share_sessions_off_favourite": round(float(off_fav.mean()), 4),
+            "share_sessions_off_taste": round(float(off_taste.mean()), 4),
+            "walk": {"p_forward": P_STEP_FORWARD, "p_back": P_STEP_BACK, "p_wander": P_WANDER},
+            "mean_views_per_session": MEAN_VIEWS,
+            "max_gap_seconds": GAP_MAX_S,
+        },
+        "funnel": {
+            "p_cart_per_view": P_CART,
+            "p_purchase_per_cart": P_PURCHASE,
+            "observed_cart_per_view": round(float(counts[1] / counts[0]), 4),
+            "observed_purchase_per_cart": round(float(counts[2] / max(1, counts[1])), 4),
+        },
+        "popularity": {"zipf_item_exponent": ZIPF_ITEM, "zipf_bundle_exponent": ZIPF_BUNDLE},
+        "bundles": [
+            {
+                "name": cat.bundle_names[b],
+                "categories": [cat.cat_names[c] for c in cats],
+                "popularity_before_shift": round(float(cat.bundle_pop_before[b]), 4),
+                "popularity_after_shift": round(float(cat.bundle_pop_after[b]), 4),
+            }
+            for b, cats in enumerate(cat.bundle_cats)
+        ],
+        "categories": [
+            {
+                "name": cat.cat_names[c],
+                "bundle": cat.bundle_names[cat.cat_bundle[c]],
+                "position": int(cat.cat_pos[c]),
+            }
+            for c in range(len(cat.cat_names))
+        ],
+        "bursts": [
+            {
+                "item_id": int(item_ids[b["item"]]),
+                "category": cat.cat_names[cat.item_cat[b["item"]]],
+                "start": _iso(b["start_us"]),
+                "end": _iso(b["end_us"]),
+                "multiplier": b["multiplier"],
+                "session_share": b["session_share"],
+            }
+            for b in bursts
+        ],
+        "shift": {
+            "time": _iso(shift_us),
+            "n_new_items": int(cat.item_new.sum()),
+            "new_item_ids": [int(item_ids[cat.item_new][0]), int(item_ids[cat.item_new][-1])],
+            "new_items_launched_at": "shift time (items.parquet launched_at)",
+            "share_users_taste_moved": round(
+                float(np.mean(users.fav_before != users.fav_after)), 4
+            ),
+            "rising_bundles": [cat.bundle_names[b] for b in cat.rising],
+            "rising_bundle_factor": RISING_BUNDLE_FACTOR,
+        },
+        "click_model": {
+            "file": "click_model.npz",
+            "n_users": model.n_users,
+            "n_arms": model.n_items,
+            "dim": int(model.item_vec.shape[1]),
+            "context_dim": int(model.user_context.shape[1]),
+            "user_idx": "row i of the click model is user_id u{i:06d} (their taste before the shift)",
+            "users_file": "click_users.parquet (user_idx, user_id, weight: the probability a "
+            "bandit row is that user)",
+            "arm_item_ids": item_ids[arms].tolist(),
+            "true_value": "bandit rows draw users by click_users.weight and positions uniformly; a "
+            "policy's true value on a log is the mean over its rows of "
+            "rtml_cli.data.world.expected_reward(model, user_idx, position, pi(.|ctx))",
+            "logging_policy": "softmax((ctx[:d]·item_vec + 0.5·popularity_logit) / 0.5), "
+            "mixed 0.15 with uniform (rtml_cli.data.world.logging_policy_probs)",
+            "value_logging_policy": round(policy_value(model, user_weights, log_probs), 6),
+            "value_uniform_policy": round(policy_value(model, user_weights, uniform), 6),
+            "value_best_policy": round(policy_value(model, user_weights, best), 6),
+            "min_logging_propensity": float(log_probs.min()),
+            "bandit_rows": cfg.n_bandit,
+            "bandit_period": [_iso(0), _iso(shift_us)],
+        },
+        "files": {
+            "events": "events.parquet",
+            "items": "items.parquet",
+            "sessions": "sessions.parquet",
+            "users": "users.parquet",
+            "bandit": "bandit.parquet",
+            "bandit_random": "bandit_random.parquet",
+            "click_model": "click_model.npz",
+            "click_users": "click_users.parquet",
+            "readme": "README.md",
+        },
+    }
+
+
+_README = """\
+# {name} — a sample world made by `rtml data sample`
+
+Generated with:
+
+```bash
+rtml data sample --out {out} --seed {seed} --size {size}
+```
+
+Same command, same files (the Parquet files are byte-identical). A synthetic shop of
+{days} days ({start} → {end}, UTC) with {n_events:,} events, {n_sessions:,} sessions,
+{n_users:,} users and {n_items:,} items in {n_categories} categories grouped into
+{n_bundles} intent bundles. Ground truth is in `world.json`; the distribution shift is at
+{shift_time}.
+
+| file | what it is |
+|---|---|
+| `events.parquet` | the event log (events contract): `ts` (UTC, µs), `user_id` (null = anonymous), `session_id`, `item_id` (int64), `event` (view, cart, purchase); sorted by `ts` |
+| `items.parquet` | the catalogue: `item_id`, `category`, `bundle` (the intent bundle of the category), `price`, `title`, `launched_at` (= the shift time for items launched at the shift) |
+| `sessions.parquet` | ground truth per session: `session_id`, `user_id`, `start`, `segment` (anonymous/new/returning relative to `history_cutoff`), `intent` (the bundle the session follows), `favourite` (the user's favourite bundle at that time), `n_views` (as generated; sessions still open at the end of the log are cut), `burst_entry` (the session entered at a trending item) |
+| `users.parquet` | ground truth per user: `first_seen`, favourite and second bundle before and after the shift |
+| `bandit.parquet` | a bandit log over the period before the shift, logged by a known softmax policy: `ts`, `action` (arm index into the click model), `item_id`, `position` (1-3), `reward` (click 0/1 drawn from the click model), `propensity`, `policy`, `user_idx` (row of the click model), `ctx_0..ctx_{last_ctx}` (= `ClickModel.user_context[user_idx]`) |
+| `bandit_random.parquet` | the same experiment logged uniformly at random (propensity 1/{n_arms}) |
+| `click_users.parquet` | the click model's users: `user_idx` (row), `user_id`, `weight` (probability that a bandit row is that user; `world.json` policy values use it) |
+| `click_model.npz` | the known click model (`rtml_cli.data.clickmodel.ClickModel.load`): the true click probability of any (user, arm, position) |
+| `world.json` | ground truth: seed, size, time range, `history_cutoff`, `shift_time` and `shift`, `bundles` and `categories`, trending `bursts`, funnel rates, segment shares, intent rates, click-model summary with the true value of the logging, uniform and best policies |
+"""
+
+
+def _readme(out: Path, summary: dict) -> str:
+    return _README.format(
+        name=out.name,
+        out=out.as_posix(),
+        seed=summary["seed"],
+        size=summary["size"],
+        days=summary["days"],
+        start=summary["start"][:10],
+        end=summary["end"][:10],
+        n_events=summary["n_events"],
+        n_sessions=summary["n_sessions"],
+        n_users=summary["n_users"],
+        n_items=summary["n_items"],
+        n_categories=len(summary["categories"]),
+        n_bundles=len(summary["bundles"]),
+        shift_time=summary["shift_time"],
+        last_ctx=summary["click_model"]["context_dim"] - 1,
+        n_arms=summary["click_model"]["n_arms"],
+    )
+
+
 def generate_world(
     out_dir: str | os.PathLike[str],
     *,
@@ -612,8 +1004,11 @@ def generate_world(
     size: str = "small",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Generate the sample world into ``out_dir`` (replaced atomically); return a summary."""
-    import pyarrow as pa
+    """Generate the sample world into ``out_dir`` (replaced atomically); return its summary.
+
+    The summary is what ``world.json`` holds, plus ``elapsed_s``. ``on_progress(done,
+    total)`` is called after each generated day and at the end.
+    """
     import pyarrow.parquet as pq
 
     from rtml_cli.fsutil import atomic_path
@@ -626,294 +1021,44 @@ def generate_world(
     out = Path(out_dir)
     _check_out(out)
     t0 = time.perf_counter()
-    end_us = cfg.days * DAY_US
     shift_us = int(cfg.shift_day * DAY_US)
-    cutoff_us = int(HISTORY_CUTOFF * end_us)
-    start_us = int(START.timestamp() * US)
+    cutoff_us = int(HISTORY_CUTOFF * cfg.days * DAY_US)
 
     cat = _build_catalogue(cfg, seed)
     users = _build_users(cfg, cat, seed)
-    bursts = _draw_bursts(cfg, cat, seed, shift_us)
-    n_items = len(cat.item_cat)
-    item_ids = 100_000 + np.arange(n_items, dtype=np.int64)
+    bursts = _draw_bursts(cfg, cat, seed)
+    item_ids = 100_000 + np.arange(len(cat.item_cat), dtype=np.int64)
 
-    schema = pa.schema(
-        [
-            ("ts", pa.timestamp("us", tz="UTC")),
-            ("user_id", pa.string()),
-            ("session_id", pa.string()),
-            ("item_id", pa.int64()),
-            ("event", pa.string()),
-        ]
-    )
-    n_users_all = cfg.n_users + cfg.n_new_users
-    first_seen = np.full(n_users_all, np.iinfo(np.int64).max, dtype=np.int64)
-    sess_parts: list[dict] = []
-    counts = np.zeros(3, dtype=np.int64)
-    n_sessions = 0
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        writer = pq.ParquetWriter(tmp / "events.parquet", schema, compression="zstd")
-        carry = {k: np.empty(0, dtype=t) for k, t in
-                 (("ts", np.int64), ("sess", np.int64), ("item", np.int64), ("code", np.int8), ("user", np.int64))}  # fmt: skip
-        for day in range(cfg.days):
-            sessions, ev = _day_sessions(cfg, cat, users, bursts, seed, day, shift_us, cutoff_us)
-            ns = len(sessions["start"])
-            ev["user"] = sessions["user"][ev["sess"]]
-            ev["sess"] = ev["sess"] + n_sessions
-            sessions["id"] = n_sessions + np.arange(ns)
-            n_sessions += ns
-            sess_parts.append(sessions)
-            known = sessions["user"] >= 0
-            np.minimum.at(first_seen, sessions["user"][known], sessions["start"][known])
-            merged = {k: np.concatenate([carry[k], ev[k]]) for k in carry}
-            order = np.lexsort((merged["code"], merged["sess"], merged["ts"]))
-            merged = {k: v[order] for k, v in merged.items()}
-            # the log is an extract that ends at `end`: sessions still open then are cut
-            cut = int(np.searchsorted(merged["ts"], (day + 1) * DAY_US))
-            emit = {k: v[:cut] for k, v in merged.items()}
-            carry = {k: v[cut:] for k, v in merged.items()}
-            counts += np.bincount(emit["code"], minlength=3)
-            table = pa.table(
-                {
-                    "ts": pa.array(start_us + emit["ts"], pa.int64()).cast(schema.field("ts").type),
-                    "user_id": _ids("u", emit["user"], 6),
-                    "session_id": _ids("s", emit["sess"], 8),
-                    "item_id": pa.array(item_ids[emit["item"]]),
-                    "event": pa.DictionaryArray.from_arrays(
-                        pa.array(emit["code"]), pa.array(list(_EVENTS))
-                    ).cast(pa.string()),
-                },
-                schema=schema,
-            )
-            writer.write_table(table)
-            if on_progress:
-                on_progress(day + 1, cfg.days + 2)
-        writer.close()
-
-        # ground truth per session and per user
-        S = {k: np.concatenate([p[k] for p in sess_parts]) for k in sess_parts[0]}
-        segment = np.where(
-            S["user"] < 0,
-            0,
-            np.where(first_seen[np.maximum(S["user"], 0)] >= cutoff_us, 1, 2),
+        stats = _write_events(
+            tmp / "events.parquet", cfg, cat, users, bursts, seed, item_ids, on_progress
         )
-        seg_names = np.array(["anonymous", "new", "returning"])
-        pq.write_table(
-            pa.table(
-                {
-                    "session_id": _ids("s", S["id"], 8),
-                    "user_id": _ids("u", S["user"], 6),
-                    "start": pa.array(start_us + S["start"], pa.int64()).cast(
-                        pa.timestamp("us", tz="UTC")
-                    ),
-                    "segment": pa.array(seg_names[segment]),
-                    "intent": pa.array(np.array(cat.bundle_names)[S["intent"]]),
-                    "favourite": pa.array(
-                        np.where(
-                            S["favourite"] >= 0,
-                            np.array(cat.bundle_names + [""])[S["favourite"]],
-                            None,
-                        )
-                    ),
-                    "n_views": pa.array(S["n_views"].astype(np.int64)),
-                    "burst_entry": pa.array(S["burst_entry"]),
-                }
-            ),
-            tmp / "sessions.parquet",
-            compression="zstd",
-        )
-        seen = np.flatnonzero(first_seen < np.iinfo(np.int64).max)
-        names = np.array(cat.bundle_names)
-        pq.write_table(
-            pa.table(
-                {
-                    "user_id": _ids("u", seen, 6),
-                    "first_seen": pa.array(start_us + first_seen[seen], pa.int64()).cast(
-                        pa.timestamp("us", tz="UTC")
-                    ),
-                    "favourite_before": pa.array(names[users.fav_before[seen]]),
-                    "second_before": pa.array(names[users.sec_before[seen]]),
-                    "favourite_after": pa.array(names[users.fav_after[seen]]),
-                    "second_after": pa.array(names[users.sec_after[seen]]),
-                }
-            ),
-            tmp / "users.parquet",
-            compression="zstd",
-        )
-
-        # the catalogue
-        launched = np.where(
-            cat.item_new,
-            start_us + shift_us,
-            start_us - _rng(seed, 5).integers(1, 720, size=n_items) * 3600 * US,
-        )
-        pq.write_table(
-            pa.table(
-                {
-                    "item_id": pa.array(item_ids),
-                    "category": pa.array(np.array(cat.cat_names)[cat.item_cat]),
-                    "bundle": pa.array(np.array(cat.bundle_names)[cat.cat_bundle[cat.item_cat]]),
-                    "price": pa.array(cat.price),
-                    "title": pa.array(cat.title),
-                    "launched_at": pa.array(launched.astype(np.int64)).cast(
-                        pa.timestamp("us", tz="UTC")
-                    ),
-                }
-            ),
-            tmp / "items.parquet",
-            compression="zstd",
-        )
+        segment = _segments(stats, cutoff_us)
+        n_users = _write_ground_truth(tmp, cat, users, stats, segment)
+        _write_items(tmp / "items.parquet", cat, item_ids, seed, shift_us)
 
         # bandit logs over the stationary period before the shift
-        model, arms, uw = _build_click_model(cfg, cat, users, seed)
+        model, arms, user_weights = _build_click_model(cfg, cat, users, seed)
         model.save(tmp / "click_model.npz")
+        _write_click_users(tmp / "click_users.parquet", user_weights)
         for name, stream, uniform in (
             ("bandit.parquet", 6, False),
             ("bandit_random.parquet", 7, True),
         ):
             table = _bandit_table(
-                model, item_ids[arms], uw, seed, stream, cfg.n_bandit, shift_us, uniform
+                model, item_ids[arms], user_weights, seed, stream, cfg.n_bandit, shift_us, uniform
             )
             pq.write_table(table, tmp / name, compression="zstd")
         if on_progress:
             on_progress(cfg.days + 1, cfg.days + 2)
 
-        all_users = np.arange(model.n_users)
-        log_probs = logging_policy_probs(model, model.user_context)
-        best = np.zeros_like(log_probs)
-        best[all_users, np.argmax(model.all_probs(all_users, 1), axis=1)] = 1.0
-        uniform_probs = np.full_like(log_probs, 1.0 / model.n_items)
-        n_seg = np.bincount(segment, minlength=3)
-        after_cut = S["start"] >= cutoff_us
-        n_seg_after = np.bincount(segment[after_cut], minlength=3)
-        fav_known = S["favourite"] >= 0
-        summary = {
-            "format_version": 1,
-            "seed": seed,
-            "size": size,
-            "start": _iso(0),
-            "end": _iso(end_us),
-            "days": cfg.days,
-            "shift_time": _iso(shift_us),
-            "history_cutoff": _iso(cutoff_us),
-            "n_events": int(counts.sum()),
-            "event_counts": dict(zip(_EVENTS, counts.tolist(), strict=True)),
-            "n_sessions": int(n_sessions),
-            "n_users": int(len(seen)),
-            "n_items": int(n_items),
-            "n_items_before_shift": int((~cat.item_new).sum()),
-            "segments": {
-                "definition": "anonymous: user_id null; new: user first seen at or after "
-                "history_cutoff; returning: seen before it",
-                "all_sessions": dict(
-                    zip(seg_names.tolist(), (n_seg / n_sessions).round(4).tolist(), strict=True)
-                ),
-                "sessions_after_cutoff": dict(
-                    zip(
-                        seg_names.tolist(),
-                        (n_seg_after / max(1, after_cut.sum())).round(4).tolist(),
-                        strict=True,
-                    )
-                ),
-                "anonymous_share": round(float(n_seg[0] / n_sessions), 4),
-                "anonymous_or_new_share_after_cutoff": round(
-                    float(n_seg_after[:2].sum() / max(1, after_cut.sum())), 4
-                ),
-            },
-            "intent": {
-                "p_favourite": P_INTENT_FAVOURITE,
-                "p_second": P_INTENT_SECOND,
-                "p_popular": round(1 - P_INTENT_FAVOURITE - P_INTENT_SECOND, 4),
-                "share_sessions_off_favourite": round(
-                    float((S["intent"][fav_known] != S["favourite"][fav_known]).mean()), 4
-                ),
-                "share_sessions_off_taste": round(
-                    float(
-                        (
-                            (S["intent"][fav_known] != S["favourite"][fav_known])
-                            & (S["intent"][fav_known] != S["second"][fav_known])
-                        ).mean()
-                    ),
-                    4,
-                ),
-                "walk": {"p_forward": P_STEP_FORWARD, "p_back": P_STEP_BACK, "p_wander": P_WANDER},
-                "mean_views_per_session": MEAN_VIEWS,
-                "max_gap_seconds": GAP_MAX_S,
-            },
-            "funnel": {
-                "p_cart_per_view": P_CART,
-                "p_purchase_per_cart": P_PURCHASE,
-                "observed_cart_per_view": round(float(counts[1] / counts[0]), 4),
-                "observed_purchase_per_cart": round(float(counts[2] / max(1, counts[1])), 4),
-            },
-            "popularity": {"zipf_item_exponent": ZIPF_ITEM, "zipf_bundle_exponent": ZIPF_BUNDLE},
-            "bundles": [
-                {
-                    "name": cat.bundle_names[b],
-                    "categories": [cat.cat_names[c] for c in cats],
-                    "popularity_before_shift": round(float(cat.bundle_pop_before[b]), 4),
-                    "popularity_after_shift": round(float(cat.bundle_pop_after[b]), 4),
-                }
-                for b, cats in enumerate(cat.bundle_cats)
-            ],
-            "categories": [
-                {
-                    "name": cat.cat_names[c],
-                    "bundle": cat.bundle_names[cat.cat_bundle[c]],
-                    "position": int(cat.cat_pos[c]),
-                }
-                for c in range(len(cat.cat_names))
-            ],
-            "bursts": [
-                {
-                    "item_id": int(item_ids[b["item"]]),
-                    "category": cat.cat_names[cat.item_cat[b["item"]]],
-                    "start": _iso(b["start_us"]),
-                    "end": _iso(b["end_us"]),
-                    "multiplier": b["multiplier"],
-                    "session_share": b["session_share"],
-                }
-                for b in bursts
-            ],
-            "shift": {
-                "time": _iso(shift_us),
-                "n_new_items": int(cat.item_new.sum()),
-                "new_item_ids": [int(item_ids[cat.item_new][0]), int(item_ids[cat.item_new][-1])],
-                "new_items_launched_at": "shift time (items.parquet launched_at)",
-                "share_users_taste_moved": float(np.mean(users.fav_before != users.fav_after)),
-                "rising_bundles": [cat.bundle_names[b] for b in cat.rising],
-                "rising_bundle_factor": RISING_BUNDLE_FACTOR,
-            },
-            "click_model": {
-                "file": "click_model.npz",
-                "n_users": model.n_users,
-                "n_arms": model.n_items,
-                "dim": int(model.item_vec.shape[1]),
-                "context_dim": int(model.user_context.shape[1]),
-                "user_idx": "row i of the click model is user_id u{i:06d} (their taste before the shift)",
-                "arm_item_ids": item_ids[arms].tolist(),
-                "user_weights": "bandit rows draw users by activity; a policy's true value on a "
-                "log is the mean over its rows of sum_a pi(a|ctx) * prob(user_idx, a, position)",
-                "logging_policy": "softmax(context[:d]·item_vec + 0.5·popularity_logit, T=0.5), "
-                "mixed 0.15 with uniform",
-                "value_logging_policy": round(policy_value(model, uw, log_probs), 6),
-                "value_uniform_policy": round(policy_value(model, uw, uniform_probs), 6),
-                "value_best_policy": round(policy_value(model, uw, best), 6),
-                "min_logging_propensity": float(log_probs.min()),
-                "bandit_rows": cfg.n_bandit,
-                "bandit_period": [_iso(0), _iso(shift_us)],
-            },
-            "files": {
-                "events": "events.parquet",
-                "items": "items.parquet",
-                "sessions": "sessions.parquet",
-                "users": "users.parquet",
-                "bandit": "bandit.parquet",
-                "bandit_random": "bandit_random.parquet",
-                "click_model": "click_model.npz",
-            },
-        }
+        summary = _summary(
+            cfg, size, seed, cat, users, bursts, item_ids, stats, segment, n_users,
+            (model, arms, user_weights),
+        )  # fmt: skip
+        (tmp / "README.md").write_text(_readme(out, summary))
+        # world.json last: a directory with it is a complete world
         (tmp / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
         if on_progress:
             on_progress(cfg.days + 2, cfg.days + 2)
@@ -929,6 +1074,7 @@ def load_world(path: str | os.PathLike[str]) -> dict:
 __all__ = [
     "SIZES",
     "WorldSize",
+    "expected_reward",
     "generate_world",
     "load_world",
     "logging_policy_probs",

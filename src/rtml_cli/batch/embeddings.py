@@ -1,0 +1,252 @@
+"""Item co-occurrence, PPMI + truncated SVD embeddings, item-item CF, the Annoy index.
+
+Why PPMI + SVD (Levy & Goldberg 2014, "Neural word embedding as implicit matrix
+factorization"): skip-gram-style item2vec implicitly factorises a shifted PMI
+matrix, so factorising the positive PMI of session co-occurrence directly gives
+comparable item vectors with no deep learning, no SGD epochs and no random
+negative sampling — it is deterministic given a seed, runs in seconds on
+scipy.sparse for 100k items, and its state (the co-occurrence counts and the
+singular basis) can be carried forward for a cheap warm start.
+
+Everything is addressed by dense ``item_idx`` (0..n_items-1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+CONTEXT_ALPHA = 0.75  # context-distribution smoothing (Levy et al. 2015)
+OVERSAMPLE = 16  # extra columns of the randomized range finder
+
+
+def cooccurrence(
+    session_key: np.ndarray,
+    item_idx: np.ndarray,
+    weight: np.ndarray,
+    n_items: int,
+    *,
+    window: int,
+    max_session_len: int,
+) -> sp.csr_matrix:
+    """Symmetric co-occurrence counts of items within ``window`` steps in a session.
+
+    Inputs are sorted by session then time. Consecutive repeats of an item are
+    collapsed, each session is capped at its first ``max_session_len`` items
+    (bounding the pairs a bot session can add), and a pair is weighted by the
+    (time-decay) weight of its later event.
+    """
+    if session_key.size == 0:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    keep = np.ones(session_key.size, dtype=bool)
+    keep[1:] = (session_key[1:] != session_key[:-1]) | (item_idx[1:] != item_idx[:-1])
+    session_key, item_idx, weight = session_key[keep], item_idx[keep], weight[keep]
+    starts = np.ones(session_key.size, dtype=bool)
+    starts[1:] = session_key[1:] != session_key[:-1]
+    session_no = np.cumsum(starts) - 1
+    start_pos = np.flatnonzero(starts)
+    position = np.arange(session_key.size) - start_pos[session_no]
+    capped = position < max_session_len
+    session_no, item_idx, weight = session_no[capped], item_idx[capped], weight[capped]
+    total = sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    for lag in range(1, window + 1):
+        if lag >= session_no.size:
+            break
+        same = session_no[lag:] == session_no[:-lag]
+        a = item_idx[:-lag][same]
+        b = item_idx[lag:][same]
+        w = weight[lag:][same]
+        distinct = a != b
+        a, b, w = a[distinct], b[distinct], w[distinct].astype(np.float64)
+        total = total + sp.csr_matrix((w, (a, b)), shape=(n_items, n_items))
+    total = (total + total.T).tocsr()
+    total.sum_duplicates()
+    total.sort_indices()
+    return total
+
+
+def ppmi(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """Positive PMI with context-distribution smoothing; zero rows stay zero."""
+    counts = counts.tocsr()
+    row_sum = np.asarray(counts.sum(axis=1)).ravel()
+    context = row_sum**CONTEXT_ALPHA
+    context_total = context.sum()
+    if context_total <= 0:
+        return counts.copy()
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+    cols = counts.indices
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(counts.data * context_total / (row_sum[rows] * context[cols]))
+    pmi[~np.isfinite(pmi)] = 0.0
+    pmi = np.maximum(pmi, 0.0)
+    out = sp.csr_matrix((pmi, cols.copy(), counts.indptr.copy()), shape=counts.shape)
+    out.eliminate_zeros()
+    return out
+
+
+@dataclass
+class Factorisation:
+    embeddings: np.ndarray  # float32 (n, dim): U * sqrt(S)
+    basis: np.ndarray  # float32 (n, dim + OVERSAMPLE): left singular vectors (warm-start state)
+    singular_values: np.ndarray
+
+
+def _orthonormal(matrix: np.ndarray) -> np.ndarray:
+    q, _ = np.linalg.qr(matrix)
+    return q
+
+
+def truncated_svd(
+    matrix: sp.csr_matrix,
+    dim: int,
+    *,
+    seed: int,
+    power_iterations: int = 4,
+    start: np.ndarray | None = None,
+) -> Factorisation:
+    """Randomized truncated SVD (Halko et al. 2011) of a symmetric sparse matrix.
+
+    ``start`` (the previous run's basis, new items padded with zeros) warm-starts
+    the range finder: a subspace that already spans the top singular vectors
+    needs one power iteration instead of four. Signs are fixed so that each
+    component's largest-magnitude entry is positive (deterministic output).
+    """
+    n = matrix.shape[0]
+    width = min(dim + OVERSAMPLE, n)
+    rng = np.random.default_rng(seed)
+    omega = rng.standard_normal((n, width))
+    if start is not None:
+        cols = min(start.shape[1], width)
+        omega[: start.shape[0], :cols] = start[:, :cols]
+        omega[start.shape[0] :, :cols] = 0.0
+        # keep the random columns for new directions; scale them like the basis
+        omega[:, cols:] /= np.sqrt(n)
+    q = _orthonormal(matrix @ omega)
+    for _ in range(power_iterations):
+        q = _orthonormal(matrix @ q)
+    small = (matrix.T @ q).T  # (width, n) = q.T @ matrix
+    u_small, s, _ = np.linalg.svd(small, full_matrices=False)
+    u = q @ u_small
+    pivot = np.argmax(np.abs(u), axis=0)
+    signs = np.sign(u[pivot, np.arange(u.shape[1])])
+    signs[signs == 0] = 1.0
+    u *= signs
+    emb = u[:, :dim] * np.sqrt(s[:dim])
+    return Factorisation(
+        embeddings=np.ascontiguousarray(emb, dtype=np.float32),
+        basis=np.ascontiguousarray(u, dtype=np.float32),
+        singular_values=s.astype(np.float64),
+    )
+
+
+def top_n_per_row(matrix: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col, value) of the ``n`` largest entries of each row, best first.
+
+    Ties are broken by column index, so the result is deterministic.
+    """
+    matrix = matrix.tocsr()
+    counts = np.diff(matrix.indptr)
+    rows = np.repeat(np.arange(matrix.shape[0]), counts)
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rows_sorted = rows[order]
+    first = np.repeat(matrix.indptr[:-1], counts)
+    rank = np.arange(order.size) - first
+    keep = rank < n
+    return rows_sorted[keep], matrix.indices[order][keep], matrix.data[order][keep]
+
+
+def top_n_per_row_padded(
+    matrix: sp.csr_matrix, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Same result as :func:`top_n_per_row` for short rows, in O(nnz) instead of a sort.
+
+    Rows are laid out in a dense (rows, longest row) block, the top ``n`` picked with
+    ``argpartition`` and only those sorted (by value, then column).
+    """
+    matrix = matrix.tocsr()
+    lengths = np.diff(matrix.indptr)
+    width = int(lengths.max()) if lengths.size else 0
+    if width == 0:
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, matrix.dtype)
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    pos = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], lengths)
+    values = np.full((matrix.shape[0], width), -np.inf)
+    cols = np.full((matrix.shape[0], width), np.iinfo(np.int64).max, dtype=np.int64)
+    values[rows, pos] = matrix.data
+    cols[rows, pos] = matrix.indices
+    if width > n:
+        part = np.argpartition(-values, n - 1, axis=1)[:, :n]
+        values = np.take_along_axis(values, part, axis=1)
+        cols = np.take_along_axis(cols, part, axis=1)
+    order = np.lexsort((cols, -values), axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    cols = np.take_along_axis(cols, order, axis=1)
+    keep = np.isfinite(values)
+    row_ids = np.broadcast_to(np.arange(matrix.shape[0])[:, None], values.shape)
+    return row_ids[keep], cols[keep], values[keep]
+
+
+def cf_similarity(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """Item-item CF similarity: co-occurrence normalised by both items' totals (cosine-like)."""
+    degree = np.asarray(counts.sum(axis=1)).ravel()
+    inv = np.zeros_like(degree)
+    np.divide(1.0, np.sqrt(degree), out=inv, where=degree > 0)
+    scale = sp.diags(inv)
+    return (scale @ counts @ scale).tocsr()
+
+
+def build_annoy(embeddings: np.ndarray, n_trees: int, path: str, *, seed: int) -> None:
+    """Angular Annoy index over rows (item = item_idx), single-threaded so it is reproducible."""
+    from annoy import AnnoyIndex
+
+    index = AnnoyIndex(embeddings.shape[1], "angular")
+    index.set_seed(seed)
+    for idx, vector in enumerate(embeddings):
+        index.add_item(idx, vector)
+    index.build(n_trees, n_jobs=1)
+    index.save(path)
+    index.unload()
+
+
+def annoy_recall(
+    embeddings: np.ndarray,
+    path: str,
+    *,
+    k: int = 10,
+    sample: int = 1000,
+    seed: int = 0,
+    search_k: int = -1,
+) -> dict:
+    """Recall@k of the saved index against exact cosine kNN on a sample of items."""
+    from annoy import AnnoyIndex
+
+    norms = np.linalg.norm(embeddings, axis=1)
+    valid = np.flatnonzero(norms > 0)
+    if valid.size <= k:
+        return {"recall_at_k": None, "k": k, "queries": 0, "search_k": search_k}
+    rng = np.random.default_rng(seed)
+    queries = np.sort(rng.choice(valid, size=min(sample, valid.size), replace=False))
+    unit = np.zeros_like(embeddings)
+    unit[valid] = embeddings[valid] / norms[valid, None]
+    index = AnnoyIndex(embeddings.shape[1], "angular")
+    index.load(path)
+    hits = 0
+    for start in range(0, queries.size, 256):
+        block = queries[start : start + 256]
+        sims = unit[block] @ unit.T
+        sims[np.arange(block.size), block] = -np.inf
+        sims[:, norms == 0] = -np.inf
+        exact = np.argpartition(-sims, k, axis=1)[:, :k]
+        for row, query in enumerate(block):
+            found = [i for i in index.get_nns_by_item(int(query), k + 1, search_k) if i != query]
+            hits += len(set(found[:k]) & set(exact[row].tolist()))
+    index.unload()
+    return {
+        "recall_at_k": hits / (k * queries.size),
+        "k": k,
+        "queries": int(queries.size),
+        "search_k": search_k,
+    }

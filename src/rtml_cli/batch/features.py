@@ -1,0 +1,232 @@
+"""Batch features in DuckDB SQL over the point-in-time view ``ev``.
+
+All-time aggregates (totals, first/last seen, per-user item weights) are
+mergeable, so a warm start adds the new events' aggregates to the previous
+run's state; window counts (1d/7d/30d before as-of) are always re-read from the
+last 30 days of the log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from rtml_cli.batch.source import sql_ts
+
+WINDOWS = {"1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+KINDS = {"views": "view", "carts": "cart", "purchases": "purchase"}
+TOTALS = ("views_total", "carts_total", "purchases_total", "events_total")
+EVENT_WEIGHT_SQL = "CASE event WHEN 'purchase' THEN 3.0 WHEN 'cart' THEN 2.0 ELSE 1.0 END"
+HISTORY_PER_USER = 50  # items kept per user for recs and top categories (plus all purchases)
+POPULARITY_SQL = "views_7d + 2 * carts_7d + 4 * purchases_7d"
+
+
+def utc(frame, *columns: str):
+    """Mark DuckDB's naive-UTC timestamps as UTC."""
+    import polars as pl
+
+    return frame.with_columns(
+        pl.col(c).dt.replace_time_zone("UTC") for c in columns if c in frame.columns
+    )
+
+
+def decay_sql(as_of: datetime, half_life_s: float) -> str:
+    return f"pow(0.5, ({as_of.timestamp()!r} - epoch(ts)) / {half_life_s!r})"
+
+
+def _since(since: datetime | None) -> str:
+    return f"ts >= {sql_ts(since)}" if since is not None else "TRUE"
+
+
+def item_ids(con, since: datetime | None = None):
+    """Distinct item ids (sorted) of events since ``since`` (all when None)."""
+    return con.sql(
+        f"SELECT item_id FROM ev WHERE {_since(since)} GROUP BY item_id ORDER BY item_id"
+    ).pl()
+
+
+def item_aggregates(con, as_of: datetime, since: datetime | None):
+    """Per item: window counts ending at as-of, and totals over events since ``since``."""
+    windows = []
+    for wname, span in WINDOWS.items():
+        for kname, event in KINDS.items():
+            windows.append(
+                f"count(*) FILTER (WHERE event = '{event}' AND ts >= {sql_ts(as_of - span)}) "
+                f"AS {kname}_{wname}"
+            )
+    new = _since(since)
+    totals = [
+        f"count(*) FILTER (WHERE event = '{event}' AND {new}) AS {kname}_total"
+        for kname, event in KINDS.items()
+    ]
+    scope = "TRUE"
+    if since is not None:
+        scope = f"ts >= {sql_ts(min(since, as_of - WINDOWS['30d']))}"
+    frame = con.sql(
+        f"""SELECT item_id, {", ".join(windows)}, {", ".join(totals)},
+                   count(*) FILTER (WHERE {new}) AS events_total,
+                   min(ts) FILTER (WHERE {new}) AS first_seen,
+                   max(ts) FILTER (WHERE {new}) AS last_seen
+            FROM ev WHERE {scope} GROUP BY item_id"""
+    ).pl()
+    return utc(frame, "first_seen", "last_seen")
+
+
+def merge_item_totals(new, old):
+    """Add a previous run's all-time item totals to this run's (warm start)."""
+    import polars as pl
+
+    if old is None:
+        return new
+    old = old.select("item_id", *TOTALS, "first_seen", "last_seen")
+    merged = new.join(old, on="item_id", how="full", coalesce=True, suffix="_old")
+    window_cols = [f"{k}_{w}" for w in WINDOWS for k in KINDS]
+    return merged.select(
+        "item_id",
+        *[pl.col(c).fill_null(0) for c in window_cols],
+        *[(pl.col(c).fill_null(0) + pl.col(f"{c}_old").fill_null(0)).alias(c) for c in TOTALS],
+        pl.min_horizontal("first_seen", "first_seen_old").alias("first_seen"),
+        pl.max_horizontal("last_seen", "last_seen_old").alias("last_seen"),
+    )
+
+
+def item_features(index, aggregates, catalogue):
+    """The published item features, one row per item_idx, with popularity rank."""
+    import polars as pl
+
+    frame = index.join(aggregates, on="item_id", how="left")
+    counts = [c for c in aggregates.columns if c.endswith(("_1d", "_7d", "_30d", "_total"))]
+    frame = frame.with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in counts)
+    if catalogue is not None:
+        frame = frame.with_columns(pl.col("item_id").cast(pl.Utf8).alias("item_key")).join(
+            catalogue, on="item_key", how="left"
+        )
+        frame = frame.drop("item_key")
+    else:
+        frame = frame.with_columns(
+            pl.lit(None, dtype=pl.Utf8).alias("category"),
+            pl.lit(None, dtype=pl.Utf8).alias("title"),
+        )
+
+    def rate(num: str, den: str, name: str):
+        return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(None).alias(name)
+
+    frame = frame.with_columns(
+        rate("carts_30d", "views_30d", "cart_rate_30d"),
+        rate("purchases_30d", "views_30d", "conversion_rate_30d"),
+        rate("purchases_total", "views_total", "conversion_rate_total"),
+        pl.sql_expr(POPULARITY_SQL).cast(pl.Float64).alias("popularity_score"),
+    )
+    frame = frame.sort(
+        ["popularity_score", "events_total", "item_idx"], descending=[True, True, False]
+    ).with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("popularity_rank"))
+    frame = frame.sort("item_idx")
+    lead = ["item_idx", "item_id", "category", "title"]
+    return frame.select(*lead, pl.exclude(lead))
+
+
+def user_aggregates(con, since: datetime | None):
+    frame = con.sql(
+        f"""SELECT user_id, count(*) AS events,
+                   count(*) FILTER (WHERE event = 'view') AS views,
+                   count(*) FILTER (WHERE event = 'cart') AS carts,
+                   count(*) FILTER (WHERE event = 'purchase') AS purchases,
+                   count(DISTINCT session_id) AS sessions,
+                   min(ts) AS first_seen, max(ts) AS last_seen
+            FROM ev WHERE user_id IS NOT NULL AND {_since(since)} GROUP BY user_id"""
+    ).pl()
+    return utc(frame, "first_seen", "last_seen")
+
+
+def merge_user_totals(new, old):
+    import polars as pl
+
+    if old is None:
+        return new
+    sums = ("events", "views", "carts", "purchases", "sessions")
+    merged = new.join(old, on="user_id", how="full", coalesce=True, suffix="_old")
+    return merged.select(
+        "user_id",
+        *[(pl.col(c).fill_null(0) + pl.col(f"{c}_old").fill_null(0)).alias(c) for c in sums],
+        pl.min_horizontal("first_seen", "first_seen_old").alias("first_seen"),
+        pl.max_horizontal("last_seen", "last_seen_old").alias("last_seen"),
+    )
+
+
+def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None, old=None):
+    """Per (user, item): time-decayed engagement weight, purchased flag, last time.
+
+    A warm start decays the previous run's weights to the new as-of and adds the
+    new events; each user keeps the ``HISTORY_PER_USER`` heaviest items plus
+    every purchased item (purchases are excluded from recommendations).
+    """
+    fresh = f"""SELECT user_id, item_id,
+                       sum({EVENT_WEIGHT_SQL} * {decay_sql(as_of, half_life_s)}) AS weight,
+                       bool_or(event = 'purchase') AS purchased, max(ts) AS last_ts
+                FROM ev WHERE user_id IS NOT NULL AND {_since(since)} GROUP BY ALL"""
+    if old is not None:
+        import polars as pl
+
+        con.register(
+            "old_user_items", old.with_columns(pl.col("last_ts").dt.replace_time_zone(None))
+        )
+        factor = 0.5 ** ((as_of - since).total_seconds() / half_life_s)
+        fresh = f"""SELECT user_id, item_id, sum(weight) AS weight, bool_or(purchased) AS purchased,
+                           max(last_ts) AS last_ts
+                    FROM (SELECT * FROM ({fresh})
+                          UNION ALL BY NAME
+                          SELECT user_id, item_id, weight * {factor!r} AS weight, purchased, last_ts
+                          FROM old_user_items)
+                    GROUP BY ALL"""
+    frame = con.sql(
+        f"""SELECT * FROM ({fresh})
+            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY weight DESC, item_id)
+                    <= {HISTORY_PER_USER} OR purchased
+            ORDER BY user_id, item_id"""
+    ).pl()
+    if old is not None:
+        con.unregister("old_user_items")
+    return utc(frame, "last_ts")
+
+
+def user_features(totals, history, catalogue, as_of: datetime):
+    """Per known user: activity counts, recency and top-3 categories of their weighted history."""
+    import polars as pl
+
+    frame = totals.with_columns(
+        ((pl.lit(as_of) - pl.col("last_seen")).dt.total_microseconds() / 86_400e6).alias(
+            "recency_days"
+        )
+    )
+    if catalogue is not None:
+        top = (
+            history.with_columns(pl.col("item_id").cast(pl.Utf8).alias("item_key"))
+            .join(catalogue.select("item_key", "category"), on="item_key", how="inner")
+            .filter(pl.col("category").is_not_null())
+            .group_by("user_id", "category")
+            .agg(pl.col("weight").sum())
+            .sort(["user_id", "weight", "category"], descending=[False, True, False])
+            .group_by("user_id", maintain_order=True)
+            .agg(pl.col("category").head(3).alias("top_categories"))
+        )
+        frame = frame.join(top, on="user_id", how="left")
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("top_categories"))
+    return frame.sort("user_id")
+
+
+def session_arrays(con, as_of: datetime, half_life_s: float, since: datetime | None):
+    """(session key, item_idx, decay weight) sorted by session then time, from table ``idx``."""
+    frame = con.sql(
+        f"""SELECT hash(e.session_id) AS s, i.item_idx,
+                   CAST({decay_sql(as_of, half_life_s)} AS FLOAT) AS w
+            FROM ev e JOIN idx i ON e.item_id = i.item_id
+            WHERE {_since(since)}
+            ORDER BY s, e.ts, i.item_idx"""
+    ).fetchnumpy()
+    return (
+        np.asarray(frame["s"]),
+        np.asarray(frame["item_idx"], dtype=np.int64),
+        np.asarray(frame["w"], dtype=np.float32),
+    )

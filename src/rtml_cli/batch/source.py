@@ -1,0 +1,165 @@
+"""Opening the event log for a precompute run: schema check, fingerprints, point-in-time view.
+
+The log is never pulled into Python objects: DuckDB scans the Parquet files and
+every later step queries the view ``ev``, which holds only events strictly
+before the run's as-of (point-in-time correctness).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from rtml_cli.errors import DataError, UsageError
+
+REQUIRED = ("ts", "user_id", "session_id", "item_id", "event")
+_TIMESTAMP_TYPES = ("TIMESTAMP", "DATE")
+
+
+def sql_str(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def sql_files(files: list[Path]) -> str:
+    return "[" + ", ".join(sql_str(str(f)) for f in files) + "]"
+
+
+def sql_ts(value: datetime) -> str:
+    """A naive-UTC TIMESTAMP literal (DuckDB without the ICU extension has no time zones)."""
+    naive = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return f"TIMESTAMP {sql_str(naive.isoformat(sep=' ', timespec='microseconds'))}"
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file's content (the idempotence key of a run)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def connect(memory_limit: str = "2GB"):
+    """A DuckDB connection in UTC with bounded memory (spills to a private temp dir)."""
+    import duckdb
+
+    spill = tempfile.mkdtemp(prefix="rtml-duckdb-")
+    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill})
+    return con, spill
+
+
+@dataclass
+class EventSource:
+    files: list[Path]
+    inputs: list[dict[str, Any]]  # fingerprints
+    as_of: datetime
+    first_ts: datetime
+    last_ts: datetime
+    rows_in_files: int
+    rows_used: int
+    item_id_type: str
+
+
+def _as_utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return (
+            value.replace(tzinfo=timezone.utc)
+            if value.tzinfo is None
+            else value.astimezone(timezone.utc)
+        )
+    return datetime.combine(value, datetime.min.time(), tzinfo=timezone.utc)
+
+
+def open_events(con, files: list[Path], as_of: datetime | None) -> EventSource:
+    """Check the events contract, resolve as-of and create the view ``ev`` (ts < as-of)."""
+    import duckdb
+
+    scan = f"read_parquet({sql_files(files)}, union_by_name=true)"
+    try:
+        schema = {
+            row[0]: str(row[1]) for row in con.sql(f"DESCRIBE SELECT * FROM {scan}").fetchall()
+        }
+    except duckdb.Error as exc:
+        raise DataError(f"events are unreadable: {str(exc).splitlines()[0]}") from None
+    problems = [f"missing column {name!r}" for name in REQUIRED if name not in schema]
+    if "ts" in schema and not schema["ts"].upper().startswith(_TIMESTAMP_TYPES):
+        problems.append(f"column 'ts' must be a timestamp, found {schema['ts']}")
+    if problems:
+        raise DataError(
+            "events violate the events contract (see `rtml data contracts`)", problems=problems
+        )
+    try:
+        stats = con.sql(
+            f"""SELECT count(*), min(CAST(ts AS TIMESTAMP)), max(CAST(ts AS TIMESTAMP)),
+                   count(*) FILTER (WHERE ts IS NULL),
+                   count(*) FILTER (WHERE session_id IS NULL),
+                   count(*) FILTER (WHERE item_id IS NULL),
+                   count(*) FILTER (WHERE event IS NULL)
+                FROM {scan}"""
+        ).fetchall()[0]
+    except duckdb.Error as exc:
+        raise DataError(f"events are unreadable: {str(exc).splitlines()[0]}") from None
+    rows, first, last, *nulls = stats
+    if rows == 0:
+        raise DataError(f"events contain no rows ({len(files)} file(s)): nothing to precompute")
+    problems = [
+        f"{count:,} rows with a null {name}"
+        for name, count in zip(("ts", "session_id", "item_id", "event"), nulls, strict=True)
+        if count
+    ]
+    if problems:
+        raise DataError("events violate the events contract", problems=problems)
+    first, last = _as_utc(first), _as_utc(last)
+    if as_of is None:
+        as_of = last + timedelta(microseconds=1)
+    if as_of <= first:
+        raise UsageError(
+            f"--as-of {as_of.isoformat()} is not after the first event ({first.isoformat()}): "
+            "no events to learn from; pick a later as-of"
+        )
+    con.sql(
+        f"""CREATE OR REPLACE TEMP VIEW ev AS
+            SELECT CAST(ts AS TIMESTAMP) AS ts, user_id, session_id, item_id,
+                   CAST(event AS VARCHAR) AS event
+            FROM {scan} WHERE CAST(ts AS TIMESTAMP) < {sql_ts(as_of)}"""
+    )
+    used = con.sql("SELECT count(*) FROM ev").fetchall()[0][0]
+    return EventSource(
+        files=files,
+        inputs=[fingerprint(f) for f in files],
+        as_of=as_of,
+        first_ts=first,
+        last_ts=last,
+        rows_in_files=int(rows),
+        rows_used=int(used),
+        item_id_type=schema["item_id"],
+    )
+
+
+def open_items(con, files: list[Path]) -> list[str]:
+    """Create the view ``catalogue`` (item key as text, category, title); returns its columns."""
+    import duckdb
+
+    scan = f"read_parquet({sql_files(files)}, union_by_name=true)"
+    try:
+        columns = [row[0] for row in con.sql(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+    except duckdb.Error as exc:
+        raise DataError(f"items are unreadable: {str(exc).splitlines()[0]}") from None
+    if "item_id" not in columns:
+        raise DataError(
+            "items violate the items contract (see `rtml data contracts`)",
+            problems=["missing column 'item_id'"],
+        )
+    category = "CAST(category AS VARCHAR)" if "category" in columns else "NULL::VARCHAR"
+    title = "CAST(title AS VARCHAR)" if "title" in columns else "NULL::VARCHAR"
+    con.sql(
+        f"""CREATE OR REPLACE TEMP TABLE catalogue AS
+            SELECT CAST(item_id AS VARCHAR) AS item_key,
+                   any_value({category}) AS category, any_value({title}) AS title
+            FROM {scan} GROUP BY 1"""
+    )
+    return columns

@@ -1,0 +1,183 @@
+"""`rtml precompute` (the Stage-1 batch job) and `rtml neighbors` (inspect its embeddings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rtml_cli.output import FormatOption, OutputFormat, QuietOption
+
+
+def precompute_cmd(
+    events: Annotated[
+        str, typer.Argument(help="Events: a Parquet file, a glob or a directory of partitions.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Artifacts ROOT (runs/ and the latest link).")
+    ],
+    items: Annotated[
+        str | None, typer.Option("--items", help="Item catalogue (item_id, category, title).")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Use only events strictly before this time (ISO 8601)."),
+    ] = None,
+    dim: Annotated[
+        int | None, typer.Option("--dim", help="Embedding dimension [default: 64].")
+    ] = None,
+    trees: Annotated[int, typer.Option("--trees", help="Annoy trees.")] = 50,
+    top_k: Annotated[int, typer.Option("--top-k", help="Stage-1 recommendations per user.")] = 50,
+    neighbors: Annotated[
+        int, typer.Option("--neighbors", help="Item-item CF neighbours kept per item.")
+    ] = 50,
+    window: Annotated[
+        int | None,
+        typer.Option("--window", help="Co-occurrence window in session steps [default: 5]."),
+    ] = None,
+    half_life: Annotated[
+        str | None,
+        typer.Option("--half-life", help="Decay of co-occurrence weights, e.g. 30d [default]."),
+    ] = None,
+    warm_start: Annotated[
+        Path | None,
+        typer.Option(
+            "--warm-start",
+            help="Continue from this run (or ROOT) using only events since its as-of.",
+        ),
+    ] = None,
+    keep: Annotated[
+        int | None, typer.Option("--keep", help="Keep the N newest runs (never latest).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even if an identical run exists.")
+    ] = False,
+    fmt: FormatOption = OutputFormat.table,
+    quiet: QuietOption = False,
+) -> None:
+    """Build batch features, item embeddings, an Annoy index and Stage-1 recommendations.
+
+    Writes ROOT/runs/<as-of>/ and switches ROOT/latest to it atomically; safe from cron
+    (a lock on ROOT, nothing half-published, reruns are no-ops).
+    """
+    from rtml_cli.batch.precompute import STEPS, run_precompute
+    from rtml_cli.output import emit_json, progress
+    from rtml_cli.timeutil import parse_duration, parse_timestamp
+
+    as_of_ts = parse_timestamp(as_of) if as_of is not None else None
+    half = parse_duration(half_life) if half_life is not None else None
+    with progress(quiet or fmt is OutputFormat.json, transient=True) as bar:
+        task = bar.add_task("precompute", total=len(STEPS))
+        state = {"last": None}
+
+        def on_step(step: str, done: int, total: int) -> None:
+            if state["last"] is not None and not quiet and fmt is OutputFormat.table:
+                bar.console.print(f"  done: {state['last']}", highlight=False)
+            state["last"] = step if step != "done" else None
+            bar.update(task, completed=done, description=step)
+
+        result = run_precompute(
+            events,
+            out,
+            items=items,
+            as_of=as_of_ts,
+            dim=dim,
+            n_trees=trees,
+            top_k=top_k,
+            n_neighbors=neighbors,
+            window=window,
+            half_life=half,
+            warm_start=warm_start,
+            keep=keep,
+            seed=seed,
+            force=force,
+            progress=on_step,
+        )
+    if quiet:
+        return
+    if fmt is OutputFormat.json:
+        emit_json(result.summary())
+        return
+    _render(result)
+
+
+def _render(result) -> None:
+    from rtml_cli.output import info, make_table, print_tables
+
+    if result.skipped:
+        info(
+            f"run {result.run_id} already exists with the same inputs and parameters: "
+            "nothing to do (use --force to rebuild)"
+        )
+    manifest = result.manifest
+    rows = manifest.get("rows", {})
+    index = manifest.get("index", {})
+    summary = make_table(
+        f"precompute {result.run_id} ({result.mode}{', skipped' if result.skipped else ''})",
+        ["what", "value"],
+        [
+            ("run directory", str(result.run_dir)),
+            ("as of", result.as_of.isoformat()),
+            ("events used", rows.get("events_before_as_of")),
+            ("events read for the model", rows.get("events_read_for_model")),
+            ("items", rows.get("items")),
+            ("known users", rows.get("users")),
+            ("co-occurrence pairs (nnz)", rows.get("cooccurrence_nnz")),
+            ("Annoy recall@10 vs exact", index.get("recall_at_10")),
+            ("Annoy trees / bytes", f"{index.get('n_trees')} / {index.get('bytes')}"),
+            ("latest switched to this run", result.published),
+            ("pruned runs", ", ".join(result.pruned) or "–"),
+            ("wall time (s)", round(result.seconds, 2)),
+        ],
+    )
+    steps = make_table(
+        "steps",
+        ["step", "seconds", "peak RSS (MB)"],
+        [(s["step"], s["seconds"], s["peak_rss_mb"]) for s in result.steps],
+    )
+    print_tables(summary, steps)
+
+
+def neighbors_cmd(
+    item: Annotated[str, typer.Argument(help="The item id to look up.")],
+    artifacts: Annotated[
+        Path,
+        typer.Option("--artifacts", "-a", help="Precompute ROOT or run directory."),
+    ],
+    k: Annotated[int, typer.Option("--k", "-k", help="How many neighbours.")] = 10,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--by", help="embedding: Annoy over the item embeddings; cf: item-item co-occurrence."
+        ),
+    ] = "embedding",
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Print an item's nearest items, with category and title when the catalogue has them."""
+    from rtml_cli.batch.neighbors import nearest_items
+    from rtml_cli.output import emit_json, make_table, print_tables
+
+    result = nearest_items(artifacts, item, k=k, method=method)
+    if fmt is OutputFormat.json:
+        emit_json(result)
+        return
+    query = result["item"]
+    rows = [
+        (r["rank"], str(r["item_id"]), r["score"], r["category"], r["title"])
+        for r in result["neighbors"]
+    ]
+    print_tables(
+        make_table(
+            f"nearest to {query['item_id']} ({query['category'] or 'no category'}"
+            f"{', ' + query['title'] if query['title'] else ''}) by {method}",
+            ["rank", "item_id", "similarity", "category", "title"],
+            rows,
+        )
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("precompute")(precompute_cmd)
+    app.command("neighbors")(neighbors_cmd)
