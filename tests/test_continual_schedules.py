@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtml_cli.continual.engine import Score, TrainOutcome, simulate_schedules
 from rtml_cli.continual.schedules import (
@@ -20,6 +22,7 @@ from rtml_cli.continual.schedules import (
     WARM,
     Reading,
     ScheduleContext,
+    Stateful,
     StepAccuracy,
     check_trigger_threshold,
     parse_schedule,
@@ -349,3 +352,20 @@ def test_engine_caps_ticks() -> None:
             end=END,
             step=DAY,
         )
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 48), st.lists(st.integers(1, 72), min_size=1, max_size=4))
+def test_tick_divides_step_and_periods(step_h: int, periods_h: list[int]) -> None:
+    step = timedelta(hours=step_h)
+    scheds = [Stateful(timedelta(hours=p)) for p in dict.fromkeys(periods_h)]
+    tick = tick_for(step, scheds)
+    assert step % tick == timedelta(0)
+    for sched in scheds:
+        assert sched.period % tick == timedelta(0)
+        # Over 6 days of ticks a schedule updates once per whole period elapsed.
+        n = int(timedelta(days=6) / tick)
+        updates = sum(
+            sched.due(_ctx(START + i * tick, step=step)) is not None for i in range(n + 1)
+        )
+        assert updates == timedelta(days=6) // sched.period
