@@ -142,7 +142,8 @@ def retrain_cmd(
     )
     if n_trees < 1 or (dim is not None and dim < 2):
         raise UsageError("--trees must be >= 1 and --dim >= 2")
-    params = {"n_trees": n_trees}
+    # Stage-1 lists only need K items to score HR@K: no need to rank 50 per user.
+    params = {"n_trees": n_trees, "top_k": k}
     if dim is not None:
         params["dim"] = dim
     start_ts = parse_timestamp(start) if start else None
