@@ -153,6 +153,7 @@ def samples(tmp_path):
                 "price": rng.normal(10 + shift, 2, n),
                 "category": rng.choice(cats, n, p=probs),
                 "ts": [datetime(2024, 3, 1, tzinfo=timezone.utc)] * n,
+                "order_id": np.arange(n),
             }
         )
 
@@ -167,6 +168,7 @@ def test_cli_no_drift_exits_ok(invoke, samples) -> None:
     assert result.exit_code == ExitCode.OK, result.stderr
     assert "no drift" in result.stdout
     assert "ts (timestamp" in result.stdout  # skipped and said so
+    assert "order_id (identifier" in result.stdout
 
 
 def test_cli_drift_exits_10_with_json(invoke, samples) -> None:

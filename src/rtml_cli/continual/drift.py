@@ -435,6 +435,12 @@ def _scan(files: list[Path], what: str):
     return frame, schema
 
 
+def _is_identifier(name: str) -> bool:
+    """``id``, ``user_id``, ``sessionId``: keys, not features (their drift is new traffic)."""
+    lower = name.lower()
+    return lower == "id" or lower.endswith("_id") or (name.endswith("Id") and len(name) > 2)
+
+
 def _kind(dtype) -> str | None:
     if dtype.is_numeric():
         return "numeric"
@@ -457,8 +463,9 @@ def compare_files(
     """Compare the columns REFERENCE and CURRENT share (Parquet files, globs or directories).
 
     Without ``features``, every common numeric and categorical column is compared;
-    timestamps and nested columns are skipped (listed in ``skipped``) — a timestamp
-    always "drifts" between two periods. Named ``features`` may include timestamps,
+    timestamps, identifiers (``id``, ``*_id``) and nested columns are skipped (listed in
+    ``skipped``) — a timestamp always "drifts" between two periods, and new sessions and
+    users are new traffic, not drift (item popularity is ``popularity_drift``'s job). Named ``features`` may include timestamps,
     compared as numbers (epoch microseconds).
     """
     import polars as pl
@@ -504,14 +511,16 @@ def compare_files(
             )
         elif kinds == {"temporal"} and not features:
             skipped.append({"feature": name, "reason": "timestamp (name it in --features)"})
+        elif _is_identifier(name) and not features:
+            skipped.append({"feature": name, "reason": "identifier (name it in --features)"})
         else:
             chosen.append((name, "numeric" if kinds == {"temporal"} else kinds.pop()))
     if problems:
         raise DataError("REFERENCE and CURRENT disagree on column types", problems=problems)
     if not chosen:
         raise DataError(
-            "no comparable columns: every common column is a timestamp or nested "
-            "(name timestamps in --features to compare them)"
+            "no comparable columns: every common column is a timestamp, an identifier or "
+            "nested (name timestamps and identifiers in --features to compare them)"
         )
     ref_n = _count_rows(ref_scan, "REFERENCE")
     cur_n = _count_rows(cur_scan, "CURRENT")
