@@ -204,6 +204,8 @@ def test_warm_start_uses_new_events_only_and_agrees_with_a_full_run(data, tmp_pa
     assert _overlap(w.neighbors, f.neighbors, "item_id", 10) > 0.8
     assert _overlap(w.batch_recs, f.batch_recs, "user_id", 10) > 0.5
     assert (tmp_path / "root" / "latest").resolve().name == warm.run_id
+    again = run_precompute(events, tmp_path / "root", warm_start=tmp_path / "root", n_trees=10)
+    assert again.skipped and again.run_id == warm.run_id  # nothing new: a no-op, exit 0
 
 
 def test_warm_start_from_corrupt_missing_or_newer_run(data, tmp_path):
@@ -429,3 +431,68 @@ def test_top_n_per_row_matches_sorting(seed, n):
         nz = [(-dense[r, c], c) for c in range(12) if dense[r, c] != 0]
         expected = [c for _, c in sorted(nz)[:n]]
         assert cols[rows == r].tolist() == expected
+
+
+# --- sample world and cron wrapper --------------------------------------------------------
+
+SHOP = Path(__file__).resolve().parent.parent / "sample_data" / "shop"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHOP / "events.parquet").exists(), reason="sample world not present")
+def test_sample_world_neighbours_stay_inside_the_intent_bundle(tmp_path):
+    result = run_precompute(
+        SHOP / "events.parquet", tmp_path / "root", items=SHOP / "items.parquet"
+    )
+    art = load_artifacts(tmp_path / "root")
+    bundle = pl.read_parquet(SHOP / "items.parquet").select("item_id", "bundle")
+    top = (
+        art.neighbors.filter(pl.col("rank") <= 10)
+        .join(bundle, on="item_id")
+        .join(
+            bundle.rename({"item_id": "neighbor_id", "bundle": "neighbor_bundle"}), on="neighbor_id"
+        )
+    )
+    cf_same = (top["bundle"] == top["neighbor_bundle"]).mean()
+    lookup = dict(zip(bundle["item_id"].to_list(), bundle["bundle"].to_list(), strict=True))
+    ids = art.item_ids.tolist()
+    emb_same = np.mean(
+        [
+            lookup[ids[i]] == lookup[ids[j]]
+            for i in range(0, art.n_items, 5)
+            for j in art.index.get_nns_by_item(i, 11)[1:]
+        ]
+    )
+    n_bundles = bundle["bundle"].n_unique()
+    # 16 bundles: a random neighbour would share the bundle ~1/16 of the time
+    assert n_bundles >= 8
+    assert cf_same > 0.9 and emb_same > 0.9, (cf_same, emb_same)
+    assert result.manifest["index"]["recall_at_10"] >= 0.95
+
+
+def test_cron_wrapper_logs_and_passes_the_exit_code_through(data, tmp_path):
+    events, items = data
+    script = Path(__file__).resolve().parent.parent / "examples" / "cron" / "rtml-precompute.sh"
+    rtml = Path(sys.executable).parent / "rtml"
+    env = {
+        **os.environ,
+        "RTML": str(rtml),
+        "EVENTS": str(events),
+        "ITEMS": str(items),
+        "ROOT": str(tmp_path / "root"),
+        "KEEP": "2",
+    }
+    ok = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stderr == ""
+    logs = list((tmp_path / "root" / "logs").glob("precompute-*.log"))
+    assert len(logs) == 1 and "exit 0" in logs[0].read_text()
+    assert load_artifacts(tmp_path / "root").n_items == 96
+    bad = subprocess.run(
+        ["bash", str(script)],
+        env={**env, "EVENTS": str(tmp_path / "missing.parquet"), "LOG_DIR": str(tmp_path / "l")},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == ExitCode.NO_INPUT
+    assert "failed with exit 66" in bad.stderr

@@ -20,6 +20,8 @@ import scipy.sparse as sp
 
 CONTEXT_ALPHA = 0.75  # context-distribution smoothing (Levy et al. 2015)
 OVERSAMPLE = 16  # extra columns of the randomized range finder
+PADDED_WIDTH = 512  # rows up to this long are ranked in dense blocks
+PADDED_ROWS = 16_384
 
 
 def cooccurrence(
@@ -103,20 +105,23 @@ def truncated_svd(
     dim: int,
     *,
     seed: int,
-    power_iterations: int = 4,
+    power_iterations: int = 2,
     start: np.ndarray | None = None,
 ) -> Factorisation:
     """Randomized truncated SVD (Halko et al. 2011) of a symmetric sparse matrix.
 
     ``start`` (the previous run's basis, new items padded with zeros) warm-starts
     the range finder: a subspace that already spans the top singular vectors
-    needs one power iteration instead of four. Signs are fixed so that each
+    needs no power iteration (each warm start adds one subspace-iteration step to
+    the previous run's), where a cold start needs two. Runs in float32 (half the memory
+    traffic of the sparse products; embeddings are stored as float32 anyway). Signs are fixed so that each
     component's largest-magnitude entry is positive (deterministic output).
     """
     n = matrix.shape[0]
     width = min(dim + OVERSAMPLE, n)
     rng = np.random.default_rng(seed)
-    omega = rng.standard_normal((n, width))
+    matrix = matrix.astype(np.float32)
+    omega = rng.standard_normal((n, width), dtype=np.float32)
     if start is not None:
         cols = min(start.shape[1], width)
         omega[: start.shape[0], :cols] = start[:, :cols]
@@ -144,17 +149,34 @@ def truncated_svd(
 def top_n_per_row(matrix: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, col, value) of the ``n`` largest entries of each row, best first.
 
-    Ties are broken by column index, so the result is deterministic.
+    Ties are broken by column index, so the result is deterministic. Short rows
+    go through :func:`top_n_per_row_padded` in blocks; the few long rows (popular
+    items co-occur with thousands) are handled one by one with ``argpartition``.
     """
     matrix = matrix.tocsr()
-    counts = np.diff(matrix.indptr)
-    rows = np.repeat(np.arange(matrix.shape[0]), counts)
-    order = np.lexsort((matrix.indices, -matrix.data, rows))
-    rows_sorted = rows[order]
-    first = np.repeat(matrix.indptr[:-1], counts)
-    rank = np.arange(order.size) - first
-    keep = rank < n
-    return rows_sorted[keep], matrix.indices[order][keep], matrix.data[order][keep]
+    lengths = np.diff(matrix.indptr)
+    short = np.flatnonzero(lengths <= PADDED_WIDTH)
+    parts_r, parts_c, parts_v = [], [], []
+    for start in range(0, short.size, PADDED_ROWS):
+        block = short[start : start + PADDED_ROWS]
+        r, c, v = top_n_per_row_padded(matrix[block], n)
+        parts_r.append(block[r])
+        parts_c.append(c)
+        parts_v.append(v)
+    for row in np.flatnonzero(lengths > PADDED_WIDTH):
+        lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
+        data, cols = matrix.data[lo:hi], matrix.indices[lo:hi]
+        part = np.argpartition(-data, n - 1)[:n]
+        order = np.lexsort((cols[part], -data[part]))
+        parts_r.append(np.full(order.size, row, dtype=np.int64))
+        parts_c.append(cols[part][order].astype(np.int64))
+        parts_v.append(data[part][order])
+    if not parts_r:
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, matrix.dtype)
+    rows = np.concatenate(parts_r)
+    order = np.argsort(rows, kind="stable")
+    return rows[order], np.concatenate(parts_c)[order], np.concatenate(parts_v)[order]
 
 
 def top_n_per_row_padded(
@@ -191,11 +213,13 @@ def top_n_per_row_padded(
 
 def cf_similarity(counts: sp.csr_matrix) -> sp.csr_matrix:
     """Item-item CF similarity: co-occurrence normalised by both items' totals (cosine-like)."""
+    counts = counts.tocsr()
     degree = np.asarray(counts.sum(axis=1)).ravel()
     inv = np.zeros_like(degree)
     np.divide(1.0, np.sqrt(degree), out=inv, where=degree > 0)
-    scale = sp.diags(inv)
-    return (scale @ counts @ scale).tocsr()
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+    data = counts.data * inv[rows] * inv[counts.indices]
+    return sp.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape)
 
 
 def build_annoy(embeddings: np.ndarray, n_trees: int, path: str, *, seed: int) -> None:

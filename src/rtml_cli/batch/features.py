@@ -18,7 +18,6 @@ WINDOWS = {"1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(da
 KINDS = {"views": "view", "carts": "cart", "purchases": "purchase"}
 TOTALS = ("views_total", "carts_total", "purchases_total", "events_total")
 EVENT_WEIGHT_SQL = "CASE event WHEN 'purchase' THEN 3.0 WHEN 'cart' THEN 2.0 ELSE 1.0 END"
-HISTORY_PER_USER = 50  # items kept per user for recs and top categories (plus all purchases)
 POPULARITY_SQL = "views_7d + 2 * carts_7d + 4 * purchases_7d"
 
 
@@ -37,13 +36,6 @@ def decay_sql(as_of: datetime, half_life_s: float) -> str:
 
 def _since(since: datetime | None) -> str:
     return f"ts >= {sql_ts(since)}" if since is not None else "TRUE"
-
-
-def item_ids(con, since: datetime | None = None):
-    """Distinct item ids (sorted) of events since ``since`` (all when None)."""
-    return con.sql(
-        f"SELECT item_id FROM ev WHERE {_since(since)} GROUP BY item_id ORDER BY item_id"
-    ).pl()
 
 
 def item_aggregates(con, as_of: datetime, since: datetime | None):
@@ -158,8 +150,7 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
     """Per (user, item): time-decayed engagement weight, purchased flag, last time.
 
     A warm start decays the previous run's weights to the new as-of and adds the
-    new events; each user keeps the ``HISTORY_PER_USER`` heaviest items plus
-    every purchased item (purchases are excluded from recommendations).
+    new events (purchases are excluded from recommendations).
     """
     fresh = f"""SELECT user_id, item_id,
                        sum({EVENT_WEIGHT_SQL} * {decay_sql(as_of, half_life_s)}) AS weight,
@@ -179,19 +170,17 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
                           SELECT user_id, item_id, weight * {factor!r} AS weight, purchased, last_ts
                           FROM old_user_items)
                     GROUP BY ALL"""
-    frame = con.sql(
-        f"""SELECT * FROM ({fresh})
-            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY weight DESC, item_id)
-                    <= {HISTORY_PER_USER} OR purchased
-            ORDER BY user_id, item_id"""
-    ).pl()
+    frame = con.sql(f"SELECT * FROM ({fresh}) ORDER BY user_id, item_id").pl()
     if old is not None:
         con.unregister("old_user_items")
     return utc(frame, "last_ts")
 
 
-def user_features(totals, history, catalogue, as_of: datetime):
-    """Per known user: activity counts, recency and top-3 categories of their weighted history."""
+def user_features(totals, history, categories, as_of: datetime):
+    """Per known user: activity counts, recency and top-3 categories of their weighted history.
+
+    ``categories`` maps item_id -> category (None when there is no catalogue).
+    """
     import polars as pl
 
     frame = totals.with_columns(
@@ -199,10 +188,10 @@ def user_features(totals, history, catalogue, as_of: datetime):
             "recency_days"
         )
     )
-    if catalogue is not None:
+    if categories is not None:
         top = (
-            history.with_columns(pl.col("item_id").cast(pl.Utf8).alias("item_key"))
-            .join(catalogue.select("item_key", "category"), on="item_key", how="inner")
+            history.select("user_id", "item_id", "weight")
+            .join(categories, on="item_id", how="inner")
             .filter(pl.col("category").is_not_null())
             .group_by("user_id", "category")
             .agg(pl.col("weight").sum())

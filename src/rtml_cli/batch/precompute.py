@@ -47,7 +47,7 @@ DEFAULT_MAX_SESSION_LEN = 50
 DEFAULT_HALF_LIFE = timedelta(days=30)
 POPULAR_N = 1000
 RECALL_SAMPLE = 1000
-REC_NEIGHBORS = 20  # neighbours per history item that vote in Stage-1 recs
+REC_NEIGHBORS = 10  # neighbours per history item that vote in Stage-1 recs
 STATE_FILES = (
     "state.json",
     "cooc.npz",
@@ -108,6 +108,7 @@ class _Steps:
         self.records: list[dict[str, Any]] = []
         self._name: str | None = None
         self._start = 0.0
+        self._cpu = 0.0
 
     def start(self, name: str) -> None:
         self._finish()
@@ -115,7 +116,7 @@ class _Steps:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.progress is not None:
             self.progress(name, STEPS.index(name), len(STEPS))
-        self._name, self._start = name, time.perf_counter()
+        self._name, self._start, self._cpu = name, time.perf_counter(), time.process_time()
 
     def _finish(self) -> None:
         if self._name is not None:
@@ -123,6 +124,7 @@ class _Steps:
                 {
                     "step": self._name,
                     "seconds": round(time.perf_counter() - self._start, 4),
+                    "cpu_seconds": round(time.process_time() - self._cpu, 4),
                     "peak_rss_mb": round(peak_rss_mb(), 1),
                 }
             )
@@ -320,7 +322,19 @@ def run_precompute(
         try:
             src = open_events(con, event_files, as_of)
             as_of = src.as_of
-            if warm is not None and warm.as_of >= as_of:
+            if warm is not None and warm.as_of == as_of:
+                # nothing new since the run we continue from (e.g. a cron retry): a no-op
+                return PrecomputeResult(
+                    run_id=warm.run_id,
+                    run_dir=warm.run_dir,
+                    as_of=as_of,
+                    mode="warm-start",
+                    skipped=True,
+                    published=False,
+                    manifest=read_manifest(warm.run_dir),
+                    seconds=time.perf_counter() - t0,
+                )
+            if warm is not None and warm.as_of > as_of:
                 raise UsageError(
                     f"--warm-start run {warm.run_id} is not older than as-of {as_of.isoformat()}: "
                     "warm-start from an earlier run"
@@ -357,13 +371,22 @@ def run_precompute(
                 raise DataError("no events before as-of: nothing to precompute")
 
             steps.start("features")
+            # one scan gives the aggregates and the item ids (sorted ids -> dense item_idx)
+            fresh_aggs = feat.item_aggregates(con, as_of, since)
             if warm is None:
-                index = feat.item_ids(con).with_columns(
-                    pl.int_range(0, pl.len(), dtype=pl.Int64).alias("item_idx")
+                index = (
+                    fresh_aggs.select("item_id")
+                    .sort("item_id")
+                    .with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias("item_idx"))
                 )
             else:
                 old = warm.index.select("item_id", "item_idx")
-                fresh = feat.item_ids(con, since).join(old, on="item_id", how="anti")
+                fresh = (
+                    fresh_aggs.filter(pl.col("events_total") > 0)
+                    .select("item_id")
+                    .sort("item_id")
+                    .join(old, on="item_id", how="anti", maintain_order="left")
+                )
                 fresh = fresh.with_columns(
                     (pl.int_range(0, pl.len(), dtype=pl.Int64) + old.height).alias("item_idx")
                 )
@@ -375,8 +398,7 @@ def run_precompute(
                     f"--dim {dim} must be smaller than the number of items ({n_items}): lower --dim"
                 )
             aggregates = feat.merge_item_totals(
-                feat.item_aggregates(con, as_of, since),
-                warm.item_totals if warm is not None else None,
+                fresh_aggs, warm.item_totals if warm is not None else None
             )
             item_frame = feat.item_features(index, aggregates, catalogue)
             user_totals = feat.merge_user_totals(
@@ -385,7 +407,8 @@ def run_precompute(
             history = feat.user_items(
                 con, as_of, half_life_s, since, warm.user_items if warm is not None else None
             )
-            user_frame = feat.user_features(user_totals, history, catalogue, as_of)
+            categories = item_frame.select("item_id", "category") if catalogue is not None else None
+            user_frame = feat.user_features(user_totals, history, categories, as_of)
 
             steps.start("cooccurrence")
             con.register("idx", index)
@@ -422,7 +445,7 @@ def run_precompute(
                 emb.ppmi(counts),
                 dim,
                 seed=seed,
-                power_iterations=1 if warm is not None else 4,
+                power_iterations=0 if warm is not None else 2,
                 start=start,
             )
 
@@ -450,6 +473,7 @@ def run_precompute(
             )
             voters = rank <= REC_NEIGHBORS
             sim_top = _csr(src_i[voters], dst_i[voters], score[voters], n_items)
+            del sim, src_i, dst_i, score, rank, voters
 
             steps.start("recs")
             popular_idx = item_frame.sort("popularity_rank")["item_idx"].to_numpy()
@@ -474,7 +498,8 @@ def run_precompute(
                     top_k,
                 )
                 kept = warm.batch_recs.join(active, on="user_id", how="anti")
-                recs = pl.concat([kept, fresh_recs.select(kept.columns)]).sort(["user_id", "rank"])
+                # rows stay grouped by user (kept, then refreshed users); no 15M-row re-sort
+                recs = pl.concat([kept, fresh_recs.select(kept.columns)])
 
             steps.start("write")
             index.write_parquet(tmp / "item_index.parquet")

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from rtml_cli.batch.embeddings import top_n_per_row_padded
 
 USER_CHUNK = 10_000
-PROFILE_ITEMS = 20  # a user's heaviest history items that vote for candidates
+PROFILE_ITEMS = 10  # a user's heaviest history items that vote for candidates
 
 
 def batch_recs(history, index, sim: sp.csr_matrix, popular_idx: np.ndarray, top_k: int):
@@ -21,58 +21,69 @@ def batch_recs(history, index, sim: sp.csr_matrix, popular_idx: np.ndarray, top_
     import polars as pl
 
     n_items = sim.shape[0]
-    frame = history.join(index, on="item_id", how="inner")
-    users = frame["user_id"].unique().sort()
-    if users.len() == 0:
+    frame = history.join(index, on="item_id", how="inner", maintain_order="left").sort(
+        "user_id", "item_idx"
+    )
+    if frame.height == 0:
         return pl.DataFrame(
-            {"user_id": users, "item_id": index["item_id"].head(0)},
+            {"user_id": history["user_id"].head(0), "item_id": index["item_id"].head(0)},
         ).with_columns(pl.lit(0, pl.Int32).alias("rank"), pl.lit(0.0, pl.Float32).alias("score"))
-    codes = pl.DataFrame({"user_id": users, "u": np.arange(users.len(), dtype=np.int64)})
-    frame = frame.join(codes, on="user_id")
-    u = frame["u"].to_numpy()
+    first_of_user = frame.select(
+        (pl.col("user_id") != pl.col("user_id").shift()).fill_null(True)
+    ).to_series()
+    u = first_of_user.cum_sum().to_numpy().astype(np.int64) - 1
+    users = frame["user_id"].filter(first_of_user)
+    n_users = users.len()
     i = frame["item_idx"].to_numpy().astype(np.int64)
     w = frame["weight"].to_numpy().astype(np.float64)
     bought = frame["purchased"].to_numpy()
-    voter = (
-        frame.select(pl.col("weight").rank("ordinal", descending=True).over("u") <= PROFILE_ITEMS)
-        .to_series()
-        .to_numpy()
+    # the PROFILE_ITEMS heaviest items of each user vote
+    order = np.lexsort((-w, u))  # stable: ties keep item order
+    starts = np.searchsorted(u[order], u[order], side="left")
+    voter = np.zeros(u.size, dtype=bool)
+    voter[order[np.arange(u.size) - starts < PROFILE_ITEMS]] = True
+    profile = sp.csr_matrix((w[voter], (u[voter], i[voter])), shape=(n_users, n_items))
+    bought_matrix = sp.csr_matrix(
+        (np.ones(int(bought.sum())), (u[bought], i[bought])), shape=(n_users, n_items)
     )
-    profile = sp.csr_matrix((w[voter], (u[voter], i[voter])), shape=(users.len(), n_items))
-    excluded = np.sort(u[bought] * n_items + i[bought])
     pad_pool = popular_idx[: min(popular_idx.size, 2 * top_k + 50)]
+    pool_pos = np.full(n_items, -1, dtype=np.int64)
+    pool_pos[pad_pool] = np.arange(pad_pool.size)
 
     out_u, out_i, out_s, out_r = [], [], [], []
-    for start in range(0, users.len(), USER_CHUNK):
-        stop = min(start + USER_CHUNK, users.len())
-        scores = (profile[start:stop] @ sim).tocoo()
-        rows = scores.row.astype(np.int64) + start
-        keys = rows * n_items + scores.col
-        keep = ~np.isin(keys, excluded, assume_unique=False) & (scores.data > 0)
-        kept = sp.csr_matrix(
-            (scores.data[keep], (scores.row[keep], scores.col[keep])), shape=(stop - start, n_items)
-        )
-        r, c, s = top_n_per_row_padded(kept, top_k)
-        r = r.astype(np.int64) + start
-        counts = np.bincount(r - start, minlength=stop - start)
-        # top up short lists from the popularity list
+    for start in range(0, n_users, USER_CHUNK):
+        stop = min(start + USER_CHUNK, n_users)
+        bought_chunk = bought_matrix[start:stop]
+        scores = (profile[start:stop] @ sim).tocsr()
+        scores = (scores - scores.multiply(bought_chunk)).tocsr()
+        scores.eliminate_zeros()
+        r, c, s = top_n_per_row_padded(scores, top_k)
+        counts = np.bincount(r, minlength=stop - start)
+        # top up short lists from the popularity list, skipping listed and bought items
         need = np.flatnonzero(counts < top_k)
         pr, pc = np.empty(0, np.int64), np.empty(0, np.int64)
         if need.size and pad_pool.size:
-            grid_u = np.repeat(need + start, pad_pool.size)
-            grid_i = np.tile(pad_pool, need.size)
-            grid_keys = grid_u * n_items + grid_i
-            taken = np.concatenate([excluded, r * n_items + c])
-            valid = ~np.isin(grid_keys, taken).reshape(need.size, pad_pool.size)
+            need_row = np.full(stop - start, -1, dtype=np.int64)
+            need_row[need] = np.arange(need.size)
+            taken = np.zeros((need.size, pad_pool.size), dtype=bool)
+            bought_coo = bought_chunk.tocoo()
+            for tu, ti in ((r, c), (bought_coo.row, bought_coo.col)):
+                nr, pp = need_row[tu], pool_pos[ti]
+                ok = (nr >= 0) & (pp >= 0)
+                taken[nr[ok], pp[ok]] = True
+            valid = ~taken
             slot = np.cumsum(valid, axis=1)
-            room = (top_k - counts[need])[:, None]
-            chosen = (valid & (slot <= room)).ravel()
-            pr, pc = grid_u[chosen], grid_i[chosen]
+            chosen = valid & (slot <= (top_k - counts[need])[:, None])
+            rows_idx, pool_idx = np.nonzero(chosen)
+            pr, pc = need[rows_idx], pad_pool[pool_idx]
+        r = r.astype(np.int64) + start
+        pr = pr.astype(np.int64) + start
         all_r = np.concatenate([r, pr])
         all_c = np.concatenate([c, pc])
         all_s = np.concatenate([s, np.zeros(pr.size)])
-        # padded items keep popularity order: stable sort on (row, -score)
-        order = np.lexsort((np.arange(all_r.size), -all_s, all_r))
+        # both parts are sorted by row (CF best first, then popular in popularity order):
+        # a stable merge by row keeps that order
+        order = np.argsort(all_r, kind="stable")
         all_r, all_c, all_s = all_r[order], all_c[order], all_s[order]
         first = np.searchsorted(all_r, all_r, side="left")
         out_u.append(all_r)

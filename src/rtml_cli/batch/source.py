@@ -43,7 +43,7 @@ def fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def connect(memory_limit: str = "2GB"):
+def connect(memory_limit: str = "1GB"):
     """A DuckDB connection in UTC with bounded memory (spills to a private temp dir)."""
     import duckdb
 
@@ -93,8 +93,10 @@ def open_events(con, files: list[Path], as_of: datetime | None) -> EventSource:
             "events violate the events contract (see `rtml data contracts`)", problems=problems
         )
     try:
+        before = f"CAST(ts AS TIMESTAMP) < {sql_ts(as_of)}" if as_of is not None else "TRUE"
         stats = con.sql(
             f"""SELECT count(*), min(CAST(ts AS TIMESTAMP)), max(CAST(ts AS TIMESTAMP)),
+                   count(*) FILTER (WHERE {before}),
                    count(*) FILTER (WHERE ts IS NULL),
                    count(*) FILTER (WHERE session_id IS NULL),
                    count(*) FILTER (WHERE item_id IS NULL),
@@ -103,7 +105,7 @@ def open_events(con, files: list[Path], as_of: datetime | None) -> EventSource:
         ).fetchall()[0]
     except duckdb.Error as exc:
         raise DataError(f"events are unreadable: {str(exc).splitlines()[0]}") from None
-    rows, first, last, *nulls = stats
+    rows, first, last, used, *nulls = stats
     if rows == 0:
         raise DataError(f"events contain no rows ({len(files)} file(s)): nothing to precompute")
     problems = [
@@ -127,7 +129,6 @@ def open_events(con, files: list[Path], as_of: datetime | None) -> EventSource:
                    CAST(event AS VARCHAR) AS event
             FROM {scan} WHERE CAST(ts AS TIMESTAMP) < {sql_ts(as_of)}"""
     )
-    used = con.sql("SELECT count(*) FROM ev").fetchall()[0][0]
     return EventSource(
         files=files,
         inputs=[fingerprint(f) for f in files],

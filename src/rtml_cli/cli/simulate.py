@@ -1,0 +1,302 @@
+"""`rtml simulate`: replay session logs to measure what online prediction buys over batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rtml_cli.output import FormatOption, OutputFormat, QuietOption
+
+DEFAULT = "popular,batch,session-embedding,session-itemknn,online-ranker"
+
+
+def simulate_cmd(
+    events: Annotated[
+        str, typer.Argument(help="Event log: a Parquet file, a glob or a directory.")
+    ],
+    artifacts: Annotated[
+        Path,
+        typer.Option(
+            "--artifacts", "-a", help="Precompute ROOT (its latest run) or one run directory."
+        ),
+    ],
+    strategies: Annotated[
+        str,
+        typer.Option(
+            "--strategies",
+            "-s",
+            help="Comma-separated strategy names; 'name@5m' sets a streaming strategy's "
+            "freshness. See the README for the list.",
+        ),
+    ] = DEFAULT,
+    k: Annotated[int, typer.Option("--k", help="List length K.")] = 20,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Replay from this time (ISO 8601; default: the as-of)."),
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Replay up to this time.")] = None,
+    freshness: Annotated[
+        str,
+        typer.Option(
+            "--freshness", help="Lag before streaming features are visible: 0s, 60s, 5m, 1h…"
+        ),
+    ] = "60s",
+    candidates: Annotated[
+        int, typer.Option("--candidates", help="Candidates per generator for online-ranker.")
+    ] = 500,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard", help="Serve only shard i/n of the sessions (CRC-32 of session_id)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the per-request RESULTS Parquet here."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed (ranker training sample).")] = 0,
+    decay: Annotated[
+        float,
+        typer.Option("--decay", help="Per-step weight decay of older session items (0, 1]."),
+    ] = 0.7,
+    ablation: Annotated[
+        bool,
+        typer.Option(
+            "--ablation",
+            help="Add online-ranker without each feature family (batch, realtime, streaming).",
+        ),
+    ] = False,
+    freshness_sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--freshness-sweep",
+            help="Add online-ranker at each of these freshness lags, e.g. 0s,60s,5m,1h.",
+        ),
+    ] = None,
+    search_k: Annotated[
+        int,
+        typer.Option(
+            "--search-k",
+            help="Annoy search_k of session-embedding (-1: n × trees; lower is faster, less exact).",
+        ),
+    ] = -1,
+    train_window: Annotated[
+        str,
+        typer.Option("--train-window", help="Window before the as-of the ranker is trained on."),
+    ] = "7d",
+    fmt: FormatOption = OutputFormat.table,
+    quiet: QuietOption = False,
+) -> None:
+    """Replay sessions after the artifacts' as-of and serve each request with every strategy.
+
+    Reports HR@K, MRR@K, NDCG@K, coverage and latency per strategy, overall and by
+    visitor segment (anonymous / new / returning); --out writes one row per request and
+    strategy for `rtml evaluate`.
+    """
+    from rtml_cli.errors import UsageError
+    from rtml_cli.online import write_results
+    from rtml_cli.online.replay import parse_shard
+    from rtml_cli.timeutil import format_duration, parse_duration, parse_timestamp
+
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    if ablation:
+        names += [
+            f"online-ranker-no-{f}"
+            for f in ("batch", "realtime", "streaming")
+            if f"online-ranker-no-{f}" not in names
+        ]
+    if freshness_sweep:
+        lag = parse_duration(freshness)
+        for text in freshness_sweep.split(","):
+            value = parse_duration(text)
+            name = f"online-ranker@{format_duration(value) if value.total_seconds() else '0s'}"
+            if value != lag and name not in names:
+                names.append(name)
+        if "online-ranker" not in names:
+            raise UsageError(
+                "--freshness-sweep compares against online-ranker: add it to --strategies"
+            )
+    shard_spec = parse_shard(shard)
+    window = dict(
+        start=parse_timestamp(start) if start else None,
+        end=parse_timestamp(end) if end else None,
+    )
+    show = fmt is OutputFormat.table and not quiet
+    result = _run(
+        events,
+        artifacts,
+        names,
+        show=show,
+        k=k,
+        freshness=parse_duration(freshness),
+        n_candidates=candidates,
+        shard=shard_spec,
+        seed=seed,
+        decay=decay,
+        search_k=search_k,
+        train_window=parse_duration(train_window),
+        **window,
+    )
+    from rtml_cli.output import warn
+
+    for message in result.info["warnings"]:
+        warn(message)
+    if out is not None:
+        write_results(result.frame, out)
+    if fmt is OutputFormat.json:
+        from rtml_cli.output import emit_json
+
+        doc = result.to_dict()
+        doc["results"] = str(out) if out is not None else None
+        emit_json(doc)
+        return
+    if not quiet:
+        _render(result, out)
+
+
+def _run(events, artifacts, names, *, show: bool, **options):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from rtml_cli.online import simulate
+    from rtml_cli.output import info, stderr_console
+
+    if not show:
+        return simulate(events, artifacts, strategies=names, **options)
+    if any(n.startswith("online-ranker") for n in names):
+        info("training online-ranker on the window before the as-of…")
+    with Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} requests/s"),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replay", total=None, rate="–")
+        import time
+
+        started = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.perf_counter()
+            if not started[0]:
+                started[0] = now
+            elapsed = now - started[0]
+            rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "–"
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        return simulate(events, artifacts, strategies=names, progress=progress, **options)
+
+
+def _ms(value):
+    return None if value is None else round(value, 3)
+
+
+def _keep_names_whole(table, n_key_columns: int = 1) -> None:
+    """Strategy (and segment) names are the key of every row: never truncate or wrap them."""
+    for column in table.columns[:n_key_columns]:
+        column.no_wrap = True
+        column.min_width = max((len(str(c)) for c in column._cells), default=8)
+
+
+def _render(result, out) -> None:
+    from rtml_cli.output import make_table, print_tables
+
+    info = result.info
+    k = info["k"]
+    columns = [
+        "strategy",
+        "requests",
+        f"HR@{k}",
+        f"MRR@{k}",
+        f"NDCG@{k}",
+        "HR later",
+        "HR buy",
+        "cover",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+    ]
+    overall = [
+        [
+            r["strategy"],
+            r["requests"],
+            r["hr"],
+            r["mrr"],
+            r["ndcg"],
+            r["hr_later"],
+            r["hr_purchase"],
+            r["coverage"],
+            _ms(r["latency_p50_ms"]),
+            _ms(r["latency_p95_ms"]),
+            _ms(r["latency_p99_ms"]),
+        ]
+        for r in result.summary
+        if r["segment"] == "all"
+    ]
+    caption = (
+        f"{info['requests']:,} requests from {info['sessions_in_window']:,} sessions, "
+        f"{info['window_start']} → {info['window_end'] or 'end of log'}; as-of {info['as_of']}; "
+        f"freshness {info['freshness_s']:g}s"
+        + (f"; shard {info['shard']}" if info["shard"] else "")
+        + f"; {info['requests_per_second'] or 0:,.0f} requests/s. HR buy: next cart/purchase "
+        "of an unseen item; cover: share of the catalogue ever served"
+    )
+    if info["unknown_items"]:
+        caption += (
+            f"\n{info['unknown_items']:,} item(s) unknown to the artifacts "
+            f"({info['unknown_item_events']:,} events, {info['requests_with_unknown_truth']:,} "
+            "requests whose next item no strategy could serve)"
+        )
+    if out is not None:
+        caption += f"\nRESULTS: {out}"
+    tables = [make_table("simulate: all visitors", columns, overall, caption=caption, digits=3)]
+    seg_columns = ["strategy", "segment", "requests", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}"]
+    seg_columns += ["HR buy", "cover", "p50 ms", "p99 ms"]
+    by_segment = [
+        [
+            r["strategy"],
+            r["segment"],
+            r["requests"],
+            r["hr"],
+            r["mrr"],
+            r["ndcg"],
+            r["hr_purchase"],
+            r["coverage"],
+            _ms(r["latency_p50_ms"]),
+            _ms(r["latency_p99_ms"]),
+        ]
+        for r in result.summary
+        if r["segment"] != "all" and r["requests"]
+    ]
+    tables.append(make_table("by visitor segment", seg_columns, by_segment, digits=3))
+    doc = result.to_dict()
+    cmp_cols = ["strategy", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", "ΔHR", "ΔMRR"]
+    for key, title in (
+        ("ablation", "ablation: online-ranker without one feature family"),
+        ("freshness", "freshness sweep: online-ranker with staler streaming features"),
+    ):
+        if key in doc:
+            ref = result.summary_for("online-ranker")
+            rows = [["online-ranker", ref["hr"], ref["mrr"], ref["ndcg"], 0.0, 0.0]]
+            rows += [
+                [c["strategy"], c["hr"], c["mrr"], c["ndcg"], c["hr_delta"], c["mrr_delta"]]
+                for c in doc[key]
+            ]
+            tables.append(make_table(title, cmp_cols, rows, digits=3))
+    for index, table in enumerate(tables):
+        _keep_names_whole(table, 2 if index == 1 else 1)
+    print_tables(*tables)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_cmd)

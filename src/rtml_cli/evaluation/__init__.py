@@ -1,0 +1,1 @@
+"""Choosing between models: routing bandits, off-policy evaluation, contextual bandits."""
