@@ -201,6 +201,10 @@ def test_warm_start_uses_new_events_only_and_agrees_with_a_full_run(data, tmp_pa
             )
         )
     )
+    counts = ["user_id", "events", "views", "purchases", "last_seen", "recency_days"]
+    wu, fu = w.user_features.sort("user_id"), f.user_features.sort("user_id")
+    assert wu.select(counts).equals(fu.select(counts))
+    assert (wu["top_categories"] == fu["top_categories"]).mean() > 0.95
     assert _overlap(w.neighbors, f.neighbors, "item_id", 10) > 0.8
     assert _overlap(w.batch_recs, f.batch_recs, "user_id", 10) > 0.5
     assert (tmp_path / "root" / "latest").resolve().name == warm.run_id

@@ -149,31 +149,35 @@ def merge_user_totals(new, old):
 def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None, old=None):
     """Per (user, item): time-decayed engagement weight, purchased flag, last time.
 
-    A warm start decays the previous run's weights to the new as-of and adds the
-    new events (purchases are excluded from recommendations).
+    Sorted by user_id, item_id. A warm start decays the previous run's weights to
+    the new as-of and merges only the (user, item) pairs the new events touch;
+    the other rows are carried over (purchases are excluded from recommendations).
     """
-    fresh = f"""SELECT user_id, item_id,
+    import polars as pl
+
+    fresh = utc(
+        con.sql(
+            f"""SELECT user_id, item_id,
                        sum({EVENT_WEIGHT_SQL} * {decay_sql(as_of, half_life_s)}) AS weight,
                        bool_or(event = 'purchase') AS purchased, max(ts) AS last_ts
-                FROM ev WHERE user_id IS NOT NULL AND {_since(since)} GROUP BY ALL"""
-    if old is not None:
-        import polars as pl
-
-        con.register(
-            "old_user_items", old.with_columns(pl.col("last_ts").dt.replace_time_zone(None))
-        )
-        factor = 0.5 ** ((as_of - since).total_seconds() / half_life_s)
-        fresh = f"""SELECT user_id, item_id, sum(weight) AS weight, bool_or(purchased) AS purchased,
-                           max(last_ts) AS last_ts
-                    FROM (SELECT * FROM ({fresh})
-                          UNION ALL BY NAME
-                          SELECT user_id, item_id, weight * {factor!r} AS weight, purchased, last_ts
-                          FROM old_user_items)
-                    GROUP BY ALL"""
-    frame = con.sql(f"SELECT * FROM ({fresh}) ORDER BY user_id, item_id").pl()
-    if old is not None:
-        con.unregister("old_user_items")
-    return utc(frame, "last_ts")
+                FROM ev WHERE user_id IS NOT NULL AND {_since(since)} GROUP BY ALL
+                ORDER BY user_id, item_id"""
+        ).pl(),
+        "last_ts",
+    )
+    if old is None:
+        return fresh
+    factor = 0.5 ** ((as_of - since).total_seconds() / half_life_s)
+    old = old.select(fresh.columns).with_columns(pl.col("weight") * factor)
+    keys = fresh.select("user_id", "item_id")
+    touched = old.join(keys, on=["user_id", "item_id"], how="semi", maintain_order="left")
+    carried = old.join(keys, on=["user_id", "item_id"], how="anti", maintain_order="left")
+    merged = (
+        pl.concat([touched, fresh])
+        .group_by("user_id", "item_id")
+        .agg(pl.col("weight").sum(), pl.col("purchased").any(), pl.col("last_ts").max())
+    )
+    return pl.concat([carried, merged.select(fresh.columns)]).sort("user_id", "item_id")
 
 
 def user_features(totals, history, categories, as_of: datetime):

@@ -173,6 +173,7 @@ class _WarmState:
     user_totals: Any
     user_items: Any
     batch_recs: Any
+    user_features: Any
 
 
 def load_warm_state(path: str | Path) -> _WarmState:
@@ -190,7 +191,9 @@ def load_warm_state(path: str | Path) -> _WarmState:
         state = run_dir / "state"
         missing = [n for n in STATE_FILES if not (state / n).exists()]
         missing += [
-            n for n in ("item_index.parquet", "batch_recs.parquet") if not (run_dir / n).exists()
+            n
+            for n in ("item_index.parquet", "batch_recs.parquet", "user_features.parquet")
+            if not (run_dir / n).exists()
         ]
         if missing:
             problem = f"missing {', '.join(missing)}"
@@ -214,6 +217,7 @@ def load_warm_state(path: str | Path) -> _WarmState:
                     user_totals=pl.read_parquet(state / "user_totals.parquet"),
                     user_items=pl.read_parquet(state / "user_items.parquet"),
                     batch_recs=pl.read_parquet(run_dir / "batch_recs.parquet"),
+                    user_features=pl.read_parquet(run_dir / "user_features.parquet"),
                 )
     except RtmlError as exc:
         problem = str(exc)
@@ -401,14 +405,32 @@ def run_precompute(
                 fresh_aggs, warm.item_totals if warm is not None else None
             )
             item_frame = feat.item_features(index, aggregates, catalogue)
+            fresh_users = feat.user_aggregates(con, since)
+            active = fresh_users.select("user_id")
             user_totals = feat.merge_user_totals(
-                feat.user_aggregates(con, since), warm.user_totals if warm is not None else None
+                fresh_users, warm.user_totals if warm is not None else None
             )
             history = feat.user_items(
                 con, as_of, half_life_s, since, warm.user_items if warm is not None else None
             )
             categories = item_frame.select("item_id", "category") if catalogue is not None else None
-            user_frame = feat.user_features(user_totals, history, categories, as_of)
+            if warm is None:
+                user_frame = feat.user_features(user_totals, history, categories, as_of)
+            else:
+                # users without new events keep their features (uniform decay keeps their
+                # top categories); only recency moves with the as-of
+                refreshed = feat.user_features(
+                    user_totals.join(active, on="user_id", how="semi"),
+                    history.join(active, on="user_id", how="semi"),
+                    categories,
+                    as_of,
+                )
+                kept = warm.user_features.join(active, on="user_id", how="anti").with_columns(
+                    (
+                        (pl.lit(as_of) - pl.col("last_seen")).dt.total_microseconds() / 86_400e6
+                    ).alias("recency_days")
+                )
+                user_frame = pl.concat([kept, refreshed.select(kept.columns)]).sort("user_id")
 
             steps.start("cooccurrence")
             con.register("idx", index)
@@ -489,7 +511,6 @@ def run_precompute(
             if warm is None:
                 recs = batch_recs(history, index, sim_top, popular_idx, top_k)
             else:
-                active = feat.user_aggregates(con, since).select("user_id")
                 fresh_recs = batch_recs(
                     history.join(active, on="user_id", how="semi"),
                     index,

@@ -22,7 +22,8 @@ evaluate_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     # Submodules add their commands to evaluate_app here (one import each).
-    from rtml_cli.cli import evaluate_ope
+    from rtml_cli.cli import evaluate_bandits, evaluate_ope
 
+    evaluate_bandits.register(evaluate_app)
     evaluate_ope.register(evaluate_app)
     app.add_typer(evaluate_app, name="evaluate")
