@@ -2,7 +2,7 @@
 
 Generates the medium world (``rtml data sample --size medium``) unless ``--world DIR``
 is given, runs ``rtml retrain`` in a child process over the last ``--days`` days with
-``stateless:1d,stateful:1d,triggered,never`` and records the wall time, each schedule's
+``stateless:1d,stateful:1d,triggered:psi,never`` and records the wall time, each schedule's
 training cost and its ratio against stateless daily retraining under the
 "Continual learning" heading of bench/RESULTS.md (replacing an older entry).
 
@@ -27,7 +27,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Continual learning (`rtml retrain`)"
 TARGET_S = 600.0  # "the whole comparison of 4 schedules in <= 10 minutes"
-SCHEDULES = "stateless:1d,stateful:1d,triggered,never"
+SCHEDULES = "stateless:1d,stateful:1d,triggered:psi,never"
 
 
 def _rtml(*args: str) -> subprocess.CompletedProcess:

@@ -46,10 +46,11 @@ def retrain_cmd(
         str,
         typer.Option(
             "--drift",
-            help="Detector of a plain 'triggered' schedule: psi (item popularity), ks (popularity "
-            "percentiles) or performance (drop of replay HR).",
+            help="Detector of a plain 'triggered' schedule: ks (KS distance of the viewed items' "
+            "popularity percentiles; robust to trending bursts), psi (item-popularity PSI; strong "
+            "bursts also move it) or performance (drop of replay HR).",
         ),
-    ] = "psi",
+    ] = "ks",
     threshold: Annotated[
         float | None,
         typer.Option(

@@ -15,7 +15,8 @@ signal) and returns an :class:`Update` or ``None``:
     (``precompute --warm-start``) every PERIOD; with ``full_every=N`` every Nth update
     is a full retrain so old data's influence does not fade — Stage 3.
 ``triggered[:DETECTOR[:THRESHOLD]]``
-    a stateful update only when a detector fires — Stage 4. Detectors: ``psi``
+    a stateful update only when a detector fires — Stage 4. Detectors (default ``ks``,
+    which trending bursts barely move; item-level PSI also fires on strong bursts): ``psi``
     (item-popularity PSI of the last step vs the data the model last saw, default
     0.2), ``ks`` (KS statistic D of the viewed items' popularity percentile, default
     0.1), ``performance`` (the model's replay HR in the last step fell by more than
@@ -212,7 +213,7 @@ class Triggered(Schedule):
 
     def __init__(
         self,
-        detector: str = "psi",
+        detector: str = "ks",
         threshold: float | None = None,
         *,
         check_every: timedelta,
@@ -306,7 +307,7 @@ def parse_schedule(
     *,
     step: timedelta,
     full_every: int = 0,
-    drift: str = "psi",
+    drift: str = "ks",
     threshold: float | None = None,
     reference: timedelta = timedelta(days=7),
 ) -> Schedule:
