@@ -235,7 +235,7 @@ def shop_run(tmp_path_factory):
         end=datetime(2024, 3, 30, tzinfo=timezone.utc),
         k=20,
         sample=3,
-        precompute_params={"n_trees": 5, "dim": 16},
+        precompute_params={"n_trees": 10, "dim": 64},
         work_dir=tmp_path_factory.mktemp("retrain-work"),
     )
     return result
@@ -257,13 +257,6 @@ def test_sample_world_never_decays_stateless_recovers(shop_run) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="precompute --warm-start (main at 580176d) loses accuracy at every warm update on the "
-    "sample world: the first warm update scores HR@20 0.320 where a full run scores 0.400 "
-    "(2024-03-20..22), stateful:2d 0.298 vs stateless:2d 0.371 overall, so warm-started "
-    "schedules do not recover after the shift; remove this mark once the warm start is fixed",
-)
 def test_sample_world_warm_started_schedules_recover(shop_run) -> None:
     rows = {r["schedule"]: r for r in shop_run["schedules"]}
     never = rows["never"]
