@@ -142,7 +142,7 @@ def _register() -> None:
     # One module per command group; each exposes ``register(app)``.
     from rtml_cli.cli import data, drift, evaluate, precompute, retrain, simulate
 
-    for module in (data, precompute, simulate, evaluate, drift, retrain):
+    for module in (data, precompute, simulate, evaluate, retrain, drift):
         module.register(app)
 
 

@@ -286,4 +286,4 @@ def popularity_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(drift_app, name="drift")
+    app.add_typer(drift_app, name="drift", rich_help_panel="Continual learning")

@@ -321,5 +321,6 @@ def _step(summary: dict):
 def register(app: typer.Typer) -> None:
     app.command(
         "retrain",
+        rich_help_panel="Continual learning",
         help="Stateless vs stateful vs drift-triggered retraining, replayed on your own log.",
     )(retrain_cmd)

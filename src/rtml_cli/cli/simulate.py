@@ -333,4 +333,4 @@ def _render(result, out) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("simulate")(simulate_cmd)
+    app.command("simulate", rich_help_panel="Stages 2-3: online prediction")(simulate_cmd)
