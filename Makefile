@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	RTML=$(RTML) OUT=$(DEMO_OUT) bash examples/demo.sh
 
 test: $(VENV)/.installed lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench

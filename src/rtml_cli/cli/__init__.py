@@ -140,9 +140,9 @@ def _root(
 
 def _register() -> None:
     # One module per command group; each exposes ``register(app)``.
-    from rtml_cli.cli import data, evaluate, precompute, simulate
+    from rtml_cli.cli import data, drift, evaluate, precompute, retrain, simulate
 
-    for module in (data, precompute, simulate, evaluate):
+    for module in (data, precompute, simulate, evaluate, retrain, drift):
         module.register(app)
 
 

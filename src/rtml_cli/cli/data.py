@@ -333,4 +333,4 @@ def validate_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(data_app, name="data")
+    app.add_typer(data_app, name="data", rich_help_panel="Data")

@@ -26,4 +26,4 @@ def register(app: typer.Typer) -> None:
 
     evaluate_bandits.register(evaluate_app)
     evaluate_ope.register(evaluate_app)
-    app.add_typer(evaluate_app, name="evaluate")
+    app.add_typer(evaluate_app, name="evaluate", rich_help_panel="Model evaluation")

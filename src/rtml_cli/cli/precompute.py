@@ -179,5 +179,5 @@ def neighbors_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("precompute")(precompute_cmd)
-    app.command("neighbors")(neighbors_cmd)
+    app.command("precompute", rich_help_panel="Stage 1: batch prediction")(precompute_cmd)
+    app.command("neighbors", rich_help_panel="Stage 1: batch prediction")(neighbors_cmd)

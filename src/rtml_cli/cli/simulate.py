@@ -86,6 +86,14 @@ def simulate_cmd(
         str,
         typer.Option("--train-window", help="Window before the as-of the ranker is trained on."),
     ] = "7d",
+    world: Annotated[
+        Path | None,
+        typer.Option(
+            "--world",
+            help="A sample world's world.json (default: the one next to EVENTS, if any): "
+            "adds the ground-truth burst slice.",
+        ),
+    ] = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
@@ -124,6 +132,10 @@ def simulate_cmd(
         end=parse_timestamp(end) if end else None,
     )
     show = fmt is OutputFormat.table and not quiet
+    if world is None:  # a sample world's events.parquet sits next to its world.json
+        beside = Path(events)
+        beside = (beside if beside.is_dir() else beside.parent) / "world.json"
+        world = beside if beside.is_file() else None
     result = _run(
         events,
         artifacts,
@@ -137,6 +149,7 @@ def simulate_cmd(
         decay=decay,
         search_k=search_k,
         train_window=parse_duration(train_window),
+        world=world,
         **window,
     )
     from rtml_cli.output import warn
@@ -280,18 +293,39 @@ def _render(result, out) -> None:
     ]
     tables.append(make_table("by visitor segment", seg_columns, by_segment, digits=3))
     doc = result.to_dict()
+    slice_names = list(info.get("slices", {}))
+    if result.slices:
+        slice_cols = ["strategy"]
+        for name in slice_names:
+            slice_cols += [f"{name} requests", f"{name} HR@{k}", f"{name} MRR@{k}"]
+        rows = []
+        for name in result.strategies:
+            row = [name]
+            for slice_name in slice_names:
+                r = result.slice_for(name, slice_name)
+                row += [r["requests"], r["hr"], r["mrr"]]
+            rows.append(row)
+        notes = "; ".join(f"{name}: {text}" for name, text in info["slices"].items())
+        tables.append(make_table("slices", slice_cols, rows, caption=notes, digits=3))
     cmp_cols = ["strategy", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", "ΔHR", "ΔMRR"]
+    for name in slice_names:
+        cmp_cols += [f"HR {name}", f"ΔHR {name}"]
     for key, title in (
         ("ablation", "ablation: online-ranker without one feature family"),
         ("freshness", "freshness sweep: online-ranker with staler streaming features"),
     ):
         if key in doc:
             ref = result.summary_for("online-ranker")
-            rows = [["online-ranker", ref["hr"], ref["mrr"], ref["ndcg"], 0.0, 0.0]]
-            rows += [
-                [c["strategy"], c["hr"], c["mrr"], c["ndcg"], c["hr_delta"], c["mrr_delta"]]
-                for c in doc[key]
-            ]
+            first = ["online-ranker", ref["hr"], ref["mrr"], ref["ndcg"], 0.0, 0.0]
+            for name in slice_names:
+                mine = result.slice_for("online-ranker", name)
+                first += [None if mine is None else mine["hr"], 0.0]
+            rows = [first]
+            for c in doc[key]:
+                row = [c["strategy"], c["hr"], c["mrr"], c["ndcg"], c["hr_delta"], c["mrr_delta"]]
+                for name in slice_names:
+                    row += [c.get(f"hr_{name}"), c.get(f"hr_{name}_delta")]
+                rows.append(row)
             tables.append(make_table(title, cmp_cols, rows, digits=3))
     for index, table in enumerate(tables):
         _keep_names_whole(table, 2 if index == 1 else 1)
@@ -299,4 +333,4 @@ def _render(result, out) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("simulate")(simulate_cmd)
+    app.command("simulate", rich_help_panel="Stages 2-3: online prediction")(simulate_cmd)

@@ -120,7 +120,7 @@ P_PURCHASE = 0.35  # per cart
 NEW_ITEM_SHARE = 0.08  # items launched at the shift, relative to the old catalogue
 RISING_BUNDLE_FACTOR = 4.0  # popularity multiplier of the bundles that rise at the shift
 ZIPF_ITEM, ZIPF_BUNDLE = 1.1, 0.8
-BURSTS_PER_DAY = 0.8
+BURSTS_PER_DAY = 3.0
 GAP_MEDIAN_S, GAP_MAX_S = 40.0, 20 * 60.0
 HOURLY = np.array(
     [3, 2, 1.5, 1, 1, 1.5, 3, 5, 6, 6.5, 7, 7.5, 8, 7.5, 7, 7, 7.5, 8, 9, 10, 10, 9, 7, 5],
@@ -315,7 +315,7 @@ def _draw_bursts(cfg: WorldSize, cat: _Catalogue, seed: int) -> list[dict]:
     # bursts start in the daytime (shift to 08:00-20:00 of their day)
     day = starts // DAY_US
     starts = day * DAY_US + rng.integers(8 * 3600 * US, 20 * 3600 * US, size=n)
-    duration = rng.integers(2 * 3600 * US, 6 * 3600 * US, size=n)
+    duration = rng.integers(3600 * US, 3 * 3600 * US, size=n)
     old_items = np.flatnonzero(~cat.item_new)
     n_cats = len(cat.cat_names)
     # mid-popularity items (not the top of their category): a burst is a real change
@@ -332,8 +332,11 @@ def _draw_bursts(cfg: WorldSize, cat: _Catalogue, seed: int) -> list[dict]:
                 "item": int(items[i]),
                 "start_us": int(starts[i]),
                 "end_us": int(starts[i] + duration[i]),
-                "multiplier": float(np.round(rng.uniform(15, 40), 1)),
-                "session_share": float(np.round(rng.uniform(0.08, 0.15), 3)),
+                "pull": float(np.round(rng.uniform(0.6, 0.9), 3)),
+                "session_share": float(np.round(rng.uniform(0.05, 0.1), 3)),
+                "drawn_share": float(np.round(rng.uniform(0.3, 0.45), 3)),
+                "detour_same_bundle": float(np.round(rng.uniform(0.25, 0.4), 3)),
+                "detour_other": float(np.round(rng.uniform(0.005, 0.015), 3)),
             }
         )
     return out
@@ -383,16 +386,18 @@ def _day_sessions(cfg, cat, users, bursts, seed, day, shift_us, cutoff_us):
     bundle_len = np.array([len(c) for c in cat.bundle_cats])
     bundle_first = np.array([c[0] for c in cat.bundle_cats])
     entry = np.where(rng.random(n) < 0.6, 0, rng.integers(0, 1 << 30, size=n) % bundle_len[intent])
-    # trending: some sessions start at a burst item (a link, a campaign)
+    # trending: some sessions start at a burst item (a link, a campaign), more come to
+    # shop its bundle and enter at its category (they meet the item mid-session, below)
     first_item = np.full(n, -1, dtype=np.int64)
     for b in bursts:
-        hit = (start >= b["start_us"]) & (start < b["end_us"])
-        hit &= rng.random(n) < b["session_share"]
-        if hit.any():
-            c = cat.item_cat[b["item"]]
-            intent[hit] = cat.cat_bundle[c]
-            entry[hit] = cat.cat_pos[c]
-            first_item[hit] = b["item"]
+        window = (start >= b["start_us"]) & (start < b["end_us"])
+        u_b = rng.random(n)
+        hit = window & (u_b < b["session_share"])
+        drawn = window & ~hit & (u_b < b["session_share"] + b["drawn_share"])
+        c = cat.item_cat[b["item"]]
+        intent[hit | drawn] = cat.cat_bundle[c]
+        entry[hit | drawn] = cat.cat_pos[c]
+        first_item[hit] = b["item"]
 
     # views: session lengths, a walk through the bundle, items by (time-varying) popularity
     n_views = 1 + np.minimum(rng.negative_binomial(2, 2 / (2 + MEAN_VIEWS - 1), size=n), 39)
@@ -421,19 +426,33 @@ def _day_sessions(cfg, cat, users, bursts, seed, day, shift_us, cutoff_us):
     order = cat.order
     item[~vafter] = order[_draw_items(cat.cdf_before, vcat[~vafter], u[~vafter])]
     item[vafter] = order[_draw_items(cat.cdf_after, vcat[vafter], u[vafter])]
-    # trending bursts: the burst item's weight in its category is multiplied
-    tot_b = np.bincount(cat.item_cat, weights=cat.w_before, minlength=len(cat.cat_names))
-    tot_a = np.bincount(cat.item_cat, weights=cat.w_after, minlength=len(cat.cat_names))
+    # trending bursts (world.json "bursts"), besides the sessions that start at the item:
+    # while it trends, a later view (not a session's first) in its category is the burst
+    # item with probability `pull`, and any later view may be a detour to it (a "trending
+    # now" shelf, a social post) with probability `detour_same_bundle` when the session's
+    # intent bundle holds its category, `detour_other` otherwise. Only the first such view
+    # of a session is kept: a visitor who has seen the item moves on with their intent.
+    later = np.ones(total, dtype=bool)
+    later[offsets] = False
+    sess_bundle = intent[sess]
+    entered = first_item[sess]
+    day_lo, day_hi = day * DAY_US, (day + 2) * DAY_US  # a day's sessions end within a day
     for b in bursts:
+        if b["end_us"] <= day_lo or b["start_us"] >= day_hi:
+            continue
         i, c = b["item"], cat.item_cat[b["item"]]
-        inside = (vts >= b["start_us"]) & (vts < b["end_us"]) & (vcat == c)
+        inside = later & (vts >= b["start_us"]) & (vts < b["end_us"]) & (entered != i)
         if not inside.any():
             continue
-        w = np.where(vafter, cat.w_after[i] / tot_a[c], cat.w_before[i] / tot_b[c])
-        m = b["multiplier"]
-        q = (m - 1) * w / (1 + (m - 1) * w)
-        take = inside & (rng.random(total) < q)
-        item[take] = i
+        p = np.where(
+            vcat == c,
+            b["pull"],
+            np.where(sess_bundle == cat.cat_bundle[c], b["detour_same_bundle"], b["detour_other"]),
+        )
+        take = np.flatnonzero(inside & (rng.random(total) < p))
+        if len(take):
+            _, first = np.unique(sess[take], return_index=True)
+            item[take[first]] = i
     first = first_item[sess[offsets]] >= 0
     item[offsets[first]] = first_item[first]
 
@@ -895,8 +914,11 @@ def _summary(cfg, size, seed, cat, users, bursts, item_ids, stats, segment, n_us
                 "category": cat.cat_names[cat.item_cat[b["item"]]],
                 "start": _iso(b["start_us"]),
                 "end": _iso(b["end_us"]),
-                "multiplier": b["multiplier"],
+                "pull": b["pull"],
                 "session_share": b["session_share"],
+                "drawn_share": b["drawn_share"],
+                "detour_same_bundle": b["detour_same_bundle"],
+                "detour_other": b["detour_other"],
             }
             for b in bursts
         ],

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from rtml_cli.errors import DataError, UsageError
-from rtml_cli.online import replay
+from rtml_cli.online import replay, trending
 from rtml_cli.online.metrics import request_metrics, summarise
 from rtml_cli.online.replay import SEGMENTS, ReplayData, from_us, to_us, truth_for
 from rtml_cli.online.strategies import DEFAULT_STRATEGIES, Env, Request, Strategy, build, parse_name
@@ -45,6 +45,14 @@ class SimulationResult:
     info: dict[str, Any]  # window, requests, unknown items, ranker weights, throughput…
     strategies: list[str]
     lists: dict[str, np.ndarray] = field(default_factory=dict)  # strategy → (n, k) item_idx
+    # HR/MRR/NDCG per strategy on slices of the requests ("trending", "world_bursts")
+    slices: list[dict[str, Any]] = field(default_factory=list)
+
+    def slice_for(self, strategy: str, name: str) -> dict[str, Any] | None:
+        for row in self.slices:
+            if row["strategy"] == strategy and row["slice"] == name:
+                return row
+        return None
 
     def summary_for(self, strategy: str, segment: str = "all") -> dict[str, Any]:
         for row in self.summary:
@@ -58,20 +66,28 @@ class SimulationResult:
         out = []
         for name in names:
             row = self.summary_for(name)
-            out.append(
-                {
-                    "strategy": name,
-                    "hr": row["hr"],
-                    "mrr": row["mrr"],
-                    "ndcg": row["ndcg"],
-                    "hr_delta": row["hr"] - ref["hr"],
-                    "mrr_delta": row["mrr"] - ref["mrr"],
-                }
-            )
+            entry = {
+                "strategy": name,
+                "hr": row["hr"],
+                "mrr": row["mrr"],
+                "ndcg": row["ndcg"],
+                "hr_delta": row["hr"] - ref["hr"],
+                "mrr_delta": row["mrr"] - ref["mrr"],
+            }
+            for slice_name in dict.fromkeys(r["slice"] for r in self.slices):
+                mine, theirs = self.slice_for(name, slice_name), self.slice_for(base, slice_name)
+                hr = None if mine is None else mine["hr"]
+                entry[f"hr_{slice_name}"] = hr
+                entry[f"hr_{slice_name}_delta"] = (
+                    None
+                    if hr is None or theirs is None or theirs["hr"] is None
+                    else hr - theirs["hr"]
+                )
+            out.append(entry)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        doc = {"info": self.info, "summary": self.summary}
+        doc = {"info": self.info, "summary": self.summary, "slices": self.slices}
         ablation = [s for s in self.strategies if s.startswith("online-ranker-no-")]
         sweep = [s for s in self.strategies if s.startswith("online-ranker@")]
         if "online-ranker" in self.strategies and ablation:
@@ -206,6 +222,7 @@ def simulate(
     max_train_requests: int = 4000,
     search_k: int = -1,
     keep_lists: bool = False,
+    world: dict[str, Any] | str | Path | None = None,
     progress: ProgressFn | None = None,
 ) -> SimulationResult:
     """Replay ``events`` after the artifacts' as-of and serve every request with each strategy.
@@ -221,6 +238,9 @@ def simulate(
     ``search_k``: Annoy ``search_k`` of session-embedding (-1: n × trees);
     ``train_window`` / ``max_train_requests``: where and how many requests before the
     as-of the online-ranker variants are trained on (fewer = faster setup);
+    ``world``: a sample world's ``world.json`` (path or loaded dict); adds the
+    ``world_bursts`` slice (requests whose next item is a ground-truth burst item during
+    its burst) next to the log-derived ``trending`` slice (``online.trending``).
     ``progress(done, total)`` is called during the replay.
     Raises ``UsageError`` for bad options and ``DataError``/``InputMissing`` for bad inputs.
     """
@@ -266,6 +286,8 @@ def simulate(
     frame = replay.read_events(events)
     # the stream needs the longest window plus the largest lag before each request
     reach_us = round((max(WINDOWS) + max(lags)).total_seconds() * 1e6)
+    # ... and the trending slice a day of views before each request
+    window_reach_us = max(reach_us, trending.REACH_US)
     try:
         data = replay.prepare(
             frame,
@@ -273,7 +295,7 @@ def simulate(
             known_users,
             start=start_us,
             end=end_us,
-            stream_from=start_us - reach_us,
+            stream_from=start_us - window_reach_us,
         )
         total_requests = data.n_requests
     except replay.EmptyWindow:
@@ -293,7 +315,7 @@ def simulate(
             start=start_us,
             end=end_us,
             shard=shard,
-            stream_from=start_us - reach_us,
+            stream_from=start_us - window_reach_us,
         )
 
     training: dict[str, ReplayData | None] = {}
@@ -370,6 +392,38 @@ def simulate(
                 )
             )
 
+    req_ts = data.ts[data.req_row]
+    masks = {
+        "trending": trending.trending_mask(
+            data.stream_ts,
+            data.stream_item,
+            data.stream_kind,
+            req_ts,
+            truth.next_code,
+            data.n_items,
+        )
+    }
+    if world is not None:
+        if not isinstance(world, dict):
+            world = _load_world(world)
+        masks["world_bursts"] = trending.world_bursts_mask(
+            world, art.to_idx, req_ts, truth.next_code
+        )
+    slices = []
+    for slice_name, mask in masks.items():
+        for si, name in enumerate(names):
+            row = summarise(name, "all", mask, metrics[si], latency_us[si], lists[si], data.n_items)
+            slices.append(
+                {
+                    "slice": slice_name,
+                    "strategy": name,
+                    "requests": row["requests"],
+                    "hr": row["hr"],
+                    "mrr": row["mrr"],
+                    "ndcg": row["ndcg"],
+                }
+            )
+
     result_frame = _results_frame(data, truth, names, metrics, latency_us, art.item_ids, segment)
     ranker_info = {
         s.name: {
@@ -403,6 +457,14 @@ def simulate(
         "setup_seconds": round(setup_seconds, 3),
         "rankers": ranker_info,
         "warnings": warnings,
+        "slices": {
+            "trending": trending.definition(),
+            **(
+                {"world_bursts": "the next item is a world.json burst item, during its burst"}
+                if world is not None
+                else {}
+            ),
+        },
     }
     return SimulationResult(
         frame=result_frame,
@@ -410,7 +472,28 @@ def simulate(
         info=info,
         strategies=names,
         lists={name: lists[si] for si, name in enumerate(names)} if keep_lists else {},
+        slices=slices,
     )
+
+
+def _load_world(path: str | Path) -> dict[str, Any]:
+    """A sample world's ``world.json`` (the file or its directory)."""
+    import json
+
+    from rtml_cli.errors import InputMissing
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "world.json"
+    if not path.is_file():
+        raise InputMissing(f"world file not found: {path} (give a sample world's world.json)")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}; give a sample world's world.json") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("bursts"), list):
+        raise DataError(f"{path} has no 'bursts' list: is it a sample world's world.json?")
+    return doc
 
 
 def _results_frame(data, truth, names, metrics, latency_us, item_ids, segment):

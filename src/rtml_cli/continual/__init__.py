@@ -1,0 +1,1 @@
+"""Continual learning: drift detection (`rtml drift`) and retraining schedules (`rtml retrain`)."""
