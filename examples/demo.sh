@@ -24,7 +24,36 @@ step "Import the OBD log of the Bernoulli Thompson Sampling policy" \
 step "Validate the imported bandit log" "$RTML" data validate "$OUT/obd/bts.parquet"
 step "Validate the sample shop's event log" "$RTML" data validate sample_data/shop/events.parquet
 
-# --- off-policy evaluation and contextual bandits ----------------------------
+# --- Stage 1: the batch job -------------------------------------------------
+step "Stage 1: batch features, item embeddings, Annoy index and batch recommendations" \
+  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts" --keep 3
+step "Do the embeddings make sense? Nearest items to a keyboard" \
+  "$RTML" neighbors 100000 --artifacts "$OUT/artifacts" -k 8
+step "Running the same job again is a no-op (safe to retry from cron)" \
+  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts"
+
+# --- Stages 2-3: replay the sessions after the batch run (rtml simulate) ---------
+# The batch run is as of the world's history cutoff (world.json); the replay serves the day after.
+CUTOFF=2024-03-22T16:00:00Z
+DAY_AFTER=2024-03-23T16:00:00Z
+step "Batch artifacts as of the history cutoff, for the replay" \
+  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet \
+    --out "$OUT/replay-artifacts" --as-of "$CUTOFF" --quiet
+step "Replay a day of sessions: batch vs session strategies vs online-ranker (+ ablation, freshness)" \
+  "$RTML" simulate sample_data/shop/events.parquet --artifacts "$OUT/replay-artifacts" \
+    --to "$DAY_AFTER" --ablation --freshness-sweep 0s,1h --out "$OUT/results.parquet"
+
+# --- bandits vs A/B testing ---------------------------------------------------
+# Planning: how long would an A/B test of a +12.5% lift take, and what would a bandit save?
+step "Bandits vs an A/B test for a 4.0% -> 4.5% click rate (planning mode)" \
+  "$RTML" evaluate --arm control=0.040 --arm new=0.045 --seeds 100 --plot "$OUT/bandits_planning.png"
+# Replay: the strategies `rtml simulate` scored on every request are the arms. The migration
+# question: keep the batch model, or move to session embeddings or the online ranker?
+step "Bandits vs an A/B test choosing between batch, session-embedding and online-ranker" \
+  "$RTML" evaluate "$OUT/results.parquet" --arms batch,session-embedding,online-ranker \
+    --reward hit --plot "$OUT/bandits_results.png"
+
+# --- off-policy evaluation and contextual bandits ---------------------------
 # The OBD paper's protocol on real data: the Thompson-sampling policy's CTR estimated from the
 # uniformly random log (IPS, SNIPS, DM, DR, SNDR, Switch-DR, bootstrap CIs), next to the CTR
 # the TS policy actually got in its own log.
@@ -35,38 +64,6 @@ step "Off-policy: a linear contextual policy learned from the shop's logs (weigh
   "$RTML" evaluate ope sample_data/shop/bandit.parquet --policy linear:0.1 --bootstrap 500
 step "Contextual bandits vs the 'most clickable' trap in the sample world" \
   "$RTML" evaluate contextual sample_data/shop --plot "$OUT/contextual_regret.png"
-# --- Stage 1: the batch job -------------------------------------------------
-step "Stage 1: batch features, item embeddings, Annoy index and batch recommendations" \
-  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts" --keep 3
-step "Do the embeddings make sense? Nearest items to a keyboard" \
-  "$RTML" neighbors 100000 --artifacts "$OUT/artifacts" -k 8
-step "Running the same job again is a no-op (safe to retry from cron)" \
-  "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet --out "$OUT/artifacts"
-
-# --- Stages 2-3: replay the sessions after the batch run (rtml simulate) ---------
-if [ -f sample_data/shop/events.parquet ]; then
-  # the batch run is as of the world's history cutoff; the replay serves what came after
-  CUTOFF=$(python3 -c "import json; print(json.load(open('sample_data/shop/world.json'))['history_cutoff'])")
-  DAY_AFTER=$(python3 -c "from datetime import datetime, timedelta; print((datetime.fromisoformat('$CUTOFF'.replace('Z', '+00:00')) + timedelta(days=1)).isoformat())")
-  step "Batch artifacts as of the history cutoff, for the replay" \
-    "$RTML" precompute sample_data/shop/events.parquet --items sample_data/shop/items.parquet \
-      --out "$OUT/replay-artifacts" --as-of "$CUTOFF" --quiet
-  step "Replay a day of sessions: batch vs session strategies vs online-ranker (+ ablation, freshness)" \
-    "$RTML" simulate sample_data/shop/events.parquet --artifacts "$OUT/replay-artifacts" \
-      --to "$DAY_AFTER" --ablation --freshness-sweep 0s,1h --out "$OUT/results.parquet"
-fi
-
-# --- bandits vs A/B testing ---------------------------------------------------
-# Planning: how long would an A/B test of a +12.5% lift take, and what would a bandit save?
-step "Bandits vs an A/B test for a 4.0% -> 4.5% click rate (planning mode)" \
-  "$RTML" evaluate --arm control=0.040 --arm new=0.045 --seeds 100 --plot "$OUT/bandits_planning.png"
-# Replay: the strategies `rtml simulate` scored on every request are the arms. The migration
-# question: keep the batch model, or move to session embeddings or the online ranker?
-if [ -f "$OUT/results.parquet" ]; then
-  step "Bandits vs an A/B test choosing between batch, session-embedding and online-ranker" \
-    "$RTML" evaluate "$OUT/results.parquet" --arms batch,session-embedding,online-ranker \
-      --reward hit --plot "$OUT/bandits_results.png"
-fi
 
 # --- continual learning -----------------------------------------------------
 # Exit code 10 means "drift detected" (what a cron job branches on), so the demo accepts it.
@@ -74,5 +71,5 @@ step "Did item popularity drift on the day after the known shift? (exit 10 = yes
   "$RTML" drift popularity sample_data/shop/events.parquet --end 2024-03-25 || [ $? -eq 10 ]
 step "Stateless vs stateful vs drift-triggered retraining around the shift" \
   "$RTML" retrain sample_data/shop/events.parquet --start 2024-03-21 --end 2024-03-27 \
-    --schedules stateless:1d,stateful:1d,triggered,never --sample 4 --dim 32 \
+    --schedules stateless:1d,stateful:1d,triggered,never --sample 4 \
     --out "$OUT/retrain" --plot "$OUT/retrain.png"
