@@ -157,8 +157,9 @@ def _is_temporal(dtype: str) -> bool:
     return dtype.startswith(("TIMESTAMP", "DATE"))
 
 
-def _is_integer(dtype: str) -> bool:
-    return dtype in {
+# DuckDB's integer type names (shared with data.validate).
+DUCKDB_INTEGER_TYPES = frozenset(
+    {
         "TINYINT",
         "SMALLINT",
         "INTEGER",
@@ -169,6 +170,11 @@ def _is_integer(dtype: str) -> bool:
         "UINTEGER",
         "UBIGINT",
     }
+)
+
+
+def _is_integer(dtype: str) -> bool:
+    return dtype in DUCKDB_INTEGER_TYPES
 
 
 def _is_numeric(dtype: str) -> bool:

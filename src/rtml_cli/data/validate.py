@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 
 from rtml_cli import contracts
-from rtml_cli.data.importers import connect, lit, q
+from rtml_cli.data.importers import DUCKDB_INTEGER_TYPES, connect, lit, q
 from rtml_cli.data.sessionize import gap_micros
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.fsutil import parquet_files
@@ -27,17 +27,7 @@ from rtml_cli.fsutil import parquet_files
 KINDS = ("events", "items", "bandit")
 DEFAULT_GAP = timedelta(minutes=30)
 _CONTRACTS = {"events": contracts.EVENTS, "items": contracts.ITEMS, "bandit": contracts.BANDIT}
-_INTEGER = {
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-}
+_INTEGER = DUCKDB_INTEGER_TYPES
 _FLOAT = {"FLOAT", "DOUBLE"}
 _EXAMPLE_LEN = 60
 
