@@ -180,7 +180,8 @@ def report(res: dict, args) -> str:
         f"`bench/bench_simulate.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{platform.machine()}, Python {platform.python_version()}, 2 cores shared, pinned to "
         f"one core; load average {res['load'][0][0]:.1f} before / {res['load'][1][0]:.1f} after "
-        "(other engineers' jobs were running: latency tails include CPU-scheduler waits).",
+        "(a load above ~1 means other jobs shared the cores: latency tails then include "
+        "CPU-scheduler waits).",
         f"Artifacts: `large` world, {res['items']:,} items, {res['dim']}-dim embeddings, Annoy "
         f"{res['trees']} trees; replay from {args.start}, K={args.k}; artifacts loaded in "
         f"{res['load_s']:.1f} s; peak RSS {res['peak_rss_mb']:,.0f} MB.",
