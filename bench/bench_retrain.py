@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from results_md import replace_section
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Continual learning (`rtml retrain`)"
@@ -113,13 +114,7 @@ Verdict printed by the run: {s["verdict"]}
 
 
 def write(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    replace_section(HEADING, section)
 
 
 def main() -> None:

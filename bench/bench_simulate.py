@@ -31,7 +31,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -39,6 +38,7 @@ from datetime import datetime, timedelta, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from results_md import replace_section  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Replay (`rtml simulate`)"
@@ -237,14 +237,7 @@ def report(res: dict, args) -> str:
 
 
 def write(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(HEADING) + r".*?(?=\n## |\Z)", re.S)
-    text = (
-        pattern.sub(section.rstrip() + "\n", text)
-        if pattern.search(text)
-        else (text.rstrip() + "\n\n" + section)
-    )
-    RESULTS.write_text(text)
+    replace_section(HEADING, section)
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from results_md import replace_section
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## World generation (`rtml data sample`)"
@@ -90,13 +91,7 @@ written a day per Parquet row group), plus per-session ground truth (one row per
 
 
 def write(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    replace_section(HEADING, section)
 
 
 def main() -> None:
