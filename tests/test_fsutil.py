@@ -13,27 +13,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtml_cli.errors import DataError, InputMissing, TemporaryFailure, UsageError
-from rtml_cli.fsutil import atomic_path, parquet_files, root_lock
+from rtml_cli.fsutil import JSON_OUTPUT, atomic_path, parquet_files, root_lock
 from rtml_cli.timeutil import format_duration, parse_duration, parse_timestamp
 
 
 def test_atomic_path_publishes_on_success(tmp_path):
-    target = tmp_path / "out" / "x.txt"
-    with atomic_path(target) as tmp:
-        tmp.write_text("hello")
+    target = tmp_path / "out" / "x.json"
+    with atomic_path(target, JSON_OUTPUT) as tmp:
+        tmp.write_text('"hello"')
         assert not target.exists()
-    assert target.read_text() == "hello"
-    assert [p.name for p in target.parent.iterdir()] == ["x.txt"]
+    assert target.read_text() == '"hello"'
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "x.txt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+    target = tmp_path / "x.json"
+    target.write_text('"old"')
+    with pytest.raises(RuntimeError), atomic_path(target, JSON_OUTPUT) as tmp:
         tmp.write_text("half")
         raise RuntimeError("killed")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+    assert target.read_text() == '"old"'
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
 def _hold_lock(root, ready):

@@ -8,6 +8,7 @@ fsynced and then renamed into place (``os.replace`` is atomic on POSIX).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import json
@@ -16,6 +17,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from rtml_cli.errors import DataError, InputMissing, OutputError, TemporaryFailure
@@ -56,36 +58,217 @@ def _prepare_parent(target: Path) -> Path:
     return parent
 
 
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; publish it atomically on success.
+# ---------------------------------------------------------------------------- output paths
+OUTPUT_MARKER = ".rtml-output.json"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-    Works for a file or a directory written at the yielded path. On any
-    exception (or a kill) the temporary is removed or left under a hidden
-    ``.tmp-`` name that no reader looks for; ``target`` is untouched.
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What a command writes at an output path, and so what it may replace there.
+
+    A file output replaces an existing file only when that file already holds this kind
+    (Parquet, PNG, JSON: checked by content, not by name). A directory output replaces
+    an empty directory, or one that carries rtml's marker (``.rtml-output.json``) from an
+    earlier run of the same command. Everything else is refused before any work is done:
+    an output option must never delete a user's directory or file.
+    """
+
+    what: str
+    content: str = ""  # file outputs: "parquet", "png" or "json"
+    directory: bool = False
+    command: str = ""  # directory outputs: the command whose marker an existing dir must carry
+    legacy_marker: str = ""  # a file that identified this command's directories before the marker
+
+    def holds(self, path: Path) -> bool:
+        """True when the existing ``path`` is an output of this kind that may be replaced."""
+        if self.directory:
+            if not path.is_dir():
+                return False
+            marker = read_output_marker(path)
+            if marker is not None:
+                return marker.get("command") == self.command
+            if self.legacy_marker and (path / self.legacy_marker).exists():
+                return True
+            return not any(path.iterdir())
+        if not path.is_file():
+            return False
+        if path.stat().st_size == 0:
+            return True  # an empty file holds nothing to lose
+        if self.content == "parquet":
+            return is_parquet_file(path)
+        if self.content == "png":
+            with open(path, "rb") as handle:
+                return handle.read(len(PNG_MAGIC)) == PNG_MAGIC
+        if self.content == "json":
+            try:
+                json.loads(path.read_text())
+            except (OSError, ValueError):
+                return False
+            return True
+        return False
+
+
+PARQUET_OUTPUT = OutputKind("a Parquet file", content="parquet")
+PNG_OUTPUT = OutputKind("a PNG image", content="png")
+JSON_OUTPUT = OutputKind("a JSON file", content="json")
+
+
+def directory_output(command: str, *, legacy_marker: str = "") -> OutputKind:
+    """The kind of a directory written as a whole by ``rtml COMMAND``."""
+    return OutputKind(
+        f"an `rtml {command}` output directory",
+        directory=True,
+        command=command,
+        legacy_marker=legacy_marker,
+    )
+
+
+def read_output_marker(directory: Path) -> dict | None:
+    """The marker rtml leaves in a directory it wrote, or None (no marker, or unreadable)."""
+    try:
+        marker = json.loads((directory / OUTPUT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def write_output_marker(directory: Path, command: str) -> None:
+    """Mark ``directory`` as written by ``rtml COMMAND`` (so a later run may replace it)."""
+    from rtml_cli import __version__
+
+    (directory / OUTPUT_MARKER).write_text(
+        json.dumps({"command": command, "rtml": __version__}, sort_keys=True) + "\n"
+    )
+
+
+def check_output(
+    target: str | os.PathLike[str], kind: OutputKind, *, option: str = "output"
+) -> Path:
+    """Refuse an output path that would lose data; call before the work, not after.
+
+    Raises ``OutputError`` (exit 73) with one line saying what to do. Nothing is touched.
     """
     target = Path(target)
+    label = f"{option} {target}"
+    if target.is_symlink():
+        raise OutputError(
+            f"{label} is a symbolic link: rtml never writes through a link; give the real path"
+        )
+    with contextlib.suppress(OSError):
+        resolved, cwd = target.resolve(), Path.cwd().resolve()
+        if resolved == cwd or resolved in cwd.parents:
+            raise OutputError(
+                f"{label} is the current directory or contains it: give a new path to write to"
+            )
+    if not target.exists():
+        if target.parent.exists() and not target.parent.is_dir():
+            raise OutputError(f"{label}: {target.parent} is a file, not a directory")
+        return target
+    if kind.directory and not target.is_dir():
+        raise OutputError(
+            f"{label} is a file, not {kind.what}: give a new directory path or remove the file"
+        )
+    if not kind.directory and target.is_dir():
+        raise OutputError(
+            f"{label} is a directory: give the path of {kind.what} to write (it is never "
+            "replaced by a file)"
+        )
+    if kind.holds(target):
+        return target
+    if kind.directory:
+        raise OutputError(
+            f"{label} is a non-empty directory rtml did not write (no {OUTPUT_MARKER} from "
+            f"`rtml {kind.command}`): give a new or empty directory; nothing was touched"
+        )
+    raise OutputError(
+        f"{label} exists and is not {kind.what}: rtml replaces only its own kind of file; "
+        "give a new path or remove it yourself"
+    )
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Put the directory ``tmp`` at ``target``; an existing ``target`` ends up at ``tmp``."""
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    if exchange_paths(tmp, target):
+        return
+    aside = tmp.with_name(tmp.name + ".old")
+    os.rename(target, aside)
+    os.rename(tmp, target)
+    os.rename(aside, tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(
+    target: str | os.PathLike[str],
+    kind: OutputKind,
+    *,
+    option: str = "output",
+    suffix: str = "",
+) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; publish it atomically on success.
+
+    ``kind`` says what is written and so what an existing ``target`` may be (see
+    :class:`OutputKind`); anything else is refused up front and again at publish time.
+    A directory is written at the yielded path (``tmp.mkdir()``); rtml's marker is
+    added to it. On any exception (or a kill) the temporary is removed or left under a
+    hidden ``.tmp-`` name that no reader looks for; ``target`` is untouched.
+    """
+    target = Path(target)
+    check_output(target, kind, option=option)
     parent = _prepare_parent(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=parent)) / (target.name + suffix)
+    try:
+        holder = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write to {parent}: {exc.strerror or exc}") from exc
+    tmp = holder / (target.name + suffix)
     try:
         yield tmp
         if not tmp.exists():
             raise OutputError(f"nothing was written for {target}")
+        if kind.directory:
+            if not tmp.is_dir():
+                raise OutputError(f"{target} must be written as a directory")
+            write_output_marker(tmp, kind.command)
         _fsync_tree(tmp)
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        check_output(target, kind, option=option)  # nothing appeared there meanwhile
+        if kind.directory:
+            _swap_in(tmp, target)
+        else:
+            os.replace(tmp, target)
         fsync_dir(parent)
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def write_json_atomic(target: str | os.PathLike[str], payload: object) -> None:
-    """Write ``payload`` as indented JSON, atomically."""
-    with atomic_path(target) as tmp:
+    """Write ``payload`` as indented JSON, atomically (replaces only a JSON file)."""
+    with atomic_path(target, JSON_OUTPUT) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    import ctypes
+    import ctypes.util
+
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    func = getattr(libc, "renameat2", None)
+    if func is None:
+        return False
+    result = func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
 
 
 def switch_symlink(link: Path, points_to: str) -> None:
@@ -94,7 +277,11 @@ def switch_symlink(link: Path, points_to: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.symlink(points_to, tmp)
-    os.replace(tmp, link)
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(link.parent)
 
 
@@ -107,11 +294,17 @@ def root_lock(root: str | os.PathLike[str]) -> Iterator[Path]:
     concurrent run fails at once with ``TemporaryFailure`` naming the holder.
     """
     root = Path(root)
+    lock_path = root / ".lock"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        lock_path = root / ".lock"
-        handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole run
+        # O_NOFOLLOW: a link planted at ROOT/.lock must not make rtml truncate its target
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        handle = os.fdopen(fd, "r+")
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputError(
+                f"{lock_path} is a symbolic link: rtml will not write through it; remove it"
+            ) from exc
         raise OutputError(f"cannot write to {root}: {exc.strerror}") from exc
     try:
         try:

@@ -105,6 +105,10 @@ def bandits_cmd(
     """
     from rtml_cli.errors import UsageError
     from rtml_cli.evaluation import bandits
+    from rtml_cli.fsutil import PNG_OUTPUT, check_output
+
+    if plot:
+        check_output(plot, PNG_OUTPUT, option="--plot")
     from rtml_cli.output import emit_json, info
 
     if results is not None and arm:

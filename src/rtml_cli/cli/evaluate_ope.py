@@ -95,7 +95,11 @@ def ope_cmd(
     Example: rtml evaluate ope random.parquet --policy log:bts.parquet --ground-truth bts.parquet
     """
     from rtml_cli.evaluation.ope import evaluate_ope, plot_ope
+    from rtml_cli.fsutil import PNG_OUTPUT, check_output
     from rtml_cli.output import emit_json, info, warn
+
+    if plot is not None:
+        check_output(plot, PNG_OUTPUT, option="--plot")
 
     names = [s for s in estimators.split(",") if s.strip()]
     info(f"evaluating policy {policy} on {log} …", quiet=quiet or fmt is OutputFormat.json)
@@ -235,7 +239,11 @@ def contextual_cmd(
     Example: rtml evaluate contextual sample_data/shop --requests 20000 --k 3 --plot regret.png
     """
     from rtml_cli.evaluation.contextual import evaluate_contextual, plot_contextual
+    from rtml_cli.fsutil import PNG_OUTPUT, check_output
     from rtml_cli.output import emit_json, info
+
+    if plot is not None:
+        check_output(plot, PNG_OUTPUT, option="--plot")
 
     info(
         f"running {policies} for {requests:,} requests in {world} …",

@@ -149,8 +149,12 @@ def retrain_cmd(
         params["dim"] = dim
     start_ts = parse_timestamp(start) if start else None
     end_ts = parse_timestamp(end) if end else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    from rtml_cli.fsutil import PNG_OUTPUT, check_output, directory_output
+
+    if out is not None:
+        check_output(out, directory_output("retrain"), option="--out")
+    if plot is not None:
+        check_output(plot, PNG_OUTPUT, option="--plot")
     import sys
 
     with progress(quiet or fmt is OutputFormat.json or not sys.stderr.isatty()) as bar:
@@ -192,12 +196,12 @@ def write_outputs(summary: dict, out: Path) -> None:
 
     import polars as pl
 
-    from rtml_cli.fsutil import atomic_path
+    from rtml_cli.fsutil import atomic_path, directory_output
 
     def iso(value):
         return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, directory_output("retrain"), option="--out") as tmp:
         tmp.mkdir()
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=iso) + "\n")
         for name in ("steps", "updates", "checks"):

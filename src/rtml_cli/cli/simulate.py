@@ -127,6 +127,10 @@ def simulate_cmd(
                 "--freshness-sweep compares against online-ranker: add it to --strategies"
             )
     shard_spec = parse_shard(shard)
+    if out is not None:
+        from rtml_cli.fsutil import PARQUET_OUTPUT, check_output
+
+        check_output(out, PARQUET_OUTPUT, option="--out")
     window = dict(
         start=parse_timestamp(start) if start else None,
         end=parse_timestamp(end) if end else None,

@@ -224,7 +224,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rtml_cli.fsutil import atomic_path
+    from rtml_cli.fsutil import PNG_OUTPUT, atomic_path
 
     fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
     specs = [r["schedule"] for r in summary["schedules"]]
@@ -253,6 +253,6 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, PNG_OUTPUT, option="--plot") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

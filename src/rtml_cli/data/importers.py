@@ -35,7 +35,7 @@ import duckdb
 
 from rtml_cli.data.sessionize import ROW_COLUMN, sessionize_sql
 from rtml_cli.errors import DataError, InputMissing, UsageError
-from rtml_cli.fsutil import atomic_path, parquet_files
+from rtml_cli.fsutil import PARQUET_OUTPUT, atomic_path, parquet_files
 
 FORMATS = ("obd", "recbole", "session-rec", "csv", "parquet")
 TS_UNITS = ("s", "ms", "us", "iso")
@@ -527,10 +527,12 @@ def _import_events(
     query = f"SELECT {', '.join(final)} FROM {relation} ORDER BY ts, {ROW_COLUMN}"
 
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(out))
+        tmp = stack.enter_context(atomic_path(out, PARQUET_OUTPUT, option="--out"))
         items_tmp = None
         if src.items_sql is not None and items_out is not None:
-            items_tmp = stack.enter_context(atomic_path(items_out))
+            items_tmp = stack.enter_context(
+                atomic_path(items_out, PARQUET_OUTPUT, option="--items-out")
+            )
         try:
             con.execute(f"COPY ({query}) TO {lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
             summary = con.execute(
@@ -668,10 +670,12 @@ def _import_obd(
     query = f"SELECT {', '.join(select)} FROM obd ORDER BY ts, {ROW_COLUMN}"
     item_file = path.parent / "item_context.csv"
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(out))
+        tmp = stack.enter_context(atomic_path(out, PARQUET_OUTPUT, option="--out"))
         items_tmp = None
         if items_out is not None and item_file.exists():
-            items_tmp = stack.enter_context(atomic_path(items_out))
+            items_tmp = stack.enter_context(
+                atomic_path(items_out, PARQUET_OUTPUT, option="--items-out")
+            )
         try:
             con.execute(f"COPY ({query}) TO {lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
             summary = con.execute(

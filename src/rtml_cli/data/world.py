@@ -37,7 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from rtml_cli.data.clickmodel import ClickModel
-from rtml_cli.errors import OutputError, UsageError
+from rtml_cli.errors import UsageError
+from rtml_cli.fsutil import directory_output
+
+# the committed sample world predates the output marker: its world.json identifies it
+SAMPLE_WORLD_OUTPUT = directory_output("data sample", legacy_marker="world.json")
 
 # --------------------------------------------------------------------------- catalogue
 
@@ -613,16 +617,6 @@ def policy_value(model: ClickModel, user_weights: np.ndarray, probs: np.ndarray)
 # --------------------------------------------------------------------------- driver
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file; give a directory to write the sample world to")
-    if out.is_dir() and any(out.iterdir()) and not (out / "world.json").exists():
-        raise OutputError(
-            f"--out {out} is a non-empty directory that is not a sample world; "
-            "give a new or empty directory (it is replaced as a whole)"
-        )
-
-
 def _labels(codes: np.ndarray, names: list[str]):
     """Arrow string array of ``names[code]`` (null where code < 0), without Python objects."""
     import pyarrow as pa
@@ -1033,7 +1027,7 @@ def generate_world(
     """
     import pyarrow.parquet as pq
 
-    from rtml_cli.fsutil import atomic_path
+    from rtml_cli.fsutil import atomic_path, check_output
 
     if size not in SIZES:
         raise UsageError(f"unknown world size {size!r}: use one of {', '.join(SIZES)}")
@@ -1041,7 +1035,7 @@ def generate_world(
         raise UsageError(f"--seed must be >= 0, got {seed}")
     cfg = SIZES[size]
     out = Path(out_dir)
-    _check_out(out)
+    check_output(out, SAMPLE_WORLD_OUTPUT, option="--out")
     t0 = time.perf_counter()
     shift_us = int(cfg.shift_day * DAY_US)
     cutoff_us = int(HISTORY_CUTOFF * cfg.days * DAY_US)
@@ -1051,7 +1045,7 @@ def generate_world(
     bursts = _draw_bursts(cfg, cat, seed)
     item_ids = 100_000 + np.arange(len(cat.item_cat), dtype=np.int64)
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, SAMPLE_WORLD_OUTPUT, option="--out") as tmp:
         tmp.mkdir()
         stats = _write_events(
             tmp / "events.parquet", cfg, cat, users, bursts, seed, item_ids, on_progress

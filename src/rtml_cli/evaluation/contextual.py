@@ -660,7 +660,7 @@ def evaluate_contextual(
 def plot_contextual(result: ContextualResult, path: str | Path) -> None:
     """A PNG of each policy's cumulative regret over requests."""
     from rtml_cli.evaluation.ope import _pyplot
-    from rtml_cli.fsutil import atomic_path
+    from rtml_cli.fsutil import PNG_OUTPUT, atomic_path
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -672,6 +672,6 @@ def plot_contextual(result: ContextualResult, path: str | Path) -> None:
     ax.set_title(f"{result.n_items} items, k={result.k}")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, PNG_OUTPUT, option="--plot") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

@@ -931,7 +931,7 @@ def evaluate_ope(
 
 def plot_ope(result: OpeResult, path: str | Path) -> None:
     """A PNG: each estimate with its 95% CI, and the ground truth when known."""
-    from rtml_cli.fsutil import atomic_path
+    from rtml_cli.fsutil import PNG_OUTPUT, atomic_path
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -948,7 +948,7 @@ def plot_ope(result: OpeResult, path: str | Path) -> None:
     ax.set_ylabel("estimated value")
     ax.set_title(f"{result.policy['spec']} on {Path(result.log).name}")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, PNG_OUTPUT, option="--plot") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rtml_cli.errors import UsageError
-from rtml_cli.fsutil import atomic_path
+from rtml_cli.fsutil import PNG_OUTPUT, atomic_path
 
 
 def plot_runs(runs: list, path: str | Path, *, title: str = "") -> Path:
@@ -29,7 +29,7 @@ def plot_runs(runs: list, path: str | Path, *, title: str = "") -> Path:
     left.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, PNG_OUTPUT, option="--plot") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path

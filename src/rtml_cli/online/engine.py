@@ -99,10 +99,10 @@ class SimulationResult:
 
 def write_results(frame, path: str | Path) -> Path:
     """Write RESULTS atomically (a killed or failed run leaves no partial file)."""
-    from rtml_cli.fsutil import atomic_path
+    from rtml_cli.fsutil import PARQUET_OUTPUT, atomic_path
 
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, PARQUET_OUTPUT, option="--out") as tmp:
         frame.write_parquet(tmp)
     return path
 
