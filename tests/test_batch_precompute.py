@@ -365,7 +365,7 @@ def _write(path: Path, frame: pl.DataFrame) -> Path:
         ("one-item-sessions", ExitCode.DATA_ERR, "two different items"),
         ("dim-too-big", ExitCode.USAGE, "smaller than the number of items"),
         ("keep-zero", ExitCode.USAGE, "--keep"),
-        ("unwritable", ExitCode.CANT_CREATE, "cannot"),
+        ("unwritable", ExitCode.CANT_CREATE, "is a file"),
         ("bad-as-of", ExitCode.USAGE, "invalid timestamp"),
     ],
 )

@@ -74,6 +74,7 @@ class PrecomputeResult:
     manifest: dict[str, Any]
     seconds: float
     pruned: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> dict[str, int]:
@@ -98,6 +99,7 @@ class PrecomputeResult:
             "steps": self.steps,
             "params": self.manifest.get("params", {}),
             "pruned": self.pruned,
+            "warnings": self.warnings,
         }
 
 
@@ -293,6 +295,7 @@ def run_precompute(
     from rtml_cli.batch.artifacts import run_id_for
     from rtml_cli.batch.recs import batch_recs
     from rtml_cli.batch.source import connect, open_events, open_items
+    from rtml_cli.timeutil import utc_now
 
     t0 = time.perf_counter()
     _check_params(dim=dim, trees=n_trees, top_k=top_k, neighbors=n_neighbors, window=window)
@@ -321,15 +324,18 @@ def run_precompute(
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=timezone.utc)
     root = Path(root)
+    publish.check_root_output(root)
     steps = _Steps(progress)
     # One BLAS thread: OpenBLAS threads spin-wait, and on a busy shared box (cron hosts
     # usually are) that made the small QR/SVD calls 100x slower; it also keeps sums
     # in a fixed order, so the output is reproducible.
     with threadpool_limits(limits=1, user_api="blas"), root_lock(root):
         runs = publish.runs_dir(root)
-        publish.clean_stale(runs)
+        publish.clean_stale(root)
         steps.start("scan")
-        con, spill = connect()
+        spill = publish.spill_dir(root)
+        con = connect(spill)
+        tmp: Path | None = None  # the run being written; removed at once if the run fails
         try:
             src = open_events(con, event_files, as_of)
             as_of = src.as_of
@@ -350,7 +356,7 @@ def run_precompute(
                     f"--warm-start run {warm.run_id} is not older than as-of {as_of.isoformat()}: "
                     "warm-start from an earlier run"
                 )
-            run_id = run_id_for(as_of)
+            base_id = run_id_for(as_of)
             mode = "warm-start" if warm is not None else "full"
             params = {
                 "dim": dim,
@@ -369,9 +375,14 @@ def run_precompute(
                 "events": src.inputs,
                 "items": [f["sha256"] for f in map(_fingerprint, item_files or [])],
             }
+            same_as_of = [
+                n for n in publish.published_runs(runs) if publish.run_key(n)[0] == base_id
+            ]
+            if same_as_of and not force:
+                return _existing(root, same_as_of[-1], as_of, mode, inputs, params, keep, t0)
+            # a rebuild is a new directory: a published run is never rewritten under a reader
+            run_id = publish.rebuild_id(base_id, [p.name for p in runs.iterdir()])
             target = runs / run_id
-            if target.exists() and not force:
-                return _existing(root, target, run_id, as_of, mode, inputs, params, keep, t0)
 
             catalogue = None
             if item_files is not None:
@@ -594,13 +605,19 @@ def run_precompute(
             manifest["steps"] = list(steps.records)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             publish.publish_dir(tmp, target)
+            tmp = None
             steps.start("switch")
-            newest = publish.published_runs(runs)[-1]
-            published = newest == run_id
+            previous = publish.latest_run_id(root)
+            published = publish.newest_publishable(runs, utc_now()) == run_id
             if published:
                 publish.switch_latest(root, run_id)
             steps.start("prune")
-            pruned = publish.prune(root, keep) if keep is not None else []
+            # the run latest showed until now stays: a reader may have resolved it moments ago
+            pruned = (
+                publish.prune(root, keep, protect={previous} if previous else set(), now=utc_now())
+                if keep is not None
+                else []
+            )
             manifest["steps"] = steps.done()
             return PrecomputeResult(
                 run_id=run_id,
@@ -612,10 +629,13 @@ def run_precompute(
                 manifest=manifest,
                 seconds=time.perf_counter() - t0,
                 pruned=pruned,
+                warnings=_future_warnings(runs),
             )
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
+            if tmp is not None:  # failed (disk full, bad data, Ctrl-C): free the space now
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
@@ -630,10 +650,24 @@ def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int):
     return sp.csr_matrix((vals.astype(np.float64), (rows, cols)), shape=(n, n))
 
 
-def _existing(root, target, run_id, as_of, mode, inputs, params, keep, t0) -> PrecomputeResult:
+def _future_warnings(runs: Path) -> list[str]:
+    from rtml_cli.batch import publish
+    from rtml_cli.timeutil import utc_now
+
+    return [
+        f"run {name} has an as-of in the future: latest never points to it and --keep never "
+        "deletes it; remove it by hand if it came from a bad log"
+        for name in publish.future_runs(runs, utc_now())
+    ]
+
+
+def _existing(root, run_id, as_of, mode, inputs, params, keep, t0) -> PrecomputeResult:
     """Same as-of again: a no-op when inputs and parameters match, else ask for --force."""
     from rtml_cli.batch import publish
+    from rtml_cli.timeutil import utc_now
 
+    runs = root / "runs"
+    target = runs / run_id
     try:
         manifest = read_manifest(target)
     except RtmlError:
@@ -644,13 +678,12 @@ def _existing(root, target, run_id, as_of, mode, inputs, params, keep, t0) -> Pr
             "pass --force to rebuild it"
         )
     published = False
-    if (
-        publish.published_runs(root / "runs")[-1] == run_id
-        and publish.latest_run_id(root) != run_id
-    ):
+    previous = publish.latest_run_id(root)
+    if publish.newest_publishable(runs, utc_now()) == run_id and previous != run_id:
         publish.switch_latest(root, run_id)  # finish a run killed between publish and switch
         published = True
-    pruned = publish.prune(root, keep) if keep is not None else []
+    protect = {previous} if previous else set()
+    pruned = publish.prune(root, keep, protect=protect, now=utc_now()) if keep is not None else []
     return PrecomputeResult(
         run_id=run_id,
         run_dir=target,
@@ -661,4 +694,5 @@ def _existing(root, target, run_id, as_of, mode, inputs, params, keep, t0) -> Pr
         manifest=manifest,
         seconds=time.perf_counter() - t0,
         pruned=pruned,
+        warnings=_future_warnings(runs),
     )

@@ -1,32 +1,96 @@
 """Publishing a run directory safely: temp dir → atomic rename → ``latest`` switch → prune.
 
-Readers only ever follow ``ROOT/latest``, which is switched by an atomic
-rename of a fresh symlink after the run directory is complete and fsynced, so a
-run killed at any point leaves the previous ``latest`` intact. Rebuilding an
-existing run (``--force``) swaps the directories with ``renameat2(RENAME_EXCHANGE)``
-so even the run ``latest`` points to is never missing.
+Readers only ever follow ``ROOT/latest``, which is switched by an atomic rename of a
+fresh symlink after the run directory is complete and fsynced, so a run killed at any
+point leaves the previous ``latest`` intact. A published run directory is never
+rewritten: rebuilding an as-of (``--force``) publishes a new directory
+``<run-id>-rNNN`` and switches ``latest`` to it, so a reader that resolved ``latest``
+moments ago keeps reading one complete run.
+
+Only entries rtml made are ever deleted: run directories whose name is a run id and
+whose manifest says so, and temporaries whose name rtml gives them. Symbolic links
+planted inside ROOT (``runs/``, ``latest`` pointing elsewhere, ``.lock``) are refused,
+never followed.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import hashlib
+import json
 import os
+import re
 import shutil
+import stat
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from rtml_cli.errors import OutputError, UsageError
 from rtml_cli.fsutil import fsync_dir, switch_symlink
 
 TMP_PREFIX = ".tmp-"
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
+_RUN_ID = r"\d{8}T\d{6}\.\d{6}Z(?:-r\d{3})?"
+RUN_ID_RE = re.compile(rf"^{_RUN_ID}$")
+# temporaries rtml leaves in runs/ when killed: a run being written, a run being pruned,
+# DuckDB's spill directory; anything else under .tmp- is not ours and is left alone
+_STALE_RE = re.compile(
+    rf"^\.tmp-(?:{_RUN_ID}-[A-Za-z0-9_]+|prune-{_RUN_ID}|spill-\d+-[A-Za-z0-9_]+)$"
+)
+_STALE_LINK_RE = re.compile(r"^\.tmp-latest-\d+$")
+# a run whose as-of is further in the future than this is never made `latest`
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def run_key(name: str) -> tuple[str, int]:
+    """Sort key of a run id: its as-of, then the rebuild number (``-r002`` → 2)."""
+    base, _, rebuild = name.partition("-r")
+    return base, int(rebuild) if rebuild else 1
+
+
+def rebuild_id(base: str, existing: list[str]) -> str:
+    """The id of the next rebuild of as-of ``base`` given the runs that exist."""
+    numbers = [run_key(name)[1] for name in existing if run_key(name)[0] == base]
+    return f"{base}-r{max(numbers, default=1) + 1:03d}" if numbers else base
+
+
+def run_as_of(name: str) -> datetime:
+    from datetime import timezone
+
+    return datetime.strptime(run_key(name)[0], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def check_root(root: Path) -> None:
+    """Refuse a ROOT whose rtml entries are not what rtml made (planted links, a dir as latest)."""
+    runs, latest, lock = root / "runs", root / "latest", root / ".lock"
+    if runs.is_symlink():
+        raise OutputError(
+            f"{runs} is a symbolic link: rtml writes and deletes only inside a real runs/ "
+            "directory; replace the link with a directory"
+        )
+    if latest.exists() or latest.is_symlink():
+        if not latest.is_symlink():
+            raise OutputError(
+                f"{latest} is not rtml's link to a run (it is a "
+                f"{'directory' if latest.is_dir() else 'file'}): move it away, then rerun"
+            )
+        target = os.readlink(latest)
+        if not re.fullmatch(rf"runs/{_RUN_ID}", target):
+            raise OutputError(
+                f"{latest} points to {target}, not to a run under runs/: remove the link, then rerun"
+            )
+    if lock.is_symlink():
+        raise OutputError(f"{lock} is a symbolic link: remove it, then rerun")
+
+
+def check_root_output(root: Path) -> None:
+    """ROOT must be a directory (or new). rtml only adds ``runs/``, ``latest`` and ``.lock``
+    to it and deletes only what it made, so a ROOT shared with other files is safe."""
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"--out {root} is a file: give a directory for the precompute runs")
 
 
 def runs_dir(root: Path) -> Path:
     path = root / "runs"
+    check_root(root)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -36,21 +100,52 @@ def runs_dir(root: Path) -> Path:
     return path
 
 
-def clean_stale(runs: Path) -> list[str]:
-    """Remove temporaries left by killed runs (call under the root lock)."""
+def _remove(path: Path) -> None:
+    """Delete a directory rtml made, never through a link."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_stale(root: Path) -> list[str]:
+    """Remove temporaries left by killed runs (call under the root lock); returns their names."""
     removed = []
-    for child in runs.iterdir():
-        if child.name.startswith(TMP_PREFIX):
-            shutil.rmtree(child, ignore_errors=True)
+    runs = root / "runs"
+    for child in sorted(runs.iterdir()) if runs.is_dir() else []:
+        if _STALE_RE.match(child.name):
+            _remove(child)
+            removed.append(child.name)
+    for child in sorted(root.iterdir()):
+        if (_STALE_LINK_RE.match(child.name) and child.is_symlink()) or _STALE_RE.match(child.name):
+            _remove(child)
             removed.append(child.name)
     return removed
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def new_tmp_dir(runs: Path, run_id: str) -> Path:
+    """A private directory to write a run into; its mode follows the umask once published."""
     try:
-        return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{run_id}-", dir=runs))
+        path = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{run_id}-", dir=runs))
+        # mkdtemp makes 0700 whatever the umask: a serving account must read the run
+        os.chmod(path, 0o777 & ~_umask())
     except OSError as exc:
         raise OutputError(f"cannot write to {runs}: {exc.strerror}") from exc
+    return path
+
+
+def spill_dir(root: Path) -> Path:
+    """DuckDB's spill directory for a run under ROOT (removed after the run, or as stale)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}spill-{os.getpid()}-", dir=root))
+    except OSError as exc:
+        raise OutputError(f"cannot write to {root}: {exc.strerror}") from exc
 
 
 def fsync_tree(path: Path) -> None:
@@ -63,32 +158,15 @@ def fsync_tree(path: Path) -> None:
     fsync_dir(path)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2); False when unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    func = getattr(libc, "renameat2", None)
-    if func is None:
-        return False
-    result = func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return result == 0
-
-
 def publish_dir(tmp: Path, target: Path) -> None:
-    """Move a complete, fsynced ``tmp`` directory to ``target`` atomically."""
+    """Move a complete, fsynced ``tmp`` directory to the new name ``target`` atomically."""
     fsync_tree(tmp)
+    if target.exists() or target.is_symlink():
+        raise OutputError(
+            f"cannot publish {target}: it exists (a published run is never rewritten)"
+        )
     try:
-        if target.exists():
-            if not _exchange(tmp, target):
-                old = target.with_name(f"{TMP_PREFIX}old-{target.name}-{os.getpid()}")
-                os.rename(target, old)
-                os.rename(tmp, target)
-                tmp = old
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        os.rename(tmp, target)
         fsync_dir(target.parent)
     except OSError as exc:
         raise OutputError(f"cannot publish {target}: {exc.strerror or exc}") from exc
@@ -105,23 +183,49 @@ def latest_run_id(root: Path) -> str | None:
     link = root / "latest"
     if not link.is_symlink():
         return None
-    return Path(os.readlink(link)).name
+    name = Path(os.readlink(link)).name
+    return name if RUN_ID_RE.match(name) else None
+
+
+def is_rtml_run(path: Path) -> bool:
+    """A real directory named as a run id whose manifest rtml wrote for that run."""
+    if not RUN_ID_RE.match(path.name) or path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        st = os.lstat(path / "manifest.json")
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("run_id") == path.name
 
 
 def published_runs(runs: Path) -> list[str]:
-    return sorted(
-        p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(TMP_PREFIX)
-    )
+    """rtml's runs in ``runs/``, oldest first (other entries are never touched)."""
+    return sorted((p.name for p in runs.iterdir() if is_rtml_run(p)), key=run_key)
 
 
-def prune(root: Path, keep: int) -> list[str]:
-    """Delete all but the ``keep`` newest runs; the run ``latest`` points to is always kept."""
+def newest_publishable(runs: Path, now: datetime) -> str | None:
+    """The newest run whose as-of is not in the future: the one ``latest`` should show."""
+    candidates = [n for n in published_runs(runs) if run_as_of(n) <= now + CLOCK_SKEW]
+    return candidates[-1] if candidates else None
+
+
+def prune(root: Path, keep: int, *, protect: set[str] | None = None, now: datetime) -> list[str]:
+    """Delete all but the ``keep`` newest runs; returns the names deleted.
+
+    Never deleted: the run ``latest`` points to, the runs in ``protect`` (the run
+    ``latest`` pointed to before this run switched it, which readers may still hold),
+    runs with an as-of in the future (a person must look at those), and anything that
+    is not an rtml run.
+    """
     if keep < 1:
         raise UsageError(f"--keep {keep} must be at least 1")
     runs = root / "runs"
-    names = published_runs(runs)
+    names = [n for n in published_runs(runs) if run_as_of(n) <= now + CLOCK_SKEW]
     current = latest_run_id(root)
-    keep_set = set(names[-keep:]) | ({current} if current else set())
+    keep_set = set(names[-keep:]) | ({current} if current else set()) | (protect or set())
     removed = []
     for name in names:
         if name not in keep_set:
@@ -133,7 +237,13 @@ def prune(root: Path, keep: int) -> list[str]:
     return removed
 
 
+def future_runs(runs: Path, now: datetime) -> list[str]:
+    return [n for n in published_runs(runs) if run_as_of(n) > now + CLOCK_SKEW]
+
+
 def sha256_file(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

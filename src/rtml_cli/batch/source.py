@@ -8,7 +8,6 @@ before the run's as-of (point-in-time correctness).
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,13 +42,13 @@ def fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def connect(memory_limit: str = "1GB"):
-    """A DuckDB connection in UTC with bounded memory (spills to a private temp dir)."""
+def connect(spill: Path, memory_limit: str = "1GB"):
+    """A DuckDB connection in UTC with bounded memory that spills to ``spill`` (rtml's own dir)."""
     import duckdb
 
-    spill = tempfile.mkdtemp(prefix="rtml-duckdb-")
-    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill})
-    return con, spill
+    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 @dataclass
