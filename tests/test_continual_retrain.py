@@ -111,6 +111,7 @@ def test_plot_and_outputs(summary, tmp_path) -> None:
     write_outputs(summary, out)
     write_outputs(summary, out)  # replaced as a whole, atomically
     assert sorted(p.name for p in out.iterdir()) == [
+        ".rtml-output.json",  # marks it as retrain's, so a rerun may replace it
         "checks.parquet",
         "steps.parquet",
         "summary.json",

@@ -468,7 +468,7 @@ def test_out_directory_is_refused_and_left_alone(invoke, tmp_path):
     src = tmp_path / "log.csv"
     src.write_text("ts,user_id,item_id\n2024-03-01,u,1\n")
     result = invoke("data", "import", "--format", "csv", src, "--out", keep)
-    assert result.exit_code == ExitCode.USAGE and "is a directory" in result.stderr
+    assert result.exit_code == ExitCode.CANT_CREATE and "is a directory" in result.stderr
     assert (keep / "precious.txt").read_text() == "x"
 
 

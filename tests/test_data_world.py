@@ -566,7 +566,7 @@ def test_refuses_to_replace_a_directory_that_is_not_a_world(tmp_path):
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "keep.txt").write_text("mine")
-    with pytest.raises(OutputError, match="not a sample world"):
+    with pytest.raises(OutputError, match="rtml did not write"):
         generate_world(precious, seed=0, size="tiny")
     assert (precious / "keep.txt").read_text() == "mine"
 

@@ -13,6 +13,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -163,7 +164,7 @@ def check_output(
             )
     if not target.exists():
         if target.parent.exists() and not target.parent.is_dir():
-            raise OutputError(f"{label}: {target.parent} is a file, not a directory")
+            raise OutputError(f"cannot create directory {target.parent} for {label}: it is a file")
         return target
     if kind.directory and not target.is_dir():
         raise OutputError(
@@ -176,6 +177,12 @@ def check_output(
         )
     if kind.holds(target):
         return target
+    marker = read_output_marker(target) if kind.directory else None
+    if marker is not None:
+        raise OutputError(
+            f"{label} holds the output of `rtml {marker.get('command')}`, not of "
+            f"`rtml {kind.command}`: give another path; nothing was touched"
+        )
     if kind.directory:
         raise OutputError(
             f"{label} is a non-empty directory rtml did not write (no {OUTPUT_MARKER} from "
@@ -324,6 +331,59 @@ def root_lock(root: str | os.PathLike[str]) -> Iterator[Path]:
         yield lock_path
     finally:
         handle.close()
+
+
+_SCRATCH_PREFIX = ".rtml-scratch-"
+_SCRATCH_RE = re.compile(r"^\.rtml-scratch-[a-z]+-(\d+)-[A-Za-z0-9_]+$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_scratch(parent: Path) -> list[str]:
+    """Remove scratch directories in ``parent`` whose rtml process is gone (killed runs)."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for child in sorted(parent.iterdir()):
+            match = _SCRATCH_RE.match(child.name)
+            if match and not child.is_symlink() and not _pid_alive(int(match.group(1))):
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child.name)
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(purpose: str, parent: Path | None = None) -> Iterator[Path]:
+    """A private working directory (DuckDB spill, retrain work) removed when done.
+
+    It lives in ``parent`` (default: ``$TMPDIR/rtml-UID``, a directory rtml owns) under a
+    name carrying this process's id, so one left by a ``kill -9`` or SIGTERM is removed at
+    the start of the next run that uses the same parent.
+    """
+    if parent is None:
+        parent = Path(tempfile.gettempdir()) / f"rtml-{os.getuid()}"
+        try:
+            parent.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create scratch directory {parent}: {exc.strerror}") from exc
+    clean_stale_scratch(parent)
+    try:
+        path = Path(
+            tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{purpose}-{os.getpid()}-", dir=parent)
+        )
+    except OSError as exc:
+        raise OutputError(f"cannot write scratch files to {parent}: {exc.strerror}") from exc
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def is_parquet_file(path: Path) -> bool:

@@ -10,10 +10,10 @@ drift signal triggered schedules watch (item popularity, ``continual.drift``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ import numpy as np
 from rtml_cli.continual.engine import ZERO, Score, Simulation, TrainOutcome, simulate_schedules
 from rtml_cli.continual.schedules import Reading, Schedule
 from rtml_cli.errors import DataError, UsageError
+from rtml_cli.fsutil import scratch_dir
 from rtml_cli.timeutil import format_duration
 
 DEFAULT_STRATEGY = "session-embedding"
@@ -363,9 +364,9 @@ def run_retrain(
     ):
         items = Path(events).parent / "items.parquet"
     views = inputs.events.filter(pl.col("event") == "view").select("ts", "item_id")
-    own_work = work_dir is None
-    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="rtml-retrain-"))
-    try:
+    with contextlib.ExitStack() as stack:
+        # a killed retrain's work directory is removed by the next run (fsutil.scratch_dir)
+        work = Path(work_dir) if work_dir else stack.enter_context(scratch_dir("retrain"))
         trainer = PrecomputeTrainer(
             Path(events),
             work,
@@ -385,9 +386,6 @@ def run_retrain(
             drift=PopularitySignal(views),
             on_tick=on_tick,
         )
-    finally:
-        if own_work:
-            shutil.rmtree(work, ignore_errors=True)
     summary = summarize(sim, k=k, shift_time=shift_time_of(inputs.world))
     summary["params"] = {
         "events": str(events),

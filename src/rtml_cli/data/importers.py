@@ -35,7 +35,7 @@ import duckdb
 
 from rtml_cli.data.sessionize import ROW_COLUMN, sessionize_sql
 from rtml_cli.errors import DataError, InputMissing, UsageError
-from rtml_cli.fsutil import PARQUET_OUTPUT, atomic_path, parquet_files
+from rtml_cli.fsutil import PARQUET_OUTPUT, atomic_path, check_output, parquet_files
 
 FORMATS = ("obd", "recbole", "session-rec", "csv", "parquet")
 TS_UNITS = ("s", "ms", "us", "iso")
@@ -761,10 +761,7 @@ def import_log(
         raise UsageError("--map does not apply to --format obd (its columns are fixed)")
     items_target = _items_target(out, items_out)
     for target, option in ((out, "--out"), (items_target, "--items-out")):
-        if target.is_dir():  # publishing would replace the whole directory
-            raise UsageError(
-                f"{option} {target} is a directory; give a file name, e.g. {target / 'events.parquet'}"
-            )
+        check_output(target, PARQUET_OUTPUT, option=option)  # before the work, not after
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix=".rtml-import-", dir=_spill_parent(out)) as spill:
