@@ -381,3 +381,91 @@ def test_the_index_is_mapped_at_load_and_survives_a_prune(built, root):
     before = art.index.get_nns_by_item(5, 5)
     shutil.rmtree(art.run_dir)  # pruned by a later `rtml precompute --keep 1`
     assert art.index.get_nns_by_item(5, 5) == before
+
+
+# --- 4. OPE logs with non-finite rewards or propensities ------------------------------------
+
+
+def _log(tmp_path: Path, name: str = "log.parquet", **cols) -> Path:
+    n = 200
+    rng = np.random.default_rng(0)
+    base = {
+        "action": rng.integers(0, 3, n),
+        "reward": rng.integers(0, 2, n).astype(float),
+        "propensity": np.full(n, 1 / 3),
+    }
+    for name, (row, value) in cols.items():
+        base[name] = base[name].copy()
+        base[name][row] = value
+    path = tmp_path / name
+    pl.DataFrame(base).write_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("reward", float("inf")),
+        ("reward", float("-inf")),
+        ("reward", float("nan")),
+        ("propensity", float("inf")),
+        ("propensity", float("nan")),
+        ("propensity", float("-inf")),
+    ],
+)
+def test_ope_rejects_non_finite_values(invoke, tmp_path, column, value):
+    path = _log(tmp_path, **{column: (7, value)})
+    result = invoke("evaluate", "ope", path, "--policy", "uniform", "-b", "20")
+    assert_one_line_data_error(
+        result.exit_code, result.stderr, f"NaN or infinite {column}", "first at row 7"
+    )
+    assert "RuntimeWarning" not in result.stderr
+
+
+def test_ope_ground_truth_log_with_infinite_reward_is_rejected(invoke, tmp_path):
+    good = _log(tmp_path)
+    bad = _log(tmp_path, "truth.parquet", reward=(3, float("inf")))
+    result = invoke("evaluate", "ope", good, "--policy", "uniform", "--ground-truth", bad)
+    assert_one_line_data_error(result.exit_code, result.stderr, "ground-truth log", "infinite")
+
+
+def test_ope_rewards_outside_0_1_warn_on_stderr_and_in_json(invoke, tmp_path):
+    path = _log(tmp_path, reward=(4, 5.0))
+    result = invoke("evaluate", "ope", path, "--policy", "uniform", "-b", "20", "-f", "json")
+    assert result.exit_code == ExitCode.OK, result.stderr
+    doc = json.loads(result.stdout)
+    outside = [w for w in doc["warnings"] if "outside [0, 1]" in w]
+    assert len(outside) == 1 and "max 5" in outside[0]
+    assert "rtml: warning:" in result.stderr and "outside [0, 1]" in result.stderr
+    inside = invoke(
+        "evaluate", "ope", _log(tmp_path), "--policy", "uniform", "-b", "20", "-f", "json"
+    )
+    assert not [w for w in json.loads(inside.stdout)["warnings"] if "outside" in w]
+
+
+def test_contextual_offline_log_with_infinite_reward_is_rejected(invoke, tmp_path):
+    from tests.conftest import SAMPLE_DATA
+
+    frame = pl.read_parquet(SAMPLE_DATA / "shop" / "bandit.parquet").head(2000)
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 11)
+        .then(float("inf"))
+        .otherwise(pl.col("reward").cast(pl.Float64))
+        .alias("reward")
+    )
+    path = tmp_path / "bandit.parquet"
+    frame.write_parquet(path)
+    result = invoke(
+        "evaluate",
+        "contextual",
+        SAMPLE_DATA / "shop",
+        "--mode",
+        "offline",
+        "--requests",
+        "200",
+        "--log",
+        path,
+        "-b",
+        "10",
+    )
+    assert_one_line_data_error(result.exit_code, result.stderr, "NaN or infinite reward", "row 11")
