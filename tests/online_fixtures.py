@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rtml_cli.batch.artifacts import FORMAT_VERSION, run_id_for
+from rtml_cli.batch.artifacts import FORMAT_VERSION, OUTPUT_FILES, run_id_for
+from rtml_cli.batch.publish import checksums
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 AS_OF = T0 + timedelta(days=3)
@@ -155,7 +156,13 @@ def write_run(root: Path, events: pl.DataFrame, as_of: datetime = AS_OF, *, dim:
     pl.DataFrame(recs, schema=["user_id", "item_id", "rank", "score"], orient="row").write_parquet(
         run / "batch_recs.parquet"
     )
-    manifest = {"format_version": FORMAT_VERSION, "as_of": as_of.isoformat(), "mode": "full"}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "as_of": as_of.isoformat(),
+        "mode": "full",
+        "params": {"dim": dim},
+        "outputs": checksums(run, list(OUTPUT_FILES)),
+    }
     (run / "manifest.json").write_text(json.dumps(manifest))
     (root / "latest").symlink_to(Path("runs") / run.name)
     return run

@@ -10,7 +10,10 @@ Layout (written by ``rtml precompute``; see CONTRIBUTING.md)::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -33,6 +36,8 @@ RUN_FILES = (
     "batch_recs.parquet",
     "popular.parquet",
 )
+OUTPUT_FILES = tuple(name for name in RUN_FILES if name != "manifest.json")
+VERIFIED_STAMP = ".verified.json"  # written by readers: which files already matched their sha256
 
 
 def run_id_for(as_of: datetime) -> str:
@@ -41,35 +46,236 @@ def run_id_for(as_of: datetime) -> str:
 
 
 def resolve_run_dir(path: str | Path) -> Path:
-    """ROOT (follows ``latest``) or a run directory → the run directory."""
+    """ROOT (follows ``latest``) or a run directory → the run directory, symlinks resolved.
+
+    ``latest`` is read exactly once (one ``realpath``); callers read every file from the
+    returned path, so a ``latest`` switched (or a run pruned) meanwhile cannot mix two runs.
+    """
     path = Path(path)
-    if not path.exists():
-        raise InputMissing(f"artifacts {path} do not exist: run `rtml precompute` first")
-    if (path / "manifest.json").exists():
-        return path
-    latest = path / "latest"
-    if latest.exists():
-        return latest.resolve()
+    try:
+        real = path.resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputMissing(f"artifacts {path} do not exist: run `rtml precompute` first") from None
+    except (OSError, RuntimeError) as exc:
+        raise InputMissing(f"artifacts {path} cannot be resolved: {exc}") from None
+    if (real / "manifest.json").exists():
+        return real
+    latest = real / "latest"
+    if latest.is_symlink() or latest.exists():
+        try:
+            return latest.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise InputMissing(
+                f"{path}/latest points to a run that no longer exists: run `rtml precompute "
+                f"EVENTS --out {path}` to publish a new one"
+            ) from None
     raise InputMissing(
         f"{path} holds no published precompute run (no latest/ and no manifest.json): "
         "run `rtml precompute EVENTS --out ROOT` first"
     )
 
 
+def _rerun(manifest: dict[str, Any] | None = None, run_dir: Path | None = None) -> str:
+    """What to do about a damaged run: rebuild it (the run's own as-of and root when known)."""
+    as_of = manifest.get("as_of") if isinstance(manifest, dict) else None
+    at = f" --as-of {as_of}" if isinstance(as_of, str) else ""
+    root = run_dir.parent.parent if run_dir is not None and run_dir.parent.name == "runs" else None
+    return f"rebuild it with `rtml precompute EVENTS --out {root or 'ROOT'}{at} --force`"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _manifest_problems(manifest: Any) -> list[str]:
+    """Every missing or mistyped key a reader relies on (empty when the manifest is usable)."""
+    if not isinstance(manifest, dict):
+        return [f"the manifest must be a JSON object, not {type(manifest).__name__}"]
+    problems = []
+    as_of = manifest.get("as_of")
+    if as_of is None:
+        problems.append("'as_of' is missing")
+    else:
+        try:
+            parsed = datetime.fromisoformat(as_of) if isinstance(as_of, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            problems.append(f"'as_of' must be an ISO 8601 time with a zone, got {as_of!r}")
+    params = manifest.get("params")
+    if not isinstance(params, dict):
+        problems.append("'params' is missing" if params is None else "'params' must be an object")
+    elif not _is_int(params.get("dim")) or params["dim"] < 1:
+        problems.append(f"'params.dim' must be a positive integer, got {params.get('dim')!r}")
+    outputs = manifest.get("outputs")
+    if not isinstance(outputs, dict):
+        problems.append(
+            "'outputs' is missing"
+            if outputs is None
+            else f"'outputs' must be an object of file -> {{bytes, sha256}}, got "
+            f"{type(outputs).__name__}"
+        )
+        return problems
+    for name in OUTPUT_FILES:
+        entry = outputs.get(name)
+        if not isinstance(entry, dict):
+            problems.append(f"'outputs.{name}' is missing")
+            continue
+        if not _is_int(entry.get("bytes")) or entry["bytes"] < 0:
+            problems.append(f"'outputs.{name}.bytes' must be a non-negative integer")
+        digest = entry.get("sha256")
+        if not (
+            isinstance(digest, str)
+            and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)
+        ):
+            problems.append(f"'outputs.{name}.sha256' must be 64 hex digits")
+    return problems
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest, validated: ``DataError`` naming the key when one is missing or wrong."""
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except FileNotFoundError:
         raise InputMissing(f"{run_dir} has no manifest.json") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"{run_dir}/manifest.json is unreadable: {exc}") from None
-    version = manifest.get("format_version")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise DataError(
             f"{run_dir} was written by an incompatible rtml (artifacts format {version!r}, "
             f"this rtml reads {FORMAT_VERSION}): rerun `rtml precompute`"
         )
+    problems = _manifest_problems(manifest)
+    if problems:
+        raise DataError(
+            f"{run_dir}/manifest.json is damaged: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            + f"; {_rerun(manifest, run_dir)}",
+            problems=problems if len(problems) > 1 else None,
+        )
     return manifest
+
+
+# --- verification against the manifest -------------------------------------------------------
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    """What changes whenever a file's bytes can have changed (ctime cannot be set by users)."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _read_stamp(run_dir: Path) -> dict[str, Any]:
+    try:
+        stamp = json.loads((run_dir / VERIFIED_STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def _write_stamp(run_dir: Path, stamp: dict[str, Any]) -> None:
+    """Record the verified files; a read-only run directory just gets verified every time."""
+    tmp = run_dir / f".tmp{VERIFIED_STAMP}-{os.getpid()}-{threading.get_ident()}"
+    try:
+        tmp.write_text(json.dumps(stamp, sort_keys=True) + "\n")
+        os.replace(tmp, run_dir / VERIFIED_STAMP)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool = True) -> None:
+    """Check every output file against the manifest's size and sha256.
+
+    Sizes are always checked. With ``checksums`` each file's sha256 is recomputed unless
+    ``.verified.json`` records that this exact file (device, inode, size, mtime, ctime)
+    already matched this manifest's digest; the stamp is (re)written after a check.
+    Raises ``DataError`` naming the first bad file (``problems`` lists them all).
+    """
+    from rtml_cli.batch.publish import sha256_file
+
+    outputs = manifest["outputs"]
+    problems: list[str] = []
+    stats: dict[str, os.stat_result] = {}
+    for name in OUTPUT_FILES:
+        try:
+            st = os.stat(run_dir / name)
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+            continue
+        except OSError as exc:
+            problems.append(f"{name} is unreadable: {exc.strerror}")
+            continue
+        expected = outputs[name]["bytes"]
+        if st.st_size != expected:
+            problems.append(
+                f"{name} is {st.st_size:,} bytes, the manifest says {expected:,} "
+                "(truncated or replaced)"
+            )
+        stats[name] = st
+    if not problems and checksums:
+        stamp = _read_stamp(run_dir)
+        fresh: dict[str, Any] = {}
+        for name in OUTPUT_FILES:
+            digest = outputs[name]["sha256"]
+            identity = _identity(stats[name])
+            if stamp.get(name) == {"sha256": digest, "stat": identity}:
+                fresh[name] = stamp[name]
+                continue
+            try:
+                actual = sha256_file(run_dir / name)
+            except OSError as exc:
+                problems.append(f"{name} is unreadable: {exc.strerror}")
+                continue
+            if actual != digest:
+                problems.append(f"{name} does not match its sha256 in the manifest (corrupted)")
+                continue
+            fresh[name] = {"sha256": digest, "stat": identity}
+        if not problems and fresh != stamp:
+            _write_stamp(run_dir, fresh)
+    if problems:
+        raise DataError(
+            f"precompute run {run_dir} is damaged: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            + f"; {_rerun(manifest, run_dir)}",
+            problems=problems if len(problems) > 1 else None,
+        )
+
+
+def annoy_node_bytes(dim: int) -> int:
+    """Bytes per node of an angular Annoy index (int32 n_descendants + 2 children, float32 v)."""
+    return 12 + 4 * dim
+
+
+def load_annoy(path: Path, n_items: int, dim: int, manifest: dict[str, Any] | None = None):
+    """Memory-map ``items.ann``, checking its size and item count against ``n_items``/``dim``.
+
+    The size check runs before ``AnnoyIndex.load``: Annoy trusts the file and a truncated
+    one or one built for another dimension crashes the process or answers nonsense.
+    """
+    from annoy import AnnoyIndex
+
+    size = path.stat().st_size
+    node = annoy_node_bytes(dim)
+    if size % node or size // node <= n_items:
+        raise DataError(
+            f"{path} is not an Annoy index of {n_items:,} items x {dim} dims ({size:,} bytes is "
+            f"not a whole number of more than {n_items:,} {node}-byte nodes); {_rerun(manifest, path.parent)}"
+        )
+    index = AnnoyIndex(dim, "angular")
+    try:
+        index.load(str(path))
+    except OSError as exc:
+        raise DataError(f"{path} is unreadable: {exc}; {_rerun(manifest, path.parent)}") from None
+    if index.get_n_items() != n_items:
+        found = index.get_n_items()
+        index.unload()
+        raise DataError(
+            f"{path} indexes {found:,} items but the run has {n_items:,} embeddings; "
+            f"{_rerun(manifest, path.parent)}"
+        )
+    return index
 
 
 @dataclass
@@ -101,16 +307,11 @@ class Artifacts:
 
     @property
     def index(self):
-        """The Annoy index (memory-mapped from ``items.ann``)."""
+        """The Annoy index, memory-mapped from ``items.ann`` by ``load_artifacts``."""
         if self._index is None:
-            from annoy import AnnoyIndex
-
-            index = AnnoyIndex(self.dim, "angular")
-            try:
-                index.load(str(self.run_dir / "items.ann"))
-            except OSError as exc:
-                raise DataError(f"{self.run_dir}/items.ann is unreadable: {exc}") from None
-            self._index = index
+            self._index = load_annoy(
+                self.run_dir / "items.ann", self.n_items, self.dim, self.manifest
+            )
         return self._index
 
     @cached_property
@@ -158,18 +359,21 @@ class Artifacts:
         return out
 
 
-def load_artifacts(path: str | Path) -> Artifacts:
-    """Load ROOT (its ``latest`` run) or one run directory; errors say what to rerun."""
+def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
+    """Load ROOT (its ``latest`` run) or one run directory, verified; errors say what to rerun.
+
+    Everything is read from the one directory ``resolve_run_dir`` returns, after every
+    output matched the manifest (``verify_outputs``); the Annoy index is mapped here, not on
+    first use, so a run pruned after loading keeps answering.
+    """
     import polars as pl
 
     run_dir = resolve_run_dir(path)
     manifest = read_manifest(run_dir)
-    missing = [name for name in RUN_FILES if not (run_dir / name).exists()]
-    if missing:
-        raise DataError(f"precompute run {run_dir} is incomplete: missing {', '.join(missing)}")
+    verify_outputs(run_dir, manifest, checksums=checksums)
     try:
         index_frame = pl.read_parquet(run_dir / "item_index.parquet").sort("item_idx")
-        embeddings = np.load(run_dir / "item_embeddings.npy")
+        embeddings = np.load(run_dir / "item_embeddings.npy", allow_pickle=False)
         frames = {
             name: pl.read_parquet(run_dir / f"{name}.parquet")
             for name in (
@@ -181,20 +385,42 @@ def load_artifacts(path: str | Path) -> Artifacts:
             )
         }
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise DataError(f"precompute run {run_dir} is unreadable: {exc}") from None
-    if embeddings.shape[0] != index_frame.height:
         raise DataError(
-            f"precompute run {run_dir} is inconsistent: {embeddings.shape[0]} embeddings "
-            f"for {index_frame.height} items"
+            f"precompute run {run_dir} is unreadable: {exc}; {_rerun(manifest, run_dir)}"
+        ) from None
+    dim = manifest["params"]["dim"]
+    n_items = index_frame.height
+    problem = None
+    if embeddings.ndim != 2 or embeddings.dtype.kind != "f":
+        problem = f"item_embeddings.npy holds {embeddings.dtype} {embeddings.shape}, not a matrix"
+    elif embeddings.shape[0] != n_items:
+        problem = (
+            f"{embeddings.shape[0]:,} embeddings in item_embeddings.npy for {n_items:,} items "
+            "in item_index.parquet"
         )
+    elif embeddings.shape[1] != dim:
+        problem = f"item_embeddings.npy has {embeddings.shape[1]} dims, the manifest says {dim}"
+    elif index_frame["item_idx"].to_list() != list(range(n_items)):
+        problem = "item_index.parquet's item_idx is not 0..n-1"
+    elif frames["item_features"].height != n_items:
+        problem = (
+            f"item_features.parquet has {frames['item_features'].height:,} rows for "
+            f"{n_items:,} items"
+        )
+    if problem is not None:
+        raise DataError(
+            f"precompute run {run_dir} is inconsistent: {problem}; {_rerun(manifest, run_dir)}"
+        )
+    embeddings = embeddings.astype(np.float32, copy=False)
     return Artifacts(
         run_dir=run_dir,
         manifest=manifest,
         item_ids=index_frame["item_id"].to_numpy(),
-        embeddings=embeddings.astype(np.float32, copy=False),
+        embeddings=embeddings,
         item_features=frames["item_features"],
         user_features=frames["user_features"],
         neighbors=frames["item_neighbors"],
         batch_recs=frames["batch_recs"],
         popular=frames["popular"],
+        _index=load_annoy(run_dir / "items.ann", n_items, dim, manifest),
     )

@@ -606,6 +606,7 @@ def evaluate_contextual(
             path = Path(given) if given is not None else default
             if path.exists():
                 logs[key] = world_log(read_table(path, what="bandit log"), model, what=str(path))
+                notes.extend(logs[key].warnings)
             elif given is not None:
                 raise InputMissing(f"bandit log {path} does not exist")
             else:

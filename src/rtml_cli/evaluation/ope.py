@@ -61,6 +61,7 @@ class BanditLog:
     context_names: list[str] = field(default_factory=list)
     ts_order: np.ndarray | None = None  # event indices in time order (None: row order)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. user_idx
+    warnings: list[str] = field(default_factory=list)  # found while reading (report them)
 
     @property
     def n(self) -> int:
@@ -89,6 +90,7 @@ class BanditLog:
             context_names=self.context_names,
             ts_order=None,
             extra={k: v[rows] for k, v in self.extra.items()},
+            warnings=list(self.warnings),
         )
 
     def action_index_of(self, values: Sequence[Any], *, what: str) -> np.ndarray:
@@ -215,6 +217,17 @@ def load_bandit_log(
     )
 
 
+def _require_finite(values: np.ndarray, column: str, what: str, source: str) -> None:
+    """``DataError`` when a non-null value is NaN or infinite (as ``rtml data validate``)."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{what} {source}: {int(bad.sum())} row(s) have a NaN or infinite {column} (first at "
+            f"row {first}, value {values[first]}); fix or drop those rows before evaluating"
+        )
+
+
 def bandit_log_from_frame(
     frame,
     *,
@@ -245,15 +258,23 @@ def bandit_log_from_frame(
         raise DataError(f"{what} {source} has no rewards: every 'reward' is null")
     if not frame.schema["reward"].is_numeric() and frame.schema["reward"] != pl.Boolean:
         raise DataError(f"{what} {source}: 'reward' must be numeric or boolean")
-    reward = frame.get_column("reward").cast(pl.Float64).to_numpy()
-    n_missing = int(np.isnan(reward).sum())
-    if n_missing == len(reward):
-        raise DataError(f"{what} {source} has no rewards: every 'reward' is null")
+    reward_col = frame.get_column("reward")
+    n_missing = reward_col.null_count()
     if n_missing:
-        first = int(np.flatnonzero(np.isnan(reward))[0])
+        first = int(reward_col.is_null().arg_max())
         raise DataError(
             f"{what} {source}: {n_missing} row(s) have no reward (first at row {first}); "
             "drop them or fill them before evaluating"
+        )
+    reward = reward_col.cast(pl.Float64).to_numpy()
+    _require_finite(reward, "reward", what, source)
+    warnings = []
+    outside = (reward < 0) | (reward > 1)
+    if outside.any():
+        warnings.append(
+            f"{what} {source}: {int(outside.sum())} reward(s) lie outside [0, 1] (min "
+            f"{reward.min():g}, max {reward.max():g}); the estimators' intervals and the "
+            "weight warnings assume rewards in [0, 1], so rescale them if they are not clicks"
         )
     action_col = frame.get_column("action")
     n_no_action = action_col.null_count() + (
@@ -268,14 +289,15 @@ def bandit_log_from_frame(
             frame = frame.with_columns(pl.col("propensity").cast(pl.Float64))
         if not frame.schema["propensity"].is_numeric():
             raise DataError(f"{what} {source}: 'propensity' must be numeric")
-        propensity = frame.get_column("propensity").cast(pl.Float64).to_numpy()
-        bad_null = np.isnan(propensity)
-        if require_propensity and bad_null.any():
+        prop_col = frame.get_column("propensity")
+        propensity = prop_col.cast(pl.Float64).to_numpy()
+        if require_propensity and prop_col.null_count():
             raise DataError(
-                f"{what} {source}: {int(bad_null.sum())} row(s) have no propensity (first at row "
-                f"{int(np.flatnonzero(bad_null)[0])}); every logged action needs one"
+                f"{what} {source}: {prop_col.null_count()} row(s) have no propensity (first at "
+                f"row {int(prop_col.is_null().arg_max())}); every logged action needs one"
             )
         if require_propensity:
+            _require_finite(propensity, "propensity", what, source)
             low = propensity <= 0
             high = propensity > 1
             if low.any():
@@ -340,6 +362,7 @@ def bandit_log_from_frame(
         context_names=names,
         ts_order=ts_order,
         extra=extra,
+        warnings=warnings,
     )
 
 
@@ -890,8 +913,10 @@ def evaluate_ope(
         min_support=min_support,
     )
     truth = None
+    gt_warnings: list[str] = []
     if ground_truth is not None:
         gt = load_bandit_log(ground_truth, require_propensity=False, what="ground-truth log")
+        gt_warnings = gt.warnings
         value = float(gt.reward.mean())
         rng = np.random.default_rng(seed + 1)
         if n_boot > 0:
@@ -921,7 +946,7 @@ def evaluate_ope(
         logged_value=float(log.reward.mean()),
         estimates=rows,
         diagnostics=diag,
-        warnings=warnings + built.warnings,
+        warnings=full.warnings + gt_warnings + warnings + built.warnings,
         bootstrap=n_boot,
         seed=seed,
         ground_truth=truth,
