@@ -8,13 +8,24 @@ headers and output determinism.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from rtml_cli.errors import ExitCode
+from tests.conftest import SAMPLE_DATA
 from tests.test_batch_precompute import make_events
+
+RTML = str(Path(sys.executable).with_name("rtml"))
 
 
 def _write(path: Path, frame: pl.DataFrame) -> Path:
@@ -114,3 +125,192 @@ def test_validate_and_precompute_word_problems_alike(invoke, tmp_path):
     assert validated.exit_code == precomputed.exit_code == ExitCode.DATA_ERR
     line = "  - 2 rows have a null or empty session_id"
     assert line in validated.stderr and line in precomputed.stderr
+
+
+# --- 2. exit codes for failures of the machine --------------------------------------------
+
+
+def _duckdb_error(cls_name: str, message: str) -> Exception:
+    import duckdb
+
+    return getattr(duckdb, cls_name)(message)
+
+
+def _wrapped(inner: Exception) -> Exception:
+    """What the library does with a DuckDB error: re-raise it as 'bad data'."""
+    from rtml_cli.errors import DataError
+
+    try:
+        raise inner
+    except Exception as exc:
+        try:
+            raise DataError("events are unreadable: " + str(exc).splitlines()[0]) from None
+        except DataError as wrapped:
+            return wrapped
+
+
+ENOSPC_PATH = "/srv/rtml/runs/x/items.ann"
+SPILL = "/tmp/rtml-duckdb-x/duckdb_temp_block-1.block"
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "message"),
+    [
+        (
+            lambda: OSError(errno.ENOSPC, "No space left on device", ENOSPC_PATH),
+            ExitCode.CANT_CREATE,
+            f"no space left on device writing {ENOSPC_PATH}",
+        ),
+        (
+            lambda: OSError(errno.EDQUOT, "Disk quota exceeded"),
+            ExitCode.CANT_CREATE,
+            "no space left on device writing",
+        ),
+        (
+            lambda: _wrapped(
+                _duckdb_error(
+                    "IOException",
+                    f'IO Error: Could not write file "{SPILL}": No space left on device',
+                )
+            ),
+            ExitCode.CANT_CREATE,
+            f"no space left on device writing {SPILL}",
+        ),
+        (
+            lambda: _duckdb_error("InterruptException", "INTERRUPT Error: Interrupted!"),
+            ExitCode.INTERRUPTED,
+            "interrupted",
+        ),
+        (lambda: RuntimeError("Query interrupted"), ExitCode.INTERRUPTED, "interrupted"),
+        (
+            lambda: _wrapped(
+                _duckdb_error(
+                    "OutOfMemoryException",
+                    "Out of Memory Error: failed to allocate data of size 16.0 MiB "
+                    "(16.0 MiB/19.0 MiB used)\n\nPossible solutions: ...",
+                )
+            ),
+            ExitCode.RESOURCE,
+            "(16.0 MiB/19.0 MiB used) (limits in force: RTML_MEMORY_LIMIT=20MB",
+        ),
+        (lambda: MemoryError(), ExitCode.RESOURCE, "out of memory: Python's MemoryError"),
+        (lambda: ValueError("a bug"), ExitCode.INTERNAL, "internal error: ValueError: a bug"),
+    ],
+    ids=[
+        "enospc",
+        "edquot",
+        "duckdb-disk-full",
+        "duckdb-interrupt",
+        "query-interrupted",
+        "duckdb-oom",
+        "memoryerror",
+        "a-bug-stays-internal",
+    ],
+)
+def test_failures_of_the_machine_get_their_exit_code(
+    invoke, tmp_path, monkeypatch, make, code, message
+):
+    import rtml_cli.batch.precompute as precompute
+
+    def fail(*args, **kwargs):
+        raise make()
+
+    monkeypatch.setattr(precompute, "run_precompute", fail)
+    monkeypatch.setenv("RTML_MEMORY_LIMIT", "20MB")
+    result = invoke("precompute", tmp_path / "e.parquet", "--out", tmp_path / "root")
+    assert result.exit_code == code, result.stderr
+    errors = _errors(result)
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    if code == ExitCode.RESOURCE:
+        assert "and rerun" in errors[0]
+    if message.startswith("(16.0"):
+        assert "raise RTML_MEMORY_LIMIT" in errors[0]
+
+
+def test_memory_error_advice_names_the_process_limit(invoke, tmp_path, monkeypatch):
+    import rtml_cli.batch.precompute as precompute
+
+    def fail(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(precompute, "run_precompute", fail)
+    monkeypatch.delenv("RTML_MEMORY_LIMIT", raising=False)
+    result = invoke("precompute", tmp_path / "e.parquet", "--out", tmp_path / "root")
+    assert result.exit_code == ExitCode.RESOURCE
+    assert "RTML_MEMORY_LIMIT unset" in result.stderr
+    assert "ulimit -v" in result.stderr
+
+
+def _no_sigint_ignore() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell may have ignored it
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_ctrl_c_inside_a_duckdb_query_exits_130(tmp_path):
+    import duckdb
+
+    big = tmp_path / "big.parquet"
+    duckdb.sql(
+        "COPY (SELECT TIMESTAMP '2024-01-01' + to_microseconds(i * 1000) AS ts, "
+        "'u' || (i % 1000) AS user_id, 's' || (i // 5) AS session_id, i % 5000 AS item_id, "
+        f"'view' AS event FROM range(1500000) t(i)) TO '{big}' (FORMAT parquet)"
+    )
+    proc = subprocess.Popen(
+        [RTML, "data", "validate", str(big)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_no_sigint_ignore,
+    )
+    fds = Path(f"/proc/{proc.pid}/fd")
+    deadline = time.monotonic() + 60
+    # wait until DuckDB reads the file, so the signal lands inside a query, not in imports
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == str(big) for fd in fds.iterdir()):
+                break
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert proc.poll() is None, "validate finished before the signal: make the file larger"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.INTERRUPTED, stderr
+    # typer turns a KeyboardInterrupt outside DuckDB into a silent 130: this line proves
+    # the signal interrupted a DuckDB query and was mapped at the boundary
+    assert stderr.strip() == "rtml: error: interrupted"
+
+
+# glibc ("cannot allocate memory for thread-local data") and Rust ("memory allocation of N
+# bytes failed") abort the process themselves when a native thread cannot get memory: no
+# Python code runs, so those runs can only be checked for having printed no traceback.
+NATIVE_ABORTS = {127, 134, -signal.SIGABRT}
+
+
+@pytest.mark.slow
+def test_out_of_memory_under_ulimit_is_one_line(tmp_path):
+    events = SAMPLE_DATA / "shop" / "events.parquet"
+    outcomes = []
+    for limit in (350000, 400000, 500000):
+        for command in (
+            f"data validate {events}",
+            f"precompute {events} --out {tmp_path / str(limit)} --dim 8 --trees 5",
+        ):
+            proc = subprocess.run(
+                ["bash", "-c", f"ulimit -v {limit}; exec {RTML} {command}"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            outcomes.append((limit, command, proc.returncode, proc.stderr))
+    for limit, command, code, stderr in outcomes:
+        assert "Traceback" not in stderr, (limit, command, stderr)
+        if code in NATIVE_ABORTS:
+            continue
+        errors = [line for line in stderr.splitlines() if line.startswith("rtml: error:")]
+        assert code == ExitCode.RESOURCE, (limit, command, code, stderr)
+        assert len(errors) == 1 and "out of memory" in errors[0], (limit, command, stderr)
+        assert f"ulimit -v {limit}" in errors[0] and "and rerun" in errors[0]
+    resource_errors = [o for o in outcomes if o[2] == ExitCode.RESOURCE]
+    assert len(resource_errors) >= 2, [(o[0], o[1][:12], o[2]) for o in outcomes]
