@@ -410,12 +410,12 @@ def parquet_files(source: str | os.PathLike[str], *, what: str = "input") -> lis
         files = sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
         if not files:
             raise InputMissing(f"{what} directory {text} contains no .parquet files")
+    elif path.exists():  # an existing path is a path, even with [ ] * ? in its name
+        files = [path]
     elif any(ch in text for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
         if not files:
             raise InputMissing(f"{what} glob {text} matches no file")
-    elif path.exists():
-        files = [path]
     else:
         raise InputMissing(f"{what} {text} does not exist")
     for file in files:

@@ -54,3 +54,14 @@ def parse_timestamp(text: str) -> datetime:
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# How far past "now" an event's timestamp may lie (clocks of the machines that logged it
+# drift) before `rtml data validate` and `rtml precompute` call it a timestamp in the
+# future: a wrong epoch unit or time zone, which would otherwise set a run's as-of.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def future_limit(now: datetime | None = None) -> datetime:
+    """The latest timestamp an input may hold: ``now`` (default: the clock) plus ``CLOCK_SKEW``."""
+    return (now or utc_now()) + CLOCK_SKEW

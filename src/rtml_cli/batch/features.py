@@ -185,6 +185,11 @@ def item_features(index, aggregates, catalogue):
 
 
 def user_aggregates(con, since: datetime | None):
+    """Per user with events since ``since``: counts and first/last seen, sorted by user_id.
+
+    Sorted because a parallel GROUP BY emits groups in any order, and the state
+    written from this must be byte-identical across identical runs.
+    """
     frame = con.sql(
         f"""SELECT user_id, count(*) AS events,
                    count(*) FILTER (WHERE event = 'view') AS views,
@@ -192,7 +197,8 @@ def user_aggregates(con, since: datetime | None):
                    count(*) FILTER (WHERE event = 'purchase') AS purchases,
                    count(DISTINCT session_id) AS sessions,
                    min(ts) AS first_seen, max(ts) AS last_seen
-            FROM ev WHERE user_id IS NOT NULL AND {_since(since)} GROUP BY user_id"""
+            FROM ev WHERE user_id IS NOT NULL AND {_since(since)} GROUP BY user_id
+            ORDER BY user_id"""
     ).pl()
     return utc(frame, "first_seen", "last_seen")
 
@@ -209,7 +215,7 @@ def merge_user_totals(new, old):
         *[(pl.col(c).fill_null(0) + pl.col(f"{c}_old").fill_null(0)).alias(c) for c in sums],
         pl.min_horizontal("first_seen", "first_seen_old").alias("first_seen"),
         pl.max_horizontal("last_seen", "last_seen_old").alias("last_seen"),
-    )
+    ).sort("user_id")  # a full join's row order is not fixed
 
 
 def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None, old=None):

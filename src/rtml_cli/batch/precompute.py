@@ -14,6 +14,7 @@ import resource
 import shutil
 import signal
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -205,10 +206,17 @@ def load_warm_state(path: str | Path) -> _WarmState:
         ]
         if missing:
             problem = f"missing {', '.join(missing)}"
-        else:
+        elif (problem := _state_json_problem(state / "state.json")) is None:
             meta = json.loads((state / "state.json").read_text())
             index = pl.read_parquet(run_dir / "item_index.parquet").sort("item_idx")
-            cooc = sp.load_npz(state / "cooc.npz").tocsr()
+            try:
+                # our own handle: np.load leaks the one it opens when the zip is corrupt
+                with open(state / "cooc.npz", "rb") as handle:
+                    cooc = sp.load_npz(handle).tocsr()
+            except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError) as exc:
+                raise DataError(
+                    f"state/cooc.npz is unreadable ({type(exc).__name__}: {exc})"
+                ) from exc
             if cooc.shape != (index.height, index.height):
                 problem = "state does not match its item index"
             else:
@@ -230,11 +238,38 @@ def load_warm_state(path: str | Path) -> _WarmState:
                 )
     except RtmlError as exc:
         problem = str(exc)
-    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        zipfile.BadZipFile,
+        pl.exceptions.PolarsError,
+    ) as exc:
+        text = str(exc).strip().splitlines()
+        problem = f"{type(exc).__name__}: {text[0] if text else ''}"
     raise DataError(
         f"cannot warm-start from {run_dir}: {problem}; rerun without --warm-start for a full run"
     )
+
+
+_STATE_PARAMS = ("dim", "window", "max_session_len", "half_life_s")
+
+
+def _state_json_problem(path: Path) -> str | None:
+    """What is wrong with a run's ``state/state.json`` (None: nothing)."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"state/state.json is not JSON ({type(exc).__name__}: {exc})"
+    params = meta.get("params") if isinstance(meta, dict) else None
+    if not isinstance(params, dict):
+        return "state/state.json has no params"
+    lacking = [name for name in _STATE_PARAMS if not isinstance(params.get(name), int | float)]
+    if lacking:
+        return f"state/state.json params lack {', '.join(lacking)}"
+    return None
 
 
 def _check_params(**values: int | None) -> None:

@@ -73,9 +73,22 @@ def _as_utc(value: Any) -> datetime:
     return datetime.combine(value, datetime.min.time(), tzinfo=timezone.utc)
 
 
-def open_events(con, files: list[Path], as_of: datetime | None) -> EventSource:
-    """Check the events contract, resolve as-of and create the view ``ev`` (ts < as-of)."""
+def open_events(
+    con, files: list[Path], as_of: datetime | None, *, now: datetime | None = None
+) -> EventSource:
+    """Check the events contract, resolve as-of and create the view ``ev`` (ts < as-of).
+
+    One scan counts the rows and applies `rtml data validate`'s per-row checks
+    (``data.validate.event_row_checks``): null, empty, NaN or infinite
+    ``ts``/``session_id``/``item_id``/``event``, an empty ``user_id``, timestamps
+    more than ``timeutil.CLOCK_SKEW`` after ``now`` (default: the clock) — a log
+    with a row in 2200 would otherwise set the as-of to 2200 and lock ``latest``
+    there. Raises ``DataError`` listing every problem.
+    """
     import duckdb
+
+    from rtml_cli.data.validate import event_row_checks, event_row_problems
+    from rtml_cli.timeutil import utc_now
 
     scan = f"read_parquet({sql_files(files)}, union_by_name=true)"
     try:
@@ -91,29 +104,31 @@ def open_events(con, files: list[Path], as_of: datetime | None) -> EventSource:
         raise DataError(
             "events violate the events contract (see `rtml data contracts`)", problems=problems
         )
+    now = now or utc_now()
+    ts = "CAST(ts AS TIMESTAMP)"
+    before = f"{ts} < {sql_ts(as_of)}" if as_of is not None else "TRUE"
+    exprs = {
+        "rows": "count(*)",
+        "first": f"min({ts})",
+        "last": f"max({ts})",
+        "used": f"count(*) FILTER (WHERE {before})",
+        **event_row_checks(schema, now, ts_sql=ts),
+    }
     try:
-        before = f"CAST(ts AS TIMESTAMP) < {sql_ts(as_of)}" if as_of is not None else "TRUE"
-        stats = con.sql(
-            f"""SELECT count(*), min(CAST(ts AS TIMESTAMP)), max(CAST(ts AS TIMESTAMP)),
-                   count(*) FILTER (WHERE {before}),
-                   count(*) FILTER (WHERE ts IS NULL),
-                   count(*) FILTER (WHERE session_id IS NULL),
-                   count(*) FILTER (WHERE item_id IS NULL),
-                   count(*) FILTER (WHERE event IS NULL)
-                FROM {scan}"""
-        ).fetchall()[0]
+        row = con.sql(f"SELECT {', '.join(exprs.values())} FROM {scan}").fetchall()[0]
     except duckdb.Error as exc:
-        raise DataError(f"events are unreadable: {str(exc).splitlines()[0]}") from None
-    rows, first, last, used, *nulls = stats
+        raise DataError(f"events are unreadable: {str(exc).splitlines()[0]}") from exc
+    found = dict(zip(exprs, row, strict=True))
+    rows, first, last, used = (found[k] for k in ("rows", "first", "last", "used"))
     if rows == 0:
         raise DataError(f"events contain no rows ({len(files)} file(s)): nothing to precompute")
-    problems = [
-        f"{count:,} rows with a null {name}"
-        for name, count in zip(("ts", "session_id", "item_id", "event"), nulls, strict=True)
-        if count
-    ]
+    problems = event_row_problems(schema, found, now)
     if problems:
-        raise DataError("events violate the events contract", problems=problems)
+        raise DataError(
+            f"events violate the events contract: {len(problems)} problem(s) found "
+            "(`rtml data validate` checks a log)",
+            problems=problems,
+        )
     first, last = _as_utc(first), _as_utc(last)
     if as_of is None:
         as_of = last + timedelta(microseconds=1)

@@ -3,7 +3,9 @@
 Each command module converts options, calls one library function and renders
 the result. Errors raised by the library (``rtml_cli.errors``) are turned into
 one line on stderr and a named exit code here, in ``RtmlGroup.main`` — the one
-place that maps errors to exit codes. ``--debug`` shows the traceback.
+place that maps errors to exit codes. Failures of the machine (disk full, out of
+memory, Ctrl-C inside DuckDB) are recognised through whatever wrapped them
+(``errors.environment_error``). ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from rtml_cli import __version__
-from rtml_cli.errors import ExitCode, RtmlError
+from rtml_cli.errors import ExitCode, RtmlError, environment_error
 
 _state = {"debug": False}
 
@@ -35,6 +37,16 @@ def _is_usage_error(exc: BaseException) -> bool:
     return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
 
 
+def _report(error: RtmlError) -> int:
+    """Print ``error`` as one line (plus its problems) and return its exit code."""
+    if _debug_enabled():
+        traceback.print_exc()
+    _error_line(str(error))
+    for problem in error.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return int(error.exit_code)
+
+
 class RtmlGroup(TyperGroup):
     """Top-level group: runs the command and maps every failure to an exit code."""
 
@@ -50,28 +62,35 @@ class RtmlGroup(TyperGroup):
             )
             code = code if isinstance(code, int) else ExitCode.OK
         except RtmlError as exc:
-            if _debug_enabled():
-                traceback.print_exc()
-            _error_line(str(exc))
-            for problem in exc.problems:
-                print(f"  - {problem}", file=sys.stderr)
-            code = exc.exit_code
+            code = _report(environment_error(exc) or exc)
         except typer.Abort:
             _error_line("aborted")
             code = ExitCode.INTERRUPTED
-        except (KeyboardInterrupt, BrokenPipeError):
+        except KeyboardInterrupt:
+            _error_line("interrupted")
             code = ExitCode.INTERRUPTED
-        except Exception as exc:  # noqa: BLE001 - the one catch-all, at the boundary
-            if _debug_enabled():
-                traceback.print_exc()
-            if _is_usage_error(exc):
+        except BrokenPipeError:
+            code = ExitCode.INTERRUPTED
+        except (SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the one catch-all, at the boundary
+            # BaseException: a Rust panic in polars (pyo3 PanicException) is not an Exception
+            known = environment_error(exc)
+            if known is not None:
+                code = _report(known)
+            elif _is_usage_error(exc):
+                if _debug_enabled():
+                    traceback.print_exc()
                 ctx = getattr(exc, "ctx", None)
                 hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
                 _error_line(f"{exc.format_message()}{hint}")
                 code = exc.exit_code
             else:
+                if _debug_enabled():
+                    traceback.print_exc()
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 _error_line(
-                    f"internal error: {type(exc).__name__}: {exc} "
+                    f"internal error: {type(exc).__name__}: {first} "
                     "(rerun with --debug for the traceback)"
                 )
                 code = ExitCode.INTERNAL
@@ -151,5 +170,10 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    command = typer.main.get_command(app)
+    try:
+        command = typer.main.get_command(app)
+    except MemoryError as exc:  # the group's own mapping is not in place yet
+        error = environment_error(exc)
+        _error_line(str(error))
+        sys.exit(int(error.exit_code))
     command.main(prog_name="rtml")

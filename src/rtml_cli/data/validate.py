@@ -23,6 +23,7 @@ from rtml_cli.data.importers import DUCKDB_INTEGER_TYPES, connect, lit, q
 from rtml_cli.data.sessionize import gap_micros
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.fsutil import parquet_files
+from rtml_cli.timeutil import CLOCK_SKEW, format_duration, future_limit, utc_now
 
 KINDS = ("events", "items", "bandit")
 DEFAULT_GAP = timedelta(minutes=30)
@@ -173,7 +174,7 @@ def _null_checks(ck: _Checker, names: list[str]) -> dict[str, str]:
         if ck.text(name):
             cond += f" OR trim({q(name)}) = ''"
         elif ck.columns[name] in _FLOAT:
-            cond += f" OR isnan({q(name)})"
+            cond += f" OR isnan({q(name)}) OR isinf({q(name)})"
         exprs[f"null:{name}"] = f"count(*) FILTER ({cond})"
     return exprs
 
@@ -184,21 +185,27 @@ def _report_nulls(ck: _Checker, found: dict[str, Any]) -> None:
             name = key[5:]
             what = "null or empty" if ck.text(name) else "null"
             if ck.columns.get(name) in _FLOAT:
-                what = "null or NaN"
+                what = "null, NaN or infinite"
             ck.problems.append(f"{count:,} rows have a {what} {name}")
 
 
-def _ts_checks(ck: _Checker, now: datetime) -> dict[str, str]:
+def _ts_checks(ck: _Checker, now: datetime, ts_sql: str | None = None) -> dict[str, str]:
+    """Unparseable and future timestamps; ``ts_sql``: the caller's naive-UTC TIMESTAMP of ts."""
     exprs: dict[str, str] = {}
     if not ck.has("ts"):
         return exprs
     ts = ck.ts_expr("ts")
+    limit = future_limit(now)
+    limit_sql = f"{lit(limit.isoformat())}::TIMESTAMPTZ"
     if ck.text("ts"):
         bad = f"ts IS NOT NULL AND {ts} IS NULL"
         exprs["bad_ts"] = f"count(*) FILTER ({bad})"
         exprs["bad_ts_example"] = f"any_value(ts) FILTER ({bad})"
+    if ts_sql is not None:
+        naive = limit.astimezone(timezone.utc).replace(tzinfo=None)
+        ts, limit_sql = ts_sql, f"TIMESTAMP {lit(naive.isoformat(sep=' '))}"
     if ts is not None:
-        exprs["future_ts"] = f"count(*) FILTER ({ts} > {lit(now.isoformat())}::TIMESTAMPTZ)"
+        exprs["future_ts"] = f"count(*) FILTER ({ts} > {limit_sql})"
         exprs["ts_max"] = f"max({ts})"
         exprs["ts_min"] = f"min({ts})"
     return exprs
@@ -212,9 +219,53 @@ def _report_ts(ck: _Checker, found: dict[str, Any], now: datetime) -> None:
         )
     if found.get("future_ts"):
         ck.problems.append(
-            f"{found['future_ts']:,} timestamps lie in the future (latest {found['ts_max']}, "
-            f"now {now:%Y-%m-%d %H:%M:%S}Z): wrong epoch unit or time zone?"
+            f"{found['future_ts']:,} timestamps lie in the future (more than "
+            f"{format_duration(CLOCK_SKEW)} after now, {now:%Y-%m-%d %H:%M:%S}Z; latest "
+            f"{found['ts_max']}): wrong epoch unit or time zone?"
         )
+
+
+def _user_checks(ck: _Checker) -> dict[str, str]:
+    if ck.text("user_id"):
+        return {"empty_users": "count(*) FILTER (trim(user_id) = '')"}
+    if ck.columns.get("user_id") in _FLOAT:
+        return {"nan_users": "count(*) FILTER (isnan(user_id) OR isinf(user_id))"}
+    return {}
+
+
+def _report_users(ck: _Checker, found: dict[str, Any]) -> None:
+    for key, what in (("empty_users", "an empty"), ("nan_users", "a NaN or infinite")):
+        if found.get(key):
+            ck.problems.append(
+                f"{found[key]:,} rows have {what} user_id: use null for anonymous visitors"
+            )
+
+
+def event_row_checks(
+    columns: dict[str, str], now: datetime, *, ts_sql: str | None = None
+) -> dict[str, str]:
+    """The per-row checks of an event log as named SQL aggregates, for one pass over any relation.
+
+    Null, empty, NaN or infinite ts / session_id / item_id / event, an empty or NaN
+    user_id, timestamps later than ``future_limit(now)``. ``columns`` maps name ->
+    DuckDB type; ``ts_sql`` is the caller's ts as a naive-UTC TIMESTAMP (default: ts
+    as TIMESTAMPTZ, for a connection in UTC). Turn the values into problems with
+    :func:`event_row_problems`; ``rtml precompute`` adds them to its own scan.
+    """
+    ck = _Checker(None, columns)
+    exprs = _null_checks(ck, ["ts", "session_id", "item_id", "event"])
+    exprs.update(_ts_checks(ck, now, ts_sql))
+    exprs.update(_user_checks(ck))
+    return exprs
+
+
+def event_row_problems(columns: dict[str, str], found: dict[str, Any], now: datetime) -> list[str]:
+    """The problems (as `rtml data validate` words them) in the values of :func:`event_row_checks`."""
+    ck = _Checker(None, columns)
+    _report_nulls(ck, found)
+    _report_ts(ck, found, now)
+    _report_users(ck, found)
+    return ck.problems
 
 
 def _duplicates(ck: _Checker) -> None:
@@ -228,22 +279,14 @@ def _duplicates(ck: _Checker) -> None:
 
 def _events(ck: _Checker, now: datetime, gap: timedelta | None) -> dict[str, Any]:
     exprs = {"rows": "count(*)"}
-    exprs.update(_null_checks(ck, ["ts", "session_id", "item_id", "event"]))
-    exprs.update(_ts_checks(ck, now))
+    exprs.update(event_row_checks(ck.columns, now))
     if ck.has("user_id"):
         exprs["users"] = "count(DISTINCT user_id)"
         exprs["anonymous_events"] = "count(*) FILTER (user_id IS NULL)"
-        if ck.text("user_id"):
-            exprs["empty_users"] = "count(*) FILTER (trim(user_id) = '')"
     if ck.has("item_id"):
         exprs["items"] = "count(DISTINCT item_id)"
     found = ck.values(exprs)
-    _report_nulls(ck, found)
-    _report_ts(ck, found, now)
-    if found.get("empty_users"):
-        ck.problems.append(
-            f"{found['empty_users']:,} rows have an empty user_id: use null for anonymous visitors"
-        )
+    ck.problems.extend(event_row_problems(ck.columns, found, now))
     _duplicates(ck)
     rows = found["rows"]
     summary: dict[str, Any] = {"rows": rows}
@@ -420,8 +463,6 @@ def _items(ck: _Checker) -> dict[str, Any]:
 
 
 def _fmt_gap(delta: timedelta) -> str:
-    from rtml_cli.timeutil import format_duration
-
     return format_duration(delta)
 
 
@@ -435,15 +476,15 @@ def validate(
     """Check ``path`` against the ``kind`` contract (detected from the columns when None).
 
     ``session_gap`` bounds the silence allowed between consecutive events of
-    one session (None: do not check); ``now`` is the limit for timestamps in
-    the future (default: the current time). Raises ``InputMissing`` when the
+    one session (None: do not check); timestamps more than ``timeutil.CLOCK_SKEW``
+    after ``now`` (default: the current time) lie in the future. Raises ``InputMissing`` when the
     path matches nothing, ``DataError`` when a file is empty or not Parquet.
     """
     if kind is not None and kind not in KINDS:
         raise UsageError(f"unknown --kind {kind!r}: use one of {', '.join(KINDS)}")
     if session_gap is not None and session_gap <= timedelta(0):
         raise UsageError("--session-gap must be positive, e.g. 30m")
-    now = now or datetime.now(timezone.utc)
+    now = now or utc_now()
     files = parquet_files(path, what="input")
     with tempfile.TemporaryDirectory(prefix="rtml-validate-") as spill:
         return _validate(path, files, kind, session_gap, now, Path(spill))
