@@ -365,3 +365,29 @@ def test_scratch_left_by_a_killed_process_is_removed_by_the_next_run(tmp_path):
     with scratch_dir("spill", tmp_path) as mine:
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "users-file"])
     assert [p.name for p in tmp_path.iterdir()] == ["users-file"]
+
+
+@pytest.mark.parametrize("step", ["scan", "neighbors", "write"])
+def test_sigterm_removes_the_partial_run_and_spill_and_keeps_latest(data, tmp_path, step):
+    import subprocess
+    import sys
+
+    from rtml_cli.batch.precompute import KILL_AT_ENV
+
+    events, _ = data
+    root = tmp_path / "root"
+    first = run_precompute(events, root, as_of=START + timedelta(days=8), **FAST)
+    env = {**os.environ, KILL_AT_ENV: f"{step}:TERM"}
+    args = ["precompute", str(events), "--out", str(root), "--dim", "8", "--trees", "10"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rtml_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == ExitCode.TERMINATED, proc.stderr
+    assert "terminated" in proc.stderr and "Traceback" not in proc.stderr
+    assert [p.name for p in (root / "runs").iterdir()] == [first.run_id]
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+    assert load_artifacts(root).manifest["run_id"] == first.run_id

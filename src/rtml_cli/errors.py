@@ -29,6 +29,7 @@ class ExitCode(IntEnum):
     CANT_CREATE = 73  # an output cannot be written (also: no space left on device)
     TEMP_FAIL = 75  # temporary failure, e.g. another run holds the lock
     INTERRUPTED = 130  # killed by Ctrl-C
+    TERMINATED = 143  # stopped by SIGTERM (cron timeout, systemd, kill): cleaned up first
 
 
 class RtmlError(Exception):
@@ -75,6 +76,13 @@ class Interrupted(RtmlError):
     """Ctrl-C, also when it arrives inside a DuckDB query."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so ``finally`` blocks remove temporaries.
+
+    A ``BaseException`` (not ``KeyboardInterrupt``, which Typer turns into a plain 130) so
+    that only the CLI boundary catches it and exits 143."""
 
 
 class TemporaryFailure(RtmlError):

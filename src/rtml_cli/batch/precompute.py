@@ -56,7 +56,7 @@ STATE_FILES = (
     "user_totals.parquet",
     "user_items.parquet",
 )
-# Test hook: SIGKILL this process when the named step starts (proves kill -9 safety).
+# Test hook: SIGKILL (or with ":TERM", SIGTERM) this process when the named step starts.
 KILL_AT_ENV = "RTML_TEST_KILL_AT"
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -114,8 +114,9 @@ class _Steps:
 
     def start(self, name: str) -> None:
         self._finish()
-        if os.environ.get(KILL_AT_ENV) == name:
-            os.kill(os.getpid(), signal.SIGKILL)
+        hook = os.environ.get(KILL_AT_ENV, "")
+        if hook.partition(":")[0] == name:  # "STEP" sends SIGKILL, "STEP:TERM" SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM if hook.endswith(":TERM") else signal.SIGKILL)
         if self.progress is not None:
             self.progress(name, STEPS.index(name), len(STEPS))
         self._name, self._start, self._cpu = name, time.perf_counter(), time.process_time()

@@ -21,11 +21,12 @@ import re
 import shutil
 import stat
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from rtml_cli.errors import OutputError, UsageError
 from rtml_cli.fsutil import fsync_dir, switch_symlink
+from rtml_cli.timeutil import future_limit
 
 TMP_PREFIX = ".tmp-"
 _RUN_ID = r"\d{8}T\d{6}\.\d{6}Z(?:-r\d{3})?"
@@ -36,8 +37,6 @@ _STALE_RE = re.compile(
     rf"^\.tmp-(?:{_RUN_ID}-[A-Za-z0-9_]+|prune-{_RUN_ID}|spill-\d+-[A-Za-z0-9_]+)$"
 )
 _STALE_LINK_RE = re.compile(r"^\.tmp-latest-\d+$")
-# a run whose as-of is further in the future than this is never made `latest`
-CLOCK_SKEW = timedelta(minutes=5)
 
 
 def run_key(name: str) -> tuple[str, int]:
@@ -208,7 +207,7 @@ def published_runs(runs: Path) -> list[str]:
 
 def newest_publishable(runs: Path, now: datetime) -> str | None:
     """The newest run whose as-of is not in the future: the one ``latest`` should show."""
-    candidates = [n for n in published_runs(runs) if run_as_of(n) <= now + CLOCK_SKEW]
+    candidates = [n for n in published_runs(runs) if run_as_of(n) <= future_limit(now)]
     return candidates[-1] if candidates else None
 
 
@@ -223,7 +222,7 @@ def prune(root: Path, keep: int, *, protect: set[str] | None = None, now: dateti
     if keep < 1:
         raise UsageError(f"--keep {keep} must be at least 1")
     runs = root / "runs"
-    names = [n for n in published_runs(runs) if run_as_of(n) <= now + CLOCK_SKEW]
+    names = [n for n in published_runs(runs) if run_as_of(n) <= future_limit(now)]
     current = latest_run_id(root)
     keep_set = set(names[-keep:]) | ({current} if current else set()) | (protect or set())
     removed = []
@@ -238,7 +237,7 @@ def prune(root: Path, keep: int, *, protect: set[str] | None = None, now: dateti
 
 
 def future_runs(runs: Path, now: datetime) -> list[str]:
-    return [n for n in published_runs(runs) if run_as_of(n) > now + CLOCK_SKEW]
+    return [n for n in published_runs(runs) if run_as_of(n) > future_limit(now)]
 
 
 def sha256_file(path: Path) -> str:

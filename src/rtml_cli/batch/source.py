@@ -13,14 +13,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from rtml_cli.duck import sql_str
 from rtml_cli.errors import DataError, UsageError
 
 REQUIRED = ("ts", "user_id", "session_id", "item_id", "event")
 _TIMESTAMP_TYPES = ("TIMESTAMP", "DATE")
-
-
-def sql_str(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def sql_files(files: list[Path]) -> str:
@@ -43,12 +40,11 @@ def fingerprint(path: Path) -> dict[str, Any]:
 
 
 def connect(spill: Path, memory_limit: str = "1GB"):
-    """A DuckDB connection in UTC with bounded memory that spills to ``spill`` (rtml's own dir)."""
-    import duckdb
+    """Precompute's DuckDB connection (``rtml_cli.duck.connect``): 1 GB unless
+    ``RTML_MEMORY_LIMIT`` says otherwise, spilling to ``spill`` under ROOT."""
+    from rtml_cli.duck import connect as duck_connect
 
-    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+    return duck_connect(spill, memory_limit=memory_limit)
 
 
 @dataclass

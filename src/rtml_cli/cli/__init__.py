@@ -10,8 +10,11 @@ memory, Ctrl-C inside DuckDB) are recognised through whatever wrapped them
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Annotated, Any
 
@@ -19,7 +22,7 @@ import typer
 from typer.core import TyperGroup
 
 from rtml_cli import __version__
-from rtml_cli.errors import ExitCode, RtmlError, environment_error
+from rtml_cli.errors import ExitCode, RtmlError, Terminated, environment_error
 
 _state = {"debug": False}
 
@@ -47,20 +50,42 @@ def _report(error: RtmlError) -> int:
     return int(error.exit_code)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_cleans_up():
+    """Turn SIGTERM into an exception while a command runs, so its temporaries are removed
+    (a plain SIGTERM would end Python without running ``finally`` blocks)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class RtmlGroup(TyperGroup):
     """Top-level group: runs the command and maps every failure to an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _state["debug"] = False
         try:
-            code = super().main(
-                args=args,
-                prog_name=prog_name or "rtml",
-                complete_var=complete_var,
-                standalone_mode=False,
-                **extra,
-            )
+            with _sigterm_cleans_up():
+                code = super().main(
+                    args=args,
+                    prog_name=prog_name or "rtml",
+                    complete_var=complete_var,
+                    standalone_mode=False,
+                    **extra,
+                )
             code = code if isinstance(code, int) else ExitCode.OK
+        except Terminated:
+            _error_line("terminated (SIGTERM); temporaries removed, previous outputs intact")
+            code = ExitCode.TERMINATED
         except RtmlError as exc:
             code = _report(environment_error(exc) or exc)
         except typer.Abort:

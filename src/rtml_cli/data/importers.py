@@ -35,7 +35,7 @@ import duckdb
 
 from rtml_cli.data.sessionize import ROW_COLUMN, sessionize_sql
 from rtml_cli.errors import DataError, InputMissing, UsageError
-from rtml_cli.fsutil import PARQUET_OUTPUT, atomic_path, check_output, parquet_files
+from rtml_cli.fsutil import PARQUET_OUTPUT, atomic_path, check_output, parquet_files, scratch_dir
 
 FORMATS = ("obd", "recbole", "session-rec", "csv", "parquet")
 TS_UNITS = ("s", "ms", "us", "iso")
@@ -120,28 +120,10 @@ def parse_mapping(specs: list[str] | str | None) -> dict[str, str]:
 
 
 def connect(spill_dir: Path | None = None):
-    """A DuckDB connection in UTC that spills to ``spill_dir``.
+    """A DuckDB connection (``rtml_cli.duck.connect``) that spills to ``spill_dir``."""
+    from rtml_cli.duck import connect as duck_connect
 
-    ``RTML_MEMORY_LIMIT`` (e.g. ``2GB``) caps DuckDB's memory; sorts, windows and
-    aggregations beyond it spill to disk instead of failing.
-    """
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    if spill_dir is not None:
-        con.execute(f"SET temp_directory = {lit(str(spill_dir))}")
-    con.execute("SET enable_progress_bar = false")  # rtml owns stderr
-    # Keep source order so row numbers (the tie-breaker between equal timestamps) are stable.
-    con.execute("SET preserve_insertion_order = true")
-    limit = os.environ.get("RTML_MEMORY_LIMIT", "").strip()
-    if limit:
-        try:
-            con.execute(f"SET memory_limit = {lit(limit)}")
-        except duckdb.Error:
-            con.close()
-            raise UsageError(
-                f"invalid RTML_MEMORY_LIMIT {limit!r}: use a size such as 512MB or 4GB"
-            ) from None
-    return con
+    return duck_connect(spill_dir)
 
 
 def _duck_error(source: str, exc: Exception) -> DataError:
@@ -796,10 +778,9 @@ def import_log(
     items_target = _items_target(out, items_out)
     for target, option in ((out, "--out"), (items_target, "--items-out")):
         check_output(target, PARQUET_OUTPUT, option=option)  # before the work, not after
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix=".rtml-import-", dir=_spill_parent(out)) as spill:
-        con = connect(Path(spill))
+    # spill next to the output (same disk); a killed import's spill is removed by the next one
+    with scratch_dir("import", _spill_parent(out)) as spill:
+        con = connect(spill)
         try:
             if fmt == "obd":
                 return _import_obd(
@@ -833,7 +814,7 @@ def import_log(
             con.close()
 
 
-def _spill_parent(out: Path) -> str | None:
-    """Spill next to the output when possible (same disk, cleaned up), else the system tmp."""
+def _spill_parent(out: Path) -> Path | None:
+    """Spill next to the output when possible (same disk, cleaned up), else rtml's scratch."""
     parent = out.parent if str(out.parent) else Path(".")
-    return str(parent) if parent.is_dir() and os.access(parent, os.W_OK) else None
+    return parent if parent.is_dir() and os.access(parent, os.W_OK) else None

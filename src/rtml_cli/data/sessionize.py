@@ -74,15 +74,15 @@ def sessionize_frame(
     ``ts`` must be a Polars Datetime column. Same rule as ``sessionize_sql``,
     with the frame's row index as tie-breaker.
     """
-    import duckdb
     import polars as pl
+
+    from rtml_cli.duck import connect
 
     if "session_id" in frame.columns:
         frame = frame.drop("session_id")
     indexed = frame.with_row_index(ROW_COLUMN)
-    con = duckdb.connect()
+    con = connect()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         con.register("frame_in", indexed)
         query = sessionize_sql("frame_in", key=key, ts=ts, gap=gap)
         result = con.sql(f"SELECT * FROM ({query}) ORDER BY {ROW_COLUMN}").pl()

@@ -10,7 +10,6 @@ to check their inputs before they start.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +21,7 @@ from rtml_cli import contracts
 from rtml_cli.data.importers import DUCKDB_INTEGER_TYPES, connect, lit, q
 from rtml_cli.data.sessionize import gap_micros
 from rtml_cli.errors import DataError, UsageError
-from rtml_cli.fsutil import parquet_files
+from rtml_cli.fsutil import parquet_files, scratch_dir
 from rtml_cli.timeutil import CLOCK_SKEW, format_duration, future_limit, utc_now
 
 KINDS = ("events", "items", "bandit")
@@ -486,8 +485,8 @@ def validate(
         raise UsageError("--session-gap must be positive, e.g. 30m")
     now = now or utc_now()
     files = parquet_files(path, what="input")
-    with tempfile.TemporaryDirectory(prefix="rtml-validate-") as spill:
-        return _validate(path, files, kind, session_gap, now, Path(spill))
+    with scratch_dir("validate") as spill:
+        return _validate(path, files, kind, session_gap, now, spill)
 
 
 def _validate(

@@ -32,10 +32,12 @@ def load_results(path: str, reward: str = "hit", arms: list[str] | None = None) 
     """Pivot RESULTS to one row per request and one column per arm (strategy)."""
     import duckdb
 
+    from rtml_cli.duck import connect
+
     if reward not in REWARDS:
         raise UsageError(f"--reward must be one of {', '.join(REWARDS)}, got {reward!r}")
     files = [str(f) for f in parquet_files(path, what="results")]
-    con = duckdb.connect()
+    con = connect()
     try:
         con.read_parquet(files, union_by_name=True).create_view("results")
         schema = {row[0]: row[1] for row in con.execute("DESCRIBE results").fetchall()}
