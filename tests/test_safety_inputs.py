@@ -74,7 +74,7 @@ def test_precompute_allows_small_clock_skew(tmp_path):
         ts=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(now + CLOCK_SKEW / 2)).otherwise("ts")
     )
     events = _write(tmp_path / "e.parquet", frame)
-    con, _ = connect()
+    con = connect(tmp_path)
     try:
         src = open_events(con, [events], None, now=now)
     finally:
