@@ -1,0 +1,51 @@
+"""Command-line options shared by several commands, spelled and typed once.
+
+Time windows are ``--start``/``--end`` everywhere (``--from``/``--to`` are accepted as
+aliases, as ``rtml simulate`` spelled them first).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rtml_cli.output import FormatOption, QuietOption
+
+__all__ = [
+    "EndOption",
+    "FormatOption",
+    "ItemsOption",
+    "KOption",
+    "PlotOption",
+    "QuietOption",
+    "SeedOption",
+    "StartOption",
+    "WorldOption",
+]
+
+SeedOption = Annotated[
+    int,
+    typer.Option(
+        "--seed", min=0, help="Random seed: the same input and seed give the same output."
+    ),
+]
+ItemsOption = Annotated[
+    str | None,
+    typer.Option("--items", help="Item catalogue Parquet (item_id, optional category, title)."),
+]
+WorldOption = Annotated[
+    Path | None,
+    typer.Option("--world", help="A sample world's world.json (default: beside the events)."),
+]
+KOption = Annotated[int, typer.Option("--k", "-k", help="List length K (HR@K, MRR@K, NDCG@K).")]
+PlotOption = Annotated[
+    Path | None, typer.Option("--plot", help="Also write a PNG chart here (needs matplotlib).")
+]
+StartOption = Annotated[
+    str | None, typer.Option("--start", "--from", help="Start of the window (ISO 8601, UTC).")
+]
+EndOption = Annotated[
+    str | None, typer.Option("--end", "--to", help="End of the window (ISO 8601, UTC).")
+]
