@@ -46,7 +46,7 @@ HEADING = "## Replay (`rtml simulate`)"
 
 def annoy_vs_exact(art, data, k: int, n_queries: int, seed: int) -> dict:
     """Time Annoy (as session-embedding queries it) against exact numpy kNN; Annoy recall."""
-    from rtml_cli.online.strategies import session_vector
+    from rtml_cli.online.stage2 import session_vector
 
     class _Env:
         embeddings = art.embeddings

@@ -1,4 +1,7 @@
-"""One contract test runs every registered strategy through the same checks."""
+"""Strategies: the registry, names, and what the session strategies serve.
+
+The contract every registered strategy honours (``rtml_cli.checks.strategies``) runs
+over the whole registry in ``tests/test_registry.py``."""
 
 from __future__ import annotations
 
@@ -7,87 +10,22 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from rtml_cli.batch.artifacts import load_artifacts
+from rtml_cli.checks.strategies import K, request, shop
 from rtml_cli.errors import UsageError
-from rtml_cli.online import replay
-from rtml_cli.online.engine import _ranker_trainer, _streams_for
-from rtml_cli.online.strategies import REGISTRY, Env, Request, Strategy, build, parse_name
-from tests.online_fixtures import AS_OF, tiny_events, write_run
-
-K = 8
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("art")
-    events = tiny_events()
-    write_run(root, events)
-    art = load_artifacts(root)
-    env = Env(art, n_candidates=30)
-    as_of = replay.to_us(AS_OF)
-    train = replay.prepare(events, art.item_ids, [], start=as_of - 86_400_000_000, end=as_of)
-    env.fit_ranker = _ranker_trainer(lambda: train, 300, 0)
-    data = replay.prepare(events, art.item_ids, [], start=as_of, end=None)
-    env.streams = _streams_for(data, {timedelta(seconds=60), timedelta(0)})
-    for stream in env.streams.values():
-        stream.advance(as_of + 3_600_000_000)
-    return env
+from rtml_cli.online.strategies import (
+    ABLATIONS,
+    DEFAULT_STRATEGIES,
+    REGISTRY,
+    build,
+    expand_names,
+    parse_name,
+)
 
 
-def _request(env, items, *, user=None, n_unknown=0):
-    items = np.asarray(items, dtype=np.int64)
-    return Request(
-        ts=replay.to_us(AS_OF) + 3_600_000_000,
-        session_start=replay.to_us(AS_OF) + 3_000_000_000,
-        user_id=user,
-        segment=0 if user is None else 2,
-        items=items,
-        seen=np.unique(items),
-        seen_set=set(items.tolist()),
-        n_events=len(items) + n_unknown,
-        streams=env.streams,
-    )
-
-
-@pytest.fixture(scope="module", params=sorted(REGISTRY))
-def strategy(request, env) -> Strategy:
-    return build(request.param, env)
-
-
-def test_is_a_strategy(strategy):
-    assert isinstance(strategy, Strategy)
-    assert strategy.name in REGISTRY
-
-
-@pytest.mark.parametrize("history", [[3], [3, 11, 3, 12], [41, 40, 42, 45, 44, 43]])
-def test_returns_k_distinct_unseen_items(strategy, env, history):
-    out = strategy.recommend(_request(env, history), K)
-    assert out.dtype.kind == "i" and len(out) == K
-    assert len(set(out.tolist())) == K
-    assert not set(out.tolist()) & set(history)
-    assert ((out >= 0) & (out < env.n_items)).all()
-
-
-def test_is_deterministic(strategy, env):
-    req = _request(env, [20, 21, 25], user="u001")
-    first = strategy.recommend(req, K)
-    again = build(strategy.name, env).recommend(_request(env, [20, 21, 25], user="u001"), K)
-    assert np.array_equal(first, again)
-
-
-def test_handles_empty_sessions_and_unknown_items(strategy, env):
-    # a session whose only earlier event is an item the artifacts do not know
-    out = strategy.recommend(_request(env, [], n_unknown=1), K)
-    assert len(set(out.tolist())) == K
-    # an unknown user id
-    out = strategy.recommend(_request(env, [5], user="never-seen"), K)
-    assert len(set(out.tolist())) == K and 5 not in out
-
-
-def test_session_strategies_follow_the_session(env):
+def test_session_strategies_follow_the_session():
     # the tiny shop's sessions stay in one bundle (categories 2b, 2b+1): items 40-59 here
     for name in ("session-embedding", "session-itemknn", "online-ranker"):
-        out = build(name, env).recommend(_request(env, [40, 41, 50]), K)
+        out = build(name, shop().env).recommend(request([40, 41, 50]), K)
         assert np.mean((out >= 40) & (out < 60)) >= 0.75, name
 
 
@@ -97,3 +35,39 @@ def test_unknown_names_and_suffixes_are_usage_errors():
     with pytest.raises(UsageError, match="no streaming"):
         parse_name("popular@5m")
     assert parse_name("online-ranker@5m") == ("online-ranker", timedelta(minutes=5))
+
+
+def test_defaults_and_ablations_come_from_the_registry():
+    assert DEFAULT_STRATEGIES == (
+        "popular",
+        "batch",
+        "session-embedding",
+        "session-itemknn",
+        "online-ranker",
+    )
+    assert set(DEFAULT_STRATEGIES) <= set(REGISTRY.names())
+    assert tuple(f"online-ranker-no-{f}" for f in ("batch", "realtime", "streaming")) == ABLATIONS
+
+
+def test_expand_names_adds_ablations_and_the_freshness_sweep():
+    minute = timedelta(seconds=60)
+    assert expand_names("popular, online-ranker,", freshness=minute) == [
+        "popular",
+        "online-ranker",
+    ]
+    names = expand_names(
+        "online-ranker,online-ranker-no-batch",
+        ablation=True,
+        freshness_sweep="0s,60s,1h,1h",
+        freshness=minute,
+    )
+    assert names == [
+        "online-ranker",
+        "online-ranker-no-batch",
+        "online-ranker-no-realtime",
+        "online-ranker-no-streaming",
+        "online-ranker@0s",
+        "online-ranker@1h",
+    ]
+    with pytest.raises(UsageError, match="compares against online-ranker"):
+        expand_names("popular", freshness_sweep="0s", freshness=minute)

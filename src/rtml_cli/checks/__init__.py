@@ -27,4 +27,7 @@ def suites() -> list[Suite]:
     # each stage package adds its suite here, e.g.:
     #   from rtml_cli.checks import strategies
     #   found.append(strategies.SUITE)
+    from rtml_cli.checks import strategies
+
+    found.append(strategies.SUITE)  # online serving strategies
     return found

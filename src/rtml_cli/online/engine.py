@@ -15,7 +15,7 @@ single-run RESULTS.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import gc
 import time
 from collections.abc import Callable, Sequence
@@ -28,9 +28,19 @@ import numpy as np
 
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.online import replay, trending
+from rtml_cli.online.base import Env, Strategy
 from rtml_cli.online.metrics import request_metrics, summarise
-from rtml_cli.online.replay import SEGMENTS, ReplayData, from_us, to_us, truth_for
-from rtml_cli.online.strategies import DEFAULT_STRATEGIES, Env, Request, Strategy, build, parse_name
+from rtml_cli.online.replay import (
+    SEGMENTS,
+    ReplayData,
+    Truth,
+    from_us,
+    request_at,
+    streams_for,
+    to_us,
+    truth_for,
+)
+from rtml_cli.online.strategies import DEFAULT_STRATEGIES, build, parse_name
 from rtml_cli.online.streaming import WINDOWS, WindowedCounts
 
 ProgressFn = Callable[[int, int], None]
@@ -97,7 +107,7 @@ class SimulationResult:
         return doc
 
 
-def write_results(frame, path: str | Path) -> Path:
+def write_results(frame: Any, path: str | Path) -> Path:
     """Write RESULTS atomically (a killed or failed run leaves no partial file)."""
     from rtml_cli.fsutil import PARQUET_OUTPUT, atomic_path
 
@@ -107,38 +117,209 @@ def write_results(frame, path: str | Path) -> Path:
     return path
 
 
-def _request(data: ReplayData, j: int, rows, sesses, streams) -> Request:
-    row = rows[j]
-    s = sesses[j]
-    s0 = int(data.sess_start[s])
-    history = data.code[s0:row]
-    return Request(
-        int(data.ts[row]),
-        int(data.ts[s0]),
-        data.user_ids[s],
-        int(data.segment[s]),
-        history[history < data.n_items],
-        n_events=row - s0,
-        streams=streams,
+# --------------------------------------------------------------------------- the job
+#
+# simulate() = validate the options → prepare the replay (artifacts, window, arrays) →
+# build and prepare the strategies → serve every request → summarise.
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The validated options of one run."""
+
+    names: list[str]  # strategy specs, in order
+    lags: list[timedelta]  # every freshness lag the run reads (for the stream's reach)
+    k: int
+    freshness: timedelta
+    n_candidates: int
+    shard: tuple[int, int] | None
+    seed: int
+    decay: float
+    search_k: int
+    train_window: timedelta
+    max_train_requests: int
+    keep_lists: bool
+
+
+@dataclass
+class _Replay:
+    """What a run replays: the artifacts, the events, the window and the replay arrays."""
+
+    art: Any  # batch.artifacts.Artifacts
+    events: Any  # polars.DataFrame of the events contract
+    known_users: list[str]
+    as_of_us: int
+    start_us: int
+    end_us: int | None
+    reach_us: int  # how far before a request the stream must reach
+    data: ReplayData  # this shard's requests (the stream is always every event)
+    total_requests: int  # requests in the window, all shards
+    warnings: list[str]
+    world: dict[str, Any] | None  # a sample world's ground truth (world.json)
+
+
+def _validate(
+    strategies: Sequence[str],
+    *,
+    k: int,
+    n_candidates: int,
+    decay: float,
+    freshness: timedelta,
+    shard: tuple[int, int] | str | None,
+    **rest: Any,
+) -> _Settings:
+    """Check the options (``UsageError``) and parse the strategy names and the shard."""
+    if k < 1:
+        raise UsageError(f"--k must be at least 1, got {k}")
+    if n_candidates < k:
+        raise UsageError(f"--candidates ({n_candidates}) must be at least --k ({k})")
+    if not 0 < decay <= 1:
+        raise UsageError(f"--decay must be in (0, 1], got {decay}")
+    if freshness < timedelta(0):
+        raise UsageError("--freshness cannot be negative")
+    names = [s.strip() for s in strategies if s.strip()]
+    if not names:
+        raise UsageError("no strategy given: e.g. --strategies popular,session-embedding")
+    if len(set(names)) != len(names):
+        raise UsageError(f"strategy listed twice in {','.join(names)}")
+    lags = [freshness] + [parse_name(name)[1] or freshness for name in names]
+    return _Settings(
+        names=names,
+        lags=lags,
+        k=k,
+        freshness=freshness,
+        n_candidates=n_candidates,
+        shard=replay.parse_shard(shard),
+        decay=decay,
+        **rest,
     )
 
 
-def _streams_for(data: ReplayData, lags: set[timedelta]) -> dict[int, WindowedCounts]:
-    return {
-        round(lag.total_seconds() * 1e6): WindowedCounts(
-            data.stream_ts, data.stream_item, data.stream_kind, data.n_items, lag=lag
+def _prepare(
+    events: Any,
+    artifacts: Any,
+    settings: _Settings,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    world: dict[str, Any] | str | Path | None,
+) -> _Replay:
+    """Load the artifacts and the events and build this shard's replay arrays (once)."""
+    import polars as pl
+
+    from rtml_cli.batch.artifacts import Artifacts, load_artifacts
+
+    art = artifacts if isinstance(artifacts, Artifacts) else load_artifacts(artifacts)
+    as_of_us = to_us(art.as_of)
+    start_us = to_us(start) if start is not None else as_of_us
+    end_us = to_us(end) if end is not None else None
+    if end_us is not None and end_us <= start_us:
+        raise UsageError(f"empty window: --end {from_us(end_us)} is not after {from_us(start_us)}")
+    warnings = []
+    if start_us < as_of_us:
+        warnings.append(
+            f"the replay starts before the artifacts' as-of ({art.as_of.isoformat()}): the batch "
+            "artifacts already know those events, so Stage-1 and Stage-2 figures are optimistic"
         )
-        for lag in lags
-    }
+    known_users = (
+        art.user_features["user_id"].cast(pl.String).to_list()
+        if "user_id" in art.user_features.columns
+        else []
+    )
+    frame = replay.read_events(events)
+    # the stream needs the longest window plus the largest lag before each request
+    reach_us = round((max(WINDOWS) + max(settings.lags)).total_seconds() * 1e6)
+    # ... and the trending slice a day of views before each request
+    window_reach_us = max(reach_us, trending.REACH_US)
+    data: ReplayData | None = None
+    with contextlib.suppress(replay.EmptyWindow):  # no event there: no request either
+        data = replay.prepare(
+            frame,
+            art.item_ids,
+            known_users,
+            start=start_us,
+            end=end_us,
+            shard=settings.shard,
+            stream_from=start_us - window_reach_us,
+        )
+    if data is None or data.stats["requests_all_shards"] == 0:
+        raise DataError(
+            f"no requests to replay in [{from_us(start_us):%Y-%m-%d %H:%M:%S}, "
+            f"{'end' if end_us is None else f'{from_us(end_us):%Y-%m-%d %H:%M:%S}'}): "
+            "no session has a second event there; check --start/--end and the artifacts' "
+            f"as-of ({art.as_of.isoformat()})"
+        )
+    return _Replay(
+        art=art,
+        events=frame,
+        known_users=known_users,
+        as_of_us=as_of_us,
+        start_us=start_us,
+        end_us=end_us,
+        reach_us=reach_us,
+        data=data,
+        total_requests=data.stats["requests_all_shards"],
+        warnings=warnings,
+        world=None if world is None else trending.load_world(world),
+    )
 
 
-def _replay_loop(data, served, streams, lists, latency, k, progress, step) -> None:
+def _training_data(run: _Replay, window: timedelta) -> Callable[[], ReplayData | None]:
+    """The requests of ``window`` before the as-of, replayed on first call (then kept)."""
+    kept: dict[str, ReplayData | None] = {}
+
+    def load() -> ReplayData | None:
+        if "data" not in kept:
+            lo = run.as_of_us - round(window.total_seconds() * 1e6)
+            try:
+                kept["data"] = replay.prepare(
+                    run.events,
+                    run.art.item_ids,
+                    run.known_users,
+                    start=lo,
+                    end=run.as_of_us,
+                    stream_from=lo - run.reach_us,
+                )
+            except DataError:
+                kept["data"] = None
+        return kept["data"]
+
+    return load
+
+
+def _build(run: _Replay, settings: _Settings) -> tuple[list[Strategy], float]:
+    """Every strategy of the run, prepared (the ranker trained); and the seconds it took."""
+    env = Env(
+        run.art,
+        n_candidates=settings.n_candidates,
+        decay=settings.decay,
+        search_k=settings.search_k,
+        freshness=settings.freshness,
+        seed=settings.seed,
+        training=_training_data(run, settings.train_window),
+        max_train_requests=settings.max_train_requests,
+    )
+    built_at = time.perf_counter()
+    served = [build(name, env) for name in settings.names]
+    return served, time.perf_counter() - built_at
+
+
+def _replay_loop(
+    data: ReplayData,
+    served: Sequence[Strategy],
+    streams: dict[int, WindowedCounts],
+    lists: np.ndarray,
+    latency: np.ndarray,
+    k: int,
+    progress: ProgressFn | None,
+    step: int,
+) -> None:
     """Serve every request with every strategy, in time order; time each call."""
     rows, sesses = data.req_row.tolist(), data.req_sess.tolist()
     clock = time.perf_counter_ns
     n = data.n_requests
     for j in range(n):
-        req = _request(data, j, rows, sesses, streams)
+        req = request_at(data, j, rows, sesses, streams)
         for stream in streams.values():
             stream.advance(req.ts)
         for si, strategy in enumerate(served):
@@ -151,63 +332,34 @@ def _replay_loop(data, served, streams, lists, latency, k, progress, step) -> No
             progress(j + 1, n)
 
 
-def _ranker_trainer(
-    load_training: Callable[[], ReplayData | None], max_requests: int, seed: int
-) -> Callable[[Any], None]:
-    """A function that trains an ``OnlineRanker`` on requests replayed before the as-of."""
-    from rtml_cli.online.ranker import NEGATIVES_PER_REQUEST
-
-    shared: dict[int, dict] = {}  # per training request: candidates every variant reuses
-
-    def fit(ranker) -> None:
-        data = load_training()
-        if data is None or data.n_requests == 0:
-            ranker.use_prior()
-            return
-        rng = np.random.default_rng(seed)
-        pick = np.arange(data.n_requests)
-        if len(pick) > max_requests:
-            pick = np.sort(rng.choice(pick, size=max_requests, replace=False))
-        sub = dataclasses.replace(
-            data,
-            req_row=data.req_row[pick],
-            req_sess=data.req_sess[pick],
-            request_id=data.request_id[pick],
-        )
-        truth = truth_for(sub)
-        lags = {ranker.lag} if ranker.lag is not None else set()
-        streams = _streams_for(sub, lags)
-        rows, sesses = sub.req_row.tolist(), sub.req_sess.tolist()
-        xs, ys = [], []
-        for j in range(sub.n_requests):
-            target = truth.next_code[j]
-            if target < 0 or target >= sub.n_items:
-                continue
-            req = _request(sub, j, rows, sesses, streams)
-            req.cache = shared.setdefault(j, {})
-            for stream in streams.values():
-                stream.advance(req.ts)
-            cand, vector, knn = ranker.candidates(req)
-            positive = np.flatnonzero(cand == target)
-            if not len(positive):
-                continue
-            negatives = np.flatnonzero(cand != target)
-            if len(negatives) > NEGATIVES_PER_REQUEST:
-                negatives = rng.choice(negatives, NEGATIVES_PER_REQUEST, replace=False)
-            keep = np.concatenate([positive, np.sort(negatives)])
-            xs.append(ranker.features(req, cand[keep], vector, knn))
-            ys.append(np.r_[1.0, np.zeros(len(keep) - 1)])
-        if not xs:
-            ranker.use_prior()
-            return
-        ranker.fit(np.concatenate(xs), np.concatenate(ys))
-
-    return fit
+def _serve(
+    data: ReplayData, served: Sequence[Strategy], k: int, progress: ProgressFn | None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The lists served ((strategies, requests, k) item_idx, -1 padded), each call's ns,
+    and the seconds the replay took."""
+    streams = streams_for(data, {s.lag for s in served if s.lag is not None})
+    n, n_strat = data.n_requests, len(served)
+    lists = np.full((n_strat, n, k), -1, dtype=np.int64)
+    latency = np.zeros((n_strat, n), dtype=np.int64)
+    started = time.perf_counter()
+    step = max(1, min(2000, n // 50 or 1))
+    # the garbage collector would pause random requests: latency is measured with it off
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _replay_loop(data, served, streams, lists, latency, k, progress, step)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    replay_seconds = time.perf_counter() - started
+    if progress is not None:
+        progress(n, n)
+    return lists, latency, replay_seconds
 
 
 def simulate(
-    events,
-    artifacts,
+    events: Any,
+    artifacts: Any,
     *,
     strategies: Sequence[str] = DEFAULT_STRATEGIES,
     k: int = 20,
@@ -244,154 +396,81 @@ def simulate(
     ``progress(done, total)`` is called during the replay.
     Raises ``UsageError`` for bad options and ``DataError``/``InputMissing`` for bad inputs.
     """
-    import polars as pl
-
-    from rtml_cli.batch.artifacts import Artifacts, load_artifacts
-
-    if k < 1:
-        raise UsageError(f"--k must be at least 1, got {k}")
-    if n_candidates < k:
-        raise UsageError(f"--candidates ({n_candidates}) must be at least --k ({k})")
-    if not 0 < decay <= 1:
-        raise UsageError(f"--decay must be in (0, 1], got {decay}")
-    if freshness < timedelta(0):
-        raise UsageError("--freshness cannot be negative")
-    names = [s.strip() for s in strategies if s.strip()]
-    if not names:
-        raise UsageError("no strategy given: e.g. --strategies popular,session-embedding")
-    if len(set(names)) != len(names):
-        raise UsageError(f"strategy listed twice in {','.join(names)}")
-    lags = [freshness]
-    for name in names:
-        lags.append(parse_name(name)[1] or freshness)
-    shard = replay.parse_shard(shard)
-
-    art = artifacts if isinstance(artifacts, Artifacts) else load_artifacts(artifacts)
-    as_of_us = to_us(art.as_of)
-    start_us = to_us(start) if start is not None else as_of_us
-    end_us = to_us(end) if end is not None else None
-    if end_us is not None and end_us <= start_us:
-        raise UsageError(f"empty window: --to {from_us(end_us)} is not after {from_us(start_us)}")
-    warnings = []
-    if start_us < as_of_us:
-        warnings.append(
-            f"the replay starts before the artifacts' as-of ({art.as_of.isoformat()}): the batch "
-            "artifacts already know those events, so Stage-1 and Stage-2 figures are optimistic"
-        )
-    known_users = (
-        art.user_features["user_id"].cast(pl.String).to_list()
-        if "user_id" in art.user_features.columns
-        else []
-    )
-    frame = replay.read_events(events)
-    # the stream needs the longest window plus the largest lag before each request
-    reach_us = round((max(WINDOWS) + max(lags)).total_seconds() * 1e6)
-    # ... and the trending slice a day of views before each request
-    window_reach_us = max(reach_us, trending.REACH_US)
-    try:
-        data = replay.prepare(
-            frame,
-            art.item_ids,
-            known_users,
-            start=start_us,
-            end=end_us,
-            stream_from=start_us - window_reach_us,
-        )
-        total_requests = data.n_requests
-    except replay.EmptyWindow:
-        total_requests = 0
-    if total_requests == 0:
-        raise DataError(
-            f"no requests to replay in [{from_us(start_us):%Y-%m-%d %H:%M:%S}, "
-            f"{'end' if end_us is None else f'{from_us(end_us):%Y-%m-%d %H:%M:%S}'}): "
-            "no session has a second event there; check --from/--to and the artifacts' as-of "
-            f"({art.as_of.isoformat()})"
-        )
-    if shard is not None:
-        data = replay.prepare(
-            frame,
-            art.item_ids,
-            known_users,
-            start=start_us,
-            end=end_us,
-            shard=shard,
-            stream_from=start_us - window_reach_us,
-        )
-
-    training: dict[str, ReplayData | None] = {}
-
-    def load_training() -> ReplayData | None:
-        if "data" not in training:
-            lo = as_of_us - round(train_window.total_seconds() * 1e6)
-            try:
-                training["data"] = replay.prepare(
-                    frame,
-                    art.item_ids,
-                    known_users,
-                    start=lo,
-                    end=as_of_us,
-                    stream_from=lo - reach_us,
-                )
-            except DataError:
-                training["data"] = None
-        return training["data"]
-
-    env = Env(
-        art,
+    settings = _validate(
+        strategies,
+        k=k,
         n_candidates=n_candidates,
         decay=decay,
-        search_k=search_k,
         freshness=freshness,
+        shard=shard,
         seed=seed,
+        search_k=search_k,
+        train_window=train_window,
+        max_train_requests=max_train_requests,
+        keep_lists=keep_lists,
     )
-    env.fit_ranker = _ranker_trainer(load_training, max_train_requests, seed)
-    built_at = time.perf_counter()
-    served: list[Strategy] = [build(name, env) for name in names]
-    setup_seconds = time.perf_counter() - built_at
-    lags = {s.lag for s in served if s.lag is not None}
-    streams = _streams_for(data, lags)
+    run = _prepare(events, artifacts, settings, start=start, end=end, world=world)
+    served, setup_seconds = _build(run, settings)
+    lists, latency, replay_seconds = _serve(run.data, served, settings.k, progress)
+    return _summarise(run, settings, served, lists, latency, setup_seconds, replay_seconds)
 
-    n, n_strat = data.n_requests, len(served)
-    lists = np.full((n_strat, n, k), -1, dtype=np.int64)
-    latency = np.zeros((n_strat, n), dtype=np.int64)
-    started = time.perf_counter()
-    step = max(1, min(2000, n // 50 or 1))
-    # the garbage collector would pause random requests: latency is measured with it off
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        _replay_loop(data, served, streams, lists, latency, k, progress, step)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    replay_seconds = time.perf_counter() - started
-    if progress is not None:
-        progress(n, n)
 
+# --------------------------------------------------------------------------- summaries
+
+
+def _summarise(
+    run: _Replay,
+    settings: _Settings,
+    served: Sequence[Strategy],
+    lists: np.ndarray,
+    latency: np.ndarray,
+    setup_seconds: float,
+    replay_seconds: float,
+) -> SimulationResult:
+    """Metrics per request, their summaries per strategy, segment and slice, and the info."""
+    data, names = run.data, settings.names
     truth = truth_for(data)
     latency_us = latency / 1000.0
-    segment = data.segment[data.req_sess] if n else np.zeros(0, np.int8)
-    metrics = [request_metrics(lists[si], truth, data.n_items) for si in range(n_strat)]
-    summary = []
-    for si, name in enumerate(names):
-        summary.append(
-            summarise(
-                name, "all", np.ones(n, bool), metrics[si], latency_us[si], lists[si], data.n_items
-            )
-        )
-        for code, seg_name in enumerate(SEGMENTS):
-            summary.append(
-                summarise(
-                    name,
-                    seg_name,
-                    segment == code,
-                    metrics[si],
-                    latency_us[si],
-                    lists[si],
-                    data.n_items,
-                )
-            )
+    segment = data.segment[data.req_sess] if data.n_requests else np.zeros(0, np.int8)
+    metrics = [request_metrics(lists[si], truth, data.n_items) for si in range(len(names))]
 
+    def rows(mask: np.ndarray, si: int, segment_name: str = "all") -> dict[str, Any]:
+        return summarise(
+            names[si], segment_name, mask, metrics[si], latency_us[si], lists[si], data.n_items
+        )
+
+    summary = []
+    for si in range(len(names)):
+        summary.append(rows(np.ones(data.n_requests, bool), si))
+        for code, seg_name in enumerate(SEGMENTS):
+            summary.append(rows(segment == code, si, seg_name))
+    slices = []
+    for slice_name, mask in _slice_masks(run, truth).items():
+        for si, name in enumerate(names):
+            row = rows(mask, si)
+            slices.append(
+                {
+                    "slice": slice_name,
+                    "strategy": name,
+                    "requests": row["requests"],
+                    "hr": row["hr"],
+                    "mrr": row["mrr"],
+                    "ndcg": row["ndcg"],
+                }
+            )
+    return SimulationResult(
+        frame=_results_frame(data, truth, names, metrics, latency_us, run.art.item_ids, segment),
+        summary=summary,
+        info=_info(run, settings, truth, served, setup_seconds, replay_seconds),
+        strategies=names,
+        lists={name: lists[si] for si, name in enumerate(names)} if settings.keep_lists else {},
+        slices=slices,
+    )
+
+
+def _slice_masks(run: _Replay, truth: Truth) -> dict[str, np.ndarray]:
+    """Requests of each slice: ``trending`` (from the log), ``world_bursts`` (with a world)."""
+    data = run.data
     req_ts = data.ts[data.req_row]
     masks = {
         "trending": trending.trending_mask(
@@ -403,49 +482,35 @@ def simulate(
             data.n_items,
         )
     }
-    if world is not None:
-        if not isinstance(world, dict):
-            world = _load_world(world)
+    if run.world is not None:
         masks["world_bursts"] = trending.world_bursts_mask(
-            world, art.to_idx, req_ts, truth.next_code
+            run.world, run.art.to_idx, req_ts, truth.next_code
         )
-    slices = []
-    for slice_name, mask in masks.items():
-        for si, name in enumerate(names):
-            row = summarise(name, "all", mask, metrics[si], latency_us[si], lists[si], data.n_items)
-            slices.append(
-                {
-                    "slice": slice_name,
-                    "strategy": name,
-                    "requests": row["requests"],
-                    "hr": row["hr"],
-                    "mrr": row["mrr"],
-                    "ndcg": row["ndcg"],
-                }
-            )
+    return masks
 
-    result_frame = _results_frame(data, truth, names, metrics, latency_us, art.item_ids, segment)
-    ranker_info = {
-        s.name: {
-            "families": list(s.families),
-            "freshness_s": None if s.lag is None else s.lag.total_seconds(),
-            "trained_on_rows": s.trained_on,
-            "weights": dict(zip(s.feature_names, np.round(s.coef, 4).tolist(), strict=True)),
-        }
-        for s in served
-        if hasattr(s, "families")
-    }
-    info = {
-        "as_of": art.as_of.isoformat(),
-        "window_start": from_us(start_us).isoformat(),
-        "window_end": None if end_us is None else from_us(end_us).isoformat(),
-        "k": k,
-        "freshness_s": freshness.total_seconds(),
-        "candidates": n_candidates,
-        "seed": seed,
+
+def _info(
+    run: _Replay,
+    settings: _Settings,
+    truth: Truth,
+    served: Sequence[Strategy],
+    setup_seconds: float,
+    replay_seconds: float,
+) -> dict[str, Any]:
+    """The run's facts: window, counts, unknown items, timings, what strategies report."""
+    data, shard, n = run.data, settings.shard, run.data.n_requests
+    reports = {s.name: s.report() for s in served}
+    return {
+        "as_of": run.art.as_of.isoformat(),
+        "window_start": from_us(run.start_us).isoformat(),
+        "window_end": None if run.end_us is None else from_us(run.end_us).isoformat(),
+        "k": settings.k,
+        "freshness_s": settings.freshness.total_seconds(),
+        "candidates": settings.n_candidates,
+        "seed": settings.seed,
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
         "requests": n,
-        "requests_all_shards": total_requests,
+        "requests_all_shards": run.total_requests,
         "sessions_in_window": data.stats["sessions_in_window"],
         "events_in_window": data.stats["events_in_window"],
         "unknown_item_events": data.stats["unknown_item_events"],
@@ -455,48 +520,29 @@ def simulate(
         "replay_seconds": round(replay_seconds, 3),
         "requests_per_second": round(n / replay_seconds, 1) if replay_seconds > 0 else None,
         "setup_seconds": round(setup_seconds, 3),
-        "rankers": ranker_info,
-        "warnings": warnings,
+        "rankers": {name: report for name, report in reports.items() if report is not None},
+        "warnings": run.warnings,
         "slices": {
             "trending": trending.definition(),
             **(
                 {"world_bursts": "the next item is a world.json burst item, during its burst"}
-                if world is not None
+                if run.world is not None
                 else {}
             ),
         },
     }
-    return SimulationResult(
-        frame=result_frame,
-        summary=summary,
-        info=info,
-        strategies=names,
-        lists={name: lists[si] for si, name in enumerate(names)} if keep_lists else {},
-        slices=slices,
-    )
 
 
-def _load_world(path: str | Path) -> dict[str, Any]:
-    """A sample world's ``world.json`` (the file or its directory)."""
-    import json
-
-    from rtml_cli.errors import InputMissing
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "world.json"
-    if not path.is_file():
-        raise InputMissing(f"world file not found: {path} (give a sample world's world.json)")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}; give a sample world's world.json") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("bursts"), list):
-        raise DataError(f"{path} has no 'bursts' list: is it a sample world's world.json?")
-    return doc
-
-
-def _results_frame(data, truth, names, metrics, latency_us, item_ids, segment):
+def _results_frame(
+    data: ReplayData,
+    truth: Truth,
+    names: list[str],
+    metrics: list[dict[str, np.ndarray]],
+    latency_us: np.ndarray,
+    item_ids: np.ndarray,
+    segment: np.ndarray,
+) -> Any:
+    """The RESULTS frame: one row per request and strategy (``contracts.RESULTS``)."""
     import polars as pl
 
     n, n_strat = data.n_requests, len(names)

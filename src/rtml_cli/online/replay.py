@@ -20,13 +20,16 @@ Definitions (documented in the README):
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 
 from rtml_cli.errors import DataError, UsageError
+from rtml_cli.online.base import Request
+from rtml_cli.online.streaming import WindowedCounts
 
 SEGMENTS = ("anonymous", "new", "returning")
 EVENT_CODES = {"view": 0, "cart": 1, "purchase": 2}  # anything else: 3
@@ -42,8 +45,6 @@ def to_us(value: datetime) -> int:
 
 
 def from_us(value: int) -> datetime:
-    from datetime import timedelta
-
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(value))
 
 
@@ -113,7 +114,7 @@ class ReplayData:
         return int(len(self.req_row))
 
 
-def read_events(source) -> Any:
+def read_events(source: Any) -> Any:
     """A Polars DataFrame of the events contract from a path/glob/dir or a DataFrame."""
     import polars as pl
 
@@ -155,9 +156,9 @@ def read_events(source) -> Any:
 
 
 def prepare(
-    events,
+    events: Any,
     item_ids: np.ndarray,
-    known_users,
+    known_users: Iterable[Any],
     *,
     start: int,
     end: int | None,
@@ -168,6 +169,8 @@ def prepare(
 
     Events at or after ``end`` are dropped before anything is computed, so nothing
     from after the window can reach a strategy or the truth of a later request.
+    With ``shard``, only that shard's requests are kept (``stats["requests_all_shards"]``
+    counts them all); the sessions and the stream stay whole.
     With ``stream_from``, only the sessions active in the window and the events from
     ``stream_from`` on are kept (the streaming windows need nothing older): a long log
     costs memory for the window, not for its whole history.
@@ -245,6 +248,7 @@ def prepare(
     rows = rows[order]
     request_id = np.arange(len(rows), dtype=np.int64)
     req_sess = sess_of_row[rows]
+    n_requests_all_shards = len(rows)
     if shard is not None:
         i, n = shard
         keep = shard_of(session_ids, n)[req_sess] == i - 1
@@ -261,6 +265,7 @@ def prepare(
         "sessions_in_window": int(len(np.unique(sess_of_row[ts >= start]))),
         "unknown_item_events": int(unknown_in_window.sum()),
         "unknown_items": int(len(np.unique(code[unknown_in_window]))),
+        "requests_all_shards": int(n_requests_all_shards),  # before ``shard`` kept its part
     }
     return ReplayData(
         n_items=n_items,
@@ -329,3 +334,39 @@ def truth_for(data: ReplayData) -> Truth:
         later_req=np.concatenate(later_req) if later_req else np.zeros(0, np.int64),
         later_code=np.concatenate(later_code) if later_code else np.zeros(0, np.int64),
     )
+
+
+def request_at(
+    data: ReplayData,
+    j: int,
+    rows: list[int],
+    sesses: list[int],
+    streams: dict[int, WindowedCounts],
+) -> Request:
+    """The ``j``-th request of ``data``: the session's earlier events only, never later ones.
+
+    ``rows`` / ``sesses`` are ``data.req_row`` / ``data.req_sess`` as lists (the replay
+    loop converts them once); ``streams`` are the published views the request sees."""
+    row = rows[j]
+    s = sesses[j]
+    s0 = int(data.sess_start[s])
+    history = data.code[s0:row]
+    return Request(
+        int(data.ts[row]),
+        int(data.ts[s0]),
+        data.user_ids[s],
+        int(data.segment[s]),
+        history[history < data.n_items],
+        n_events=row - s0,
+        streams=streams,
+    )
+
+
+def streams_for(data: ReplayData, lags: Iterable[timedelta]) -> dict[int, WindowedCounts]:
+    """One streaming view of ``data``'s event stream per freshness lag, keyed by lag in µs."""
+    return {
+        round(lag.total_seconds() * 1e6): WindowedCounts(
+            data.stream_ts, data.stream_item, data.stream_kind, data.n_items, lag=lag
+        )
+        for lag in lags
+    }

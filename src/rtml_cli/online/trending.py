@@ -16,10 +16,15 @@ the same slice from a sample world's ground truth (``world.json`` bursts).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rtml_cli.errors import DataError
 
 WINDOW = timedelta(minutes=30)
 BASELINE = timedelta(hours=24)
@@ -83,7 +88,10 @@ def trending_mask(
 
 
 def world_bursts_mask(
-    world: dict[str, Any], to_idx, req_ts: np.ndarray, truth_item: np.ndarray
+    world: dict[str, Any],
+    to_idx: Callable[[list[Any]], np.ndarray],
+    req_ts: np.ndarray,
+    truth_item: np.ndarray,
 ) -> np.ndarray:
     """Requests whose truth is a ground-truth burst item during its burst (``world.json``)."""
     from rtml_cli.online.replay import to_us
@@ -101,3 +109,21 @@ def world_bursts_mask(
         hi = to_us(parse_timestamp(burst["end"]))
         out |= (truth_item == code) & (req_ts >= lo) & (req_ts < hi)
     return out
+
+
+def load_world(world: dict[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+    """A sample world's ground truth for the ``world_bursts`` slice.
+
+    A loaded dict is taken as it is; a path (``world.json`` or its directory) is read
+    with ``data.world.read_world`` and must hold the ``bursts`` list the slice needs
+    (``DataError`` otherwise; a missing file is ``InputMissing``)."""
+    if isinstance(world, dict):
+        return world
+    from rtml_cli.data.world import read_world
+
+    path = Path(world)
+    path = path / "world.json" if path.is_dir() else path
+    doc = read_world(path)
+    if not isinstance(doc.get("bursts"), list):
+        raise DataError(f"{path} has no 'bursts' list: is it a sample world's world.json?")
+    return doc

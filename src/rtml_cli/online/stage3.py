@@ -18,26 +18,27 @@ The model is an L2-regularised logistic regression (scipy L-BFGS on standardised
 features) trained on requests replayed from the window before the artifacts' as-of:
 the label is whether the candidate is the item the visitor went to next. A linear
 model is fast to score (one mat-vec over ~500 candidates), its weights are readable,
-and dropping a feature family (the ablation) is dropping columns.
+and dropping a feature family (the ablation) is dropping columns. Training is the
+strategy's ``prepare`` hook (``training_examples`` replays the training window).
+
+Registered here: ``online-ranker`` and its ablations ``online-ranker-no-F`` (without
+feature family F); any variant that reads streaming features takes an ``@freshness``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 
-from rtml_cli.online.strategies import (
-    Env,
-    Request,
-    knn_scores,
-    session_vector,
-    top_by_score,
-    unseen_mask,
-)
+from rtml_cli.online.base import STRATEGIES, Env, Factory, Request, Strategy
+from rtml_cli.online.replay import ReplayData, request_at, streams_for, truth_for
+from rtml_cli.online.stage2 import knn_scores, session_vector, top_by_score, unseen_mask
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "batch": ("log_views_7d", "conversion_rate", "log_popularity"),
@@ -60,9 +61,13 @@ FEATURES: dict[str, tuple[str, ...]] = {
         "trend_5m_vs_60m",
     ),
 }
+FAMILIES = tuple(FEATURES)  # batch, realtime, streaming
 ALL_FEATURES = tuple(name for names in FEATURES.values() for name in names)
 NEGATIVES_PER_REQUEST = 24
 L2 = 1e-3
+# keys of ``Env.cache``: work every ranker variant of a run shares
+_BATCH_FEATURES = "ranker-batch-features"  # batch_matrix(artifacts)
+_TRAINING_CANDIDATES = "ranker-training-candidates"  # per training request: its candidates
 
 
 def _first_column(columns: list[str], *patterns: str) -> str | None:
@@ -73,7 +78,7 @@ def _first_column(columns: list[str], *patterns: str) -> str | None:
     return None
 
 
-def batch_matrix(art) -> np.ndarray:
+def batch_matrix(art: Any) -> np.ndarray:
     """(n_items, 3) batch features per item_idx from ``item_features`` (0 where missing)."""
     import polars as pl
 
@@ -109,8 +114,11 @@ def batch_matrix(art) -> np.ndarray:
     return out
 
 
-class OnlineRanker:
-    """Stage 3 strategy: Stage-2 candidates re-ranked by a logistic regression."""
+class OnlineRanker(Strategy):
+    """Stage 3 strategy: Stage-2 candidates re-ranked by a logistic regression.
+
+    Built untrained; ``prepare(env)`` trains it on ``env.training`` (or sets the prior
+    weights when there is nothing to learn from)."""
 
     def __init__(self, env: Env, *, families: tuple[str, ...], lag: timedelta | None) -> None:
         self.env = env
@@ -118,18 +126,14 @@ class OnlineRanker:
         self.families = families
         self.lag = lag if "streaming" in families else None
         self.lag_us = None if self.lag is None else round(self.lag.total_seconds() * 1e6)
-        if not hasattr(env, "_batch_matrix"):
-            env._batch_matrix = batch_matrix(env.artifacts)
-        self.batch = env._batch_matrix
+        if _BATCH_FEATURES not in env.cache:
+            env.cache[_BATCH_FEATURES] = batch_matrix(env.artifacts)
+        self.batch = env.cache[_BATCH_FEATURES]
         self.columns = np.array([n in self._names() for n in ALL_FEATURES])
         self.coef = np.zeros(int(self.columns.sum()))
         self.intercept = 0.0
         self.trained_on = 0
         self.borrowed_ns = 0
-        if env.fit_ranker is not None:
-            env.fit_ranker(self)
-        else:
-            self.use_prior()
 
     def _names(self) -> tuple[str, ...]:
         return tuple(n for f in self.families for n in FEATURES[f])
@@ -176,7 +180,13 @@ class OnlineRanker:
             cand = cand[unseen_mask(cand, request.seen)]
         return cand, vector, (kc, ks)
 
-    def features(self, request: Request, cand: np.ndarray, vector, knn) -> np.ndarray:
+    def features(
+        self,
+        request: Request,
+        cand: np.ndarray,
+        vector: np.ndarray | None,
+        knn: tuple[np.ndarray, np.ndarray],
+    ) -> np.ndarray:
         """(len(cand), n_features) for this model's families, in ``feature_names`` order."""
         env = self.env
         blocks = []
@@ -236,7 +246,32 @@ class OnlineRanker:
         ranked = top_by_score(cand, scores.astype(np.float64), np.zeros(0, np.int64), k)
         return self.env.fill(ranked.tolist(), request.seen_set, k)
 
+    def report(self) -> dict[str, Any]:
+        """Feature families, freshness, training rows and weights (``info["rankers"]``)."""
+        return {
+            "families": list(self.families),
+            "freshness_s": None if self.lag is None else self.lag.total_seconds(),
+            "trained_on_rows": self.trained_on,
+            "weights": dict(zip(self.feature_names, np.round(self.coef, 4).tolist(), strict=True)),
+        }
+
     # ------------------------------------------------------------------ training
+
+    def prepare(self, env: Env) -> None:
+        """Train on the requests replayed before the as-of (``env.training``), or use the prior.
+
+        Every variant of a run trains on the same sample (drawn with ``env.seed``) and
+        reuses the candidates the first one generated per training request."""
+        data = env.training() if env.training is not None else None
+        if data is None or data.n_requests == 0:
+            self.use_prior()
+            return
+        shared = env.cache.setdefault(_TRAINING_CANDIDATES, {})
+        X, y = training_examples(self, data, env.max_train_requests, env.seed, shared)
+        if X is None:
+            self.use_prior()
+            return
+        self.fit(X, y)
 
     def use_prior(self) -> None:
         """Without training data: a documented prior (similarity, kNN, category, trend)."""
@@ -283,3 +318,82 @@ class OnlineRanker:
         self.coef = w
         self.intercept = float(res.x[d] - mu @ w)
         self.trained_on = int(n)
+
+
+def training_examples(
+    ranker: OnlineRanker,
+    data: ReplayData,
+    max_requests: int,
+    seed: int,
+    shared: dict[int, dict[str, Any]],
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Feature rows and labels from up to ``max_requests`` replayed requests of ``data``.
+
+    Per request with a known next item among the candidates: the positive (that item)
+    and up to ``NEGATIVES_PER_REQUEST`` other candidates (label 0), sampled with ``seed``.
+    ``shared`` holds per-request work (candidates) the variants of one run reuse.
+    Returns ``(None, None)`` when no request yields an example."""
+    rng = np.random.default_rng(seed)
+    pick = np.arange(data.n_requests)
+    if len(pick) > max_requests:
+        pick = np.sort(rng.choice(pick, size=max_requests, replace=False))
+    sub = dataclasses.replace(
+        data,
+        req_row=data.req_row[pick],
+        req_sess=data.req_sess[pick],
+        request_id=data.request_id[pick],
+    )
+    truth = truth_for(sub)
+    streams = streams_for(sub, {ranker.lag} if ranker.lag is not None else set())
+    rows, sesses = sub.req_row.tolist(), sub.req_sess.tolist()
+    xs, ys = [], []
+    for j in range(sub.n_requests):
+        target = truth.next_code[j]
+        if target < 0 or target >= sub.n_items:
+            continue
+        req = request_at(sub, j, rows, sesses, streams)
+        req.cache = shared.setdefault(j, {})
+        for stream in streams.values():
+            stream.advance(req.ts)
+        cand, vector, knn = ranker.candidates(req)
+        positive = np.flatnonzero(cand == target)
+        if not len(positive):
+            continue
+        negatives = np.flatnonzero(cand != target)
+        if len(negatives) > NEGATIVES_PER_REQUEST:
+            negatives = rng.choice(negatives, NEGATIVES_PER_REQUEST, replace=False)
+        keep = np.concatenate([positive, np.sort(negatives)])
+        xs.append(ranker.features(req, cand[keep], vector, knn))
+        ys.append(np.r_[1.0, np.zeros(len(keep) - 1)])
+    if not xs:
+        return None, None
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _ranker(families: tuple[str, ...]) -> Factory:
+    def factory(env: Env, lag: timedelta | None) -> Strategy:
+        return OnlineRanker(env, families=families, lag=lag)
+
+    return factory
+
+
+STRATEGIES.add(
+    "online-ranker",
+    _ranker(FAMILIES),
+    description="logistic regression over batch, real-time and streaming features",
+    stage=3,
+    streaming=True,
+    default=True,
+    trains=True,
+)
+for _family in FAMILIES:
+    STRATEGIES.add(
+        f"online-ranker-no-{_family}",
+        _ranker(tuple(f for f in FAMILIES if f != _family)),
+        description=f"ablation: online-ranker without {_family} features",
+        stage=3,
+        streaming=_family != "streaming",
+        default=False,
+        trains=True,
+        ablates=_family,
+    )
