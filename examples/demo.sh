@@ -41,7 +41,7 @@ step "Batch artifacts as of the history cutoff, for the replay" \
     --out "$OUT/replay-artifacts" --as-of "$CUTOFF" --quiet
 step "Replay a day of sessions: batch vs session strategies vs online-ranker (+ ablation, freshness)" \
   "$RTML" simulate sample_data/shop/events.parquet --artifacts "$OUT/replay-artifacts" \
-    --to "$DAY_AFTER" --ablation --freshness-sweep 0s,1h --out "$OUT/results.parquet"
+    --end "$DAY_AFTER" --ablation --freshness-sweep 0s,1h --out "$OUT/results.parquet"
 
 # --- bandits vs A/B testing ---------------------------------------------------
 # Planning: how long would an A/B test of a +12.5% lift take, and what would a bandit save?

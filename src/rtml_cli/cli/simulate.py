@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from rtml_cli.output import FormatOption, OutputFormat, QuietOption
-
-DEFAULT = "popular,batch,session-embedding,session-itemknn,online-ranker"
+from rtml_cli.cli.options import (
+    EndOption,
+    FormatOption,
+    KOption,
+    QuietOption,
+    SeedOption,
+    StartOption,
+    WorldOption,
+)
+from rtml_cli.online.strategies import DEFAULT_STRATEGIES, REGISTRY
+from rtml_cli.output import OutputFormat
 
 
 def simulate_cmd(
@@ -28,15 +36,12 @@ def simulate_cmd(
             "--strategies",
             "-s",
             help="Comma-separated strategy names; 'name@5m' sets a streaming strategy's "
-            "freshness. See the README for the list.",
+            f"freshness. One of: {', '.join(REGISTRY.names())}.",
         ),
-    ] = DEFAULT,
-    k: Annotated[int, typer.Option("--k", help="List length K.")] = 20,
-    start: Annotated[
-        str | None,
-        typer.Option("--from", help="Replay from this time (ISO 8601; default: the as-of)."),
-    ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Replay up to this time.")] = None,
+    ] = ",".join(DEFAULT_STRATEGIES),
+    k: KOption = 20,
+    start: StartOption = None,
+    end: EndOption = None,
     freshness: Annotated[
         str,
         typer.Option(
@@ -56,7 +61,7 @@ def simulate_cmd(
         Path | None,
         typer.Option("--out", "-o", help="Write the per-request RESULTS Parquet here."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed (ranker training sample).")] = 0,
+    seed: SeedOption = 0,
     decay: Annotated[
         float,
         typer.Option("--decay", help="Per-step weight decay of older session items (0, 1]."),
@@ -86,14 +91,7 @@ def simulate_cmd(
         str,
         typer.Option("--train-window", help="Window before the as-of the ranker is trained on."),
     ] = "7d",
-    world: Annotated[
-        Path | None,
-        typer.Option(
-            "--world",
-            help="A sample world's world.json (default: the one next to EVENTS, if any): "
-            "adds the ground-truth burst slice.",
-        ),
-    ] = None,
+    world: WorldOption = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
@@ -101,31 +99,21 @@ def simulate_cmd(
 
     Reports HR@K, MRR@K, NDCG@K, coverage and latency per strategy, overall and by
     visitor segment (anonymous / new / returning); --out writes one row per request and
-    strategy for `rtml evaluate`.
+    strategy for `rtml evaluate`. The window is [--start, --end) (--from/--to also work),
+    from the artifacts' as-of to the end of the log by default. --seed seeds the ranker's
+    training sample. --world (default: the world.json next to EVENTS, if any) adds the
+    ground-truth burst slice.
     """
-    from rtml_cli.errors import UsageError
+    from rtml_cli.data.world import find_world
     from rtml_cli.online import write_results
     from rtml_cli.online.replay import parse_shard
-    from rtml_cli.timeutil import format_duration, parse_duration, parse_timestamp
+    from rtml_cli.online.strategies import expand_names
+    from rtml_cli.timeutil import parse_duration, parse_timestamp
 
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
-    if ablation:
-        names += [
-            f"online-ranker-no-{f}"
-            for f in ("batch", "realtime", "streaming")
-            if f"online-ranker-no-{f}" not in names
-        ]
-    if freshness_sweep:
-        lag = parse_duration(freshness)
-        for text in freshness_sweep.split(","):
-            value = parse_duration(text)
-            name = f"online-ranker@{format_duration(value) if value.total_seconds() else '0s'}"
-            if value != lag and name not in names:
-                names.append(name)
-        if "online-ranker" not in names:
-            raise UsageError(
-                "--freshness-sweep compares against online-ranker: add it to --strategies"
-            )
+    lag = parse_duration(freshness)
+    names = expand_names(
+        strategies, ablation=ablation, freshness_sweep=freshness_sweep, freshness=lag
+    )
     shard_spec = parse_shard(shard)
     if out is not None:
         from rtml_cli.fsutil import PARQUET_OUTPUT, check_output
@@ -135,25 +123,21 @@ def simulate_cmd(
         start=parse_timestamp(start) if start else None,
         end=parse_timestamp(end) if end else None,
     )
-    show = fmt is OutputFormat.table and not quiet
-    if world is None:  # a sample world's events.parquet sits next to its world.json
-        beside = Path(events)
-        beside = (beside if beside.is_dir() else beside.parent) / "world.json"
-        world = beside if beside.is_file() else None
     result = _run(
         events,
         artifacts,
         names,
-        show=show,
+        show=fmt is OutputFormat.table and not quiet,
         k=k,
-        freshness=parse_duration(freshness),
+        freshness=lag,
         n_candidates=candidates,
         shard=shard_spec,
         seed=seed,
         decay=decay,
         search_k=search_k,
         train_window=parse_duration(train_window),
-        world=world,
+        # an explicit --world is read (and checked: it must have bursts) by simulate
+        world=world if world is not None else find_world(events),
         **window,
     )
     from rtml_cli.output import warn
@@ -173,7 +157,8 @@ def simulate_cmd(
         _render(result, out)
 
 
-def _run(events, artifacts, names, *, show: bool, **options):
+def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **options: Any) -> Any:
+    """``simulate``, with a progress bar on stderr when ``show``."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -183,11 +168,12 @@ def _run(events, artifacts, names, *, show: bool, **options):
     )
 
     from rtml_cli.online import simulate
+    from rtml_cli.online.strategies import trains
     from rtml_cli.output import info, stderr_console
 
     if not show:
         return simulate(events, artifacts, strategies=names, **options)
-    if any(n.startswith("online-ranker") for n in names):
+    if trains(names):
         info("training online-ranker on the window before the as-of…")
     with Progress(
         TextColumn("replaying"),
@@ -214,19 +200,32 @@ def _run(events, artifacts, names, *, show: bool, **options):
         return simulate(events, artifacts, strategies=names, progress=progress, **options)
 
 
-def _ms(value):
+def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _keep_names_whole(table, n_key_columns: int = 1) -> None:
+def _keep_names_whole(table: Any, n_key_columns: int = 1) -> None:
     """Strategy (and segment) names are the key of every row: never truncate or wrap them."""
     for column in table.columns[:n_key_columns]:
         column.no_wrap = True
         column.min_width = max((len(str(c)) for c in column._cells), default=8)
 
 
-def _render(result, out) -> None:
-    from rtml_cli.output import make_table, print_tables
+def _render(result: Any, out: Path | None) -> None:
+    """The tables: all visitors, by segment, the slices, then ablation and freshness."""
+    from rtml_cli.output import print_tables
+
+    tables = [_overall_table(result, out), _segment_table(result)]
+    if result.slices:
+        tables.append(_slices_table(result))
+    tables += _comparison_tables(result)
+    for index, table in enumerate(tables):
+        _keep_names_whole(table, 2 if index == 1 else 1)
+    print_tables(*tables)
+
+
+def _overall_table(result: Any, out: Path | None) -> Any:
+    from rtml_cli.output import make_table
 
     info = result.info
     k = info["k"]
@@ -276,7 +275,13 @@ def _render(result, out) -> None:
         )
     if out is not None:
         caption += f"\nRESULTS: {out}"
-    tables = [make_table("simulate: all visitors", columns, overall, caption=caption, digits=3)]
+    return make_table("simulate: all visitors", columns, overall, caption=caption, digits=3)
+
+
+def _segment_table(result: Any) -> Any:
+    from rtml_cli.output import make_table
+
+    k = result.info["k"]
     seg_columns = ["strategy", "segment", "requests", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}"]
     seg_columns += ["HR buy", "cover", "p50 ms", "p99 ms"]
     by_segment = [
@@ -295,25 +300,40 @@ def _render(result, out) -> None:
         for r in result.summary
         if r["segment"] != "all" and r["requests"]
     ]
-    tables.append(make_table("by visitor segment", seg_columns, by_segment, digits=3))
-    doc = result.to_dict()
+    return make_table("by visitor segment", seg_columns, by_segment, digits=3)
+
+
+def _slices_table(result: Any) -> Any:
+    from rtml_cli.output import make_table
+
+    info = result.info
+    k = info["k"]
     slice_names = list(info.get("slices", {}))
-    if result.slices:
-        slice_cols = ["strategy"]
-        for name in slice_names:
-            slice_cols += [f"{name} requests", f"{name} HR@{k}", f"{name} MRR@{k}"]
-        rows = []
-        for name in result.strategies:
-            row = [name]
-            for slice_name in slice_names:
-                r = result.slice_for(name, slice_name)
-                row += [r["requests"], r["hr"], r["mrr"]]
-            rows.append(row)
-        notes = "; ".join(f"{name}: {text}" for name, text in info["slices"].items())
-        tables.append(make_table("slices", slice_cols, rows, caption=notes, digits=3))
+    slice_cols = ["strategy"]
+    for name in slice_names:
+        slice_cols += [f"{name} requests", f"{name} HR@{k}", f"{name} MRR@{k}"]
+    rows = []
+    for name in result.strategies:
+        row = [name]
+        for slice_name in slice_names:
+            r = result.slice_for(name, slice_name)
+            row += [r["requests"], r["hr"], r["mrr"]]
+        rows.append(row)
+    notes = "; ".join(f"{name}: {text}" for name, text in info["slices"].items())
+    return make_table("slices", slice_cols, rows, caption=notes, digits=3)
+
+
+def _comparison_tables(result: Any) -> list[Any]:
+    """The ablation and the freshness sweep against online-ranker, when the run has them."""
+    from rtml_cli.output import make_table
+
+    k = result.info["k"]
+    doc = result.to_dict()
+    slice_names = list(result.info.get("slices", {}))
     cmp_cols = ["strategy", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", "ΔHR", "ΔMRR"]
     for name in slice_names:
         cmp_cols += [f"HR {name}", f"ΔHR {name}"]
+    tables = []
     for key, title in (
         ("ablation", "ablation: online-ranker without one feature family"),
         ("freshness", "freshness sweep: online-ranker with staler streaming features"),
@@ -331,9 +351,7 @@ def _render(result, out) -> None:
                     row += [c.get(f"hr_{name}"), c.get(f"hr_{name}_delta")]
                 rows.append(row)
             tables.append(make_table(title, cmp_cols, rows, digits=3))
-    for index, table in enumerate(tables):
-        _keep_names_whole(table, 2 if index == 1 else 1)
-    print_tables(*tables)
+    return tables
 
 
 def register(app: typer.Typer) -> None:
