@@ -101,6 +101,22 @@ def test_shards_concatenate_to_the_single_run(shop, full):
     assert joined.drop("latency_us").equals(full.frame.drop("latency_us"))
 
 
+def test_sharding_builds_the_replay_once(shop, full, monkeypatch):
+    from rtml_cli.online import replay
+
+    base, events = shop
+    shards, prepare = [], replay.prepare
+
+    def counted(*args, **kwargs):
+        shards.append(kwargs.get("shard"))
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(replay, "prepare", counted)
+    result = simulate(events, base / "root", strategies=("popular",), shard="2/3", **FAST)
+    assert shards == [(2, 3)]  # no second pass to count every shard's requests
+    assert result.info["requests_all_shards"] == full.info["requests"] > result.info["requests"]
+
+
 def test_deterministic_except_latency(shop, full):
     base, events = shop
     again = simulate(events, base / "root", strategies=ALL, **FAST)

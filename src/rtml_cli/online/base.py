@@ -79,7 +79,7 @@ class Request:
         return self._seen
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays and an index: compared by identity
 class Env:
     """What strategies are built from: the batch artifacts and the replay settings.
 
