@@ -230,6 +230,8 @@ def scrub(value, work: str):
     if isinstance(value, list):
         return [scrub(v, work) for v in value]
     if isinstance(value, str):
+        # verdicts quote measured time ratios ("at 1/3 of its training time")
+        value = re.sub(r"\d+/\d+ of its training time", "N/M of its training time", value)
         return value.replace(work, "$WORK")
     return value
 
