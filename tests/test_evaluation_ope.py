@@ -144,7 +144,10 @@ def test_estimator_properties(case):
     model = MeanRewardModel.fit(log)
     terms, overlap = event_terms(log, PositionTablePolicy(target), model)
     w, r, q, v = terms.w, terms.r, terms.q, terms.v
-    vals = {name: float(cls().value(w, r, q, v)) for name, cls in ESTIMATORS.items()}
+    vals = {
+        name: float(cls().value(w, r, q, v))
+        for name, cls in ((e.name, e.obj) for e in ESTIMATORS.entries())
+    }
     # SNIPS is a weighted mean of rewards: within their range.
     assert r.min() - 1e-12 <= vals["snips"] <= r.max() + 1e-12
     # Switch-DR is DR when no weight is switched off, DM when every weight is.
@@ -548,7 +551,7 @@ def test_policy_tables_sum_to_one_within_the_documented_tolerance(probs, off):
     import tempfile
 
     from rtml_cli.errors import DataError
-    from rtml_cli.evaluation.policyspec import PROB_TOLERANCE, build_policy
+    from rtml_cli.evaluation.ope import PROB_TOLERANCE, build_policy
 
     ctr, behaviour, _, _ = _world(0)
     log = _simulate(ctr, behaviour, 50, np.random.default_rng(0))

@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtml_cli.evaluation.abtest import sample_size_two_proportions
-from rtml_cli.evaluation.arms import BernoulliArms, RewardMatrix
-from rtml_cli.evaluation.policies import POLICIES, Settings, Step, make_policy
-from rtml_cli.evaluation.posterior import prob_best
-from rtml_cli.evaluation.runner import run_policy
+from rtml_cli.evaluation.routing.abtest import sample_size_two_proportions
+from rtml_cli.evaluation.routing.arms import BernoulliArms, RewardMatrix
+from rtml_cli.evaluation.routing.policies import ROUTING_POLICIES as POLICIES
+from rtml_cli.evaluation.routing.policies import Settings, Step, make_policy
+from rtml_cli.evaluation.routing.posterior import prob_best
+from rtml_cli.evaluation.routing.runner import run_policy
 
 ALL = sorted(POLICIES)
 
@@ -170,7 +171,7 @@ def test_fast_forward_after_decisions_matches_the_serving_winner():
 )
 def test_reward_matrix_pull_matches_a_per_request_loop(counts, chunk):
     """Arm k gets the next counts[k] requests of the seed's stream; chunking changes nothing."""
-    import rtml_cli.evaluation.arms as arms_module
+    import rtml_cli.evaluation.routing.arms as arms_module
 
     counts = np.array(counts)
     size = counts.sum(axis=1).max()
