@@ -166,24 +166,6 @@ def test_estimator_properties(case):
     assert ope.SNIPS().value(same.w, r, q, v) == pytest.approx(r.mean())
 
 
-def test_every_estimator_honours_the_contract():
-    """One check over every registered estimator: vectorised == per-resample, finite, named."""
-    ctr, behaviour, target, _ = _world(2)
-    log = _simulate(ctr, behaviour, 400, np.random.default_rng(0))
-    terms, _ = event_terms(log, PositionTablePolicy(target), MeanRewardModel.fit(log))
-    ests = make_estimators(list(ESTIMATORS))
-    assert [e.name for e in ests] == list(ESTIMATORS)
-    boots = ope.bootstrap_values(terms, ests, 7, np.random.default_rng(1), block_cells=1000)
-    idx = np.random.default_rng(1).integers(0, log.n, size=(7, log.n))
-    for j, est in enumerate(ests):
-        assert est.__doc__ and "V =" in est.__doc__  # the formula is documented
-        for b in range(7):
-            i = idx[b]
-            one = est.value(terms.w[i], terms.r[i], terms.q[i], terms.v[i])
-            assert boots[b, j] == pytest.approx(float(one))
-        assert np.isfinite(boots[:, j]).all()
-
-
 def test_bootstrap_is_seeded_and_ci_brackets_the_estimate(tmp_path):
     ctr, behaviour, target, truth = _world(4)
     log = _simulate(ctr, behaviour, 3000, np.random.default_rng(5))

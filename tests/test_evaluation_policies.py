@@ -1,4 +1,5 @@
-"""Every registered routing policy through the same checks (one contract test), then behaviour."""
+"""Every registered routing policy through the shipped contract on generated states
+(``rtml_cli.checks.routing``), then behaviour."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rtml_cli.checks.routing import check_step
 from rtml_cli.evaluation.routing.abtest import sample_size_two_proportions
 from rtml_cli.evaluation.routing.arms import BernoulliArms, RewardMatrix
 from rtml_cli.evaluation.routing.policies import ROUTING_POLICIES as POLICIES
@@ -44,24 +46,14 @@ def test_registry_has_the_issue_policies():
     )
 )
 def test_policy_contract(name, data):
-    """allocation: a probability row per seed; decide: a bool and a valid arm per seed."""
+    """The shipped contract (rtml_cli.checks.routing) on generated experiment states."""
     raw = np.array(data, dtype=float)
     pulls = raw[:, :-1] + raw[:, -1:]  # pulls >= rewards
     rewards = np.minimum(raw[:, :-1], pulls)
     if pulls.shape[1] < 2:
         pulls = np.column_stack([pulls, pulls])
         rewards = np.column_stack([rewards, rewards])
-    k = pulls.shape[1]
-    policy = make_policy(name, Settings(n_arms=k, baseline=0.1, mde=0.05))
-    rng = np.random.default_rng(0)
-    step = _step(pulls, rewards, int(pulls[0].sum()))
-    alloc = policy.allocation(step, rng)
-    assert alloc.shape == pulls.shape
-    assert np.all(alloc >= 0)
-    np.testing.assert_allclose(alloc.sum(axis=1), 1.0)
-    decision = policy.decide(step, rng)
-    assert decision.decided.shape == (pulls.shape[0],) and decision.decided.dtype == bool
-    assert np.all((decision.winner >= 0) & (decision.winner < k))
+    check_step(name, pulls, rewards)
 
 
 RATES = np.array([0.05, 0.08])  # arm 1 is best

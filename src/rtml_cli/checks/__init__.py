@@ -27,4 +27,11 @@ def suites() -> list[Suite]:
     # each stage package adds its suite here, e.g.:
     #   from rtml_cli.checks import strategies
     #   found.append(strategies.SUITE)
+    from rtml_cli.checks import contextual, ope, routing
+
+    found.append(routing.SUITE)
+    found.append(ope.ESTIMATOR_SUITE)
+    found.append(ope.TARGET_POLICY_SUITE)
+    found.append(ope.REWARD_MODEL_SUITE)
+    found.append(contextual.SUITE)
     return found
