@@ -31,9 +31,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from rtml_cli.evaluation.arms import BernoulliArms
-from rtml_cli.evaluation.policies import Settings, make_policy
-from rtml_cli.evaluation.runner import run_policy
+from rtml_cli.evaluation.routing.arms import BernoulliArms
+from rtml_cli.evaluation.routing.policies import Settings, make_policy
+from rtml_cli.evaluation.routing.runner import run_policy
 
 POLICIES = ("ab", "epsilon-greedy", "ucb1", "thompson", "top-two-thompson")
 RATES = np.array([0.040, 0.045])

@@ -1,4 +1,5 @@
-"""Every registered routing policy through the same checks (one contract test), then behaviour."""
+"""Every registered routing policy through the shipped contract on generated states
+(``rtml_cli.checks.routing``), then behaviour."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtml_cli.evaluation.abtest import sample_size_two_proportions
-from rtml_cli.evaluation.arms import BernoulliArms, RewardMatrix
-from rtml_cli.evaluation.policies import POLICIES, Settings, Step, make_policy
-from rtml_cli.evaluation.posterior import prob_best
-from rtml_cli.evaluation.runner import run_policy
+from rtml_cli.checks.routing import check_step
+from rtml_cli.evaluation.routing.abtest import sample_size_two_proportions
+from rtml_cli.evaluation.routing.arms import BernoulliArms, RewardMatrix
+from rtml_cli.evaluation.routing.policies import ROUTING_POLICIES as POLICIES
+from rtml_cli.evaluation.routing.policies import Settings, Step, make_policy
+from rtml_cli.evaluation.routing.posterior import prob_best
+from rtml_cli.evaluation.routing.runner import run_policy
 
 ALL = sorted(POLICIES)
 
@@ -43,24 +46,14 @@ def test_registry_has_the_issue_policies():
     )
 )
 def test_policy_contract(name, data):
-    """allocation: a probability row per seed; decide: a bool and a valid arm per seed."""
+    """The shipped contract (rtml_cli.checks.routing) on generated experiment states."""
     raw = np.array(data, dtype=float)
     pulls = raw[:, :-1] + raw[:, -1:]  # pulls >= rewards
     rewards = np.minimum(raw[:, :-1], pulls)
     if pulls.shape[1] < 2:
         pulls = np.column_stack([pulls, pulls])
         rewards = np.column_stack([rewards, rewards])
-    k = pulls.shape[1]
-    policy = make_policy(name, Settings(n_arms=k, baseline=0.1, mde=0.05))
-    rng = np.random.default_rng(0)
-    step = _step(pulls, rewards, int(pulls[0].sum()))
-    alloc = policy.allocation(step, rng)
-    assert alloc.shape == pulls.shape
-    assert np.all(alloc >= 0)
-    np.testing.assert_allclose(alloc.sum(axis=1), 1.0)
-    decision = policy.decide(step, rng)
-    assert decision.decided.shape == (pulls.shape[0],) and decision.decided.dtype == bool
-    assert np.all((decision.winner >= 0) & (decision.winner < k))
+    check_step(name, pulls, rewards)
 
 
 RATES = np.array([0.05, 0.08])  # arm 1 is best
@@ -170,7 +163,7 @@ def test_fast_forward_after_decisions_matches_the_serving_winner():
 )
 def test_reward_matrix_pull_matches_a_per_request_loop(counts, chunk):
     """Arm k gets the next counts[k] requests of the seed's stream; chunking changes nothing."""
-    import rtml_cli.evaluation.arms as arms_module
+    import rtml_cli.evaluation.routing.arms as arms_module
 
     counts = np.array(counts)
     size = counts.sum(axis=1).max()

@@ -11,16 +11,16 @@ from hypothesis import strategies as st
 from scipy.special import digamma, polygamma
 
 from rtml_cli.errors import UsageError
-from rtml_cli.evaluation.abtest import (
+from rtml_cli.evaluation.routing.abtest import (
     msprt_statistic,
     sample_size_two_proportions,
     srm_pvalue,
     two_proportion_ztest,
 )
-from rtml_cli.evaluation.arms import BernoulliArms
-from rtml_cli.evaluation.policies import Settings, make_policy
-from rtml_cli.evaluation.posterior import digamma_trigamma, prob_best
-from rtml_cli.evaluation.runner import run_policy
+from rtml_cli.evaluation.routing.arms import BernoulliArms
+from rtml_cli.evaluation.routing.policies import Settings, make_policy
+from rtml_cli.evaluation.routing.posterior import digamma_trigamma, prob_best
+from rtml_cli.evaluation.routing.runner import run_policy
 
 Z_975 = 1.959963984540054
 Z_80 = 0.8416212335729143

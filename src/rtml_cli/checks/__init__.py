@@ -30,4 +30,11 @@ def suites() -> list[Suite]:
     from rtml_cli.checks import strategies
 
     found.append(strategies.SUITE)  # online serving strategies
+    from rtml_cli.checks import contextual, ope, routing
+
+    found.append(routing.SUITE)
+    found.append(ope.ESTIMATOR_SUITE)
+    found.append(ope.TARGET_POLICY_SUITE)
+    found.append(ope.REWARD_MODEL_SUITE)
+    found.append(contextual.SUITE)
     return found

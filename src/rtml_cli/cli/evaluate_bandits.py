@@ -6,9 +6,11 @@ from typing import Annotated
 
 import typer
 
-from rtml_cli.output import FormatOption, OutputFormat, QuietOption
-
-_POLICY_NAMES = "ab, ab-sequential, epsilon-greedy, ucb1, thompson, top-two-thompson"
+from rtml_cli.cli.options import FormatOption, PlotOption, QuietOption, SeedOption
+from rtml_cli.evaluation.routing.policies import DEFAULT_POLICIES, ROUTING_POLICIES
+from rtml_cli.evaluation.routing.results import REWARDS
+from rtml_cli.evaluation.routing.runner import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS
+from rtml_cli.output import OutputFormat
 
 
 def bandits_cmd(
@@ -31,8 +33,8 @@ def bandits_cmd(
         typer.Option(help="RESULTS mode: comma-separated strategies to compare (default: all)."),
     ] = None,
     reward: Annotated[
-        str, typer.Option(help="RESULTS mode: reward column: hit|hit_later|hit_purchase|rr|ndcg.")
-    ] = "hit",
+        str, typer.Option(help=f"RESULTS mode: reward column: {'|'.join(REWARDS)}.")
+    ] = REWARDS[0],
     requests: Annotated[
         int | None,
         typer.Option(
@@ -48,8 +50,9 @@ def bandits_cmd(
         ),
     ] = "permute",
     policies: Annotated[
-        str, typer.Option(help=f"Comma-separated routing policies: {_POLICY_NAMES}.")
-    ] = "ab,ab-sequential,epsilon-greedy,ucb1,thompson,top-two-thompson",
+        str,
+        typer.Option(help=f"Comma-separated routing policies: {', '.join(ROUTING_POLICIES)}."),
+    ] = ",".join(DEFAULT_POLICIES),
     control: Annotated[
         str | None, typer.Option(help="The control arm of the A/B tests (default: the first arm).")
     ] = None,
@@ -83,18 +86,15 @@ def bandits_cmd(
         int, typer.Option(help="Bandits declare a winner only after it served this many requests.")
     ] = 100,
     epsilon: Annotated[float, typer.Option(help="epsilon-greedy's exploration rate.")] = 0.1,
-    seeds: Annotated[int, typer.Option(help="Repetitions (each a new request order).")] = 100,
+    seeds: Annotated[
+        int, typer.Option(help="Repetitions (each a new request order).")
+    ] = DEFAULT_SEEDS,
     batch_size: Annotated[
         int,
         typer.Option(help="Requests per policy update (production bandits update in batches)."),
-    ] = 100,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same report.")] = 0,
-    plot: Annotated[
-        str | None,
-        typer.Option(
-            help="Write a PNG of cumulative regret and best-arm traffic share (needs matplotlib)."
-        ),
-    ] = None,
+    ] = DEFAULT_BATCH_SIZE,
+    seed: SeedOption = 0,
+    plot: PlotOption = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
@@ -102,26 +102,15 @@ def bandits_cmd(
 
     Give a RESULTS file (every strategy is an arm; every arm's reward on every request is
     known, so all policies run on the same request streams) or planning arms with --arm.
+    --plot writes cumulative regret and best-arm traffic share per policy.
     """
-    from rtml_cli.errors import UsageError
-    from rtml_cli.evaluation import bandits
-    from rtml_cli.fsutil import PNG_OUTPUT, check_output
+    from rtml_cli.evaluation.routing import evaluate_routing, plot_report
+    from rtml_cli.output import emit_json, info
+    from rtml_cli.plotting import check_png_target
 
     if plot:
-        check_output(plot, PNG_OUTPUT, option="--plot")
-    from rtml_cli.output import emit_json, info
-
-    if results is not None and arm:
-        raise UsageError("give either RESULTS or --arm NAME=RATE arms, not both")
-    if results is None and not arm:
-        raise UsageError(
-            "give a RESULTS file from `rtml simulate`, or planning arms: "
-            "--arm control=0.040 --arm new=0.045"
-        )
-    if arm and arms is not None:
-        raise UsageError("--arms selects strategies of a RESULTS file; in planning mode use --arm")
-
-    report, runs = bandits.evaluate(
+        check_png_target(plot)
+    report, runs = evaluate_routing(
         results=results,
         arm_specs=arm or [],
         arms=_split_list(arms),
@@ -145,11 +134,7 @@ def bandits_cmd(
         log=lambda msg: info(msg, quiet=quiet),
     )
     if plot:
-        from rtml_cli.evaluation.plot import plot_runs
-
-        arms = " vs ".join(a["arm"] for a in report["arms"])
-        title = f"{arms}: {report['seeds']} runs x {report['horizon']:,} requests"
-        plot_runs(runs, plot, title=title)
+        plot_report(report, runs, plot)
         info(f"wrote {plot}", quiet=quiet)
     if fmt is OutputFormat.json:
         emit_json(report)

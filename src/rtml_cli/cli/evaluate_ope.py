@@ -2,23 +2,28 @@
 
 ``ope`` estimates a new policy's value from a log collected by another policy;
 ``contextual`` shows what contextual exploration buys over "most clickable" greedy in the
-sample world, online and from its logs. The work is in ``rtml_cli.evaluation``.
+sample world, online and from its logs. The work is in ``rtml_cli.evaluation.ope`` and
+``rtml_cli.evaluation.contextual``; the names and defaults of their plug-ins (estimators,
+policy SPEC forms, reward models, contextual policies) come from their registries.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rtml_cli.output import FormatOption, OutputFormat, QuietOption
+from rtml_cli.cli.options import FormatOption, KOption, PlotOption, QuietOption, SeedOption
+from rtml_cli.evaluation.contextual.job import MODES
+from rtml_cli.evaluation.contextual.policies import CONTEXTUAL_POLICIES
+from rtml_cli.evaluation.ope.estimators import DEFAULT_ESTIMATORS, ESTIMATORS
+from rtml_cli.evaluation.ope.job import DEFAULT_REWARD_MODEL
+from rtml_cli.evaluation.ope.reward_models import REWARD_MODELS
+from rtml_cli.evaluation.ope.specs import TARGET_POLICIES
+from rtml_cli.output import OutputFormat
 
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed for bootstrap and simulation.")]
-PlotOption = Annotated[
-    Path | None,
-    typer.Option("--plot", help="Also write a PNG chart to this path (needs matplotlib)."),
-]
+_SPEC_FORMS = " | ".join(f"{e.obj.syntax} ({e.description})" for e in TARGET_POLICIES.entries())
+_REWARD_MODELS = " | ".join(f"{e.name} ({e.description})" for e in REWARD_MODELS.entries())
 
 
 def ope_cmd(
@@ -28,17 +33,13 @@ def ope_cmd(
         typer.Option(
             "--policy",
             "-p",
-            help=(
-                "Policy to evaluate: uniform | log:OTHER.parquet (another log's behaviour) | "
-                "greedy[:EPS] | linear[:EPS] (learned from the log) | TABLE.parquet/.csv "
-                "(action,prob[,position] or prob_<action> per event). See README."
-            ),
+            help=f"Policy to evaluate: {_SPEC_FORMS}. See README.",
         ),
     ],
     estimators: Annotated[
         str,
-        typer.Option("--estimators", "-e", help="Comma-separated: ips,snips,dm,dr,sndr,switch-dr."),
-    ] = "ips,snips,dm,dr,sndr,switch-dr",
+        typer.Option("--estimators", "-e", help=f"Comma-separated: {','.join(ESTIMATORS)}."),
+    ] = ",".join(DEFAULT_ESTIMATORS),
     bootstrap: Annotated[
         int,
         typer.Option("--bootstrap", "-b", help="Bootstrap resamples for the 95% CIs (0: none)."),
@@ -52,11 +53,8 @@ def ope_cmd(
     ] = None,
     reward_model: Annotated[
         str,
-        typer.Option(
-            "--reward-model",
-            help="DM/DR reward model: mean (per action x position) or logistic (on context).",
-        ),
-    ] = "mean",
+        typer.Option("--reward-model", help=f"DM/DR reward model: {_REWARD_MODELS}."),
+    ] = DEFAULT_REWARD_MODEL,
     context_cols: Annotated[
         str | None,
         typer.Option(
@@ -92,14 +90,16 @@ def ope_cmd(
     Prints each estimator's value with a bootstrap 95% CI, the weight diagnostics (effective
     sample size, largest weight, overlap) and, with --ground-truth, each relative error.
 
+    --seed seeds the bootstrap. --plot draws each estimate with its CI (and the truth).
+
     Example: rtml evaluate ope random.parquet --policy log:bts.parquet --ground-truth bts.parquet
     """
     from rtml_cli.evaluation.ope import evaluate_ope, plot_ope
-    from rtml_cli.fsutil import PNG_OUTPUT, check_output
     from rtml_cli.output import emit_json, info, warn
+    from rtml_cli.plotting import check_png_target
 
     if plot is not None:
-        check_output(plot, PNG_OUTPUT, option="--plot")
+        check_png_target(plot)
 
     names = [s for s in estimators.split(",") if s.strip()]
     info(f"evaluating policy {policy} on {log} …", quiet=quiet or fmt is OutputFormat.json)
@@ -188,18 +188,16 @@ def contextual_cmd(
     ],
     policies: Annotated[
         str,
-        typer.Option(
-            "--policies", help="Comma-separated: greedy,epsilon-greedy,linucb,lints,uniform."
-        ),
-    ] = "greedy,epsilon-greedy,linucb,lints,uniform",
+        typer.Option("--policies", help=f"Comma-separated: {','.join(CONTEXTUAL_POLICIES)}."),
+    ] = ",".join(CONTEXTUAL_POLICIES),
     mode: Annotated[
         str,
         typer.Option("--mode", help="online (simulate), offline (estimate from the logs) or both."),
-    ] = "both",
+    ] = MODES[-1],
     requests: Annotated[
         int, typer.Option("--requests", "-n", help="Requests per policy.")
     ] = 20_000,
-    k: Annotated[int, typer.Option("--k", "-k", help="Items recommended per request.")] = 3,
+    k: KOption = 3,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Policies update after this many requests.")
     ] = 32,
@@ -236,14 +234,17 @@ def contextual_cmd(
     suboptimal actions. Offline: each frozen policy's replay (uniform log) and IPS/SNIPS/DR
     (non-uniform log) estimates next to its exact value from the click model.
 
+    --k is the slate size (items recommended per request); --seed seeds the simulation and the
+    bootstrap; --plot draws each policy's cumulative regret.
+
     Example: rtml evaluate contextual sample_data/shop --requests 20000 --k 3 --plot regret.png
     """
     from rtml_cli.evaluation.contextual import evaluate_contextual, plot_contextual
-    from rtml_cli.fsutil import PNG_OUTPUT, check_output
     from rtml_cli.output import emit_json, info
+    from rtml_cli.plotting import check_png_target
 
     if plot is not None:
-        check_output(plot, PNG_OUTPUT, option="--plot")
+        check_png_target(plot)
 
     info(
         f"running {policies} for {requests:,} requests in {world} …",

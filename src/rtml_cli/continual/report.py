@@ -219,13 +219,9 @@ def verdict(summary: dict[str, Any]) -> str:
 
 def plot(summary: dict[str, Any], path: Path) -> None:
     """HR@K per step and schedule, the shift as a dashed line, updates of triggered schedules."""
-    import matplotlib
+    from rtml_cli.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from rtml_cli.fsutil import PNG_OUTPUT, atomic_path
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
     specs = [r["schedule"] for r in summary["schedules"]]
     for spec in specs:
@@ -253,6 +249,4 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
-    with atomic_path(path, PNG_OUTPUT, option="--plot") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi="figure")

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtml_cli.errors import UsageError
-from rtml_cli.evaluation.abtest import SRM_ALARM_P, diff_confidence_interval, srm_pvalue
-from rtml_cli.evaluation.policies import POLICIES, Settings, ab_horizon, make_policy
-from rtml_cli.evaluation.runner import PolicyRun, run_policy
+from rtml_cli.evaluation.routing.abtest import SRM_ALARM_P, diff_confidence_interval, srm_pvalue
+from rtml_cli.evaluation.routing.policies import ROUTING_POLICIES, Settings, ab_horizon, make_policy
+from rtml_cli.evaluation.routing.runner import PolicyRun, run_policy
 
 BANDIT_BIAS_CAVEAT = (
     "A bandit's per-arm estimates are biased by its own routing: it stops serving an arm "
@@ -38,9 +38,11 @@ class Evaluation:
 
 def evaluate_policies(source, evaluation: Evaluation, *, on_policy=None) -> tuple[dict, list]:
     """Run each policy on ``source``; return (report dict, list of PolicyRun)."""
-    unknown = [p for p in evaluation.policies if p not in POLICIES]
+    unknown = [p for p in evaluation.policies if p not in ROUTING_POLICIES]
     if unknown:
-        raise UsageError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+        raise UsageError(
+            f"unknown policy {', '.join(unknown)}; choose from {', '.join(ROUTING_POLICIES)}"
+        )
     if not evaluation.policies:
         raise UsageError("--policies is empty; name at least one policy")
     runs = []
@@ -75,7 +77,7 @@ def summarise(source, evaluation: Evaluation, runs: list[PolicyRun]) -> dict:
     per_arm, total = ab_horizon(s)
     policies = []
     for run in runs:
-        cls = POLICIES[run.policy]
+        cls = ROUTING_POLICIES.get(run.policy)
         correct = run.decided & best[np.maximum(run.winner, 0)]
         row = {
             "policy": run.policy,
@@ -138,7 +140,7 @@ def summarise(source, evaluation: Evaluation, runs: list[PolicyRun]) -> dict:
 
 def near_tie(names: list[str], means: np.ndarray, alpha: float, power: float) -> str | None:
     """A note when the two best arms are too close to tell apart (relative gap < 2%)."""
-    from rtml_cli.evaluation.abtest import sample_size_two_proportions
+    from rtml_cli.evaluation.routing.abtest import sample_size_two_proportions
 
     order = np.argsort(means)[::-1]
     best, second = means[order[0]], means[order[1]]

@@ -18,7 +18,9 @@ of a batch are i.i.d. draws from ``allocation``, so the runner draws the batch's
 per-arm counts from one multinomial: the same distribution as B per-request
 draws, at the cost of one draw per seed.
 
-Register a new policy with ``@register``; ``POLICIES`` maps names to classes.
+Add a new policy to ``ROUTING_POLICIES`` (name -> class, in the order ``rtml evaluate``
+runs and reports them by default); ``rtml_cli.checks.routing`` runs the contract over every
+entry.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import ClassVar
 import numpy as np
 
 from rtml_cli.errors import UsageError
+from rtml_cli.registry import Registry
 
 
 @dataclass
@@ -85,7 +88,7 @@ class Decision:
     winner: np.ndarray  # (seeds,) int, meaningful where decided
 
 
-class Policy(ABC):
+class RoutingPolicy(ABC):
     """A routing policy. Subclasses set ``name`` and ``summary`` and implement two methods."""
 
     name: ClassVar[str]
@@ -105,19 +108,11 @@ class Policy(ABC):
         """Which seeds stop experimenting now, and with which winner."""
 
 
-POLICIES: dict[str, type[Policy]] = {}
-
-
-def register(cls: type[Policy]) -> type[Policy]:
-    POLICIES[cls.name] = cls
-    return cls
-
-
-def make_policy(name: str, settings: Settings) -> Policy:
-    try:
-        return POLICIES[name](settings)
-    except KeyError:
-        raise UsageError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
+def make_policy(name: str, settings: Settings) -> RoutingPolicy:
+    """The routing policy registered as ``name``, for these settings."""
+    if name not in ROUTING_POLICIES:
+        raise UsageError(f"unknown policy {name!r}; choose from {', '.join(ROUTING_POLICIES)}")
+    return ROUTING_POLICIES.get(name)(settings)
 
 
 def _one_hot(index: np.ndarray, n_arms: int) -> np.ndarray:
@@ -132,11 +127,11 @@ def argmax_random_ties(values: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.argmax(top * (1.0 + rng.random(values.shape)), axis=1)
 
 
-class Bandit(Policy):
+class Bandit(RoutingPolicy):
     """Bandits stop when P(best) reaches the threshold (or value remaining is small)."""
 
     def decide(self, step: Step, rng: np.random.Generator) -> Decision:
-        from rtml_cli.evaluation.posterior import value_remaining
+        from rtml_cli.evaluation.routing.posterior import value_remaining
 
         s = self.settings
         p_best = step.p_best
@@ -154,8 +149,7 @@ class Bandit(Policy):
         return Decision(decided, winner)
 
 
-@register
-class EpsilonGreedy(Bandit):
+class EpsilonGreedyBandit(Bandit):
     name = "epsilon-greedy"
     summary = "serve the best-looking arm; explore a random arm with probability epsilon"
 
@@ -166,7 +160,6 @@ class EpsilonGreedy(Bandit):
         return eps / k + (1.0 - eps) * _one_hot(leader, k)
 
 
-@register
 class UCB1(Bandit):
     name = "ucb1"
     summary = "serve the arm with the highest upper confidence bound (Auer et al. 2002)"
@@ -179,7 +172,6 @@ class UCB1(Bandit):
         return _one_hot(argmax_random_ties(ucb, rng), self.settings.n_arms)
 
 
-@register
 class Thompson(Bandit):
     name = "thompson"
     summary = "Beta-Bernoulli Thompson sampling: serve each arm with P(it is best)"
@@ -188,7 +180,6 @@ class Thompson(Bandit):
         return step.p_best
 
 
-@register
 class TopTwoThompson(Bandit):
     name = "top-two-thompson"
     summary = "Thompson sampling that plays the runner-up half the time (Russo 2016)"
@@ -203,8 +194,7 @@ class TopTwoThompson(Bandit):
         return psi / psi.sum(axis=1, keepdims=True)
 
 
-@register
-class FixedHorizonAB(Policy):
+class FixedHorizonAB(RoutingPolicy):
     name = "ab"
     summary = "A/B test: fixed split, fixed horizon from a power calculation, one z-test"
     kind = "ab"
@@ -218,7 +208,7 @@ class FixedHorizonAB(Policy):
         return np.broadcast_to(self.settings.split, step.pulls.shape).copy()
 
     def decide(self, step: Step, rng: np.random.Generator) -> Decision:
-        from rtml_cli.evaluation.abtest import two_proportion_ztest
+        from rtml_cli.evaluation.routing.abtest import two_proportion_ztest
 
         n_seeds = step.pulls.shape[0]
         if step.requests < self.horizon:
@@ -241,8 +231,7 @@ class FixedHorizonAB(Policy):
         return Decision(np.ones(n_seeds, bool), np.where(has, best, c))
 
 
-@register
-class SequentialAB(Policy):
+class SequentialAB(RoutingPolicy):
     """A sequential A/B(/n) test with always-valid mSPRT p-values and arm elimination.
 
     After every batch each pair of arms is tested (mSPRT at alpha / (arms - 1));
@@ -272,7 +261,7 @@ class SequentialAB(Policy):
 
     def _alive(self, step: Step) -> np.ndarray:
         """(seeds, arms): arms not significantly worse than any other arm."""
-        from rtml_cli.evaluation.abtest import msprt_statistic
+        from rtml_cli.evaluation.routing.abtest import msprt_statistic
 
         s = self.settings
         threshold = max(s.n_arms - 1, 1) / s.alpha
@@ -299,7 +288,7 @@ def ab_horizon(settings: Settings) -> tuple[int, int]:
     Every treatment is compared with the control at alpha / (arms - 1)
     (Bonferroni); the horizon is the largest total any comparison needs.
     """
-    from rtml_cli.evaluation.abtest import sample_size_two_proportions
+    from rtml_cli.evaluation.routing.abtest import sample_size_two_proportions
 
     s = settings
     split = s.split
@@ -321,4 +310,8 @@ def ab_horizon(settings: Settings) -> tuple[int, int]:
     return best_control, best_total
 
 
-DEFAULT_POLICIES = ("ab", "ab-sequential", "epsilon-greedy", "ucb1", "thompson", "top-two-thompson")
+ROUTING_POLICIES: Registry[type[RoutingPolicy]] = Registry("routing policy")
+for _cls in (FixedHorizonAB, SequentialAB, EpsilonGreedyBandit, UCB1, Thompson, TopTwoThompson):
+    ROUTING_POLICIES.add(_cls.name, _cls, description=_cls.summary, kind=_cls.kind)
+del _cls
+DEFAULT_POLICIES = tuple(ROUTING_POLICIES.names())

@@ -1,4 +1,4 @@
-"""``rtml evaluate bandits``: the whole job as one library function.
+"""``rtml evaluate [bandits]``: the whole job as one library function.
 
 Builds the reward source (a RESULTS reward matrix or Bernoulli planning arms),
 checks every option, runs each routing policy over ``seeds`` request streams
@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from rtml_cli.errors import UsageError
-from rtml_cli.evaluation.abtest import check_alpha_power
-from rtml_cli.evaluation.arms import BernoulliArms, RewardMatrix, parse_arm_specs
-from rtml_cli.evaluation.policies import DEFAULT_POLICIES, Settings, ab_horizon
-from rtml_cli.evaluation.report import Evaluation, evaluate_policies
-from rtml_cli.evaluation.runner import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS
+from rtml_cli.evaluation.routing.abtest import check_alpha_power
+from rtml_cli.evaluation.routing.arms import BernoulliArms, RewardMatrix, parse_arm_specs
+from rtml_cli.evaluation.routing.policies import DEFAULT_POLICIES, Settings, ab_horizon
+from rtml_cli.evaluation.routing.report import Evaluation, evaluate_policies
+from rtml_cli.evaluation.routing.runner import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, PolicyRun
 
 MIN_PLANNING_REQUESTS = 10_000
 
 
-def evaluate(
+def evaluate_routing(
     *,
     results: str | None = None,
     arm_specs: list[str] | None = None,
@@ -45,15 +46,20 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
     log: Callable[[str], None] = lambda _msg: None,
-) -> tuple[dict, list]:
-    """Evaluate routing policies on RESULTS (``results``) or planning arms (``arm_specs``)."""
+) -> tuple[dict, list[PolicyRun]]:
+    """Evaluate routing policies on RESULTS (``results``) or planning arms (``arm_specs``).
+
+    Returns the report (a JSON-ready dict) and the raw runs (for ``plot.plot_report``).
+    """
+    _check_mode(results, arm_specs, arms)
     check_alpha_power(alpha, power)
     _check_options(threshold, value_remaining, epsilon, seeds, batch_size, requests, min_requests)
     if not policies:
         raise UsageError("--policies is empty; name at least one of " + ", ".join(DEFAULT_POLICIES))
 
+    loaded = None
     if results is not None:
-        from rtml_cli.evaluation.results import load_results
+        from rtml_cli.evaluation.routing.results import load_results
 
         loaded = load_results(results, reward, arms)
         if loaded.dropped:
@@ -61,34 +67,21 @@ def evaluate(
                 f"dropped {loaded.dropped:,} requests that lack a {reward} reward for some arm "
                 f"(kept {loaded.rewards.shape[0]:,})"
             )
-        source = RewardMatrix(loaded.arms, loaded.rewards, resample)
+        source: RewardMatrix | BernoulliArms = RewardMatrix(loaded.arms, loaded.rewards, resample)
         mode, unit = "results", reward
     else:
         source = parse_arm_specs(arm_specs or [])
         mode, unit = "planning", None
 
     names = list(source.names)
-    control_index = _control_index(names, control)
-    means = np.asarray(source.means, dtype=float)
-    weights = _weights(split, len(names))
-    if mde is None:
-        gaps = np.abs(np.delete(means, control_index) - means[control_index])
-        mde = float(gaps.max())
-        if mde <= 0:
-            raise UsageError(
-                "every arm has the same mean reward as the control; give the effect to "
-                "power the A/B test for with --mde"
-            )
-    elif not (0 < mde < 1):
-        raise UsageError(f"--mde must be an absolute effect in (0, 1), got {mde}")
-    settings = Settings(
-        n_arms=len(names),
-        control=control_index,
-        weights=tuple(weights) if weights is not None else None,
+    settings = _settings(
+        names,
+        np.asarray(source.means, dtype=float),
+        control=control,
+        split=split,
+        mde=mde,
         alpha=alpha,
         power=power,
-        mde=mde,
-        baseline=float(np.clip(means[control_index], 1e-6, 1 - 1e-6)),
         threshold=threshold,
         value_remaining=value_remaining,
         min_requests=min_requests,
@@ -117,11 +110,57 @@ def evaluate(
     )
     report, runs = evaluate_policies(source, evaluation)
     report = {"mode": mode, "results": results, **report}
-    if results is not None:
+    if loaded is not None:
         report["dropped_requests"] = loaded.dropped
         report["requests_in_results"] = int(loaded.rewards.shape[0])
         report["resample"] = resample
     return report, runs
+
+
+def _settings(
+    names: list[str],
+    means: np.ndarray,
+    *,
+    control: str | None,
+    split: list[float] | None,
+    mde: float | None,
+    **rest: Any,
+) -> Settings:
+    """The policies' settings; the A/B test's MDE defaults to the largest true gap to the
+    control."""
+    control_index = _control_index(names, control)
+    weights = _weights(split, len(names))
+    if mde is None:
+        gaps = np.abs(np.delete(means, control_index) - means[control_index])
+        mde = float(gaps.max())
+        if mde <= 0:
+            raise UsageError(
+                "every arm has the same mean reward as the control; give the effect to "
+                "power the A/B test for with --mde"
+            )
+    elif not (0 < mde < 1):
+        raise UsageError(f"--mde must be an absolute effect in (0, 1), got {mde}")
+    return Settings(
+        n_arms=len(names),
+        control=control_index,
+        weights=tuple(weights) if weights is not None else None,
+        mde=mde,
+        baseline=float(np.clip(means[control_index], 1e-6, 1 - 1e-6)),
+        **rest,
+    )
+
+
+def _check_mode(results: str | None, arm_specs: list[str] | None, arms: list[str] | None) -> None:
+    """RESULTS mode or planning mode, not both and not neither."""
+    if results is not None and arm_specs:
+        raise UsageError("give either RESULTS or --arm NAME=RATE arms, not both")
+    if results is None and not arm_specs:
+        raise UsageError(
+            "give a RESULTS file from `rtml simulate`, or planning arms: "
+            "--arm control=0.040 --arm new=0.045"
+        )
+    if arm_specs and arms is not None:
+        raise UsageError("--arms selects strategies of a RESULTS file; in planning mode use --arm")
 
 
 def _check_options(threshold, value_remaining, epsilon, seeds, batch_size, requests, min_requests):

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rtml_cli.errors import UsageError
-from rtml_cli.fsutil import PNG_OUTPUT, atomic_path
+from rtml_cli.evaluation.routing.runner import PolicyRun
 
 
-def plot_runs(runs: list, path: str | Path, *, title: str = "") -> Path:
+def plot_report(report: dict, runs: list[PolicyRun], path: str | Path) -> Path:
+    """The ``rtml evaluate bandits --plot`` chart of an evaluation, titled by its arms."""
+    arms = " vs ".join(a["arm"] for a in report["arms"])
+    title = f"{arms}: {report['seeds']} runs x {report['horizon']:,} requests"
+    return plot_runs(runs, path, title=title)
+
+
+def plot_runs(runs: list[PolicyRun], path: str | Path, *, title: str = "") -> Path:
     """Write a two-panel PNG; needs matplotlib (``pip install 'rtml[plot]'``)."""
-    try:
-        import matplotlib
+    from rtml_cli.plotting import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError(
-            "--plot needs matplotlib, which is not installed; run: pip install 'rtml[plot]'"
-        ) from None
+    plt = pyplot()
     path = Path(path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for run in runs:
@@ -29,7 +29,5 @@ def plot_runs(runs: list, path: str | Path, *, title: str = "") -> Path:
     left.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    with atomic_path(path, PNG_OUTPUT, option="--plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
     return path

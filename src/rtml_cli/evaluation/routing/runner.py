@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtml_cli.errors import UsageError
-from rtml_cli.evaluation.policies import Policy, Step
-from rtml_cli.evaluation.posterior import prob_best
+from rtml_cli.evaluation.routing.policies import RoutingPolicy, Step
+from rtml_cli.evaluation.routing.posterior import prob_best
 
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_SEEDS = 100
@@ -44,7 +44,7 @@ class PolicyRun:
 
 
 def run_policy(
-    policy: Policy,
+    policy: RoutingPolicy,
     source,
     *,
     horizon: int,
@@ -202,7 +202,7 @@ def _rows(array: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
     return None if array is None else array[keep]
 
 
-def _posterior(policy: Policy, step: Step) -> Step:
+def _posterior(policy: RoutingPolicy, step: Step) -> Step:
     if policy.uses_posterior:
         step.p_best = prob_best(step.alpha, step.beta)
     return step
