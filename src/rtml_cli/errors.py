@@ -193,6 +193,12 @@ def environment_error(exc: BaseException) -> RtmlError | None:
             return _out_of_memory(_first_line(cause))
         if any(text in str(cause) for text in _NO_MEMORY_TEXT):
             return _out_of_memory(_first_line(cause))
+        if "Decompression failure" in str(cause) and _address_space_limit() is not None:
+            # under ulimit -v, DuckDB reports a failed decompression buffer this way
+            return _out_of_memory(
+                f"{_first_line(cause)} (under a process memory limit; if it persists without "
+                "the limit, the file is corrupt)"
+            )
         if isinstance(cause, SystemError) and _address_space_limit() is not None:
             # a native library (jemalloc in polars) failed to allocate while loading under
             # ulimit -v and returned NULL without saying why
