@@ -507,5 +507,5 @@ def test_csv_text_times_without_unit_are_seconds_or_iso(tmp_path):
 def test_command_has_help_and_a_readme_section(invoke, command):
     result = invoke("data", command, "--help")
     assert result.exit_code == ExitCode.OK and "Usage" in result.stdout
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"### `rtml data {command}`" in readme
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "data.md").read_text()
+    assert f"## `rtml data {command}`" in readme

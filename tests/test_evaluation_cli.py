@@ -317,8 +317,8 @@ def test_readme_documents_every_option():
 
     from rtml_cli.cli import app
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("### `rtml evaluate` (bandits") :]
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "evaluate.md").read_text()
+    section = readme[readme.index("## `rtml evaluate` (bandits") :]
     group = typer.main.get_command(app).commands["evaluate"]
     options = [
         opt

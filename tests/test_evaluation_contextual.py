@@ -145,8 +145,8 @@ def test_commands_have_help_and_a_readme_section(invoke, command):
     assert res.exit_code == ExitCode.OK
     assert "--format" in res.stdout
     assert (
-        f"### `rtml evaluate {command}`"
-        in (Path(__file__).resolve().parent.parent / "README.md").read_text()
+        f"## `rtml evaluate {command}`"
+        in (Path(__file__).resolve().parent.parent / "docs" / "evaluate.md").read_text()
     )
 
 

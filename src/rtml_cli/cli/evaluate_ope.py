@@ -33,7 +33,7 @@ def ope_cmd(
         typer.Option(
             "--policy",
             "-p",
-            help=f"Policy to evaluate: {_SPEC_FORMS}. See README.",
+            help=f"Policy to evaluate: {_SPEC_FORMS}. See docs/evaluate.md.",
         ),
     ],
     estimators: Annotated[

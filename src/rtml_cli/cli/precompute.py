@@ -38,7 +38,7 @@ def precompute_cmd(
     ] = None,
     half_life: Annotated[
         str | None,
-        typer.Option("--half-life", help="Decay of co-occurrence weights, e.g. 30d [default]."),
+        typer.Option("--half-life", help="Decay of co-occurrence weights (default 30d)."),
     ] = None,
     warm_start: Annotated[
         Path | None,
