@@ -359,6 +359,7 @@ def _bad_log(tmp_path, **cols) -> str:
         ({"reward": [1.0, float("nan"), 0.0, 0.0]}, "have a NaN or infinite reward"),
         ({"propensity": [0.5, float("nan"), 0.5, 0.5]}, "have a NaN or infinite propensity"),
         ({"action": [0.0, float("nan"), 1.0, 1.0]}, "1 row(s) have no action"),
+        ({"action": [0.0, float("inf"), 1.0, 1.0]}, "1 row(s) have an infinite action"),
         ({"position": ["top", "1", "2", "1"]}, "'position' must hold integers"),
         ({"reward": ["yes", "no", "no", "no"]}, "'reward' must be numeric"),
         ({"propensity": ["0.5", "0.5", "0.5", "0.5"]}, "'propensity' must be numeric"),

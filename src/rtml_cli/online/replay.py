@@ -3,7 +3,7 @@
 Everything here is vectorised (Polars, then numpy arrays); the per-request loop in
 ``engine.py`` only slices these arrays.
 
-Definitions (documented in the README):
+Definitions (documented in docs/replay-protocol.md):
 - events are ordered by ``ts``; ties keep the order of the input within a session;
 - a *request* is made at every event of a session after its first whose ``ts`` lies in
   the replay window ``[start, end)``; the request sees the session's earlier events

@@ -306,6 +306,14 @@ def _check_actions_present(frame: Any, where: str) -> None:
     )
     if n_no_action:
         raise DataError(f"{where}: {n_no_action} row(s) have no action")
+    if action_col.dtype.is_float():
+        n_infinite = int(action_col.is_infinite().sum())
+        if n_infinite:
+            first = int(action_col.is_infinite().arg_max())
+            raise DataError(
+                f"{where}: {n_infinite} row(s) have an infinite action (first at row {first}); "
+                "an action is an arm id"
+            )
 
 
 def _propensities(frame: Any, where: str, require_propensity: bool) -> np.ndarray | None:
