@@ -24,6 +24,12 @@ class Suite:
 def suites() -> list[Suite]:
     """Every registry with its contract checks (imported lazily: heavy modules)."""
     found: list[Suite] = []
+    from rtml_cli.checks import detectors
+
+    found.append(detectors.SUITE)
+    from rtml_cli.checks import schedules
+
+    found.append(schedules.SUITE)
     # each stage package adds its suite here, e.g.:
     #   from rtml_cli.checks import strategies
     #   found.append(strategies.SUITE)

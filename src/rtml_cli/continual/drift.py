@@ -4,7 +4,8 @@ Every feature is reduced to a :class:`FeatureDistribution` — the same bins cou
 on both sides (numeric: quantile bins of the reference; categorical: the
 reference's most frequent categories plus an ``(other)`` bin), with the raw
 numeric values kept for the KS test. Each :class:`Detector` scores one such
-distribution and says whether it drifted; the registry ``DETECTORS`` names them:
+distribution and says whether it drifted; the registry ``DETECTORS`` names them
+(``rtml_cli.checks.detectors`` is their contract):
 
 - ``psi`` — population stability index, ``sum((c - r) * ln(c / r))`` over bin
   shares with a small floor (``PSI_FLOOR``) for empty bins. Rule of thumb:
@@ -26,13 +27,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from rtml_cli.errors import DataError, UsageError
+from rtml_cli.registry import Registry
 
 PSI_FLOOR = 1e-4  # share given to a bin that is empty on one side (PSI would be infinite)
 OTHER = "(other)"
@@ -218,24 +220,30 @@ class JSDetector(Detector):
         )
 
 
-DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (PSIDetector, KSDetector, JSDetector)}
+DETECTORS: Registry[type[Detector]] = Registry("drift detector")
+DETECTORS.add("psi", PSIDetector, description="population stability index of the bin shares")
+DETECTORS.add("ks", KSDetector, description="KS test (numeric) / chi-squared test (categorical)")
+DETECTORS.add("js", JSDetector, description="Jensen-Shannon distance (base 2) of the bin shares")
 
 
 def make_detectors(
-    names: Iterable[str] = ("psi", "ks", "js"), thresholds: dict[str, float | None] | None = None
+    names: Iterable[str] | None = None, thresholds: dict[str, float | None] | None = None
 ) -> list[Detector]:
-    """Instantiate detectors by name; unknown names and bad thresholds raise ``UsageError``."""
+    """Instantiate detectors by name (default: every registered one); unknown names and
+    bad thresholds raise ``UsageError``."""
     thresholds = thresholds or {}
-    out = []
-    for name in names:
-        if name not in DETECTORS:
-            raise UsageError(
-                f"unknown drift detector {name!r}: choose from {', '.join(sorted(DETECTORS))}"
-            )
-        out.append(DETECTORS[name](thresholds.get(name)))
+    out = [
+        DETECTORS.get(name)(thresholds.get(name))
+        for name in (DETECTORS.names() if names is None else names)
+    ]
     if not out:
         raise UsageError("no drift detector selected: choose from " + ", ".join(DETECTORS))
     return out
+
+
+def parse_detectors(text: str, thresholds: dict[str, float | None]) -> list[Detector]:
+    """``--detectors psi,js`` with each detector's threshold option, as detectors."""
+    return make_detectors([n.strip() for n in text.split(",") if n.strip()], thresholds)
 
 
 # --- building distributions ---------------------------------------------------------------
@@ -687,3 +695,91 @@ def time_range(lazy) -> tuple[datetime, datetime] | None:
     )
     first, last = frame.row(0)
     return None if first is None else (first, last)
+
+
+# --- `rtml drift popularity`: the windows of one log ----------------------------------------
+
+POPULARITY_BY = {"item": "item_id", "category": "category"}
+
+
+def _check_lengths(current: timedelta, reference: timedelta) -> None:
+    if current.total_seconds() <= 0 or reference.total_seconds() <= 0:
+        raise UsageError("--current and --reference must be positive durations, e.g. 1d and 7d")
+
+
+def popularity_windows(
+    span: tuple[datetime, datetime], end: datetime | None, current: timedelta, reference: timedelta
+) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
+    """(reference, current) windows: ``current`` long ending at ``end`` (default: just after
+    the last event of ``span``), the ``reference`` window just before it. Windows outside
+    the data are a ``UsageError``."""
+    _check_lengths(current, reference)
+    stop = end if end is not None else span[1] + timedelta(microseconds=1)
+    cur_win = (stop - current, stop)
+    ref_win = (stop - current - reference, stop - current)
+    if cur_win[0] > span[1] or ref_win[1] <= span[0] or ref_win[0] > span[1]:
+        raise UsageError(
+            f"the windows {ref_win[0].isoformat()} – {stop.isoformat()} fall outside the data "
+            f"({span[0].isoformat()} – {span[1].isoformat()}): change --end"
+        )
+    return ref_win, cur_win
+
+
+@dataclass
+class PopularityReport:
+    """``rtml drift popularity``: the drift of one log's view shares and its two windows."""
+
+    by: str  # item | category
+    result: FeatureDrift
+    reference_window: tuple[datetime, datetime]
+    current_window: tuple[datetime, datetime]
+    detectors: dict[str, float]  # name -> threshold
+
+    @property
+    def drift(self) -> bool:
+        return self.result.drift
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = self.result.to_dict()
+        payload.update(
+            reference_window=list(self.reference_window),
+            current_window=list(self.current_window),
+            detectors=self.detectors,
+        )
+        return payload
+
+
+def popularity_report(
+    events: str | Path,
+    *,
+    current: timedelta,
+    reference: timedelta,
+    detectors: Sequence[Detector],
+    end: datetime | None = None,
+    by: str = "item",
+    event: str | None = "view",
+    items: str | Path | None = None,
+    max_categories: int | None = None,
+) -> PopularityReport:
+    """Share of ``event`` rows per item or category: the last ``current`` window (ending at
+    ``end``) vs the ``reference`` window before it (``event=None``: every event type)."""
+    if by not in POPULARITY_BY:
+        raise UsageError(f"--by must be item or category, got {by!r}")
+    _check_lengths(current, reference)
+    column = POPULARITY_BY[by]
+    lazy = scan_events(events, items=items, by=column)
+    span = time_range(lazy)
+    if span is None:
+        raise DataError(f"EVENTS {events} has no rows")
+    ref_win, cur_win = popularity_windows(span, end, current, reference)
+    result = popularity_drift(
+        lazy,
+        ref_win,
+        cur_win,
+        by=column,
+        event=event,
+        detectors=detectors,
+        max_categories=max_categories,
+    )
+    thresholds = {d.name: d.threshold for d in detectors}
+    return PopularityReport(by, result, ref_win, cur_win, thresholds)
