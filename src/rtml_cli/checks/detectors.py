@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from rtml_cli.checks import Suite
-from rtml_cli.continual.drift import DETECTORS
+from rtml_cli.continual.detectors import DETECTORS
 from rtml_cli.registry import Entry
 
 

@@ -14,7 +14,7 @@ import typer
 
 from rtml_cli.cli import default_command_group
 from rtml_cli.cli.options import EndOption, FormatOption, ItemsOption, QuietOption
-from rtml_cli.continual.drift import DETECTORS
+from rtml_cli.continual.detectors import DETECTORS
 from rtml_cli.errors import ExitCode
 from rtml_cli.output import OutputFormat
 

@@ -16,15 +16,16 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from rtml_cli.continual.engine import ZERO, Score, Simulation, TrainOutcome, simulate_schedules
 from rtml_cli.continual.schedules import Reading, Schedule
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.fsutil import scratch_dir
 from rtml_cli.timeutil import format_duration
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_STRATEGY = "session-embedding"
 
@@ -46,6 +47,7 @@ class PopularitySignal:
     """
 
     def __init__(self, views) -> None:
+        import numpy as np
         import polars as pl
 
         self.ts = views["ts"].dt.epoch("us").to_numpy()
@@ -54,11 +56,15 @@ class PopularitySignal:
         self.n_items = int(self.item.max()) + 1 if len(self.item) else 0
 
     def _slice(self, window: tuple[datetime, datetime]) -> np.ndarray:
+        import numpy as np
+
         lo, hi = (int(t.timestamp() * 1_000_000) for t in window)
         a, b = np.searchsorted(self.ts, [lo, hi], side="left")
         return self.item[a:b]
 
     def __call__(self, detector: str, threshold: float, *, reference, current) -> Reading:
+        import numpy as np
+
         from rtml_cli.continual.drift import PSIDetector, auto_bins, categorical_distribution
 
         ref, cur = self._slice(reference), self._slice(current)
@@ -159,12 +165,14 @@ class ReplayEvaluator:
     seed: int = 0
 
     def __post_init__(self) -> None:
+
         self._us = self.events["ts"].dt.epoch("us").to_numpy()
         self._cached: tuple[tuple[datetime, datetime], Any] | None = None
 
     def _window(self, start: datetime, end: datetime):
         """The sessions active in ``[start, end)`` with their earlier events (their history);
         None when the window holds no event. Shared by every model replayed on it."""
+        import numpy as np
         import polars as pl
 
         if self._cached is not None and self._cached[0] == (start, end):
