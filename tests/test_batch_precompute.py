@@ -466,7 +466,6 @@ SHOP = Path(__file__).resolve().parent.parent / "sample_data" / "shop"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHOP / "events.parquet").exists(), reason="sample world not present")
 def test_sample_world_neighbours_stay_inside_the_intent_bundle(tmp_path):
     result = run_precompute(
         SHOP / "events.parquet", tmp_path / "root", items=SHOP / "items.parquet"

@@ -102,7 +102,7 @@ def test_ratio_text() -> None:
 
 
 def test_plot_and_outputs(summary, tmp_path) -> None:
-    from rtml_cli.cli.retrain import write_outputs
+    from rtml_cli.continual.outputs import write_retrain_outputs as write_outputs
     from rtml_cli.continual.report import plot
 
     plot(summary, tmp_path / "hr.png")
@@ -220,8 +220,6 @@ def test_cli_bad_inputs(invoke, tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def shop_run(tmp_path_factory):
-    pytest.importorskip("rtml_cli.batch.precompute")
-    pytest.importorskip("rtml_cli.online.engine")
     from rtml_cli.continual.retrain import run_retrain
 
     schedules = parse_schedules(

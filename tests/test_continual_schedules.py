@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from rtml_cli.continual.engine import Score, TrainOutcome, simulate_schedules
 from rtml_cli.continual.schedules import (
     FULL,
-    SCHEDULES,
     WARM,
     Reading,
     ScheduleContext,
@@ -38,14 +37,9 @@ START = T0 + 7 * DAY
 SHIFT = T0 + 12 * DAY
 END = T0 + 18 * DAY
 
-# --- the schedule contract ----------------------------------------------------------------
-
-EXAMPLES = {
-    "never": "never",
-    "stateless": "stateless:1d:1w",
-    "stateful": "stateful:12h",
-    "triggered": "triggered:performance",
-}
+# The schedule contract (example spelling round-trips, deterministic decisions on the
+# schedule's periods) is rtml_cli.checks.schedules, run over every registered schedule by
+# tests/test_registry.py.
 
 
 def _ctx(now: datetime, **kw) -> ScheduleContext:
@@ -53,38 +47,6 @@ def _ctx(now: datetime, **kw) -> ScheduleContext:
     base.update(kw)
     base.setdefault("drift", lambda det, thr, **_: Reading(det, 0.5, thr, True, "fake"))
     return ScheduleContext(**base)
-
-
-def test_every_kind_has_an_example() -> None:
-    assert set(EXAMPLES) == set(SCHEDULES)
-
-
-@pytest.mark.parametrize("kind", sorted(SCHEDULES))
-def test_schedule_contract(kind: str) -> None:
-    sched = parse_schedule(EXAMPLES[kind], step=DAY)
-    assert isinstance(sched, SCHEDULES[kind]) and sched.kind == kind
-    # The spelling round-trips and the description is for people.
-    again = parse_schedule(sched.spec, step=DAY)
-    assert again.spec == sched.spec and sched.description
-    # Nothing happens at the start itself (every schedule begins with the same model).
-    assert sched.due(_ctx(START)) is None
-    history = [StepAccuracy(START, 1000, 300), StepAccuracy(START + DAY, 1000, 100)]
-    decisions = []
-    for hours in range(1, 24 * 4 + 1):
-        now = START + timedelta(hours=hours)
-        first = sched.due(_ctx(now, accuracy=history))
-        second = sched.due(_ctx(now, accuracy=history))
-        assert first == second  # deterministic, looks only at ctx
-        if first is not None:
-            assert first.mode in (FULL, WARM) and first.reason
-            for period in sched.periods():
-                assert (now - START) % period == timedelta(0)
-        decisions.append(first)
-    updates = [d for d in decisions if d is not None]
-    assert (len(updates) == 0) == (not sched.updates)
-    # Periods are hit exactly by the clock.
-    tick = tick_for(DAY, [sched])
-    assert all(p % tick == timedelta(0) for p in sched.periods())
 
 
 def test_parse_defaults_and_spellings() -> None:

@@ -526,7 +526,7 @@ def test_sizes_grow_as_documented():
 
 
 def test_failed_run_publishes_nothing(tmp_path, monkeypatch):
-    import rtml_cli.data.world as world_mod
+    import rtml_cli.data.world.generate as world_mod
 
     def boom(*args, **kwargs):
         raise RuntimeError("killed")

@@ -258,6 +258,17 @@ def write_json_atomic(target: str | os.PathLike[str], payload: object) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_json(path: str | os.PathLike[str], payload: object, *, default=None) -> None:
+    """Write ``payload`` as indented JSON (keys in insertion order) at ``path``, plainly.
+
+    For a file inside a directory that is itself published atomically as a whole
+    (``atomic_path`` of a directory, a precompute run): the directory's rename is the
+    atomic step, so a second temporary file per JSON file would buy nothing. Anywhere
+    else use :func:`write_json_atomic`.
+    """
+    Path(path).write_text(json.dumps(payload, indent=2, default=default) + "\n")
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

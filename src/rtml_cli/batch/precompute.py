@@ -26,7 +26,7 @@ import numpy as np
 from rtml_cli import __version__
 from rtml_cli.batch.artifacts import FORMAT_VERSION, RUN_FILES, read_manifest, resolve_run_dir
 from rtml_cli.errors import DataError, InputMissing, OutputError, RtmlError, UsageError
-from rtml_cli.fsutil import parquet_files, root_lock
+from rtml_cli.fsutil import parquet_files, root_lock, write_json
 
 STEPS = (
     "scan",
@@ -279,6 +279,72 @@ def _check_params(**values: int | None) -> None:
             raise UsageError(f"--{name.replace('_', '-')} {value} must be at least 1")
 
 
+@dataclass
+class _Run:
+    """One precompute run in progress: its settings, then what each step adds.
+
+    The step functions below (``_scan`` … ``_prune``) each start their step (timing,
+    progress, the ``RTML_TEST_KILL_AT`` hook) and read and fill this object, so the
+    data flow between steps is visible in one place.
+    """
+
+    # settings, resolved before the lock is taken
+    root: Path
+    event_files: list[Path]
+    item_files: list[Path] | None
+    warm: _WarmState | None
+    as_of: datetime | None
+    dim: int
+    window: int
+    max_session_len: int
+    half_life_s: float
+    n_trees: int
+    top_k: int
+    n_neighbors: int
+    seed: int
+    keep: int | None
+    force: bool
+    steps: _Steps
+    t0: float
+    # scan: the connection, the events source, the run's identity
+    runs: Path = Path()
+    spill: Path | None = None
+    con: Any = None
+    tmp: Path | None = None  # the run being written; removed at once if the run fails
+    src: Any = None
+    mode: str = "full"
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    target: Path = Path()
+    catalogue: Any = None
+    since: datetime | None = None
+    # features
+    index: Any = None
+    n_items: int = 0
+    aggregates: Any = None
+    item_frame: Any = None
+    user_totals: Any = None
+    history: Any = None
+    user_frame: Any = None
+    active: Any = None
+    is_active: Any = None
+    # cooccurrence, embeddings, index, neighbors, recs
+    counts: Any = None
+    pairs_events: int = 0
+    factors: Any = None
+    build_s: float = 0.0
+    recall: dict[str, Any] = field(default_factory=dict)
+    neighbors: Any = None
+    sim_top: Any = None
+    popular: Any = None
+    recs: Any = None
+    # write, publish, switch
+    manifest: dict[str, Any] = field(default_factory=dict)
+    previous: str | None = None
+    published: bool = False
+
+
 def run_precompute(
     events: str | Path,
     root: str | Path,
@@ -322,16 +388,9 @@ def run_precompute(
     Raises ``InputMissing`` (66), ``DataError`` (65), ``UsageError`` (2),
     ``OutputError`` (73) or ``TemporaryFailure`` (75, ROOT locked).
     """
-    import polars as pl
     from threadpoolctl import threadpool_limits
 
-    from rtml_cli.batch import embeddings as emb
-    from rtml_cli.batch import features as feat
     from rtml_cli.batch import publish
-    from rtml_cli.batch.artifacts import run_id_for
-    from rtml_cli.batch.recs import batch_recs
-    from rtml_cli.batch.source import connect, open_events, open_items
-    from rtml_cli.timeutil import utc_now
 
     t0 = time.perf_counter()
     _check_params(dim=dim, trees=n_trees, top_k=top_k, neighbors=n_neighbors, window=window)
@@ -341,337 +400,471 @@ def run_precompute(
     event_files = parquet_files(events, what="events")
     item_files = parquet_files(items, what="items") if items is not None else None
     warm = load_warm_state(warm_start) if warm_start is not None else None
-    if warm is not None:
-        inherited = warm.params
-        if dim is not None and dim != inherited["dim"]:
-            raise UsageError(
-                f"--dim {dim} differs from the warm-start run's dim {inherited['dim']}: "
-                "drop --dim or run without --warm-start"
-            )
-        dim = inherited["dim"]
-        window = inherited["window"]
-        max_session_len = inherited["max_session_len"]
-        half_life_s = float(inherited["half_life_s"])
-    else:
-        dim = dim or DEFAULT_DIM
-        window = window or DEFAULT_WINDOW
-        max_session_len = max_session_len or DEFAULT_MAX_SESSION_LEN
-        half_life_s = (half_life or DEFAULT_HALF_LIFE).total_seconds()
+    dim, window, max_session_len, half_life_s = _model_params(
+        warm, dim, window, max_session_len, half_life
+    )
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=timezone.utc)
     root = Path(root)
     publish.check_root_output(root)
-    steps = _Steps(progress)
+    run = _Run(
+        root=root,
+        event_files=event_files,
+        item_files=item_files,
+        warm=warm,
+        as_of=as_of,
+        dim=dim,
+        window=window,
+        max_session_len=max_session_len,
+        half_life_s=half_life_s,
+        n_trees=n_trees,
+        top_k=top_k,
+        n_neighbors=n_neighbors,
+        seed=seed,
+        keep=keep,
+        force=force,
+        steps=_Steps(progress),
+        t0=t0,
+    )
     # One BLAS thread: OpenBLAS threads spin-wait, and on a busy shared box (cron hosts
     # usually are) that made the small QR/SVD calls 100x slower; it also keeps sums
     # in a fixed order, so the output is reproducible.
     with threadpool_limits(limits=1, user_api="blas"), root_lock(root):
-        runs = publish.runs_dir(root)
+        run.runs = publish.runs_dir(root)
         publish.clean_stale(root)
-        steps.start("scan")
-        spill = publish.spill_dir(root)
-        con = connect(spill)
-        tmp: Path | None = None  # the run being written; removed at once if the run fails
         try:
-            src = open_events(con, event_files, as_of)
-            as_of = src.as_of
-            if warm is not None and warm.as_of == as_of:
-                # nothing new since the run we continue from (e.g. a cron retry): a no-op
-                return PrecomputeResult(
-                    run_id=warm.run_id,
-                    run_dir=warm.run_dir,
-                    as_of=as_of,
-                    mode="warm-start",
-                    skipped=True,
-                    published=False,
-                    manifest=read_manifest(warm.run_dir),
-                    seconds=time.perf_counter() - t0,
-                )
-            if warm is not None and warm.as_of > as_of:
-                raise UsageError(
-                    f"--warm-start run {warm.run_id} is not older than as-of {as_of.isoformat()}: "
-                    "warm-start from an earlier run"
-                )
-            base_id = run_id_for(as_of)
-            mode = "warm-start" if warm is not None else "full"
-            params = {
-                "dim": dim,
-                "n_trees": n_trees,
-                "top_k": top_k,
-                "n_neighbors": n_neighbors,
-                "window": window,
-                "max_session_len": max_session_len,
-                "half_life_s": half_life_s,
-                "seed": seed,
-                "popular_n": POPULAR_N,
-                "mode": mode,
-                "warm_start": warm.run_id if warm is not None else None,
-            }
-            inputs = {
-                "events": src.inputs,
-                "items": [f["sha256"] for f in map(_fingerprint, item_files or [])],
-            }
-            same_as_of = [
-                n for n in publish.published_runs(runs) if publish.run_key(n)[0] == base_id
-            ]
-            if same_as_of and not force:
-                return _existing(root, same_as_of[-1], as_of, mode, inputs, params, keep, t0)
-            # a rebuild is a new directory: a published run is never rewritten under a reader
-            run_id = publish.rebuild_id(base_id, [p.name for p in runs.iterdir()])
-            target = runs / run_id
-
-            catalogue = None
-            if item_files is not None:
-                open_items(con, item_files)
-                catalogue = con.sql("SELECT * FROM catalogue").pl()
-            since = warm.as_of if warm is not None else None
-            if src.rows_used == 0:
-                raise DataError("no events before as-of: nothing to precompute")
-
-            steps.start("features")
-            # one scan gives the aggregates and the item ids (sorted ids -> dense item_idx)
-            fresh_aggs = feat.item_aggregates(
-                con, as_of, since, warm.item_windows if warm is not None else None
-            )
-            if warm is None:
-                index = (
-                    fresh_aggs.select("item_id")
-                    .sort("item_id")
-                    .with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias("item_idx"))
-                )
-            else:
-                old = warm.index.select("item_id", "item_idx")
-                fresh = (
-                    fresh_aggs.filter(pl.col("events_total") > 0)
-                    .select("item_id")
-                    .sort("item_id")
-                    .join(old, on="item_id", how="anti", maintain_order="left")
-                )
-                fresh = fresh.with_columns(
-                    (pl.int_range(0, pl.len(), dtype=pl.Int64) + old.height).alias("item_idx")
-                )
-                index = pl.concat([old, fresh.select(old.columns)])
-            index = index.select("item_idx", "item_id")
-            n_items = index.height
-            if dim >= n_items:
-                raise UsageError(
-                    f"--dim {dim} must be smaller than the number of items ({n_items}): lower --dim"
-                )
-            aggregates = feat.merge_item_totals(
-                fresh_aggs, warm.item_totals if warm is not None else None
-            )
-            item_frame = feat.item_features(index, aggregates, catalogue)
-            fresh_users = feat.user_aggregates(con, since)
-            active = fresh_users.select("user_id")
-            # a hash-set membership test is ~4x cheaper than a semi/anti join on
-            # millions of rows (the carried-over recs and features)
-            is_active = pl.col("user_id").is_in(active["user_id"].implode())
-            user_totals = feat.merge_user_totals(
-                fresh_users, warm.user_totals if warm is not None else None
-            )
-            history = feat.user_items(
-                con, as_of, half_life_s, since, warm.user_items if warm is not None else None
-            )
-            categories = item_frame.select("item_id", "category") if catalogue is not None else None
-            if warm is None:
-                user_frame = feat.user_features(user_totals, history, categories, as_of)
-            else:
-                # users without new events keep their features (uniform decay keeps their
-                # top categories); only recency moves with the as-of
-                refreshed = feat.user_features(
-                    user_totals.join(active, on="user_id", how="semi"),
-                    history.join(active, on="user_id", how="semi"),
-                    categories,
-                    as_of,
-                )
-                kept = warm.user_features.filter(~is_active).with_columns(
-                    (
-                        (pl.lit(as_of) - pl.col("last_seen")).dt.total_microseconds() / 86_400e6
-                    ).alias("recency_days")
-                )
-                user_frame = pl.concat([kept, refreshed.select(kept.columns)]).sort("user_id")
-
-            steps.start("cooccurrence")
-            con.register("idx", index)
-            sessions, item_idx, weights = feat.session_arrays(con, as_of, half_life_s, since)
-            con.unregister("idx")
-            pairs_events = int(item_idx.size)
-            counts = emb.cooccurrence(
-                sessions,
-                item_idx,
-                weights,
-                n_items,
-                window=window,
-                max_session_len=max_session_len,
-            )
-            del sessions, item_idx, weights
-            if warm is not None:
-                factor = 0.5 ** ((as_of - warm.as_of).total_seconds() / half_life_s)
-                old = warm.cooc
-                old.resize((n_items, n_items))
-                counts = (old * factor + counts).tocsr()
-                counts.sort_indices()
-            if counts.nnz == 0:
-                raise DataError(
-                    "no session has two different items before as-of: cannot learn item "
-                    "embeddings (are session_ids unique per event?)"
-                )
-
-            steps.start("embeddings")
-            # A warm start refactorises the decayed counts from the same random start as a
-            # full run (cost O(nnz), independent of history length): seeding the range finder
-            # with the previous basis converges further at every update, and the more
-            # converged top-`dim` PPMI subspace ranks worse (sample world, dim 16: HR@20 0.35
-            # vs 0.41; medium world, 30 chained daily updates: below never retraining).
-            factors = emb.truncated_svd(emb.ppmi(counts), dim, seed=seed, power_iterations=2)
-
-            steps.start("index")
-            tmp = publish.new_tmp_dir(runs, run_id)
-            build_start = time.perf_counter()
-            emb.build_annoy(factors.embeddings, n_trees, str(tmp / "items.ann"), seed=seed)
-            build_s = time.perf_counter() - build_start
-            recall = emb.annoy_recall(
-                factors.embeddings, str(tmp / "items.ann"), sample=RECALL_SAMPLE, seed=seed
-            )
-
-            steps.start("neighbors")
-            sim = emb.cf_similarity(counts)
-            src_i, dst_i, score = emb.top_n_per_row(sim, n_neighbors)
-            ids = index["item_id"]
-            rank = np.arange(src_i.size) - np.searchsorted(src_i, src_i, side="left") + 1
-            neighbors = pl.DataFrame(
-                {
-                    "item_id": ids.gather(src_i),
-                    "neighbor_id": ids.gather(dst_i),
-                    "score": score.astype(np.float32),
-                    "rank": rank.astype(np.int32),
-                }
-            )
-            voters = rank <= REC_NEIGHBORS
-            sim_top = _csr(src_i[voters], dst_i[voters], score[voters], n_items)
-            del sim, src_i, dst_i, score, rank, voters
-
-            steps.start("recs")
-            popular_idx = item_frame.sort("popularity_rank")["item_idx"].to_numpy()
-            popular = (
-                item_frame.sort("popularity_rank")
-                .head(POPULAR_N)
-                .select(
-                    "item_id",
-                    pl.col("popularity_rank").cast(pl.Int32).alias("rank"),
-                    pl.col("popularity_score").cast(pl.Float32).alias("score"),
-                )
-            )
-            if warm is None:
-                recs = batch_recs(history, index, sim_top, popular_idx, top_k)
-            else:
-                fresh_recs = batch_recs(
-                    history.join(active, on="user_id", how="semi"),
-                    index,
-                    sim_top,
-                    popular_idx,
-                    top_k,
-                )
-                kept = warm.batch_recs.filter(~is_active)
-                # rows stay grouped by user (kept, then refreshed users); no 15M-row re-sort
-                recs = pl.concat([kept, fresh_recs.select(kept.columns)])
-
-            steps.start("write")
-            index.write_parquet(tmp / "item_index.parquet")
-            item_frame.write_parquet(tmp / "item_features.parquet")
-            user_frame.write_parquet(tmp / "user_features.parquet")
-            np.save(tmp / "item_embeddings.npy", factors.embeddings)
-            neighbors.write_parquet(tmp / "item_neighbors.parquet")
-            recs.write_parquet(tmp / "batch_recs.parquet")
-            popular.write_parquet(tmp / "popular.parquet")
-            state = tmp / "state"
-            state.mkdir()
-            import scipy.sparse as sp
-
-            sp.save_npz(state / "cooc.npz", counts, compressed=False)
-            aggregates.select("item_id", *feat.TOTALS, "first_seen", "last_seen").write_parquet(
-                state / "item_totals.parquet"
-            )
-            user_totals.write_parquet(state / "user_totals.parquet")
-            history.write_parquet(state / "user_items.parquet")
-            (state / "state.json").write_text(
-                json.dumps({"as_of": as_of.isoformat(), "params": params}, indent=2) + "\n"
-            )
-            outputs = [n for n in RUN_FILES if n != "manifest.json"]
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "run_id": run_id,
-                "as_of": as_of.isoformat(),
-                "mode": mode,
-                "warm_start": (
-                    {"run_id": warm.run_id, "as_of": warm.as_of.isoformat()} if warm else None
-                ),
-                "created_at": datetime.now(timezone.utc).isoformat(),
-                "params": params,
-                "inputs": inputs,
-                "input_files": src.inputs,
-                "rows": {
-                    "events_in_files": src.rows_in_files,
-                    "events_before_as_of": src.rows_used,
-                    "events_read_for_model": pairs_events,
-                    "items": n_items,
-                    "users": user_frame.height,
-                    "cooccurrence_nnz": int(counts.nnz),
-                    "neighbors": neighbors.height,
-                    "batch_recs": recs.height,
-                    "popular": popular.height,
-                },
-                "time_range": {
-                    "first_event": src.first_ts.isoformat(),
-                    "last_event": src.last_ts.isoformat(),
-                },
-                "index": {
-                    "metric": "angular",
-                    "n_trees": n_trees,
-                    "recall_at_10": recall["recall_at_k"],
-                    "recall_queries": recall["queries"],
-                    "search_k": recall["search_k"],
-                    "build_seconds": round(build_s, 3),
-                    "bytes": (tmp / "items.ann").stat().st_size,
-                },
-                "versions": _versions(),
-                "outputs": publish.checksums(tmp, outputs),
-            }
-            steps.start("publish")
-            manifest["steps"] = list(steps.records)
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            publish.publish_dir(tmp, target)
-            tmp = None
-            steps.start("switch")
-            previous = publish.latest_run_id(root)
-            published = publish.newest_publishable(runs, utc_now()) == run_id
-            if published:
-                publish.switch_latest(root, run_id)
-            steps.start("prune")
-            # the run latest showed until now stays: a reader may have resolved it moments ago
-            pruned = (
-                publish.prune(root, keep, protect={previous} if previous else set(), now=utc_now())
-                if keep is not None
-                else []
-            )
-            manifest["steps"] = steps.done()
+            skipped = _scan(run)
+            if skipped is not None:
+                return skipped
+            for step in (_features, _cooccurrence, _embeddings, _index, _neighbors, _recs):
+                step(run)
+            _write(run)
+            _publish(run)
+            _switch(run)
+            pruned = _prune(run)
+            run.manifest["steps"] = run.steps.done()
             return PrecomputeResult(
-                run_id=run_id,
-                run_dir=target,
-                as_of=as_of,
-                mode=mode,
+                run_id=run.run_id,
+                run_dir=run.target,
+                as_of=run.as_of,
+                mode=run.mode,
                 skipped=False,
-                published=published,
-                manifest=manifest,
+                published=run.published,
+                manifest=run.manifest,
                 seconds=time.perf_counter() - t0,
                 pruned=pruned,
-                warnings=_future_warnings(runs),
+                warnings=_future_warnings(run.runs),
             )
         finally:
-            con.close()
-            shutil.rmtree(spill, ignore_errors=True)
-            if tmp is not None:  # failed (disk full, bad data, Ctrl-C): free the space now
-                shutil.rmtree(tmp, ignore_errors=True)
+            if run.con is not None:
+                run.con.close()
+            if run.spill is not None:
+                shutil.rmtree(run.spill, ignore_errors=True)
+            if run.tmp is not None:  # failed (disk full, bad data, Ctrl-C): free the space now
+                shutil.rmtree(run.tmp, ignore_errors=True)
+
+
+def _model_params(
+    warm: _WarmState | None,
+    dim: int | None,
+    window: int | None,
+    max_session_len: int | None,
+    half_life: timedelta | None,
+) -> tuple[int, int, int, float]:
+    """The embedding model's parameters: a warm start inherits its run's, else defaults."""
+    if warm is None:
+        return (
+            dim or DEFAULT_DIM,
+            window or DEFAULT_WINDOW,
+            max_session_len or DEFAULT_MAX_SESSION_LEN,
+            (half_life or DEFAULT_HALF_LIFE).total_seconds(),
+        )
+    inherited = warm.params
+    if dim is not None and dim != inherited["dim"]:
+        raise UsageError(
+            f"--dim {dim} differs from the warm-start run's dim {inherited['dim']}: "
+            "drop --dim or run without --warm-start"
+        )
+    return (
+        inherited["dim"],
+        inherited["window"],
+        inherited["max_session_len"],
+        float(inherited["half_life_s"]),
+    )
+
+
+def _scan(run: _Run) -> PrecomputeResult | None:
+    """Open the events up to as-of and name the run; a result when there is nothing to do."""
+    from rtml_cli.batch import publish
+    from rtml_cli.batch.artifacts import run_id_for
+    from rtml_cli.batch.source import connect, open_events, open_items
+
+    run.steps.start("scan")
+    run.spill = publish.spill_dir(run.root)
+    run.con = connect(run.spill)
+    src = run.src = open_events(run.con, run.event_files, run.as_of)
+    as_of = run.as_of = src.as_of
+    warm = run.warm
+    if warm is not None and warm.as_of == as_of:
+        # nothing new since the run we continue from (e.g. a cron retry): a no-op
+        return PrecomputeResult(
+            run_id=warm.run_id,
+            run_dir=warm.run_dir,
+            as_of=as_of,
+            mode="warm-start",
+            skipped=True,
+            published=False,
+            manifest=read_manifest(warm.run_dir),
+            seconds=time.perf_counter() - run.t0,
+        )
+    if warm is not None and warm.as_of > as_of:
+        raise UsageError(
+            f"--warm-start run {warm.run_id} is not older than as-of {as_of.isoformat()}: "
+            "warm-start from an earlier run"
+        )
+    base_id = run_id_for(as_of)
+    run.mode = "warm-start" if warm is not None else "full"
+    run.params = {
+        "dim": run.dim,
+        "n_trees": run.n_trees,
+        "top_k": run.top_k,
+        "n_neighbors": run.n_neighbors,
+        "window": run.window,
+        "max_session_len": run.max_session_len,
+        "half_life_s": run.half_life_s,
+        "seed": run.seed,
+        "popular_n": POPULAR_N,
+        "mode": run.mode,
+        "warm_start": warm.run_id if warm is not None else None,
+    }
+    run.inputs = {
+        "events": src.inputs,
+        "items": [f["sha256"] for f in map(_fingerprint, run.item_files or [])],
+    }
+    same_as_of = [n for n in publish.published_runs(run.runs) if publish.run_key(n)[0] == base_id]
+    if same_as_of and not run.force:
+        return _existing(
+            run.root, same_as_of[-1], as_of, run.mode, run.inputs, run.params, run.keep, run.t0
+        )
+    # a rebuild is a new directory: a published run is never rewritten under a reader
+    run.run_id = publish.rebuild_id(base_id, [p.name for p in run.runs.iterdir()])
+    run.target = run.runs / run.run_id
+
+    if run.item_files is not None:
+        open_items(run.con, run.item_files)
+        run.catalogue = run.con.sql("SELECT * FROM catalogue").pl()
+    run.since = warm.as_of if warm is not None else None
+    if src.rows_used == 0:
+        raise DataError("no events before as-of: nothing to precompute")
+    return None
+
+
+def _features(run: _Run) -> None:
+    """Item index, item features and per-user totals, history and features."""
+    import polars as pl
+
+    from rtml_cli.batch import features as feat
+
+    run.steps.start("features")
+    warm, as_of = run.warm, run.as_of
+    # one scan gives the aggregates and the item ids (sorted ids -> dense item_idx)
+    fresh_aggs = feat.item_aggregates(
+        run.con, as_of, run.since, warm.item_windows if warm is not None else None
+    )
+    run.index = _item_index(fresh_aggs, warm)
+    run.n_items = run.index.height
+    if run.dim >= run.n_items:
+        raise UsageError(
+            f"--dim {run.dim} must be smaller than the number of items ({run.n_items}): lower --dim"
+        )
+    run.aggregates = feat.merge_item_totals(
+        fresh_aggs, warm.item_totals if warm is not None else None
+    )
+    run.item_frame = feat.item_features(run.index, run.aggregates, run.catalogue)
+    fresh_users = feat.user_aggregates(run.con, run.since)
+    run.active = fresh_users.select("user_id")
+    # a hash-set membership test is ~4x cheaper than a semi/anti join on
+    # millions of rows (the carried-over recs and features)
+    run.is_active = pl.col("user_id").is_in(run.active["user_id"].implode())
+    run.user_totals = feat.merge_user_totals(
+        fresh_users, warm.user_totals if warm is not None else None
+    )
+    run.history = feat.user_items(
+        run.con, as_of, run.half_life_s, run.since, warm.user_items if warm is not None else None
+    )
+    run.user_frame = _user_frame(run)
+
+
+def _item_index(fresh_aggs: Any, warm: _WarmState | None) -> Any:
+    """item_idx -> item_id: sorted ids for a full run; a warm start appends new items."""
+    import polars as pl
+
+    if warm is None:
+        index = (
+            fresh_aggs.select("item_id")
+            .sort("item_id")
+            .with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias("item_idx"))
+        )
+    else:
+        old = warm.index.select("item_id", "item_idx")
+        fresh = (
+            fresh_aggs.filter(pl.col("events_total") > 0)
+            .select("item_id")
+            .sort("item_id")
+            .join(old, on="item_id", how="anti", maintain_order="left")
+        )
+        fresh = fresh.with_columns(
+            (pl.int_range(0, pl.len(), dtype=pl.Int64) + old.height).alias("item_idx")
+        )
+        index = pl.concat([old, fresh.select(old.columns)])
+    return index.select("item_idx", "item_id")
+
+
+def _user_frame(run: _Run) -> Any:
+    """Per-user features; a warm start refreshes only the users with new events."""
+    import polars as pl
+
+    from rtml_cli.batch import features as feat
+
+    categories = run.item_frame.select("item_id", "category") if run.catalogue is not None else None
+    if run.warm is None:
+        return feat.user_features(run.user_totals, run.history, categories, run.as_of)
+    # users without new events keep their features (uniform decay keeps their
+    # top categories); only recency moves with the as-of
+    refreshed = feat.user_features(
+        run.user_totals.join(run.active, on="user_id", how="semi"),
+        run.history.join(run.active, on="user_id", how="semi"),
+        categories,
+        run.as_of,
+    )
+    kept = run.warm.user_features.filter(~run.is_active).with_columns(
+        ((pl.lit(run.as_of) - pl.col("last_seen")).dt.total_microseconds() / 86_400e6).alias(
+            "recency_days"
+        )
+    )
+    return pl.concat([kept, refreshed.select(kept.columns)]).sort("user_id")
+
+
+def _cooccurrence(run: _Run) -> None:
+    """Time-decayed session co-occurrence counts (a warm start decays and adds its own)."""
+    from rtml_cli.batch import embeddings as emb
+    from rtml_cli.batch import features as feat
+
+    run.steps.start("cooccurrence")
+    run.con.register("idx", run.index)
+    sessions, item_idx, weights = feat.session_arrays(
+        run.con, run.as_of, run.half_life_s, run.since
+    )
+    run.con.unregister("idx")
+    run.pairs_events = int(item_idx.size)
+    counts = emb.cooccurrence(
+        sessions,
+        item_idx,
+        weights,
+        run.n_items,
+        window=run.window,
+        max_session_len=run.max_session_len,
+    )
+    del sessions, item_idx, weights
+    warm = run.warm
+    if warm is not None:
+        factor = 0.5 ** ((run.as_of - warm.as_of).total_seconds() / run.half_life_s)
+        old = warm.cooc
+        old.resize((run.n_items, run.n_items))
+        counts = (old * factor + counts).tocsr()
+        counts.sort_indices()
+    if counts.nnz == 0:
+        raise DataError(
+            "no session has two different items before as-of: cannot learn item "
+            "embeddings (are session_ids unique per event?)"
+        )
+    run.counts = counts
+
+
+def _embeddings(run: _Run) -> None:
+    from rtml_cli.batch import embeddings as emb
+
+    run.steps.start("embeddings")
+    # A warm start refactorises the decayed counts from the same random start as a
+    # full run (cost O(nnz), independent of history length): seeding the range finder
+    # with the previous basis converges further at every update, and the more
+    # converged top-`dim` PPMI subspace ranks worse (sample world, dim 16: HR@20 0.35
+    # vs 0.41; medium world, 30 chained daily updates: below never retraining).
+    run.factors = emb.truncated_svd(
+        emb.ppmi(run.counts), run.dim, seed=run.seed, power_iterations=2
+    )
+
+
+def _index(run: _Run) -> None:
+    """The Annoy index, written straight into the run's temporary directory."""
+    from rtml_cli.batch import embeddings as emb
+    from rtml_cli.batch import publish
+
+    run.steps.start("index")
+    run.tmp = publish.new_tmp_dir(run.runs, run.run_id)
+    ann = str(run.tmp / "items.ann")
+    build_start = time.perf_counter()
+    emb.build_annoy(run.factors.embeddings, run.n_trees, ann, seed=run.seed)
+    run.build_s = time.perf_counter() - build_start
+    run.recall = emb.annoy_recall(run.factors.embeddings, ann, sample=RECALL_SAMPLE, seed=run.seed)
+
+
+def _neighbors(run: _Run) -> None:
+    """Item-item CF neighbours, and the top ``REC_NEIGHBORS`` of each as the recs' voters."""
+    import polars as pl
+
+    from rtml_cli.batch import embeddings as emb
+
+    run.steps.start("neighbors")
+    sim = emb.cf_similarity(run.counts)
+    src_i, dst_i, score = emb.top_n_per_row(sim, run.n_neighbors)
+    ids = run.index["item_id"]
+    rank = np.arange(src_i.size) - np.searchsorted(src_i, src_i, side="left") + 1
+    run.neighbors = pl.DataFrame(
+        {
+            "item_id": ids.gather(src_i),
+            "neighbor_id": ids.gather(dst_i),
+            "score": score.astype(np.float32),
+            "rank": rank.astype(np.int32),
+        }
+    )
+    voters = rank <= REC_NEIGHBORS
+    run.sim_top = _csr(src_i[voters], dst_i[voters], score[voters], run.n_items)
+
+
+def _recs(run: _Run) -> None:
+    """Popular items and Stage-1 lists (a warm start refreshes active users only)."""
+    import polars as pl
+
+    from rtml_cli.batch.recs import batch_recs
+
+    run.steps.start("recs")
+    by_popularity = run.item_frame.sort("popularity_rank")
+    popular_idx = by_popularity["item_idx"].to_numpy()
+    run.popular = by_popularity.head(POPULAR_N).select(
+        "item_id",
+        pl.col("popularity_rank").cast(pl.Int32).alias("rank"),
+        pl.col("popularity_score").cast(pl.Float32).alias("score"),
+    )
+    if run.warm is None:
+        run.recs = batch_recs(run.history, run.index, run.sim_top, popular_idx, run.top_k)
+        return
+    fresh_recs = batch_recs(
+        run.history.join(run.active, on="user_id", how="semi"),
+        run.index,
+        run.sim_top,
+        popular_idx,
+        run.top_k,
+    )
+    kept = run.warm.batch_recs.filter(~run.is_active)
+    # rows stay grouped by user (kept, then refreshed users); no 15M-row re-sort
+    run.recs = pl.concat([kept, fresh_recs.select(kept.columns)])
+
+
+def _write(run: _Run) -> None:
+    """Every output and the warm-start state into the temporary run directory."""
+    import scipy.sparse as sp
+
+    from rtml_cli.batch import features as feat
+    from rtml_cli.batch import publish
+
+    run.steps.start("write")
+    tmp = run.tmp
+    run.index.write_parquet(tmp / "item_index.parquet")
+    run.item_frame.write_parquet(tmp / "item_features.parquet")
+    run.user_frame.write_parquet(tmp / "user_features.parquet")
+    np.save(tmp / "item_embeddings.npy", run.factors.embeddings)
+    run.neighbors.write_parquet(tmp / "item_neighbors.parquet")
+    run.recs.write_parquet(tmp / "batch_recs.parquet")
+    run.popular.write_parquet(tmp / "popular.parquet")
+    state = tmp / "state"
+    state.mkdir()
+    sp.save_npz(state / "cooc.npz", run.counts, compressed=False)
+    run.aggregates.select("item_id", *feat.TOTALS, "first_seen", "last_seen").write_parquet(
+        state / "item_totals.parquet"
+    )
+    run.user_totals.write_parquet(state / "user_totals.parquet")
+    run.history.write_parquet(state / "user_items.parquet")
+    write_json(state / "state.json", {"as_of": run.as_of.isoformat(), "params": run.params})
+    outputs = [n for n in RUN_FILES if n != "manifest.json"]
+    run.manifest = _manifest(run)
+    run.manifest["outputs"] = publish.checksums(tmp, outputs)
+
+
+def _manifest(run: _Run) -> dict[str, Any]:
+    """The run's manifest, without its output checksums and step timings."""
+    src, warm = run.src, run.warm
+    return {
+        "format_version": FORMAT_VERSION,
+        "run_id": run.run_id,
+        "as_of": run.as_of.isoformat(),
+        "mode": run.mode,
+        "warm_start": ({"run_id": warm.run_id, "as_of": warm.as_of.isoformat()} if warm else None),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "params": run.params,
+        "inputs": run.inputs,
+        "input_files": src.inputs,
+        "rows": {
+            "events_in_files": src.rows_in_files,
+            "events_before_as_of": src.rows_used,
+            "events_read_for_model": run.pairs_events,
+            "items": run.n_items,
+            "users": run.user_frame.height,
+            "cooccurrence_nnz": int(run.counts.nnz),
+            "neighbors": run.neighbors.height,
+            "batch_recs": run.recs.height,
+            "popular": run.popular.height,
+        },
+        "time_range": {
+            "first_event": src.first_ts.isoformat(),
+            "last_event": src.last_ts.isoformat(),
+        },
+        "index": {
+            "metric": "angular",
+            "n_trees": run.n_trees,
+            "recall_at_10": run.recall["recall_at_k"],
+            "recall_queries": run.recall["queries"],
+            "search_k": run.recall["search_k"],
+            "build_seconds": round(run.build_s, 3),
+            "bytes": (run.tmp / "items.ann").stat().st_size,
+        },
+        "versions": _versions(),
+    }
+
+
+def _publish(run: _Run) -> None:
+    """The manifest last, then the whole directory renamed to ``runs/<run-id>``."""
+    from rtml_cli.batch import publish
+
+    run.steps.start("publish")
+    run.manifest["steps"] = list(run.steps.records)
+    write_json(run.tmp / "manifest.json", run.manifest)
+    publish.publish_dir(run.tmp, run.target)
+    run.tmp = None
+
+
+def _switch(run: _Run) -> None:
+    """Point ``latest`` at the run unless a newer publishable run exists."""
+    from rtml_cli.batch import publish
+    from rtml_cli.timeutil import utc_now
+
+    run.steps.start("switch")
+    run.previous = publish.latest_run_id(run.root)
+    run.published = publish.newest_publishable(run.runs, utc_now()) == run.run_id
+    if run.published:
+        publish.switch_latest(run.root, run.run_id)
+
+
+def _prune(run: _Run) -> list[str]:
+    from rtml_cli.batch import publish
+    from rtml_cli.timeutil import utc_now
+
+    run.steps.start("prune")
+    if run.keep is None:
+        return []
+    # the run latest showed until now stays: a reader may have resolved it moments ago
+    protect = {run.previous} if run.previous else set()
+    return publish.prune(run.root, run.keep, protect=protect, now=utc_now())
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:

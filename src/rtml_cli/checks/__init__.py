@@ -1,6 +1,6 @@
 """Contract checks for every plug-in kind, shipped with the package (as river's ``checks``).
 
-A plug-in's own tests can import and run them; ``tests/test_contracts.py`` runs them over
+A plug-in's own tests can import and run them; ``tests/test_registry.py`` runs them over
 every registered entry of every registry listed in :func:`suites`.
 """
 
@@ -22,19 +22,19 @@ class Suite:
 
 
 def suites() -> list[Suite]:
-    """Every registry with its contract checks (imported lazily: heavy modules)."""
-    found: list[Suite] = []
-    # each stage package adds its suite here, e.g.:
-    #   from rtml_cli.checks import strategies
-    #   found.append(strategies.SUITE)
-    from rtml_cli.checks import strategies
+    """Every registry with its contract checks, in migration-stage order.
 
-    found.append(strategies.SUITE)  # online serving strategies
-    from rtml_cli.checks import contextual, ope, routing
+    Imported here, not at module top: the checks load heavy libraries and a tiny world.
+    """
+    from rtml_cli.checks import contextual, detectors, ope, routing, schedules, strategies
 
-    found.append(routing.SUITE)
-    found.append(ope.ESTIMATOR_SUITE)
-    found.append(ope.TARGET_POLICY_SUITE)
-    found.append(ope.REWARD_MODEL_SUITE)
-    found.append(contextual.SUITE)
-    return found
+    return [
+        strategies.SUITE,  # Stages 1-3: serving strategies (rtml simulate)
+        routing.SUITE,  # bandits vs A/B routing policies (rtml evaluate)
+        ope.ESTIMATOR_SUITE,  # off-policy estimators (rtml evaluate ope)
+        ope.TARGET_POLICY_SUITE,
+        ope.REWARD_MODEL_SUITE,
+        contextual.SUITE,  # contextual bandit policies (rtml evaluate contextual)
+        detectors.SUITE,  # drift detectors (rtml drift, triggered retraining)
+        schedules.SUITE,  # retraining schedules (rtml retrain)
+    ]

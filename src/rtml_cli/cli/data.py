@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from rtml_cli.output import FormatOption, OutputFormat, QuietOption, fmt_cell
+from rtml_cli.cli.options import FormatOption, QuietOption, SeedOption
+from rtml_cli.output import OutputFormat, fmt_cell
 
 data_app = typer.Typer(
     help="Check, generate and import the logs every other command reads.",
@@ -65,9 +66,7 @@ def sample_cmd(
         Path,
         typer.Option("--out", "-o", help="Directory to write the world to (replaced as a whole)."),
     ],
-    seed: Annotated[
-        int, typer.Option("--seed", min=0, help="Random seed: same seed, same files.")
-    ] = 0,
+    seed: SeedOption = 0,
     size: Annotated[
         WorldSizeChoice,
         typer.Option(

@@ -13,8 +13,10 @@ from typing import Annotated
 import typer
 
 from rtml_cli.cli import default_command_group
+from rtml_cli.cli.options import EndOption, FormatOption, ItemsOption, QuietOption
+from rtml_cli.continual.detectors import DETECTORS
 from rtml_cli.errors import ExitCode
-from rtml_cli.output import FormatOption, OutputFormat, QuietOption
+from rtml_cli.output import OutputFormat
 
 drift_app = typer.Typer(
     cls=default_command_group("compare"),
@@ -51,8 +53,8 @@ DetectorsOption = Annotated[
     str,
     typer.Option(
         "--detectors",
-        help="Comma-separated detectors that vote on drift: psi, ks, js. KS p-values become tiny "
-        "on very large samples; use psi,js there.",
+        help=f"Comma-separated detectors that vote on drift: {', '.join(DETECTORS)}. KS p-values "
+        "become tiny on very large samples; use psi,js there.",
     ),
 ]
 MaxCatOption = Annotated[
@@ -65,11 +67,9 @@ MaxCatOption = Annotated[
 ]
 
 
-def _detectors(names: str, psi: float, ks: float, js: float):
-    from rtml_cli.continual.drift import make_detectors
-
-    chosen = [n.strip() for n in names.split(",") if n.strip()]
-    return make_detectors(chosen, {"psi": psi, "ks": ks, "js": js})
+def _thresholds(psi: float, ks: float, js: float) -> dict[str, float | None]:
+    """Each detector's threshold option, by detector name."""
+    return {"psi": psi, "ks": ks, "js": js}
 
 
 def _feature_rows(features):
@@ -126,19 +126,19 @@ def compare_cmd(
     bins: Annotated[
         int, typer.Option("--bins", help="Quantile bins of the reference for numeric features.")
     ] = 10,
-    psi_threshold: PsiOption = 0.2,
-    ks_alpha: KsOption = 0.01,
-    js_threshold: JsOption = 0.1,
-    detectors: DetectorsOption = "psi,ks,js",
+    psi_threshold: PsiOption = DETECTORS.get("psi").default_threshold,
+    ks_alpha: KsOption = DETECTORS.get("ks").default_threshold,
+    js_threshold: JsOption = DETECTORS.get("js").default_threshold,
+    detectors: DetectorsOption = ",".join(DETECTORS),
     max_categories: MaxCatOption = 100,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
     """PSI, KS and Jensen-Shannon per feature between REFERENCE and CURRENT; exit 10 on drift."""
-    from rtml_cli.continual.drift import compare_files
+    from rtml_cli.continual.drift import compare_files, parse_detectors
     from rtml_cli.output import emit_json, make_table, print_tables
 
-    dets = _detectors(detectors, psi_threshold, ks_alpha, js_threshold)
+    dets = parse_detectors(detectors, _thresholds(psi_threshold, ks_alpha, js_threshold))
     wanted = [f.strip() for f in features.split(",") if f.strip()] if features else None
     report = compare_files(
         reference,
@@ -172,10 +172,7 @@ def compare_cmd(
 @drift_app.command("popularity")
 def popularity_cmd(
     events: Annotated[Path, typer.Argument(help="Events log (file, glob or directory).")],
-    end: Annotated[
-        str | None,
-        typer.Option("--end", help="End of the current window (ISO time; default: last event)."),
-    ] = None,
+    end: EndOption = None,
     current: Annotated[
         str, typer.Option("--current", help="Length of the current window, ending at --end.")
     ] = "1d",
@@ -189,20 +186,16 @@ def popularity_cmd(
     event: Annotated[
         str, typer.Option("--event", help="Which event type to count (view, cart, purchase, all).")
     ] = "view",
-    items: Annotated[
-        Path | None,
-        typer.Option(
-            "--items", help="Items table with category (default: items.parquet next to EVENTS)."
-        ),
-    ] = None,
-    psi_threshold: PsiOption = 0.2,
-    ks_alpha: KsOption = 0.01,
-    js_threshold: JsOption = 0.1,
+    items: ItemsOption = None,
+    psi_threshold: PsiOption = DETECTORS.get("psi").default_threshold,
+    ks_alpha: KsOption = DETECTORS.get("ks").default_threshold,
+    js_threshold: JsOption = DETECTORS.get("js").default_threshold,
     detectors: Annotated[
         str,
         typer.Option(
             "--detectors",
-            help="Comma-separated detectors that vote on drift: psi, ks, js. Default psi: with "
+            help=f"Comma-separated detectors that vote on drift: {', '.join(DETECTORS)}. Default "
+            "psi: with "
             "thousands of items and a day of views, sampling noise alone pushes JS distance "
             "past 0.1 and chi-squared p-values to 0.",
         ),
@@ -219,63 +212,41 @@ def popularity_cmd(
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
-    """Share of views per item or category: the last --current window vs the --reference before it."""
-    from rtml_cli.continual.drift import popularity_drift, scan_events, time_range
-    from rtml_cli.errors import DataError, UsageError
+    """Share of views per item or category: the last --current window vs the --reference before it.
+
+    --end ends the current window (default: just after the last event); --by category takes
+    categories from --items (default: items.parquet next to EVENTS)."""
+    from rtml_cli.continual.drift import parse_detectors, popularity_report
     from rtml_cli.output import emit_json, make_table, print_tables
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
-    if by not in ("item", "category"):
-        raise UsageError(f"--by must be item or category, got {by!r}")
-    cur_len, ref_len = parse_duration(current), parse_duration(reference)
-    if cur_len.total_seconds() <= 0 or ref_len.total_seconds() <= 0:
-        raise UsageError("--current and --reference must be positive durations, e.g. 1d and 7d")
-    dets = _detectors(detectors, psi_threshold, ks_alpha, js_threshold)
-    column = "item_id" if by == "item" else "category"
-    lazy = scan_events(events, items=items, by=column)
-    span = time_range(lazy)
-    if span is None:
-        raise DataError(f"EVENTS {events} has no rows")
-    if end is not None:
-        stop = parse_timestamp(end)
-    else:
-        from datetime import timedelta
-
-        stop = span[1] + timedelta(microseconds=1)
-    cur_win = (stop - cur_len, stop)
-    ref_win = (stop - cur_len - ref_len, stop - cur_len)
-    if cur_win[0] > span[1] or ref_win[1] <= span[0] or ref_win[0] > span[1]:
-        raise UsageError(
-            f"the windows {ref_win[0].isoformat()} – {stop.isoformat()} fall outside the data "
-            f"({span[0].isoformat()} – {span[1].isoformat()}): change --end"
-        )
-    result = popularity_drift(
-        lazy,
-        ref_win,
-        cur_win,
-        by=column,
+    report = popularity_report(
+        events,
+        current=parse_duration(current),
+        reference=parse_duration(reference),
+        detectors=parse_detectors(detectors, _thresholds(psi_threshold, ks_alpha, js_threshold)),
+        end=parse_timestamp(end) if end is not None else None,
+        by=by,
         event=None if event == "all" else event,
-        detectors=dets,
+        items=items,
         max_categories=max_categories,
     )
-    thresholds = {d.name: d.threshold for d in dets}
+    result, (ref_a, ref_b), (cur_a, cur_b) = (
+        report.result,
+        report.reference_window,
+        report.current_window,
+    )
     if fmt is OutputFormat.json:
-        payload = result.to_dict()
-        payload.update(
-            reference_window=[ref_win[0], ref_win[1]],
-            current_window=[cur_win[0], cur_win[1]],
-            detectors=thresholds,
-        )
-        emit_json(payload)
+        emit_json(report.to_dict())
     elif not quiet:
         print_tables(
             make_table(
-                f"Popularity drift by {by}: {ref_win[0]:%Y-%m-%d %H:%M} – {ref_win[1]:%Y-%m-%d %H:%M}"
-                f" → {cur_win[0]:%Y-%m-%d %H:%M} – {cur_win[1]:%Y-%m-%d %H:%M} (UTC)",
+                f"Popularity drift by {by}: {ref_a:%Y-%m-%d %H:%M} – {ref_b:%Y-%m-%d %H:%M}"
+                f" → {cur_a:%Y-%m-%d %H:%M} – {cur_b:%Y-%m-%d %H:%M} (UTC)",
                 _COLUMNS,
                 _feature_rows([result]),
                 caption=_verdict_line(
-                    result.drift, [result.name] if result.drift else [], thresholds
+                    result.drift, [result.name] if result.drift else [], report.detectors
                 )
                 + f"\nnew {'items' if by == 'item' else 'categories'}: "
                 f"{result.unseen_share:.1%} of current views",

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from rtml_cli.output import FormatOption, OutputFormat, QuietOption
+from rtml_cli.cli.options import FormatOption, ItemsOption, QuietOption, SeedOption
+from rtml_cli.output import OutputFormat
 
 
 def precompute_cmd(
@@ -17,9 +18,7 @@ def precompute_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Artifacts ROOT (runs/ and the latest link).")
     ],
-    items: Annotated[
-        str | None, typer.Option("--items", help="Item catalogue (item_id, category, title).")
-    ] = None,
+    items: ItemsOption = None,
     as_of: Annotated[
         str | None,
         typer.Option("--as-of", help="Use only events strictly before this time (ISO 8601)."),
@@ -50,7 +49,7 @@ def precompute_cmd(
     keep: Annotated[
         int | None, typer.Option("--keep", help="Keep the N newest runs (never latest).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: SeedOption = 0,
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild even if an identical run exists.")
     ] = False,
@@ -146,6 +145,7 @@ def neighbors_cmd(
         Path,
         typer.Option("--artifacts", "-a", help="Precompute ROOT or run directory."),
     ],
+    # not options.KOption: K here is how many neighbours to show, not a list length for HR@K
     k: Annotated[int, typer.Option("--k", "-k", help="How many neighbours.")] = 10,
     method: Annotated[
         str,

@@ -7,23 +7,28 @@ from typing import Annotated
 
 import typer
 
-from rtml_cli.output import FormatOption, OutputFormat, QuietOption
+from rtml_cli.cli.options import (
+    EndOption,
+    FormatOption,
+    ItemsOption,
+    KOption,
+    PlotOption,
+    QuietOption,
+    SeedOption,
+    StartOption,
+    WorldOption,
+)
+from rtml_cli.continual.retrain import DEFAULT_STRATEGY
+from rtml_cli.continual.schedules import DEFAULT_SCHEDULES, SCHEDULES
+from rtml_cli.output import OutputFormat
 
-DEFAULT_SCHEDULES = "stateless:1d,stateful:1d,triggered,never"
+SPELLINGS = [SCHEDULES.entry(name).meta["usage"] for name in SCHEDULES]
 
 
 def retrain_cmd(
     events: Annotated[Path, typer.Argument(help="Events log (Parquet file, glob or directory).")],
-    start: Annotated[
-        str | None,
-        typer.Option(
-            "--start", help="First replayed step (ISO time). Default: 7 days after the first event."
-        ),
-    ] = None,
-    end: Annotated[
-        str | None,
-        typer.Option("--end", help="End of the last step. Default: the last whole step of data."),
-    ] = None,
+    start: StartOption = None,
+    end: EndOption = None,
     step: Annotated[
         str, typer.Option("--step", help="Replay and report accuracy per step of this length.")
     ] = "1d",
@@ -31,8 +36,7 @@ def retrain_cmd(
         str,
         typer.Option(
             "--schedules",
-            help="Comma-separated: never, stateless[:PERIOD[:WINDOW]], stateful[:PERIOD], "
-            "triggered[:psi|ks|performance[:THRESHOLD]]. PERIOD defaults to --step.",
+            help=f"Comma-separated: {', '.join(SPELLINGS)}. PERIOD defaults to --step.",
         ),
     ] = DEFAULT_SCHEDULES,
     full_every: Annotated[
@@ -67,11 +71,11 @@ def retrain_cmd(
             "last update (and judge performance over this many steps).",
         ),
     ] = "7d",
-    k: Annotated[int, typer.Option("--k", help="Length of the served list (HR@K, MRR@K).")] = 20,
+    k: KOption = 20,
     strategy: Annotated[
         str,
         typer.Option("--strategy", help="The `rtml simulate` strategy replayed with each model."),
-    ] = "session-embedding",
+    ] = DEFAULT_STRATEGY,
     sample: Annotated[
         int,
         typer.Option(
@@ -85,17 +89,8 @@ def retrain_cmd(
     n_trees: Annotated[
         int, typer.Option("--trees", help="Annoy trees of every precompute run.")
     ] = 10,
-    items: Annotated[
-        Path | None,
-        typer.Option("--items", help="Items table (default: items.parquet next to EVENTS)."),
-    ] = None,
-    world: Annotated[
-        Path | None,
-        typer.Option(
-            "--world",
-            help="world.json with the known shift_time (default: world.json next to EVENTS).",
-        ),
-    ] = None,
+    items: ItemsOption = None,
+    world: WorldOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -104,58 +99,44 @@ def retrain_cmd(
             "(replaced atomically).",
         ),
     ] = None,
-    plot: Annotated[
-        Path | None, typer.Option("--plot", help="Write HR@K per step and schedule as a PNG.")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of precompute and replay.")] = 0,
+    plot: PlotOption = None,
+    seed: SeedOption = 0,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
     """Stateless vs stateful vs drift-triggered retraining: accuracy per step, training cost,
-    detector timing vs the known shift, and a verdict."""
-    from rtml_cli.continual.retrain import run_retrain
-    from rtml_cli.continual.schedules import TRIGGER_DETECTORS, parse_schedules
-    from rtml_cli.errors import UsageError
+    detector timing vs the known shift, and a verdict.
+
+    --start is the first replayed step (default: 7 days after the first event), --end the end
+    of the last step (default: the last whole step of data); --items defaults to
+    items.parquet next to EVENTS, --world to the world.json next to EVENTS (its shift_time
+    marks the known shift); --plot draws HR@K per step and schedule; --seed seeds precompute
+    and replay."""
+    import sys
+
+    from rtml_cli.continual.outputs import RETRAIN_OUTPUT, write_retrain_outputs
+    from rtml_cli.continual.retrain import precompute_params, run_retrain
+    from rtml_cli.continual.schedules import retrain_schedules
+    from rtml_cli.fsutil import PNG_OUTPUT, check_output
     from rtml_cli.output import emit_json, progress
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
     step_td = parse_duration(step)
-    if step_td.total_seconds() <= 0:
-        raise UsageError("--step must be a positive duration, e.g. 1d")
-    ref_td = parse_duration(reference)
-    if ref_td < step_td:
-        raise UsageError(f"--reference {reference} must be at least one --step ({step})")
-    if drift not in TRIGGER_DETECTORS:
-        raise UsageError(
-            f"--drift {drift!r} is not a detector: choose from {', '.join(TRIGGER_DETECTORS)}"
-        )
-    if threshold is not None:
-        from rtml_cli.continual.schedules import check_trigger_threshold
-
-        check_trigger_threshold(drift, threshold)
-    scheds = parse_schedules(
+    scheds = retrain_schedules(
         schedules,
         step=step_td,
-        full_every=full_every,
+        reference=parse_duration(reference),
         drift=drift,
         threshold=threshold,
-        reference=ref_td,
+        full_every=full_every,
     )
-    if n_trees < 1 or (dim is not None and dim < 2):
-        raise UsageError("--trees must be >= 1 and --dim >= 2")
-    # Stage-1 lists only need K items to score HR@K: no need to rank 50 per user.
-    params = {"n_trees": n_trees, "top_k": k}
-    if dim is not None:
-        params["dim"] = dim
+    params = precompute_params(n_trees=n_trees, dim=dim, k=k)
     start_ts = parse_timestamp(start) if start else None
     end_ts = parse_timestamp(end) if end else None
-    from rtml_cli.fsutil import PNG_OUTPUT, check_output, directory_output
-
     if out is not None:
-        check_output(out, directory_output("retrain"), option="--out")
+        check_output(out, RETRAIN_OUTPUT, option="--out")
     if plot is not None:
         check_output(plot, PNG_OUTPUT, option="--plot")
-    import sys
 
     with progress(quiet or fmt is OutputFormat.json or not sys.stderr.isatty()) as bar:
         task = bar.add_task("replaying", total=None)
@@ -179,7 +160,7 @@ def retrain_cmd(
             on_tick=on_tick,
         )
     if out is not None:
-        write_outputs(summary, out)
+        write_retrain_outputs(summary, out)
     if plot is not None:
         from rtml_cli.continual.report import plot as draw
 
@@ -188,30 +169,6 @@ def retrain_cmd(
         emit_json(summary)
     elif not quiet:
         render(summary)
-
-
-def write_outputs(summary: dict, out: Path) -> None:
-    """summary.json + per-step, update and check tables, published as one directory."""
-    import json
-
-    import polars as pl
-
-    from rtml_cli.fsutil import atomic_path, directory_output
-
-    def iso(value):
-        return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-    with atomic_path(out, directory_output("retrain"), option="--out") as tmp:
-        tmp.mkdir()
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=iso) + "\n")
-        for name in ("steps", "updates", "checks"):
-            rows = summary[name]
-            frame = (
-                pl.DataFrame(rows)
-                if rows
-                else pl.DataFrame({"schedule": []}, schema={"schedule": pl.String})
-            )
-            frame.write_parquet(tmp / f"{name}.parquet")
 
 
 def render(summary: dict) -> None:

@@ -3,19 +3,10 @@
 Every feature is reduced to a :class:`FeatureDistribution` — the same bins counted
 on both sides (numeric: quantile bins of the reference; categorical: the
 reference's most frequent categories plus an ``(other)`` bin), with the raw
-numeric values kept for the KS test. Each :class:`Detector` scores one such
-distribution and says whether it drifted; the registry ``DETECTORS`` names them:
-
-- ``psi`` — population stability index, ``sum((c - r) * ln(c / r))`` over bin
-  shares with a small floor (``PSI_FLOOR``) for empty bins. Rule of thumb:
-  < 0.1 no drift, 0.1–0.2 moderate, > 0.2 significant (default threshold 0.2).
-- ``ks`` — a two-sample test: Kolmogorov–Smirnov (``scipy.stats.ks_2samp``) on the
-  raw values of a numeric feature, Pearson's chi-squared test of homogeneity on the
-  bin counts of a categorical one (KS needs an ordering categories do not have).
-  Drift when the p-value is below alpha (default 0.01). On very large samples the
-  test flags even negligible shifts; read the statistic, or rely on psi/js there.
-- ``js`` — Jensen–Shannon distance (``scipy.spatial.distance.jensenshannon``,
-  base 2, so in [0, 1]) between the bin shares. Default threshold 0.1.
+numeric values kept for the KS test. Each :class:`Detector` (``continual.detectors``:
+``psi``, ``ks``, ``js``, the registry ``DETECTORS``) scores one such distribution and says
+whether it drifted. On very large samples the KS test flags even negligible shifts; read
+the statistic, or rely on psi/js there.
 
 Histograms are computed by Polars (group-by counts, quantiles) and numpy
 (``searchsorted`` + ``bincount``) over whole columns, never row by row.
@@ -23,22 +14,32 @@ Histograms are computed by Polars (group-by counts, quantiles) and numpy
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from rtml_cli.continual.detectors import (
+    DETECTORS,
+    PSI_FLOOR,
+    PSI_MODERATE,
+    PSI_SIGNIFICANT,
+    Detector,
+    DetectorResult,
+    FeatureDistribution,
+    JSDetector,
+    KSDetector,
+    PSIDetector,
+    make_detectors,
+    parse_detectors,
+)
 from rtml_cli.errors import DataError, UsageError
 
-PSI_FLOOR = 1e-4  # share given to a bin that is empty on one side (PSI would be infinite)
 OTHER = "(other)"
 NULL = "(null)"
-PSI_MODERATE = 0.1
-PSI_SIGNIFICANT = 0.2
 # Popularity histograms: about one bin per 25 current views. PSI's sampling noise is roughly
 # bins / views, so this keeps it near 0.04 at any traffic level, well under 0.2, while a
 # shift in what people view still moves mass between the top items and the tail.
@@ -46,196 +47,41 @@ VIEWS_PER_BIN = 25
 MIN_BINS, MAX_BINS = 10, 1000
 
 
+# The detectors live in continual.detectors (light to import: the CLI reads DETECTORS for its
+# defaults); they are re-exported here, where callers have always found them.
+__all__ = [
+    "DETECTORS",
+    "PSI_FLOOR",
+    "PSI_MODERATE",
+    "PSI_SIGNIFICANT",
+    "Detector",
+    "DetectorResult",
+    "DriftReport",
+    "FeatureDistribution",
+    "FeatureDrift",
+    "JSDetector",
+    "KSDetector",
+    "PSIDetector",
+    "PopularityReport",
+    "auto_bins",
+    "categorical_distribution",
+    "compare_files",
+    "make_detectors",
+    "numeric_distribution",
+    "parse_detectors",
+    "popularity_counts",
+    "popularity_drift",
+    "popularity_report",
+    "popularity_windows",
+    "scan_events",
+    "score_distribution",
+    "time_range",
+]
+
+
 def auto_bins(current_views: int) -> int:
     """Bins for a popularity histogram of ``current_views`` views (see ``VIEWS_PER_BIN``)."""
     return int(min(max(current_views // VIEWS_PER_BIN, MIN_BINS), MAX_BINS))
-
-
-@dataclass(frozen=True)
-class FeatureDistribution:
-    """One feature counted on the same bins in the reference and the current sample."""
-
-    name: str
-    kind: str  # "numeric" | "categorical"
-    bins: tuple[str, ...]
-    reference_counts: np.ndarray
-    current_counts: np.ndarray
-    reference_values: np.ndarray | None = None  # numeric only: non-null raw values (for KS)
-    current_values: np.ndarray | None = None
-    unseen_share: float = (
-        0.0  # categorical: share of current rows in categories the reference lacks
-    )
-
-    @property
-    def reference_rows(self) -> int:
-        return int(self.reference_counts.sum())
-
-    @property
-    def current_rows(self) -> int:
-        return int(self.current_counts.sum())
-
-    def shares(self, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Bin shares on each side; with ``floor``, empty bins get ``floor`` and shares renormalise."""
-        out = []
-        for counts in (self.reference_counts, self.current_counts):
-            total = counts.sum()
-            share = counts / total if total else np.full(len(counts), 1.0 / max(len(counts), 1))
-            if floor:
-                share = np.maximum(share, floor)
-                share = share / share.sum()
-            out.append(share.astype(np.float64))
-        return out[0], out[1]
-
-
-@dataclass(frozen=True)
-class DetectorResult:
-    detector: str
-    test: str  # psi | ks | chi2 | js
-    value: float  # the statistic compared (psi, KS D / chi2, JS distance)
-    threshold: float
-    drift: bool
-    p_value: float | None = None
-    severity: str = ""  # none | moderate | significant (psi), else drift / none
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "test": self.test,
-            "value": self.value,
-            "p_value": self.p_value,
-            "threshold": self.threshold,
-            "drift": self.drift,
-            "severity": self.severity,
-        }
-
-
-class Detector:
-    """Scores one feature's reference vs current distribution; ``drift`` says if it moved.
-
-    Subclasses set ``name``, ``default_threshold``, ``threshold_help`` and implement
-    ``check_threshold`` and ``score``. Scores must be symmetric in reference/current
-    and exactly "no drift" for identical inputs (the contract test checks both).
-    """
-
-    name: ClassVar[str]
-    default_threshold: ClassVar[float]
-    threshold_help: ClassVar[str]
-
-    def __init__(self, threshold: float | None = None) -> None:
-        value = self.default_threshold if threshold is None else float(threshold)
-        if not math.isfinite(value):
-            raise UsageError(f"{self.name} threshold must be a finite number, got {value}")
-        self.check_threshold(value)
-        self.threshold = value
-
-    def check_threshold(self, value: float) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def score(self, dist: FeatureDistribution) -> DetectorResult:  # pragma: no cover
-        raise NotImplementedError
-
-
-class PSIDetector(Detector):
-    name = "psi"
-    default_threshold = PSI_SIGNIFICANT
-    threshold_help = "PSI above which a feature drifted, > 0 (0.1 moderate, 0.2 significant)"
-
-    def check_threshold(self, value: float) -> None:
-        if value <= 0:
-            raise UsageError(
-                f"--psi-threshold must be > 0 (0.1 moderate, 0.2 significant), got {value}"
-            )
-
-    def score(self, dist: FeatureDistribution) -> DetectorResult:
-        ref, cur = dist.shares(floor=PSI_FLOOR)
-        value = float(np.sum((cur - ref) * np.log(cur / ref)))
-        value = max(value, 0.0)
-        if value < PSI_MODERATE:
-            severity = "none"
-        elif value <= PSI_SIGNIFICANT:
-            severity = "moderate"
-        else:
-            severity = "significant"
-        return DetectorResult(
-            self.name, "psi", value, self.threshold, value > self.threshold, severity=severity
-        )
-
-
-class KSDetector(Detector):
-    name = "ks"
-    default_threshold = 0.01
-    threshold_help = "significance level alpha of the KS / chi-squared test, in (0, 1)"
-
-    def check_threshold(self, value: float) -> None:
-        if not 0 < value < 1:
-            raise UsageError(f"--ks-alpha must be in (0, 1), got {value}")
-
-    def score(self, dist: FeatureDistribution) -> DetectorResult:
-        if dist.kind == "numeric" and dist.reference_values is not None:
-            ref, cur = dist.reference_values, dist.current_values
-            if len(ref) == 0 or cur is None or len(cur) == 0:
-                return DetectorResult(self.name, "ks", 0.0, self.threshold, False, 1.0, "none")
-            from scipy.stats import ks_2samp
-
-            res = ks_2samp(ref, cur)
-            stat, p_value, test = float(res.statistic), float(res.pvalue), "ks"
-        else:
-            table = np.vstack([dist.reference_counts, dist.current_counts]).astype(np.float64)
-            table = table[:, table.sum(axis=0) > 0]
-            if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
-                stat, p_value = 0.0, 1.0
-            else:
-                from scipy.stats import chi2_contingency
-
-                res = chi2_contingency(table, correction=False)
-                stat, p_value = float(res.statistic), float(res.pvalue)
-            test = "chi2"
-        drift = p_value < self.threshold
-        return DetectorResult(
-            self.name, test, stat, self.threshold, drift, p_value, "drift" if drift else "none"
-        )
-
-
-class JSDetector(Detector):
-    name = "js"
-    default_threshold = 0.1
-    threshold_help = "Jensen-Shannon distance (base 2) above which a feature drifted, in (0, 1)"
-
-    def check_threshold(self, value: float) -> None:
-        if not 0 < value < 1:
-            raise UsageError(f"--js-threshold must be in (0, 1), got {value}")
-
-    def score(self, dist: FeatureDistribution) -> DetectorResult:
-        from scipy.spatial.distance import jensenshannon
-
-        ref, cur = dist.shares()
-        value = float(jensenshannon(ref, cur, base=2))
-        if not math.isfinite(value):  # both sides empty
-            value = 0.0
-        value = min(max(value, 0.0), 1.0)
-        drift = value > self.threshold
-        return DetectorResult(
-            self.name, "js", value, self.threshold, drift, severity="drift" if drift else "none"
-        )
-
-
-DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (PSIDetector, KSDetector, JSDetector)}
-
-
-def make_detectors(
-    names: Iterable[str] = ("psi", "ks", "js"), thresholds: dict[str, float | None] | None = None
-) -> list[Detector]:
-    """Instantiate detectors by name; unknown names and bad thresholds raise ``UsageError``."""
-    thresholds = thresholds or {}
-    out = []
-    for name in names:
-        if name not in DETECTORS:
-            raise UsageError(
-                f"unknown drift detector {name!r}: choose from {', '.join(sorted(DETECTORS))}"
-            )
-        out.append(DETECTORS[name](thresholds.get(name)))
-    if not out:
-        raise UsageError("no drift detector selected: choose from " + ", ".join(DETECTORS))
-    return out
 
 
 # --- building distributions ---------------------------------------------------------------
@@ -687,3 +533,91 @@ def time_range(lazy) -> tuple[datetime, datetime] | None:
     )
     first, last = frame.row(0)
     return None if first is None else (first, last)
+
+
+# --- `rtml drift popularity`: the windows of one log ----------------------------------------
+
+POPULARITY_BY = {"item": "item_id", "category": "category"}
+
+
+def _check_lengths(current: timedelta, reference: timedelta) -> None:
+    if current.total_seconds() <= 0 or reference.total_seconds() <= 0:
+        raise UsageError("--current and --reference must be positive durations, e.g. 1d and 7d")
+
+
+def popularity_windows(
+    span: tuple[datetime, datetime], end: datetime | None, current: timedelta, reference: timedelta
+) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
+    """(reference, current) windows: ``current`` long ending at ``end`` (default: just after
+    the last event of ``span``), the ``reference`` window just before it. Windows outside
+    the data are a ``UsageError``."""
+    _check_lengths(current, reference)
+    stop = end if end is not None else span[1] + timedelta(microseconds=1)
+    cur_win = (stop - current, stop)
+    ref_win = (stop - current - reference, stop - current)
+    if cur_win[0] > span[1] or ref_win[1] <= span[0] or ref_win[0] > span[1]:
+        raise UsageError(
+            f"the windows {ref_win[0].isoformat()} – {stop.isoformat()} fall outside the data "
+            f"({span[0].isoformat()} – {span[1].isoformat()}): change --end"
+        )
+    return ref_win, cur_win
+
+
+@dataclass
+class PopularityReport:
+    """``rtml drift popularity``: the drift of one log's view shares and its two windows."""
+
+    by: str  # item | category
+    result: FeatureDrift
+    reference_window: tuple[datetime, datetime]
+    current_window: tuple[datetime, datetime]
+    detectors: dict[str, float]  # name -> threshold
+
+    @property
+    def drift(self) -> bool:
+        return self.result.drift
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = self.result.to_dict()
+        payload.update(
+            reference_window=list(self.reference_window),
+            current_window=list(self.current_window),
+            detectors=self.detectors,
+        )
+        return payload
+
+
+def popularity_report(
+    events: str | Path,
+    *,
+    current: timedelta,
+    reference: timedelta,
+    detectors: Sequence[Detector],
+    end: datetime | None = None,
+    by: str = "item",
+    event: str | None = "view",
+    items: str | Path | None = None,
+    max_categories: int | None = None,
+) -> PopularityReport:
+    """Share of ``event`` rows per item or category: the last ``current`` window (ending at
+    ``end``) vs the ``reference`` window before it (``event=None``: every event type)."""
+    if by not in POPULARITY_BY:
+        raise UsageError(f"--by must be item or category, got {by!r}")
+    _check_lengths(current, reference)
+    column = POPULARITY_BY[by]
+    lazy = scan_events(events, items=items, by=column)
+    span = time_range(lazy)
+    if span is None:
+        raise DataError(f"EVENTS {events} has no rows")
+    ref_win, cur_win = popularity_windows(span, end, current, reference)
+    result = popularity_drift(
+        lazy,
+        ref_win,
+        cur_win,
+        by=column,
+        event=event,
+        detectors=detectors,
+        max_categories=max_categories,
+    )
+    thresholds = {d.name: d.threshold for d in detectors}
+    return PopularityReport(by, result, ref_win, cur_win, thresholds)

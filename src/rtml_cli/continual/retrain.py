@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from rtml_cli.continual.engine import ZERO, Score, Simulation, TrainOutcome, simulate_schedules
 from rtml_cli.continual.schedules import Reading, Schedule
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.fsutil import scratch_dir
 from rtml_cli.timeutil import format_duration
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_STRATEGY = "session-embedding"
 
@@ -47,6 +47,7 @@ class PopularitySignal:
     """
 
     def __init__(self, views) -> None:
+        import numpy as np
         import polars as pl
 
         self.ts = views["ts"].dt.epoch("us").to_numpy()
@@ -55,11 +56,15 @@ class PopularitySignal:
         self.n_items = int(self.item.max()) + 1 if len(self.item) else 0
 
     def _slice(self, window: tuple[datetime, datetime]) -> np.ndarray:
+        import numpy as np
+
         lo, hi = (int(t.timestamp() * 1_000_000) for t in window)
         a, b = np.searchsorted(self.ts, [lo, hi], side="left")
         return self.item[a:b]
 
     def __call__(self, detector: str, threshold: float, *, reference, current) -> Reading:
+        import numpy as np
+
         from rtml_cli.continual.drift import PSIDetector, auto_bins, categorical_distribution
 
         ref, cur = self._slice(reference), self._slice(current)
@@ -160,12 +165,14 @@ class ReplayEvaluator:
     seed: int = 0
 
     def __post_init__(self) -> None:
+
         self._us = self.events["ts"].dt.epoch("us").to_numpy()
         self._cached: tuple[tuple[datetime, datetime], Any] | None = None
 
     def _window(self, start: datetime, end: datetime):
         """The sessions active in ``[start, end)`` with their earlier events (their history);
         None when the window holds no event. Shared by every model replayed on it."""
+        import numpy as np
         import polars as pl
 
         if self._cached is not None and self._cached[0] == (start, end):
@@ -224,10 +231,12 @@ class RetrainInputs:
 
 
 def load_inputs(events: str | Path, world: str | Path | None = None) -> RetrainInputs:
-    """Read the events log (sorted by time) and the world.json next to it, if any."""
+    """Read the events log (sorted by time) and its sample world's ground truth, if any
+    (``--world``, else the world.json beside EVENTS: ``data.world.find_world``)."""
     import polars as pl
 
     from rtml_cli.continual.drift import scan_events
+    from rtml_cli.data.world import find_world, read_world
 
     lazy = scan_events(events)
     try:
@@ -239,22 +248,8 @@ def load_inputs(events: str | Path, world: str | Path | None = None) -> RetrainI
     frame = frame.with_columns(pl.col("ts").dt.cast_time_unit("us"))
     if frame.height == 0:
         raise DataError(f"EVENTS {events} has no rows")
-    world_path = Path(world) if world is not None else None
-    if world_path is None and Path(events).is_file():
-        guess = Path(events).parent / "world.json"
-        world_path = guess if guess.exists() else None
-    elif world_path is None and Path(events).is_dir() and (Path(events) / "world.json").exists():
-        world_path = Path(events) / "world.json"
-    doc = None
-    if world_path is not None:
-        if not world_path.exists():
-            from rtml_cli.errors import InputMissing
-
-            raise InputMissing(f"--world {world_path} does not exist")
-        try:
-            doc = json.loads(world_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{world_path} is not readable JSON: {exc}") from None
+    world_path = find_world(events, world)
+    doc = read_world(world_path) if world_path is not None else None
     first, last = frame["ts"][0], frame["ts"][-1]
     return RetrainInputs(frame, first, last, doc, world_path)
 
@@ -325,6 +320,17 @@ def check_window(inputs: RetrainInputs, start: datetime, end: datetime, step: ti
             f"{len(empty)} of {n_steps} steps hold no events (first: "
             f"{empty[0].isoformat()}): pick --start/--end inside the data or a longer --step"
         )
+
+
+def precompute_params(*, n_trees: int, dim: int | None, k: int) -> dict[str, Any]:
+    """The parameters of every precompute run a retrain makes (``--trees``, ``--dim``, K)."""
+    if n_trees < 1 or (dim is not None and dim < 2):
+        raise UsageError("--trees must be >= 1 and --dim >= 2")
+    # Stage-1 lists only need K items to score HR@K: no need to rank 50 per user.
+    params: dict[str, Any] = {"n_trees": n_trees, "top_k": k}
+    if dim is not None:
+        params["dim"] = dim
+    return params
 
 
 def run_retrain(

@@ -24,7 +24,7 @@ signal) and returns an :class:`Update` or ``None``:
     default 0.1).
 
 PERIOD defaults to the simulation step. The registry ``SCHEDULES`` maps kinds to
-classes; :func:`parse_schedules` turns ``"stateless:1d,stateful:1d,triggered,never"``
+classes (``rtml_cli.checks.schedules`` is their contract); :func:`parse_schedules` turns ``"stateless:1d,stateful:1d,triggered,never"``
 into instances and rejects unknown names with a ``UsageError``.
 """
 
@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar
 
 from rtml_cli.errors import UsageError
+from rtml_cli.registry import Registry
 from rtml_cli.timeutil import format_duration, parse_duration
 
 FULL = "full"
@@ -297,9 +298,37 @@ def performance_reading(
     )
 
 
-SCHEDULES: dict[str, type[Schedule]] = {
-    cls.kind: cls for cls in (Never, Stateless, Stateful, Triggered)
-}
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
+SCHEDULES.add("never", Never, description=Never().description, usage="never", example="never")
+SCHEDULES.add(
+    "stateless",
+    Stateless,
+    description="retrained from scratch every PERIOD (on the last WINDOW, if given)",
+    usage="stateless[:PERIOD[:WINDOW]]",
+    example="stateless:1d:1w",
+)
+SCHEDULES.add(
+    "stateful",
+    Stateful,
+    description="warm-started on the new data only every PERIOD",
+    usage="stateful[:PERIOD]",
+    example="stateful:12h",
+)
+SCHEDULES.add(
+    "triggered",
+    Triggered,
+    description="warm-started when a drift detector fires",
+    usage=f"triggered[:{'|'.join(TRIGGER_DETECTORS)}[:THRESHOLD]]",
+    example="triggered:performance",
+)
+# What `rtml retrain` compares unless told otherwise: one of each (PERIOD = the default step).
+DEFAULT_SCHEDULES = "stateless:1d,stateful:1d,triggered,never"
+
+
+def usages() -> str:
+    """Every schedule's spelling, for help texts and errors: ``never, stateless[…] or …``."""
+    spellings = [SCHEDULES.entry(name).meta["usage"] for name in SCHEDULES]
+    return ", ".join(spellings[:-1]) + " or " + spellings[-1]
 
 
 def parse_schedule(
@@ -315,10 +344,7 @@ def parse_schedule(
     parts = [p.strip() for p in spec.strip().split(":")]
     kind, args = parts[0], parts[1:]
     if kind not in SCHEDULES:
-        raise UsageError(
-            f"unknown schedule {spec!r}: use never, stateless[:PERIOD[:WINDOW]], "
-            "stateful[:PERIOD] or triggered[:psi|ks|performance[:THRESHOLD]]"
-        )
+        raise UsageError(f"unknown schedule {spec!r}: use {usages()}")
 
     def duration(text: str, what: str) -> timedelta:
         value = parse_duration(text)
@@ -377,3 +403,38 @@ def tick_for(step: timedelta, schedules: list[Schedule]) -> timedelta:
         for period in sched.periods():
             micros = math.gcd(micros, round(period.total_seconds() * 1_000_000))
     return timedelta(microseconds=micros)
+
+
+def retrain_schedules(
+    text: str,
+    *,
+    step: timedelta,
+    reference: timedelta,
+    drift: str = "ks",
+    threshold: float | None = None,
+    full_every: int = 0,
+) -> list[Schedule]:
+    """``rtml retrain``'s schedules from its options, each option checked with a one-line
+    error: a positive ``step``, a ``reference`` of at least one step, a known ``drift``
+    detector and a ``threshold`` in its range."""
+    if step.total_seconds() <= 0:
+        raise UsageError("--step must be a positive duration, e.g. 1d")
+    if reference < step:
+        raise UsageError(
+            f"--reference {format_duration(reference)} must be at least one --step "
+            f"({format_duration(step)})"
+        )
+    if drift not in TRIGGER_DETECTORS:
+        raise UsageError(
+            f"--drift {drift!r} is not a detector: choose from {', '.join(TRIGGER_DETECTORS)}"
+        )
+    if threshold is not None:
+        check_trigger_threshold(drift, threshold)
+    return parse_schedules(
+        text,
+        step=step,
+        full_every=full_every,
+        drift=drift,
+        threshold=threshold,
+        reference=reference,
+    )

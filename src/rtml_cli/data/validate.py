@@ -18,8 +18,9 @@ from typing import Any
 import duckdb
 
 from rtml_cli import contracts
-from rtml_cli.data.importers import DUCKDB_INTEGER_TYPES, connect, lit, q
+from rtml_cli.data.importers.common import DUCKDB_INTEGER_TYPES, lit, q
 from rtml_cli.data.sessionize import gap_micros
+from rtml_cli.duck import connect
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.fsutil import parquet_files, scratch_dir
 from rtml_cli.timeutil import CLOCK_SKEW, format_duration, future_limit, utc_now
