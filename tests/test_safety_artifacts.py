@@ -469,3 +469,35 @@ def test_contextual_offline_log_with_infinite_reward_is_rejected(invoke, tmp_pat
         "10",
     )
     assert_one_line_data_error(result.exit_code, result.stderr, "NaN or infinite reward", "row 11")
+
+
+# --- found by the fault pass (docs/fault-pass.md) ---------------------------------------
+
+
+def _flip_middle_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damaged", ["batch_recs.parquet", "state/user_items.parquet", "state/item_totals.parquet"]
+)
+def test_warm_start_refuses_a_damaged_run_instead_of_publishing_from_it(built, root, damaged):
+    """F1: a flipped byte in the run (or its state) used to flow into a valid-looking run."""
+    run = latest_run(root)
+    assert damaged in manifest_of(run)["outputs"]  # the state is checksummed too
+    _flip_middle_byte(run / damaged)
+    with pytest.raises(DataError, match="cannot warm-start") as err:
+        run_precompute(built["events"], root, warm_start=root, as_of=START + timedelta(days=11))
+    assert damaged in str(err.value)
+    runs = sorted(p.name for p in (root / "runs").iterdir() if not p.name.startswith("."))
+    assert runs == sorted([built["old"], built["new"]])  # nothing published
+
+
+def test_a_run_that_lost_its_manifest_is_damaged_not_missing(root, invoke):
+    """F3: readers said 66 'has no manifest.json' for a damaged run; it is 65 like the rest."""
+    (latest_run(root) / "manifest.json").unlink()
+    result = invoke("neighbors", "1", "--artifacts", root)
+    assert result.exit_code == ExitCode.DATA_ERR, result.stderr
+    assert "manifest.json is missing" in result.stderr and "--force" in result.stderr

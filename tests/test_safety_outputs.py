@@ -29,6 +29,7 @@ from rtml_cli.fsutil import (
     check_output,
     directory_output,
 )
+from tests.conftest import REPO
 from tests.test_batch_precompute import FAST, START, catalogue, make_events
 
 RETRAIN_OUT = directory_output("retrain")
@@ -391,3 +392,28 @@ def test_sigterm_removes_the_partial_run_and_spill_and_keeps_latest(data, tmp_pa
     assert [p.name for p in (root / "runs").iterdir()] == [first.run_id]
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
     assert load_artifacts(root).manifest["run_id"] == first.run_id
+
+
+def test_import_out_dot_is_refused_like_every_other_output(tmp_path, invoke, monkeypatch):
+    """Fault pass F4: `data import --out .` was an internal error (exit 1)."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke(
+        "data", "import", "--format", "parquet", REPO / "sample_data/shop/events.parquet",
+        "--out", ".",
+    )  # fmt: skip
+    assert result.exit_code == ExitCode.CANT_CREATE
+    assert "current directory" in _one_error(result)
+
+
+def test_rebuilds_past_999_stay_rtml_runs(data, tmp_path):
+    """Fault pass F6: -r1000 did not match the run-id pattern, so it was never latest."""
+    events, _ = data
+    root = tmp_path / "root"
+    first = run_precompute(events, root, **FAST)
+    shutil.copytree(first.run_dir, root / "runs" / f"{first.run_id}-r999")
+    manifest = json.loads((root / "runs" / f"{first.run_id}-r999" / "manifest.json").read_text())
+    manifest["run_id"] = f"{first.run_id}-r999"
+    (root / "runs" / f"{first.run_id}-r999" / "manifest.json").write_text(json.dumps(manifest))
+    forced = run_precompute(events, root, force=True, keep=1, **FAST)
+    assert forced.run_id == f"{first.run_id}-r1000" and forced.published
+    assert (root / "latest").resolve().name == forced.run_id

@@ -37,6 +37,15 @@ RUN_FILES = (
     "popular.parquet",
 )
 OUTPUT_FILES = tuple(name for name in RUN_FILES if name != "manifest.json")
+STATE_PREFIX = "state/"  # warm-start state files, checksummed in the manifest since #15
+
+
+def _checked_names(outputs: dict[str, Any]) -> list[str]:
+    """The files to verify: every serving output, and the warm-start state the manifest lists
+    (runs written before the state was checksummed list none)."""
+    return [*OUTPUT_FILES, *sorted(n for n in outputs if str(n).startswith(STATE_PREFIX))]
+
+
 VERIFIED_STAMP = ".verified.json"  # written by readers: which files already matched their sha256
 
 
@@ -116,7 +125,7 @@ def _manifest_problems(manifest: Any) -> list[str]:
             f"{type(outputs).__name__}"
         )
         return problems
-    for name in OUTPUT_FILES:
+    for name in _checked_names(outputs):
         entry = outputs.get(name)
         if not isinstance(entry, dict):
             problems.append(f"'outputs.{name}' is missing")
@@ -138,6 +147,12 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except FileNotFoundError:
+        if any((run_dir / name).exists() for name in OUTPUT_FILES):
+            # a run directory whose manifest was lost is a damaged run, not a missing input
+            raise DataError(
+                f"precompute run {run_dir} is damaged: its manifest.json is missing; "
+                f"{_rerun(None, run_dir)}"
+            ) from None
         raise InputMissing(f"{run_dir} has no manifest.json") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"{run_dir}/manifest.json is unreadable: {exc}") from None
@@ -196,9 +211,10 @@ def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool =
     from rtml_cli.batch.publish import sha256_file
 
     outputs = manifest["outputs"]
+    names = _checked_names(outputs)
     problems: list[str] = []
     stats: dict[str, os.stat_result] = {}
-    for name in OUTPUT_FILES:
+    for name in names:
         try:
             st = os.stat(run_dir / name)
         except FileNotFoundError:
@@ -217,7 +233,7 @@ def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool =
     if not problems and checksums:
         stamp = _read_stamp(run_dir)
         fresh: dict[str, Any] = {}
-        for name in OUTPUT_FILES:
+        for name in names:
             digest = outputs[name]["sha256"]
             identity = _identity(stats[name])
             if stamp.get(name) == {"sha256": digest, "stat": identity}:

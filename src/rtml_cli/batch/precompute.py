@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from rtml_cli import __version__
-from rtml_cli.batch.artifacts import FORMAT_VERSION, RUN_FILES, read_manifest, resolve_run_dir
+from rtml_cli.batch.artifacts import (
+    FORMAT_VERSION,
+    RUN_FILES,
+    read_manifest,
+    resolve_run_dir,
+    verify_outputs,
+)
 from rtml_cli.errors import DataError, InputMissing, OutputError, RtmlError, UsageError
 from rtml_cli.fsutil import parquet_files, root_lock, write_json
 
@@ -193,6 +199,9 @@ def load_warm_state(path: str | Path) -> _WarmState:
     problem = None
     try:
         manifest = read_manifest(run_dir)
+        # the same verification readers apply (sizes, checksums incl. state/): a corrupt
+        # run must not be carried into a new run that looks valid
+        verify_outputs(run_dir, manifest)
         state = run_dir / "state"
         missing = [n for n in STATE_FILES if not (state / n).exists()]
         missing += [
@@ -456,12 +465,20 @@ def run_precompute(
                 warnings=_future_warnings(run.runs),
             )
         finally:
-            if run.con is not None:
-                run.con.close()
-            if run.spill is not None:
-                shutil.rmtree(run.spill, ignore_errors=True)
-            if run.tmp is not None:  # failed (disk full, bad data, Ctrl-C): free the space now
-                shutil.rmtree(run.tmp, ignore_errors=True)
+            _clean_up(run)
+
+
+def _clean_up(run: _Run) -> None:
+    """Free what a run holds; the directories go first so that a second Ctrl-C arriving
+    while DuckDB closes cannot leave them (the next run would remove them anyway)."""
+    try:
+        if run.tmp is not None:  # failed (disk full, bad data, Ctrl-C): free the space now
+            shutil.rmtree(run.tmp, ignore_errors=True)
+        if run.spill is not None:
+            shutil.rmtree(run.spill, ignore_errors=True)
+    finally:
+        if run.con is not None:
+            run.con.close()
 
 
 def _model_params(
@@ -786,7 +803,8 @@ def _write(run: _Run) -> None:
     run.user_totals.write_parquet(state / "user_totals.parquet")
     run.history.write_parquet(state / "user_items.parquet")
     write_json(state / "state.json", {"as_of": run.as_of.isoformat(), "params": run.params})
-    outputs = [n for n in RUN_FILES if n != "manifest.json"]
+    # the warm-start state is checksummed too: a damaged state must not flow into a new run
+    outputs = [n for n in RUN_FILES if n != "manifest.json"] + [f"state/{n}" for n in STATE_FILES]
     run.manifest = _manifest(run)
     run.manifest["outputs"] = publish.checksums(tmp, outputs)
 

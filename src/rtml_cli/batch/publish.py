@@ -29,7 +29,7 @@ from rtml_cli.fsutil import fsync_dir, switch_symlink
 from rtml_cli.timeutil import future_limit
 
 TMP_PREFIX = ".tmp-"
-_RUN_ID = r"\d{8}T\d{6}\.\d{6}Z(?:-r\d{3})?"
+_RUN_ID = r"\d{8}T\d{6}\.\d{6}Z(?:-r\d{3,})?"  # -r002 … -r999, -r1000 …
 RUN_ID_RE = re.compile(rf"^{_RUN_ID}$")
 # temporaries rtml leaves in runs/ when killed: a run being written, a run being pruned,
 # DuckDB's spill directory; anything else under .tmp- is not ours and is left alone

@@ -83,6 +83,8 @@ class RtmlGroup(TyperGroup):
                     **extra,
                 )
             code = code if isinstance(code, int) else ExitCode.OK
+            if code == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C into a silent Exit(130)
+                _error_line("interrupted; temporaries removed, previous outputs intact")
         except Terminated:
             _error_line("terminated (SIGTERM); temporaries removed, previous outputs intact")
             code = ExitCode.TERMINATED

@@ -65,9 +65,9 @@ def import_log(
     path = Path(text) if fmt == "parquet" else _check_source(text, fmt)
     if fmt == "obd" and mapping:
         raise UsageError("--map does not apply to --format obd (its columns are fixed)")
+    check_output(out, PARQUET_OUTPUT, option="--out")  # before the work, not after
     items_target = _items_target(out, items_out)
-    for target, option in ((out, "--out"), (items_target, "--items-out")):
-        check_output(target, PARQUET_OUTPUT, option=option)  # before the work, not after
+    check_output(items_target, PARQUET_OUTPUT, option="--items-out")
     # spill next to the output (same disk); a killed import's spill is removed by the next one
     with scratch_dir("import", _spill_parent(out)) as spill:
         con = connect(spill)
