@@ -496,7 +496,6 @@ def test_learned_policies_find_better_actions(tmp_path):
 OBD = Path(__file__).resolve().parent.parent / "sample_data" / "obd"
 
 
-@pytest.mark.skipif(not OBD.exists(), reason="the OBD sample ships with the data importer")
 def test_obd_bernoulli_ts_value_from_the_random_log(invoke, tmp_path):
     """The Open Bandit Dataset paper's protocol on the real 'men' sample: estimate the
     Bernoulli-TS policy from the uniformly random log; the TS log's CTR is the truth."""

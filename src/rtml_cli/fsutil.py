@@ -48,15 +48,19 @@ def _fsync_tree(path: Path) -> None:
     fsync_dir(path)
 
 
-def _prepare_parent(target: Path) -> Path:
-    parent = target.parent
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) if needed; ``OutputError`` unless rtml can write there."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create directory {parent}: {exc.strerror}") from exc
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write to {parent}: permission denied")
-    return parent
+        raise OutputError(f"cannot create directory {path}: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"cannot write to {path}: permission denied")
+    return path
+
+
+def _prepare_parent(target: Path) -> Path:
+    return writable_dir(target.parent)
 
 
 # ---------------------------------------------------------------------------- output paths

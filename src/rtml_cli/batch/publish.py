@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rtml_cli.errors import OutputError, UsageError
-from rtml_cli.fsutil import fsync_dir, switch_symlink
+from rtml_cli.fsutil import fsync_dir, switch_symlink, writable_dir
 from rtml_cli.timeutil import future_limit
 
 TMP_PREFIX = ".tmp-"
@@ -88,15 +88,8 @@ def check_root_output(root: Path) -> None:
 
 
 def runs_dir(root: Path) -> Path:
-    path = root / "runs"
     check_root(root)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {path}: {exc.strerror}") from exc
-    if not os.access(path, os.W_OK):
-        raise OutputError(f"cannot write to {path}: permission denied")
-    return path
+    return writable_dir(root / "runs")
 
 
 def _remove(path: Path) -> None:
