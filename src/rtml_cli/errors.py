@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import sys
+from collections.abc import Iterator
 from enum import IntEnum
 
 
@@ -104,13 +105,14 @@ _NO_MEMORY_TEXT = (
 _QUOTED_PATH = re.compile(r"[\"'](/[^\"']+)[\"']")
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and every exception it was raised from or while handling."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def _first_line(exc: BaseException) -> str:

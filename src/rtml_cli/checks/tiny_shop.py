@@ -106,7 +106,7 @@ def write_run(root: Path, events: pl.DataFrame, as_of: datetime = AS_OF, *, dim:
     pl.DataFrame({"item_idx": np.arange(n), "item_id": item_ids}).write_parquet(
         run / "item_index.parquet"
     )
-    feats = {"item_id": item_ids, "category": [f"c{int(i) // 10}" for i in item_ids]}
+    windows: dict[str, np.ndarray] = {}
     for kind in ("view", "cart", "purchase"):
         for days in (1, 7, 30):
             window = past.filter(
@@ -114,12 +114,17 @@ def write_run(root: Path, events: pl.DataFrame, as_of: datetime = AS_OF, *, dim:
             )
             counts = np.zeros(n)
             np.add.at(counts, np.searchsorted(item_ids, window["item_id"].to_numpy()), 1)
-            feats[f"{kind}s_{days}d"] = counts
-    feats["conversion_rate_30d"] = (feats["carts_30d"] + 0.1) / (feats["views_30d"] + 10)
-    views = feats["views_30d"]
+            windows[f"{kind}s_{days}d"] = counts
+    views = windows["views_30d"]
     rank = np.empty(n, dtype=np.int64)
     rank[np.lexsort((np.arange(n), -views))] = np.arange(1, n + 1)
-    feats["popularity_rank"] = rank
+    feats = {
+        "item_id": item_ids,
+        "category": [f"c{int(i) // 10}" for i in item_ids],
+        **windows,
+        "conversion_rate_30d": (windows["carts_30d"] + 0.1) / (views + 10),
+        "popularity_rank": rank,
+    }
     pl.DataFrame(feats).write_parquet(run / "item_features.parquet")
     users = past.filter(pl.col("user_id").is_not_null()).group_by("user_id").len("n_events")
     users.sort("user_id").write_parquet(run / "user_features.parquet")
@@ -152,8 +157,8 @@ def write_run(root: Path, events: pl.DataFrame, as_of: datetime = AS_OF, *, dim:
     ):
         cats = np.bincount([idx[int(i)] // 10 for i in items], minlength=n // 10 + 1)
         score = cats[np.arange(n) // 10] * 100 + views
-        order = [j for j in np.lexsort((np.arange(n), -score))][:10]
-        recs += [(user, int(item_ids[j]), r + 1, float(score[j])) for r, j in enumerate(order)]
+        user_top = [j for j in np.lexsort((np.arange(n), -score))][:10]
+        recs += [(user, int(item_ids[j]), r + 1, float(score[j])) for r, j in enumerate(user_top)]
     pl.DataFrame(recs, schema=["user_id", "item_id", "rank", "score"], orient="row").write_parquet(
         run / "batch_recs.parquet"
     )

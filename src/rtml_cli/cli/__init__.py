@@ -201,6 +201,8 @@ def main() -> None:
         command = typer.main.get_command(app)
     except MemoryError as exc:  # the group's own mapping is not in place yet
         error = environment_error(exc)
+        # a MemoryError is always recognised (as out of memory, or as no space left)
+        assert error is not None, "environment_error() returned None for a MemoryError"
         _error_line(str(error))
         sys.exit(int(error.exit_code))
     command.main(prog_name="rtml")

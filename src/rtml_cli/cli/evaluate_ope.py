@@ -324,7 +324,7 @@ def _render_contextual(result) -> None:
             )
         )
     if result.offline:
-        rows = []
+        offline_rows = []
         for r in result.offline:
             for method, truth_key in (
                 ("ips", "true_value_logged"),
@@ -336,7 +336,7 @@ def _render_contextual(result) -> None:
                 if e is None:
                     continue
                 truth = r[truth_key]
-                rows.append(
+                offline_rows.append(
                     (
                         r["policy"],
                         method,
@@ -351,7 +351,7 @@ def _render_contextual(result) -> None:
             make_table(
                 "Offline: each frozen policy estimated from the logs vs its exact value",
                 ["policy", "method", "true value", "estimate", "95% CI", "error", "events*"],
-                rows,
+                offline_rows,
                 caption=(
                     "ips/snips/dr on the non-uniform log, replay on the uniformly random log; "
                     "value = click rate per impression at the log's users and positions; "

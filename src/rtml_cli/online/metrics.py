@@ -66,6 +66,10 @@ def summarise(
     def mean(name: str, m: np.ndarray = mask) -> float | None:
         return float(metrics[name][m].mean()) if m.any() else None
 
+    def latency_ms(q: float) -> float | None:
+        p = _pct(lat, q)  # None exactly when no request was served (n == 0)
+        return None if p is None else p / 1000
+
     return {
         "strategy": strategy,
         "segment": segment_name,
@@ -77,7 +81,7 @@ def summarise(
         "hr_purchase": mean("hit_purchase", purchase_mask),
         "purchase_requests": int(purchase_mask.sum()),
         "coverage": coverage if n else None,
-        "latency_p50_ms": None if not n else _pct(lat, 50) / 1000,
-        "latency_p95_ms": None if not n else _pct(lat, 95) / 1000,
-        "latency_p99_ms": None if not n else _pct(lat, 99) / 1000,
+        "latency_p50_ms": latency_ms(50),
+        "latency_p95_ms": latency_ms(95),
+        "latency_p99_ms": latency_ms(99),
     }

@@ -102,8 +102,8 @@ def batch_matrix(art: Any) -> np.ndarray:
         out[idx[ok], 0] = np.log1p(np.maximum(v, 0))
     if (c := column(conversion)) is not None:
         out[idx[ok], 1] = c
-    elif purchases is not None and views30 is not None:
-        out[idx[ok], 1] = (column(purchases) + 0.1) / (column(views30) + 10.0)
+    elif (p := column(purchases)) is not None and (v30 := column(views30)) is not None:
+        out[idx[ok], 1] = (p + 0.1) / (v30 + 10.0)
     if (r := column(rank)) is not None:
         out[idx[ok], 2] = -np.log(np.maximum(r, 1))
     else:
@@ -230,6 +230,11 @@ class OnlineRanker(Strategy):
                 )
             )
         if "streaming" in self.families:
+            if self.lag_us is None:
+                raise ValueError(
+                    "online-ranker reads streaming features but was built without a freshness "
+                    "lag (strategies.build() passes env.freshness)"
+                )
             counts = request.streams[self.lag_us].features(cand).astype(np.float32)
             logs = np.log1p(counts)
             trend = np.log1p(counts[:, 0] * 12.0) - np.log1p(counts[:, 2])
@@ -267,11 +272,11 @@ class OnlineRanker(Strategy):
             self.use_prior()
             return
         shared = env.cache.setdefault(_TRAINING_CANDIDATES, {})
-        X, y = training_examples(self, data, env.max_train_requests, env.seed, shared)
-        if X is None:
+        examples = training_examples(self, data, env.max_train_requests, env.seed, shared)
+        if examples is None:
             self.use_prior()
             return
-        self.fit(X, y)
+        self.fit(*examples)
 
     def use_prior(self) -> None:
         """Without training data: a documented prior (similarity, kNN, category, trend)."""
@@ -326,13 +331,13 @@ def training_examples(
     max_requests: int,
     seed: int,
     shared: dict[int, dict[str, Any]],
-) -> tuple[np.ndarray | None, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Feature rows and labels from up to ``max_requests`` replayed requests of ``data``.
 
     Per request with a known next item among the candidates: the positive (that item)
     and up to ``NEGATIVES_PER_REQUEST`` other candidates (label 0), sampled with ``seed``.
     ``shared`` holds per-request work (candidates) the variants of one run reuse.
-    Returns ``(None, None)`` when no request yields an example."""
+    Returns None when no request yields an example."""
     rng = np.random.default_rng(seed)
     pick = np.arange(data.n_requests)
     if len(pick) > max_requests:
@@ -366,7 +371,7 @@ def training_examples(
         xs.append(ranker.features(req, cand[keep], vector, knn))
         ys.append(np.r_[1.0, np.zeros(len(keep) - 1)])
     if not xs:
-        return None, None
+        return None
     return np.concatenate(xs), np.concatenate(ys)
 
 

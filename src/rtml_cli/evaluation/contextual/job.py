@@ -20,6 +20,7 @@ from rtml_cli.evaluation.contextual.offline import run_offline
 from rtml_cli.evaluation.contextual.online import OnlineRun, one_blas_thread, run_online
 from rtml_cli.evaluation.contextual.policies import CONTEXTUAL_POLICIES, make_policies
 from rtml_cli.evaluation.contextual.world import load_click_model, offline_logs, request_weights
+from rtml_cli.evaluation.ope.log import BanditLog
 
 MODES = ("online", "offline", "both")
 
@@ -79,7 +80,8 @@ def evaluate_contextual(
     top_n = top_n if top_n is not None else max(k, math.ceil(0.2 * model.n_items))
     if not 1 <= top_n < model.n_items:
         raise UsageError(f"--top-n must be between 1 and {model.n_items - 1}")
-    logs, notes = {}, []
+    logs: dict[str, BanditLog] = {}
+    notes: list[str] = []
     if mode != "online":
         logs, notes = offline_logs(
             root, model, logged=logged, random_log=random_log, required=mode == "offline"

@@ -46,6 +46,9 @@ def event_terms(
     Raises ``DataError`` when the policy's probabilities are negative or do not sum to 1
     (within ``targets.PROB_TOLERANCE``) for some event.
     """
+    if log.propensity is None:
+        raise DataError(f"{log.source} has no propensities")
+    propensity = log.propensity
     n = log.n
     w = np.empty(n)
     q = np.zeros(n)
@@ -72,7 +75,7 @@ def event_terms(
             )
         a = log.action_idx[rows]
         pos = log.position_idx[rows]
-        w[rows] = pi[np.arange(len(rows)), a] / log.propensity[rows]
+        w[rows] = pi[np.arange(len(rows)), a] / propensity[rows]
         mass_never += float((pi * never[pos]).sum())
         mass_rare += float((pi * rare[pos]).sum())
         if model is not None:

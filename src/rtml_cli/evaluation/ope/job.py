@@ -152,7 +152,8 @@ def evaluate_ope(
         seed=seed,
         min_support=min_support,
     )
-    truth, gt_warnings = None, []
+    truth: dict[str, Any] | None = None
+    gt_warnings: list[str] = []
     if ground_truth is not None:
         truth, gt_warnings = _ground_truth(ground_truth, rows, n_boot=n_boot, seed=seed)
     return OpeResult(

@@ -53,6 +53,12 @@ class BanditLog:
     def n_positions(self) -> int:
         return int(self.positions.shape[0])
 
+    def require_context(self, needed_by: str) -> np.ndarray:
+        """``context``; a ``DataError`` naming ``needed_by`` when the log has no context."""
+        if self.context is None:
+            raise DataError(f"{needed_by} needs context columns, and {self.source} has none")
+        return self.context
+
     def subset(self, rows: np.ndarray) -> BanditLog:
         """The events ``rows`` (sorted), keeping the same action and position index."""
         rows = np.sort(np.asarray(rows))

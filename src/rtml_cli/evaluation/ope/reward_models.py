@@ -128,7 +128,8 @@ class LogisticRewardModel(RewardModel):
     def predict(self, log: BanditLog, rows: np.ndarray) -> np.ndarray:
         z = self.bias + self.w_p[log.position_idx[rows]]
         if self.w_x.size:
-            z = z + ((log.context[rows] - self.mean) / self.scale) @ self.w_x
+            context = log.require_context("--reward-model logistic (fit with context)")
+            z = z + ((context[rows] - self.mean) / self.scale) @ self.w_x
         z = z[:, None] + self.w_a[None, :]
         return 1.0 / (1.0 + np.exp(-z))
 

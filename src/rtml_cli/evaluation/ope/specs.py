@@ -80,7 +80,7 @@ def split_fit_eval(log: BanditLog, fit_fraction: float) -> tuple[BanditLog, Band
 
 def _ridge_per_action(log: BanditLog, l2: float = 1.0):
     """Per-action ridge regression of reward on [standardised context, 1]."""
-    x = log.context
+    x = log.require_context("policy 'linear'")
     mean = x.mean(axis=0)
     scale = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
     xs = np.hstack([(x - mean) / scale, np.ones((log.n, 1))])
@@ -96,7 +96,8 @@ def _ridge_per_action(log: BanditLog, l2: float = 1.0):
         theta[a, -1] += global_mean
 
     def score(lg: BanditLog, rows: np.ndarray) -> np.ndarray:
-        z = np.hstack([(lg.context[rows] - mean) / scale, np.ones((len(rows), 1))])
+        context = lg.require_context("policy 'linear'")
+        z = np.hstack([(context[rows] - mean) / scale, np.ones((len(rows), 1))])
         return z @ theta.T
 
     return score

@@ -106,6 +106,9 @@ class RewardMatrix:
         return counts, self.pull(counts, start)
 
     def pull(self, counts: np.ndarray, start: int) -> np.ndarray:
+        if self._order is None:
+            raise ValueError("RewardMatrix.pull() before start(): no request order drawn yet")
+        order = self._order
         n_seeds, k = counts.shape
         size = int(counts[0].sum())
         ends = np.cumsum(counts, axis=1)  # arm k serves positions [ends[k-1], ends[k])
@@ -113,7 +116,7 @@ class RewardMatrix:
         chunk = max(1, _CHUNK_CELLS // (n_seeds * k))  # bounds memory when serving long spans
         for lo in range(0, size, chunk):
             hi = min(size, lo + chunk)
-            rows = self._order[:, start + lo : start + hi]  # (seeds, positions)
+            rows = order[:, start + lo : start + hi]  # (seeds, positions)
             position = np.arange(lo, hi)
             arm = (position[None, :, None] >= ends[:, None, :]).sum(axis=2)
             earned = self.rewards[rows, arm]

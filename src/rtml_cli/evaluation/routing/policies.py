@@ -49,6 +49,14 @@ class Step:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.pulls > 0, self.rewards / np.maximum(self.pulls, 1), np.inf)
 
+    def require_p_best(self) -> np.ndarray:
+        """``p_best``, which the runner sets for every policy with ``uses_posterior``."""
+        if self.p_best is None:
+            raise ValueError(
+                "Step.p_best is not set: a policy that reads it needs uses_posterior = True"
+            )
+        return self.p_best
+
     @property
     def alpha(self) -> np.ndarray:
         return 1.0 + self.rewards
@@ -134,7 +142,7 @@ class Bandit(RoutingPolicy):
         from rtml_cli.evaluation.routing.posterior import value_remaining
 
         s = self.settings
-        p_best = step.p_best
+        p_best = step.require_p_best()
         decided = p_best.max(axis=1) >= s.threshold
         if s.value_remaining is not None and step.pulls.shape[0]:
             vr = value_remaining(step.alpha, step.beta, rng)
@@ -177,7 +185,7 @@ class Thompson(Bandit):
     summary = "Beta-Bernoulli Thompson sampling: serve each arm with P(it is best)"
 
     def allocation(self, step: Step, rng: np.random.Generator) -> np.ndarray:
-        return step.p_best
+        return step.require_p_best()
 
 
 class TopTwoThompson(Bandit):
@@ -188,7 +196,7 @@ class TopTwoThompson(Bandit):
         # Russo's top-two allocation: psi_i = pi_i (b + (1 - b) sum_{j != i} pi_j / (1 - pi_j)),
         # i.e. the leader with probability b, else the best of a re-draw that is not the leader.
         b = self.settings.top_two_beta
-        pi = np.clip(step.p_best, 1e-12, 1 - 1e-9)
+        pi = np.clip(step.require_p_best(), 1e-12, 1 - 1e-9)
         ratio = pi / (1.0 - pi)
         psi = pi * (b + (1.0 - b) * (ratio.sum(axis=1, keepdims=True) - ratio))
         return psi / psi.sum(axis=1, keepdims=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def summarise(source, evaluation: Evaluation, runs: list[PolicyRun]) -> dict:
             row["ab"] = _ab_details(run, s, means)
         row["curve"] = _curve(run)
         policies.append(row)
-    report = {
+    report: dict[str, Any] = {
         "arms": [
             {"arm": name, "mean_reward": float(m), "best": bool(b), "control": i == s.control}
             for i, (name, m, b) in enumerate(zip(source.names, means, best, strict=True))
@@ -233,9 +234,10 @@ def verdict(report: dict, reward: str | None = "hit") -> str:
             f"requests; the A/B test ({ab['policy']}) decided in {ab['decided_share']:.0%} of runs."
         )
     thompson = rows.get("thompson")
-    bandit = (
-        thompson if thompson in deciding else min(deciding, key=lambda r: r["clicks_lost_mean"])
-    )
+    if thompson is not None and thompson in deciding:
+        bandit = thompson
+    else:
+        bandit = min(deciding, key=lambda r: r["clicks_lost_mean"])
     b_med = bandit["requests_to_decision"]["median"]
     a_med = ab["requests_to_decision"]["median"]
     if a_med is None:

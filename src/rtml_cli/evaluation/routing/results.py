@@ -100,7 +100,7 @@ def load_results(path: str, reward: str = "hit", arms: list[str] | None = None) 
         [chosen, *chosen],
     ).fetchnumpy()
     con.close()
-    matrix = np.column_stack(
+    matrix: np.ndarray = np.column_stack(
         [
             np.ma.filled(np.ma.asarray(rows[f"a{i}"], dtype=float), np.nan)
             for i in range(len(chosen))
