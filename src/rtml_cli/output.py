@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -62,6 +62,31 @@ def info(message: str, *, quiet: bool = False) -> None:
 def warn(message: str) -> None:
     """A warning on stderr (always shown, even with --quiet)."""
     print(f"rtml: warning: {message}", file=sys.stderr)
+
+
+def finish(
+    doc: Any,
+    fmt: OutputFormat,
+    render: Callable[[], None],
+    *,
+    quiet: bool = False,
+    quiet_json: bool = True,
+) -> None:
+    """End a reporting command, the one way: ``--format json`` prints ``doc`` (a JSON-ready
+    value, or a function returning one) as one document on stdout; otherwise ``render()``
+    prints the tables for people, unless ``quiet``.
+
+    ``quiet_json``: whether ``--quiet --format json`` still prints the document. Commands
+    answer that differently today (kept as they were by the #14 restructure; issue #13
+    makes it one rule).
+    """
+    if fmt is OutputFormat.json:
+        if quiet and not quiet_json:
+            return
+        emit_json(doc() if callable(doc) else doc)
+        return
+    if not quiet:
+        render()
 
 
 def _jsonable(value: Any) -> Any:

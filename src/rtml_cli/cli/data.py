@@ -21,36 +21,38 @@ data_app = typer.Typer(
 def contracts_cmd(fmt: FormatOption = OutputFormat.table) -> None:
     """Print the columns each input contract requires (events, items, bandit, results)."""
     from rtml_cli import contracts
-    from rtml_cli.output import emit_json, make_table, print_tables
+    from rtml_cli.output import finish, make_table, print_tables
 
     all_contracts = [contracts.EVENTS, contracts.ITEMS, contracts.BANDIT, contracts.RESULTS]
-    if fmt is OutputFormat.json:
-        emit_json(
-            {
-                c.name: {
-                    "required": [vars(col) for col in c.required],
-                    "optional": [vars(col) for col in c.optional],
-                }
-                for c in all_contracts
-            }
-        )
-        return
-    tables = []
-    for c in all_contracts:
-        rows = [
-            (col.name, col.kind, "yes", "yes" if col.nullable else "no", col.doc)
-            for col in c.required
-        ]
-        rows += [
-            (col.name, col.kind, "no", "yes" if col.nullable else "no", col.doc)
-            for col in c.optional
-        ]
-        tables.append(
-            make_table(
-                f"{c.name} contract", ["column", "type", "required", "nullable", "meaning"], rows
+    doc = {
+        c.name: {
+            "required": [vars(col) for col in c.required],
+            "optional": [vars(col) for col in c.optional],
+        }
+        for c in all_contracts
+    }
+
+    def render() -> None:
+        tables = []
+        for c in all_contracts:
+            rows = [
+                (col.name, col.kind, "yes", "yes" if col.nullable else "no", col.doc)
+                for col in c.required
+            ]
+            rows += [
+                (col.name, col.kind, "no", "yes" if col.nullable else "no", col.doc)
+                for col in c.optional
+            ]
+            tables.append(
+                make_table(
+                    f"{c.name} contract",
+                    ["column", "type", "required", "nullable", "meaning"],
+                    rows,
+                )
             )
-        )
-    print_tables(*tables)
+        print_tables(*tables)
+
+    finish(doc, fmt, render)
 
 
 class WorldSizeChoice(str, Enum):
@@ -81,7 +83,7 @@ def sample_cmd(
 ) -> None:
     """Generate a sample shop with known ground truth: events, items, bandit logs, click model."""
     from rtml_cli.data.world import generate_world
-    from rtml_cli.output import emit_json, info, make_table, print_tables, progress
+    from rtml_cli.output import finish, info, make_table, print_tables, progress
 
     with progress(quiet) as bar:
         task = bar.add_task(f"generating {size.value} world", total=None)
@@ -92,44 +94,47 @@ def sample_cmd(
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     info(f"wrote sample world to {out} in {summary['elapsed_s']}s", quiet=quiet)
-    if quiet:
-        return
-    if fmt is OutputFormat.json:
-        emit_json({k: v for k, v in summary.items() if k not in ("categories",)})
-        return
-    seg = summary["segments"]
-    rows = [
-        ("directory", str(out)),
-        ("size / seed", f"{summary['size']} / {summary['seed']}"),
-        ("events", summary["n_events"]),
-        (
-            "event mix (view/cart/purchase)",
-            " / ".join(f"{v:,}" for v in summary["event_counts"].values()),
-        ),
-        ("users", summary["n_users"]),
-        ("sessions", summary["n_sessions"]),
-        ("anonymous share of sessions", seg["anonymous_share"]),
-        ("anonymous or new after cutoff", seg["anonymous_or_new_share_after_cutoff"]),
-        ("items (new at shift)", f"{summary['n_items']:,} ({summary['shift']['n_new_items']:,})"),
-        ("bundles / categories", f"{len(summary['bundles'])} / {len(summary['categories'])}"),
-        ("start", summary["start"]),
-        ("end", summary["end"]),
-        ("history cutoff", summary["history_cutoff"]),
-        ("shift time", summary["shift_time"]),
-        ("trending bursts", len(summary["bursts"])),
-        (
-            "bandit rows (per log) / arms",
-            f"{summary['click_model']['bandit_rows']:,} / {summary['click_model']['n_arms']}",
-        ),
-        (
-            "true CTR: logging / uniform / best",
-            " / ".join(
-                f"{summary['click_model'][k]:.4f}"
-                for k in ("value_logging_policy", "value_uniform_policy", "value_best_policy")
+
+    def render() -> None:
+        seg = summary["segments"]
+        rows = [
+            ("directory", str(out)),
+            ("size / seed", f"{summary['size']} / {summary['seed']}"),
+            ("events", summary["n_events"]),
+            (
+                "event mix (view/cart/purchase)",
+                " / ".join(f"{v:,}" for v in summary["event_counts"].values()),
             ),
-        ),
-    ]
-    print_tables(make_table("sample world", ["", "value"], rows))
+            ("users", summary["n_users"]),
+            ("sessions", summary["n_sessions"]),
+            ("anonymous share of sessions", seg["anonymous_share"]),
+            ("anonymous or new after cutoff", seg["anonymous_or_new_share_after_cutoff"]),
+            (
+                "items (new at shift)",
+                f"{summary['n_items']:,} ({summary['shift']['n_new_items']:,})",
+            ),
+            ("bundles / categories", f"{len(summary['bundles'])} / {len(summary['categories'])}"),
+            ("start", summary["start"]),
+            ("end", summary["end"]),
+            ("history cutoff", summary["history_cutoff"]),
+            ("shift time", summary["shift_time"]),
+            ("trending bursts", len(summary["bursts"])),
+            (
+                "bandit rows (per log) / arms",
+                f"{summary['click_model']['bandit_rows']:,} / {summary['click_model']['n_arms']}",
+            ),
+            (
+                "true CTR: logging / uniform / best",
+                " / ".join(
+                    f"{summary['click_model'][k]:.4f}"
+                    for k in ("value_logging_policy", "value_uniform_policy", "value_best_policy")
+                ),
+            ),
+        ]
+        print_tables(make_table("sample world", ["", "value"], rows))
+
+    doc = {k: v for k, v in summary.items() if k not in ("categories",)}
+    finish(doc, fmt, render, quiet=quiet, quiet_json=False)
 
 
 # --- rtml data import ----------------------------------------------------------------
@@ -209,7 +214,7 @@ def import_cmd(
     per user at --session-gap when the source has no session ids.
     """
     from rtml_cli.data.importers import import_log, parse_mapping
-    from rtml_cli.output import emit_json, info, make_table, print_tables, warn
+    from rtml_cli.output import finish, info, make_table, print_tables, warn
     from rtml_cli.timeutil import parse_duration
 
     result = import_log(
@@ -226,43 +231,45 @@ def import_cmd(
     for message in result.warnings:
         warn(message)
     info(f"wrote {result.out} ({result.rows:,} rows) in {result.seconds:.1f}s", quiet=quiet)
-    if as_json:
-        emit_json(result.to_dict())
-        return
-    if quiet:
-        return
-    rows: list[tuple[str, object]] = [
-        ("format", result.format),
-        ("source", result.source),
-        ("written", f"{result.out} ({result.kind} contract)"),
-        ("rows", result.rows),
-        (
-            "time range",
-            f"{result.ts_min:%Y-%m-%d %H:%M:%S} … {result.ts_max:%Y-%m-%d %H:%M:%S} UTC",
-        ),
-    ]
-    if result.kind == "bandit":
-        rows += [
-            ("policy", result.policy),
-            ("actions", result.actions),
-            ("mean reward", result.reward_mean),
-            ("propensity range", f"{result.propensity_min:.6g} … {result.propensity_max:.6g}"),
+
+    def render() -> None:
+        rows: list[tuple[str, object]] = [
+            ("format", result.format),
+            ("source", result.source),
+            ("written", f"{result.out} ({result.kind} contract)"),
+            ("rows", result.rows),
+            (
+                "time range",
+                f"{result.ts_min:%Y-%m-%d %H:%M:%S} … {result.ts_max:%Y-%m-%d %H:%M:%S} UTC",
+            ),
         ]
-    else:
-        how = (
-            f"cut per user at a {session_gap} gap" if result.sessionized else "given by the source"
-        )
-        rows += [
-            ("users", result.users),
-            ("sessions", f"{result.sessions:,} ({how})"),
-            ("items", result.items),
-        ]
-    if result.items_out:
-        rows.append(("items written", f"{result.items_out} ({result.items_rows:,} rows)"))
-    shown = result.columns if len(result.columns) <= 10 else result.columns[:8]
-    more = len(result.columns) - len(shown)
-    rows.append(("columns", ", ".join(shown) + (f", … (+{more} more)" if more else "")))
-    print_tables(make_table(f"rtml data import --format {result.format}", ["", "value"], rows))
+        if result.kind == "bandit":
+            rows += [
+                ("policy", result.policy),
+                ("actions", result.actions),
+                ("mean reward", result.reward_mean),
+                ("propensity range", f"{result.propensity_min:.6g} … {result.propensity_max:.6g}"),
+            ]
+        else:
+            how = (
+                f"cut per user at a {session_gap} gap"
+                if result.sessionized
+                else "given by the source"
+            )
+            rows += [
+                ("users", result.users),
+                ("sessions", f"{result.sessions:,} ({how})"),
+                ("items", result.items),
+            ]
+        if result.items_out:
+            rows.append(("items written", f"{result.items_out} ({result.items_rows:,} rows)"))
+        shown = result.columns if len(result.columns) <= 10 else result.columns[:8]
+        more = len(result.columns) - len(shown)
+        rows.append(("columns", ", ".join(shown) + (f", … (+{more} more)" if more else "")))
+        print_tables(make_table(f"rtml data import --format {result.format}", ["", "value"], rows))
+
+    fmt = OutputFormat.json if as_json else OutputFormat.table  # --format names the source here
+    finish(result.to_dict, fmt, render, quiet=quiet)
 
 
 # --- rtml data validate --------------------------------------------------------------
@@ -300,35 +307,36 @@ def validate_cmd(
     from rich.text import Text
 
     from rtml_cli.data.validate import validate
-    from rtml_cli.output import emit_json, make_table, print_tables
+    from rtml_cli.output import finish, make_table, print_tables
     from rtml_cli.timeutil import parse_duration
 
     gap = None if session_gap.strip().lower() == "none" else parse_duration(session_gap)
     report = validate(path, kind=kind.value if kind else None, session_gap=gap)
-    if fmt is OutputFormat.json:
-        emit_json(report.to_dict())
+
+    def render() -> None:
+        how = "detected from its columns" if report.kind_detected else "as asked"
+        title = f"{report.path}: a valid {report.kind} file ({how}; {report.files} file(s))"
+        rows = []
+        for key, value in report.summary.items():
+            if isinstance(value, dict) and key == "events_per_session":
+                value = "mean {} · median {} · p95 {}".format(
+                    *(fmt_cell(value[k], 2) for k in ("mean", "median", "p95"))
+                )
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k}: {fmt_cell(v)}" for k, v in value.items())
+            elif key == "time_range":
+                value = " … ".join(f"{v:%Y-%m-%d %H:%M:%S}" for v in value) + " UTC"
+            elif isinstance(value, list):
+                value = ", ".join(str(v) for v in value)
+            elif isinstance(value, float) and key.endswith("share"):
+                value = f"{value:.1%}"
+            rows.append((key.replace("_", " "), value))
+        print_tables(Text(title), make_table(None, ["", "value"], rows))
+
+    # with --format json the report (with its problems) is printed either way
+    finish(report.to_dict, fmt, render if report.ok else lambda: None)
     if not report.ok:
         report.raise_for_problems()
-    if fmt is OutputFormat.json:
-        return
-    how = "detected from its columns" if report.kind_detected else "as asked"
-    title = f"{report.path}: a valid {report.kind} file ({how}; {report.files} file(s))"
-    rows = []
-    for key, value in report.summary.items():
-        if isinstance(value, dict) and key == "events_per_session":
-            value = "mean {} · median {} · p95 {}".format(
-                *(fmt_cell(value[k], 2) for k in ("mean", "median", "p95"))
-            )
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k}: {fmt_cell(v)}" for k, v in value.items())
-        elif key == "time_range":
-            value = " … ".join(f"{v:%Y-%m-%d %H:%M:%S}" for v in value) + " UTC"
-        elif isinstance(value, list):
-            value = ", ".join(str(v) for v in value)
-        elif isinstance(value, float) and key.endswith("share"):
-            value = f"{value:.1%}"
-        rows.append((key.replace("_", " "), value))
-    print_tables(Text(title), make_table(None, ["", "value"], rows))
 
 
 def register(app: typer.Typer) -> None:

@@ -136,7 +136,7 @@ def compare_cmd(
 ) -> None:
     """PSI, KS and Jensen-Shannon per feature between REFERENCE and CURRENT; exit 10 on drift."""
     from rtml_cli.continual.drift import compare_files, parse_detectors
-    from rtml_cli.output import emit_json, make_table, print_tables
+    from rtml_cli.output import finish, make_table, print_tables
 
     dets = parse_detectors(detectors, _thresholds(psi_threshold, ks_alpha, js_threshold))
     wanted = [f.strip() for f in features.split(",") if f.strip()] if features else None
@@ -148,9 +148,8 @@ def compare_cmd(
         max_categories=max_categories,
         detectors=dets,
     )
-    if fmt is OutputFormat.json:
-        emit_json(report.to_dict())
-    elif not quiet:
+
+    def render() -> None:
         caption = _verdict_line(report.drift, report.drifted, report.detectors)
         if report.skipped:
             caption += "\nskipped: " + ", ".join(
@@ -165,6 +164,8 @@ def compare_cmd(
                 caption=caption,
             )
         )
+
+    finish(report.to_dict(), fmt, render, quiet=quiet)
     if report.drift:
         raise typer.Exit(int(ExitCode.DRIFT))
 
@@ -217,7 +218,7 @@ def popularity_cmd(
     --end ends the current window (default: just after the last event); --by category takes
     categories from --items (default: items.parquet next to EVENTS)."""
     from rtml_cli.continual.drift import parse_detectors, popularity_report
-    from rtml_cli.output import emit_json, make_table, print_tables
+    from rtml_cli.output import finish, make_table, print_tables
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
     report = popularity_report(
@@ -236,9 +237,8 @@ def popularity_cmd(
         report.reference_window,
         report.current_window,
     )
-    if fmt is OutputFormat.json:
-        emit_json(report.to_dict())
-    elif not quiet:
+
+    def render() -> None:
         print_tables(
             make_table(
                 f"Popularity drift by {by}: {ref_a:%Y-%m-%d %H:%M} – {ref_b:%Y-%m-%d %H:%M}"
@@ -252,6 +252,8 @@ def popularity_cmd(
                 f"{result.unseen_share:.1%} of current views",
             )
         )
+
+    finish(report.to_dict(), fmt, render, quiet=quiet)
     if result.drift:
         raise typer.Exit(int(ExitCode.DRIFT))
 

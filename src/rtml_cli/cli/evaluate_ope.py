@@ -95,7 +95,7 @@ def ope_cmd(
     Example: rtml evaluate ope random.parquet --policy log:bts.parquet --ground-truth bts.parquet
     """
     from rtml_cli.evaluation.ope import evaluate_ope, plot_ope
-    from rtml_cli.output import emit_json, info, warn
+    from rtml_cli.output import finish, info, warn
     from rtml_cli.plotting import check_png_target
 
     if plot is not None:
@@ -121,12 +121,7 @@ def ope_cmd(
     if plot is not None:
         plot_ope(result, plot)
         info(f"wrote {plot}", quiet=quiet)
-    if quiet:
-        return
-    if fmt is OutputFormat.json:
-        emit_json(result.to_dict())
-        return
-    _render_ope(result)
+    finish(result.to_dict, fmt, lambda: _render_ope(result), quiet=quiet, quiet_json=False)
 
 
 def _render_ope(result) -> None:
@@ -240,7 +235,7 @@ def contextual_cmd(
     Example: rtml evaluate contextual sample_data/shop --requests 20000 --k 3 --plot regret.png
     """
     from rtml_cli.evaluation.contextual import evaluate_contextual, plot_contextual
-    from rtml_cli.output import emit_json, info
+    from rtml_cli.output import finish, info
     from rtml_cli.plotting import check_png_target
 
     if plot is not None:
@@ -271,12 +266,7 @@ def contextual_cmd(
     if plot is not None:
         plot_contextual(result, plot)
         info(f"wrote {plot}", quiet=quiet)
-    if quiet:
-        return
-    if fmt is OutputFormat.json:
-        emit_json(result.to_dict())
-        return
-    _render_contextual(result)
+    finish(result.to_dict, fmt, lambda: _render_contextual(result), quiet=quiet, quiet_json=False)
 
 
 def _render_contextual(result) -> None:

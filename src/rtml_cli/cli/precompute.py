@@ -62,7 +62,7 @@ def precompute_cmd(
     (a lock on ROOT, nothing half-published, reruns are no-ops).
     """
     from rtml_cli.batch.precompute import STEPS, run_precompute
-    from rtml_cli.output import emit_json, progress
+    from rtml_cli.output import finish, progress
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
     as_of_ts = parse_timestamp(as_of) if as_of is not None else None
@@ -94,12 +94,7 @@ def precompute_cmd(
             force=force,
             progress=on_step,
         )
-    if quiet:
-        return
-    if fmt is OutputFormat.json:
-        emit_json(result.summary())
-        return
-    _render(result)
+    finish(result.summary, fmt, lambda: _render(result), quiet=quiet, quiet_json=False)
 
 
 def _render(result) -> None:
@@ -157,25 +152,26 @@ def neighbors_cmd(
 ) -> None:
     """Print an item's nearest items, with category and title when the catalogue has them."""
     from rtml_cli.batch.neighbors import nearest_items
-    from rtml_cli.output import emit_json, make_table, print_tables
+    from rtml_cli.output import finish, make_table, print_tables
 
     result = nearest_items(artifacts, item, k=k, method=method)
-    if fmt is OutputFormat.json:
-        emit_json(result)
-        return
-    query = result["item"]
-    rows = [
-        (r["rank"], str(r["item_id"]), r["score"], r["category"], r["title"])
-        for r in result["neighbors"]
-    ]
-    print_tables(
-        make_table(
-            f"nearest to {query['item_id']} ({query['category'] or 'no category'}"
-            f"{', ' + query['title'] if query['title'] else ''}) by {method}",
-            ["rank", "item_id", "similarity", "category", "title"],
-            rows,
+
+    def render() -> None:
+        query = result["item"]
+        rows = [
+            (r["rank"], str(r["item_id"]), r["score"], r["category"], r["title"])
+            for r in result["neighbors"]
+        ]
+        print_tables(
+            make_table(
+                f"nearest to {query['item_id']} ({query['category'] or 'no category'}"
+                f"{', ' + query['title'] if query['title'] else ''}) by {method}",
+                ["rank", "item_id", "similarity", "category", "title"],
+                rows,
+            )
         )
-    )
+
+    finish(result, fmt, render)
 
 
 def register(app: typer.Typer) -> None:

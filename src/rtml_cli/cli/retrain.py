@@ -118,7 +118,7 @@ def retrain_cmd(
     from rtml_cli.continual.retrain import precompute_params, run_retrain
     from rtml_cli.continual.schedules import retrain_schedules
     from rtml_cli.fsutil import PNG_OUTPUT, check_output
-    from rtml_cli.output import emit_json, progress
+    from rtml_cli.output import finish, progress
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
     step_td = parse_duration(step)
@@ -165,10 +165,7 @@ def retrain_cmd(
         from rtml_cli.continual.report import plot as draw
 
         draw(summary, plot)
-    if fmt is OutputFormat.json:
-        emit_json(summary)
-    elif not quiet:
-        render(summary)
+    finish(summary, fmt, lambda: render(summary), quiet=quiet)
 
 
 def render(summary: dict) -> None:

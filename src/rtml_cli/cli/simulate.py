@@ -140,21 +140,15 @@ def simulate_cmd(
         world=world if world is not None else find_world(events),
         **window,
     )
-    from rtml_cli.output import warn
+    from rtml_cli.output import finish, warn
 
     for message in result.info["warnings"]:
         warn(message)
     if out is not None:
         write_results(result.frame, out)
-    if fmt is OutputFormat.json:
-        from rtml_cli.output import emit_json
-
-        doc = result.to_dict()
-        doc["results"] = str(out) if out is not None else None
-        emit_json(doc)
-        return
-    if not quiet:
-        _render(result, out)
+    doc = result.to_dict()
+    doc["results"] = str(out) if out is not None else None
+    finish(doc, fmt, lambda: _render(result, out), quiet=quiet)
 
 
 def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **options: Any) -> Any:
