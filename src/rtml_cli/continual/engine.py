@@ -179,6 +179,46 @@ def simulate_schedules(
     on_tick: Callable[[datetime], None] | None = None,
 ) -> Simulation:
     """Run every schedule over ``[start, end)`` and score it step by step (see module doc)."""
+    tick, n_ticks = _clock(schedules, start, end, step, tick)
+    ticks_per_step = step // tick
+    cache: dict[str, tuple[TrainOutcome, float]] = {}
+
+    def train(key: str, **kwargs) -> tuple[TrainOutcome, float]:
+        if key not in cache:
+            began = time.perf_counter()
+            outcome = trainer.train(**kwargs)
+            cache[key] = (outcome, time.perf_counter() - began)
+        return cache[key]
+
+    slots, runs = _initial_models(schedules, start, train)
+    for k in range(n_ticks):
+        now = start + k * tick
+        if on_tick is not None:
+            on_tick(now)
+        if k:
+            _decide_updates(schedules, slots, runs, now, start, step, drift, train)
+            _release_unheld(cache, slots, trainer)
+        _score_tick(slots, evaluator, now, tick)
+        if (k + 1) % ticks_per_step == 0:
+            _close_step(slots, runs, now + tick - step)
+    return Simulation(
+        start=start,
+        end=end,
+        step=step,
+        tick=tick,
+        step_starts=[start + i * step for i in range(n_ticks // ticks_per_step)],
+        runs=runs,
+    )
+
+
+def _clock(
+    schedules: list[Schedule],
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    tick: timedelta | None,
+) -> tuple[timedelta, int]:
+    """The clock tick (the finest schedule period unless given) and the number of ticks."""
     from rtml_cli.continual.schedules import tick_for
 
     if not schedules:
@@ -198,16 +238,13 @@ def simulate_schedules(
             f"{n_ticks:,} clock ticks of {format_duration(tick)} (the finest schedule period): "
             f"at most {MAX_TICKS:,}; use coarser periods or a shorter --start/--end"
         )
-    ticks_per_step = step // tick
-    cache: dict[str, tuple[TrainOutcome, float]] = {}
+    return tick, n_ticks
 
-    def train(key: str, **kwargs) -> tuple[TrainOutcome, float]:
-        if key not in cache:
-            began = time.perf_counter()
-            outcome = trainer.train(**kwargs)
-            cache[key] = (outcome, time.perf_counter() - began)
-        return cache[key]
 
+def _initial_models(
+    schedules: list[Schedule], start: datetime, train
+) -> tuple[list[_Slot], list[ScheduleRun]]:
+    """Every schedule's model before ``start`` (a stateless window trains on its window)."""
     slots: list[_Slot] = []
     runs: list[ScheduleRun] = []
     for sched in schedules:
@@ -221,52 +258,51 @@ def simulate_schedules(
                 sched, UpdateRecord(start, "initial", "before --start", outcome.rows, seconds)
             )
         )
+    return slots, runs
 
-    for k in range(n_ticks):
-        now = start + k * tick
-        if on_tick is not None:
-            on_tick(now)
-        if k:
-            for sched, slot, run in zip(schedules, slots, runs, strict=True):
-                ctx = ScheduleContext(
-                    now=now,
-                    start=start,
-                    step=step,
-                    model_cutoff=slot.cutoff,
-                    updates_since_full=slot.updates_since_full,
-                    accuracy=list(slot.history),
-                    drift=drift,
-                )
-                update = sched.due(ctx)
-                run.checks.extend(Check(now, r) for r in ctx.readings)
-                if update is not None:
-                    _apply(update, now, slot, run, train)
-            live = {slot.key for slot in slots}
-            for key in [key for key in cache if key not in live]:
-                outcome, _ = cache.pop(key)
-                if hasattr(trainer, "release"):
-                    trainer.release(outcome)
-        scored: dict[str, Score] = {}
-        for slot in slots:
-            if slot.key not in scored:
-                scored[slot.key] = evaluator.evaluate(slot.model, now, now + tick)
-            slot.pending = slot.pending + scored[slot.key]
-        if (k + 1) % ticks_per_step == 0:
-            step_start = now + tick - step
-            for slot, run in zip(slots, runs, strict=True):
-                run.steps.append(slot.pending)
-                slot.history.append(
-                    StepAccuracy(step_start, slot.pending.requests, slot.pending.hits)
-                )
-                slot.pending = ZERO
-    return Simulation(
-        start=start,
-        end=end,
-        step=step,
-        tick=tick,
-        step_starts=[start + i * step for i in range(n_ticks // ticks_per_step)],
-        runs=runs,
-    )
+
+def _decide_updates(schedules, slots, runs, now, start, step, drift, train) -> None:
+    """Ask each schedule whether it updates now, and apply the updates it asks for."""
+    for sched, slot, run in zip(schedules, slots, runs, strict=True):
+        ctx = ScheduleContext(
+            now=now,
+            start=start,
+            step=step,
+            model_cutoff=slot.cutoff,
+            updates_since_full=slot.updates_since_full,
+            accuracy=list(slot.history),
+            drift=drift,
+        )
+        update = sched.due(ctx)
+        run.checks.extend(Check(now, r) for r in ctx.readings)
+        if update is not None:
+            _apply(update, now, slot, run, train)
+
+
+def _release_unheld(cache: dict[str, tuple[TrainOutcome, float]], slots, trainer) -> None:
+    """Free the models no schedule holds any more (the trainer may delete their files)."""
+    live = {slot.key for slot in slots}
+    for key in [key for key in cache if key not in live]:
+        outcome, _ = cache.pop(key)
+        if hasattr(trainer, "release"):
+            trainer.release(outcome)
+
+
+def _score_tick(slots: list[_Slot], evaluator: Evaluator, now: datetime, tick: timedelta) -> None:
+    """Score each distinct live model on ``[now, now + tick)`` once, shared by its holders."""
+    scored: dict[str, Score] = {}
+    for slot in slots:
+        if slot.key not in scored:
+            scored[slot.key] = evaluator.evaluate(slot.model, now, now + tick)
+        slot.pending = slot.pending + scored[slot.key]
+
+
+def _close_step(slots: list[_Slot], runs: list[ScheduleRun], step_start: datetime) -> None:
+    """Record each schedule's accuracy over the step that just ended."""
+    for slot, run in zip(slots, runs, strict=True):
+        run.steps.append(slot.pending)
+        slot.history.append(StepAccuracy(step_start, slot.pending.requests, slot.pending.hits))
+        slot.pending = ZERO
 
 
 def _k(value: datetime | None) -> str:
