@@ -239,6 +239,8 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
     )
     if old is None:
         return fresh
+    if since is None:
+        raise ValueError("user_items: a previous history (old) needs since, its run's as-of")
     factor = 0.5 ** ((as_of - since).total_seconds() / half_life_s)
     decay = pl.col("weight") * factor
     old = old.select(fresh.columns)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -66,6 +66,7 @@ STATE_FILES = (
 KILL_AT_ENV = "RTML_TEST_KILL_AT"
 
 ProgressCallback = Callable[[str, int, int], None]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -288,13 +289,22 @@ def _check_params(**values: int | None) -> None:
             raise UsageError(f"--{name.replace('_', '-')} {value} must be at least 1")
 
 
+def _require(value: _T | None, name: str, step: str) -> _T:
+    """``value``, which the ``step`` step sets; still None means the steps ran out of order."""
+    if value is None:
+        raise RuntimeError(f"precompute: {name} is used before the {step} step set it")
+    return value
+
+
 @dataclass
 class _Run:
     """One precompute run in progress: its settings, then what each step adds.
 
     The step functions below (``_scan`` … ``_prune``) each start their step (timing,
     progress, the ``RTML_TEST_KILL_AT`` hook) and read and fill this object, so the
-    data flow between steps is visible in one place.
+    data flow between steps is visible in one place. What a step sets and a later
+    step needs is read through a property (``as_of``, ``tmp_dir``) that fails loudly
+    when the steps ran out of order.
     """
 
     # settings, resolved before the lock is taken
@@ -302,7 +312,7 @@ class _Run:
     event_files: list[Path]
     item_files: list[Path] | None
     warm: _WarmState | None
-    as_of: datetime | None
+    requested_as_of: datetime | None  # --as-of; None: the last event + 1 µs
     dim: int
     window: int
     max_session_len: int
@@ -326,6 +336,7 @@ class _Run:
     inputs: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""
     target: Path = Path()
+    resolved_as_of: datetime | None = None  # the as-of the events were cut at
     catalogue: Any = None
     since: datetime | None = None
     # features
@@ -352,6 +363,16 @@ class _Run:
     manifest: dict[str, Any] = field(default_factory=dict)
     previous: str | None = None
     published: bool = False
+
+    @property
+    def as_of(self) -> datetime:
+        """The run's as-of (set by ``_scan``)."""
+        return _require(self.resolved_as_of, "as_of", "scan")
+
+    @property
+    def tmp_dir(self) -> Path:
+        """The run directory being written (``_index`` creates it, ``_publish`` renames it)."""
+        return _require(self.tmp, "the temporary run directory", "index")
 
 
 def run_precompute(
@@ -421,7 +442,7 @@ def run_precompute(
         event_files=event_files,
         item_files=item_files,
         warm=warm,
-        as_of=as_of,
+        requested_as_of=as_of,
         dim=dim,
         window=window,
         max_session_len=max_session_len,
@@ -519,8 +540,9 @@ def _scan(run: _Run) -> PrecomputeResult | None:
     run.steps.start("scan")
     run.spill = publish.spill_dir(run.root)
     run.con = connect(run.spill)
-    src = run.src = open_events(run.con, run.event_files, run.as_of)
-    as_of = run.as_of = src.as_of
+    src = run.src = open_events(run.con, run.event_files, run.requested_as_of)
+    as_of: datetime = src.as_of
+    run.resolved_as_of = as_of
     warm = run.warm
     if warm is not None and warm.as_of == as_of:
         # nothing new since the run we continue from (e.g. a cron retry): a no-op
@@ -786,7 +808,7 @@ def _write(run: _Run) -> None:
     from rtml_cli.batch import publish
 
     run.steps.start("write")
-    tmp = run.tmp
+    tmp = run.tmp_dir
     run.index.write_parquet(tmp / "item_index.parquet")
     run.item_frame.write_parquet(tmp / "item_features.parquet")
     run.user_frame.write_parquet(tmp / "user_features.parquet")
@@ -844,7 +866,7 @@ def _manifest(run: _Run) -> dict[str, Any]:
             "recall_queries": run.recall["queries"],
             "search_k": run.recall["search_k"],
             "build_seconds": round(run.build_s, 3),
-            "bytes": (run.tmp / "items.ann").stat().st_size,
+            "bytes": (run.tmp_dir / "items.ann").stat().st_size,
         },
         "versions": _versions(),
     }
@@ -856,8 +878,8 @@ def _publish(run: _Run) -> None:
 
     run.steps.start("publish")
     run.manifest["steps"] = list(run.steps.records)
-    write_json(run.tmp / "manifest.json", run.manifest)
-    publish.publish_dir(run.tmp, run.target)
+    write_json(run.tmp_dir / "manifest.json", run.manifest)
+    publish.publish_dir(run.tmp_dir, run.target)
     run.tmp = None
 
 

@@ -69,7 +69,7 @@ def precompute_cmd(
     half = parse_duration(half_life) if half_life is not None else None
     with progress(quiet or fmt is OutputFormat.json, transient=True) as bar:
         task = bar.add_task("precompute", total=len(STEPS))
-        state = {"last": None}
+        state: dict[str, str | None] = {"last": None}
 
         def on_step(step: str, done: int, total: int) -> None:
             if state["last"] is not None and not quiet and fmt is OutputFormat.table:

@@ -348,19 +348,19 @@ def compare_files(
         names = common
     problems = []
     for name in names:
-        kinds = {_kind(ref_schema[name]), _kind(cur_schema[name])}
-        if None in kinds:
+        kind, cur_kind = _kind(ref_schema[name]), _kind(cur_schema[name])
+        if kind is None or cur_kind is None:
             skipped.append({"feature": name, "reason": f"nested type {ref_schema[name]}"})
-        elif len(kinds) > 1:
+        elif kind != cur_kind:
             problems.append(
                 f"{name}: {ref_schema[name]} in REFERENCE but {cur_schema[name]} in CURRENT"
             )
-        elif kinds == {"temporal"} and not features:
+        elif kind == "temporal" and not features:
             skipped.append({"feature": name, "reason": "timestamp (name it in --features)"})
         elif _is_identifier(name) and not features:
             skipped.append({"feature": name, "reason": "identifier (name it in --features)"})
         else:
-            chosen.append((name, "numeric" if kinds == {"temporal"} else kinds.pop()))
+            chosen.append((name, "numeric" if kind == "temporal" else kind))
     if problems:
         raise DataError("REFERENCE and CURRENT disagree on column types", problems=problems)
     if not chosen:

@@ -24,11 +24,11 @@ KEEP_SHARE = 0.95  # a cheaper schedule "keeps" accuracy when HR >= 95% of the b
 
 def baseline_run(sim: Simulation) -> ScheduleRun | None:
     """Stateless retraining every step on the full history (Stage 2), else any stateless run."""
-    stateless = [r for r in sim.runs if isinstance(r.schedule, Stateless)]
-    for run in stateless:
-        if run.schedule.period == sim.step and run.schedule.window is None:
+    stateless = [(r, r.schedule) for r in sim.runs if isinstance(r.schedule, Stateless)]
+    for run, schedule in stateless:
+        if schedule.period == sim.step and schedule.window is None:
             return run
-    return stateless[0] if stateless else None
+    return stateless[0][0] if stateless else None
 
 
 def _total(steps: list[Score]) -> Score:
@@ -63,7 +63,6 @@ def summarize(
 ) -> dict[str, Any]:
     """Per-step and overall accuracy, costs, detector timing and the verdict, as plain data."""
     base = baseline_run(sim)
-    base_total = base.total if base else None
     shift_step = None
     if shift_time is not None and sim.start < shift_time < sim.end:
         shift_step = next(i for i, t in enumerate(sim.step_starts) if t + sim.step > shift_time)
@@ -111,6 +110,7 @@ def summarize(
             row["hr_after_shift"] = _nan_to_none(after.hr)
             row["hr_last_step"] = _nan_to_none(run.steps[-1].hr)
         if base is not None:
+            base_total = base.total
             row["hr_vs_baseline"] = (
                 _nan_to_none(total.hr / base_total.hr) if base_total.hr else None
             )
@@ -124,10 +124,10 @@ def summarize(
             row["fired"] = len(fired)
             if shift_time is not None:
                 false_alarms = [t for t in fired if t <= shift_time]
-                after = [t for t in fired if t > shift_time]
-                delay = (after[0] - shift_time) if after else None
+                fired_after = [t for t in fired if t > shift_time]
+                delay = (fired_after[0] - shift_time) if fired_after else None
                 row["false_alarms"] = len(false_alarms)
-                row["first_fire_after_shift"] = after[0] if after else None
+                row["first_fire_after_shift"] = fired_after[0] if fired_after else None
                 row["detection_delay_hours"] = (
                     round(delay.total_seconds() / 3600, 2) if delay is not None else None
                 )

@@ -328,7 +328,7 @@ def _events(ck: _Checker, now: datetime, gap: timedelta | None) -> dict[str, Any
                 f"{sess[5]:,} sessions hold events of more than one user "
                 f"(e.g. session {_example(sess[6])})"
             )
-        if sess[8]:
+        if sess[8] and gap is not None:  # without a gap the count is 0 (FILTER (false))
             ck.problems.append(
                 f"{sess[8]:,} sessions have consecutive events more than "
                 f"{_fmt_gap(gap)} apart (longest gap {_fmt_gap(timedelta(microseconds=sess[9]))}, "

@@ -318,7 +318,7 @@ def write_parquet_outputs(
             row = con.execute(f"SELECT {summary} FROM {written}").fetchone()
             columns = list(_columns(con, f"SELECT * FROM {written}"))
             items_rows = None
-            if items_tmp is not None:
+            if items is not None and items_tmp is not None:
                 _copy(con, items(), items_tmp)
                 items_rows = con.execute(
                     f"SELECT count(*) FROM read_parquet({lit(str(items_tmp))})"

@@ -41,7 +41,7 @@ def _check_csv_header(con, path: Path) -> None:
         line = _header_line(file)
         names = next(csv.reader([line], delimiter=delim or ",", quotechar=quote), [])
         counts = Counter(name.strip().casefold() for name in names)
-        first = {}  # casefolded name -> its first spelling
+        first: dict[str, str] = {}  # casefolded name -> its first spelling
         for name in names:
             first.setdefault(name.strip().casefold(), name.strip())
         repeated = [spelling for key, spelling in first.items() if counts[key] > 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +26,19 @@ from rtml_cli.data.importers.common import (
 )
 from rtml_cli.data.sessionize import ROW_COLUMN, sessionize_sql
 from rtml_cli.errors import DataError
+
+
+def _items_sql(con: Any, items: str, item_expr: str) -> str:
+    """The source's items query, with the events' item id type so the two join."""
+    if item_expr.startswith("CAST(item_id AS BIGINT)"):
+        # Same id type as the events, so the two join: integer only if all ids are.
+        all_int = con.execute(
+            f"SELECT coalesce(bool_and(regexp_full_match(item_id, '{_INT_ID}')), false) "
+            f"FROM ({items})"
+        ).fetchone()[0]
+        if all_int:
+            items = f"SELECT * REPLACE (CAST(item_id AS BIGINT) AS item_id) FROM ({items})"
+    return items
 
 
 def _import_events(
@@ -55,18 +69,6 @@ def _import_events(
         item_expr = "CAST(item_id AS VARCHAR)"
     query = _events_query(src, ts=ts, item_expr=item_expr, event=event, session_gap=session_gap)
 
-    def items_sql() -> str:
-        items = src.items_sql
-        if item_expr.startswith("CAST(item_id AS BIGINT)"):
-            # Same id type as the events, so the two join: integer only if all ids are.
-            all_int = con.execute(
-                f"SELECT coalesce(bool_and(regexp_full_match(item_id, '{_INT_ID}')), false) "
-                f"FROM ({items})"
-            ).fetchone()[0]
-            if all_int:
-                items = f"SELECT * REPLACE (CAST(item_id AS BIGINT) AS item_id) FROM ({items})"
-        return items
-
     written = write_parquet_outputs(
         con,
         query,
@@ -74,7 +76,11 @@ def _import_events(
         source=source,
         summary="count(*), count(DISTINCT session_id), count(DISTINCT user_id), "
         "count(DISTINCT item_id)",
-        items=items_sql if src.items_sql is not None else None,
+        items=(
+            functools.partial(_items_sql, con, src.items_sql, item_expr)
+            if src.items_sql is not None
+            else None
+        ),
         items_out=items_out,
     )
     summary = written.summary

@@ -20,12 +20,12 @@ def _build_click_model(cfg: WorldSize, cat: _Catalogue, users: _Users, seed: int
     emb = rng.normal(size=(cfg.n_bundles, dim))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     # arms: the most popular items of each bundle before the shift
-    arms = []
+    featured: list[int] = []
     for cats in cat.bundle_cats:
         members = np.flatnonzero(np.isin(cat.item_cat, cats) & ~cat.item_new)
         top = members[np.argsort(-cat.item_pop_before[members], kind="stable")]
-        arms.extend(top[: cfg.arms_per_bundle].tolist())
-    arms = np.array(arms, dtype=np.int64)
+        featured.extend(top[: cfg.arms_per_bundle].tolist())
+    arms = np.array(featured, dtype=np.int64)
     arm_bundle = cat.cat_bundle[cat.item_cat[arms]]
     item_vec = emb[arm_bundle] + 0.35 * rng.normal(size=(len(arms), dim)) / np.sqrt(dim)
     n_u = cfg.n_click_users

@@ -167,9 +167,9 @@ def _build_catalogue(cfg: WorldSize, seed: int) -> _Catalogue:
 
     # popularity of an item across the shop: bundle popularity × category entry rate × item
     cat_share = np.zeros(n_cats)
-    for b, cats in enumerate(bundle_cats):
-        reach = 0.55 ** np.arange(len(cats))  # later categories of a bundle are reached less
-        cat_share[cats] = bundle_pop_before[b] * (0.6 + 0.4 * reach) / (0.6 + 0.4 * reach).sum()
+    for b, cat_ids in enumerate(bundle_cats):
+        reach = 0.55 ** np.arange(len(cat_ids))  # later categories of a bundle are reached less
+        cat_share[cat_ids] = bundle_pop_before[b] * (0.6 + 0.4 * reach) / (0.6 + 0.4 * reach).sum()
     tot = np.bincount(item_cat, weights=w_before, minlength=n_cats)
     item_pop_before = cat_share[item_cat] * w_before / tot[item_cat]
 
