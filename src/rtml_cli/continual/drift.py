@@ -314,7 +314,6 @@ def compare_files(
     users are new traffic, not drift (item popularity is ``popularity_drift``'s job). Named ``features`` may include timestamps,
     compared as numbers (epoch microseconds).
     """
-    import polars as pl
 
     from rtml_cli.fsutil import parquet_files
 
@@ -334,8 +333,36 @@ def compare_files(
             f"{', '.join(ref_schema.names()[:8]) or 'none'}; current: "
             f"{', '.join(cur_schema.names()[:8]) or 'none'})"
         )
-    skipped: list[dict[str, str]] = []
-    chosen: list[tuple[str, str]] = []
+    chosen, skipped = _choose_columns(ref_schema, cur_schema, common, features)
+    ref_n = _count_rows(ref_scan, "REFERENCE")
+    cur_n = _count_rows(cur_scan, "CURRENT")
+    if ref_n == 0:
+        raise DataError(f"REFERENCE {reference} has no rows")
+    if cur_n == 0:
+        raise DataError(f"CURRENT {current} has no rows")
+
+    out = [
+        score_distribution(
+            _distribution(ref_scan, cur_scan, ref_schema, name, kind, bins, max_categories),
+            detectors,
+            dtype=str(ref_schema[name]),
+        )
+        for name, kind in chosen
+    ]
+    return DriftReport(
+        reference={"path": str(reference), "files": len(ref_files), "rows": ref_n},
+        current={"path": str(current), "files": len(cur_files), "rows": cur_n},
+        features=out,
+        detectors={d.name: d.threshold for d in detectors},
+        skipped=skipped,
+        params={"bins": bins, "max_categories": max_categories, "psi_floor": PSI_FLOOR},
+    )
+
+
+def _choose_columns(
+    ref_schema: Any, cur_schema: Any, common: list[str], features: Sequence[str] | None
+) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    """The columns to compare with their kind, and the ones skipped with the reason why."""
     if features:
         missing = [f for f in features if f not in ref_schema or f not in cur_schema]
         if missing:
@@ -346,6 +373,8 @@ def compare_files(
         names = list(dict.fromkeys(features))
     else:
         names = common
+    skipped: list[dict[str, str]] = []
+    chosen: list[tuple[str, str]] = []
     problems = []
     for name in names:
         kind, cur_kind = _kind(ref_schema[name]), _kind(cur_schema[name])
@@ -368,39 +397,27 @@ def compare_files(
             "no comparable columns: every common column is a timestamp, an identifier or "
             "nested (name timestamps and identifiers in --features to compare them)"
         )
-    ref_n = _count_rows(ref_scan, "REFERENCE")
-    cur_n = _count_rows(cur_scan, "CURRENT")
-    if ref_n == 0:
-        raise DataError(f"REFERENCE {reference} has no rows")
-    if cur_n == 0:
-        raise DataError(f"CURRENT {current} has no rows")
+    return chosen, skipped
 
-    out = []
-    for name, kind in chosen:
-        if kind == "numeric":
-            expr = pl.col(name)
-            if ref_schema[name].is_temporal():
-                expr = expr.dt.epoch("us")
-            expr = expr.cast(pl.Float64).fill_null(float("nan"))
-            ref_vals = _collect(ref_scan.select(expr), "REFERENCE").to_series().to_numpy()
-            cur_vals = _collect(cur_scan.select(expr), "CURRENT").to_series().to_numpy()
-            dist = numeric_distribution(name, ref_vals, cur_vals, bins=bins)
-        else:
-            dist = categorical_distribution(
-                name,
-                _value_counts(ref_scan, name),
-                _value_counts(cur_scan, name),
-                max_categories=max_categories,
-            )
-        out.append(score_distribution(dist, detectors, dtype=str(ref_schema[name])))
-    return DriftReport(
-        reference={"path": str(reference), "files": len(ref_files), "rows": ref_n},
-        current={"path": str(current), "files": len(cur_files), "rows": cur_n},
-        features=out,
-        detectors={d.name: d.threshold for d in detectors},
-        skipped=skipped,
-        params={"bins": bins, "max_categories": max_categories, "psi_floor": PSI_FLOOR},
-    )
+
+def _distribution(ref_scan, cur_scan, ref_schema, name: str, kind: str, bins, max_categories):
+    """One column's reference and current distributions (histogram bins or category counts)."""
+    import polars as pl
+
+    if kind != "numeric":
+        return categorical_distribution(
+            name,
+            _value_counts(ref_scan, name),
+            _value_counts(cur_scan, name),
+            max_categories=max_categories,
+        )
+    expr = pl.col(name)
+    if ref_schema[name].is_temporal():
+        expr = expr.dt.epoch("us")
+    expr = expr.cast(pl.Float64).fill_null(float("nan"))
+    ref_vals = _collect(ref_scan.select(expr), "REFERENCE").to_series().to_numpy()
+    cur_vals = _collect(cur_scan.select(expr), "CURRENT").to_series().to_numpy()
+    return numeric_distribution(name, ref_vals, cur_vals, bins=bins)
 
 
 def _collect(lazy, what: str):

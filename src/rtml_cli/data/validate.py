@@ -352,6 +352,16 @@ def _events(ck: _Checker, now: datetime, gap: timedelta | None) -> dict[str, Any
 
 
 def _bandit(ck: _Checker, now: datetime) -> dict[str, Any]:
+    found = ck.values(_bandit_exprs(ck, now))
+    _report_nulls(ck, found)
+    _report_ts(ck, found, now)
+    _report_bandit(ck, found)
+    _duplicates(ck)
+    return _bandit_summary(ck, found)
+
+
+def _bandit_exprs(ck: _Checker, now: datetime) -> dict[str, str]:
+    """The aggregations one scan of a bandit log computes (checks and summary)."""
     exprs = {"rows": "count(*)"}
     exprs.update(_null_checks(ck, ["ts", "action"]))
     exprs.update(_ts_checks(ck, now))
@@ -377,9 +387,11 @@ def _bandit(ck: _Checker, now: datetime) -> dict[str, Any]:
         exprs["propensity_max"] = f"max({p}) FILTER (NOT isnan({p}))"
     if ck.has("position") and ck.columns["position"] in _INTEGER:
         exprs["bad_position"] = "count(*) FILTER (position < 1)"
-    found = ck.values(exprs)
-    _report_nulls(ck, found)
-    _report_ts(ck, found, now)
+    return exprs
+
+
+def _report_bandit(ck: _Checker, found: dict[str, Any]) -> None:
+    """The bandit contract's own problems: rewards, propensities, positions."""
     if found.get("bad_reward"):
         ck.problems.append(f"{found['bad_reward']:,} rewards are null, NaN or infinite")
     if found.get("text_reward"):
@@ -398,7 +410,9 @@ def _bandit(ck: _Checker, now: datetime) -> dict[str, Any]:
         ck.problems.append(
             f"{found['bad_position']:,} positions are below 1 (positions are 1-based)"
         )
-    _duplicates(ck)
+
+
+def _bandit_summary(ck: _Checker, found: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {"rows": found["rows"]}
     for key in ("actions", "reward_mean", "propensity_min", "propensity_max"):
         if key in found:
