@@ -84,6 +84,15 @@ def resolve_run_dir(path: str | Path) -> Path:
     )
 
 
+def _damaged(what: str, problems: list[str], manifest: Any, run_dir: Path) -> DataError:
+    """One line naming the first problem (the rest in ``problems``) and how to rebuild."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return DataError(
+        f"{what} is damaged: {problems[0]}{more}; {_rerun(manifest, run_dir)}",
+        problems=problems if len(problems) > 1 else None,
+    )
+
+
 def _rerun(manifest: dict[str, Any] | None = None, run_dir: Path | None = None) -> str:
     """What to do about a damaged run: rebuild it (the run's own as-of and root when known)."""
     as_of = manifest.get("as_of") if isinstance(manifest, dict) else None
@@ -164,12 +173,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         )
     problems = _manifest_problems(manifest)
     if problems:
-        raise DataError(
-            f"{run_dir}/manifest.json is damaged: {problems[0]}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-            + f"; {_rerun(manifest, run_dir)}",
-            problems=problems if len(problems) > 1 else None,
-        )
+        raise _damaged(f"{run_dir}/manifest.json", problems, manifest, run_dir)
     return manifest
 
 
@@ -251,12 +255,7 @@ def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool =
         if not problems and fresh != stamp:
             _write_stamp(run_dir, fresh)
     if problems:
-        raise DataError(
-            f"precompute run {run_dir} is damaged: {problems[0]}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-            + f"; {_rerun(manifest, run_dir)}",
-            problems=problems if len(problems) > 1 else None,
-        )
+        raise _damaged(f"precompute run {run_dir}", problems, manifest, run_dir)
 
 
 def annoy_node_bytes(dim: int) -> int:
