@@ -290,6 +290,13 @@ def test_cli_popularity(invoke, tmp_path) -> None:
     assert moved.exit_code == ExitCode.DRIFT, moved.stderr
     payload = json.loads(moved.stdout)
     assert payload["feature"] == "category share" and payload["drift"] is True
+    # every detector's statistic is in the JSON (cron scripts branch on it), with the table's
+    # value; the thresholds in force are listed apart
+    table = invoke("drift", "popularity", events, "--by", "category").stdout
+    for name, result in payload["detectors"].items():
+        assert {"value", "threshold", "drift"} <= set(result), name
+        assert f"{result['value']:.4f}" in table, name
+    assert set(payload["thresholds"]) == set(payload["detectors"])
     outside = invoke("drift", "popularity", events, "--end", "2030-01-01")
     assert outside.exit_code == ExitCode.USAGE and "outside the data" in outside.stderr
     bad_by = invoke("drift", "popularity", events, "--by", "brand")

@@ -596,10 +596,12 @@ class PopularityReport:
 
     def to_dict(self) -> dict[str, Any]:
         payload = self.result.to_dict()
+        # "detectors" holds each detector's result (statistic, threshold, drift) as in
+        # `rtml drift compare`; the thresholds in force are also listed on their own
         payload.update(
             reference_window=list(self.reference_window),
             current_window=list(self.current_window),
-            detectors=self.detectors,
+            thresholds=self.detectors,
         )
         return payload
 
