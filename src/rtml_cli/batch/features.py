@@ -229,8 +229,11 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
 
     fresh = utc(
         con.sql(
+            # ordered sum: a parallel float sum adds in a different order each run, and the
+            # last bit of weight changed between identical runs (state/user_items.parquet)
             f"""SELECT user_id, item_id,
-                       sum({EVENT_WEIGHT_SQL} * {decay_sql(as_of, half_life_s)}) AS weight,
+                       sum({EVENT_WEIGHT_SQL} * {decay_sql(as_of, half_life_s)}
+                           ORDER BY ts, event) AS weight,
                        bool_or(event = 'purchase') AS purchased, max(ts) AS last_ts
                 FROM ev WHERE user_id IS NOT NULL AND {_since(since)} GROUP BY ALL
                 ORDER BY user_id, item_id"""
