@@ -417,3 +417,27 @@ def test_rebuilds_past_999_stay_rtml_runs(data, tmp_path):
     forced = run_precompute(events, root, force=True, keep=1, **FAST)
     assert forced.run_id == f"{first.run_id}-r1000" and forced.published
     assert (root / "latest").resolve().name == forced.run_id
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("retrain", "MISSING", "--plot", "TARGET"),
+        ("evaluate", "bandits", "--arm", "a=0.1", "--arm", "b=0.2", "--plot", "TARGET"),
+        ("evaluate", "ope", "MISSING", "--policy", "uniform", "--plot", "TARGET"),
+        ("evaluate", "contextual", "MISSING", "--plot", "TARGET"),
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_plot_without_matplotlib_is_a_usage_error_before_any_work(
+    tmp_path, invoke, monkeypatch, args
+):
+    """Issue #13 item 6: retrain --plot without matplotlib was exit 1 after the whole replay."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    values = {"MISSING": tmp_path / "missing.parquet", "TARGET": tmp_path / "chart.png"}
+    result = invoke(*(values.get(a, a) for a in args))
+    assert result.exit_code == ExitCode.USAGE, result.stderr  # not 66 for the missing input
+    assert "pip install 'rtml[plot]'" in _one_error(result)
+    assert not (tmp_path / "chart.png").exists()

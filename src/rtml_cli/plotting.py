@@ -32,7 +32,9 @@ def pyplot() -> Any:
 
 
 def check_png_target(path: str | os.PathLike[str], *, option: str = "--plot") -> None:
-    """Refuse up front a ``--plot`` path that rtml may not replace (before any work is done)."""
+    """Before any work: matplotlib must be installed (else the install hint, exit 2) and the
+    ``--plot`` path must be one rtml may replace (else exit 73)."""
+    pyplot()
     check_output(path, PNG_OUTPUT, option=option)
 
 

@@ -117,8 +117,9 @@ def retrain_cmd(
     from rtml_cli.continual.outputs import RETRAIN_OUTPUT, write_retrain_outputs
     from rtml_cli.continual.retrain import precompute_params, run_retrain
     from rtml_cli.continual.schedules import retrain_schedules
-    from rtml_cli.fsutil import PNG_OUTPUT, check_output
+    from rtml_cli.fsutil import check_output
     from rtml_cli.output import finish, progress
+    from rtml_cli.plotting import check_png_target
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
     step_td = parse_duration(step)
@@ -136,7 +137,7 @@ def retrain_cmd(
     if out is not None:
         check_output(out, RETRAIN_OUTPUT, option="--out")
     if plot is not None:
-        check_output(plot, PNG_OUTPUT, option="--plot")
+        check_png_target(plot)  # matplotlib present, path replaceable: before the replay
 
     with progress(quiet or fmt is OutputFormat.json or not sys.stderr.isatty()) as bar:
         task = bar.add_task("replaying", total=None)
