@@ -144,22 +144,210 @@ def make_table(
     *,
     caption: str | None = None,
     digits: int = 4,
+    key_columns: int = 1,
 ):
-    """A Rich table; numbers are right-aligned and formatted with ``fmt_cell``."""
-    from rich.table import Table
+    """A Rich table that fits the console; numbers are right-aligned, formatted with
+    ``fmt_cell``, and never cut.
 
+    The first ``key_columns`` columns name the row (strategy, policy, schedule…) and are
+    never wrapped. See :class:`FitTable` for what happens when the console is narrow.
+    """
     rows = [list(r) for r in rows]
-    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    table = FitTable(
+        title=title,
+        caption=caption,
+        title_justify="left",
+        caption_justify="left",
+        key_columns=min(key_columns, max(len(columns) - 1, 0)),
+    )
     for idx, name in enumerate(columns):
         numeric = bool(rows) and all(
             isinstance(r[idx], (int, float)) and not isinstance(r[idx], bool)
             for r in rows
             if r[idx] is not None
         )
-        table.add_column(name, justify="right" if numeric else "left")
+        table.add_column(
+            name,
+            justify="right" if numeric else "left",
+            no_wrap=idx < table.key_columns,
+            overflow="fold",
+        )
     for row in rows:
         table.add_row(*(fmt_cell(v, digits) for v in row))
     return table
+
+
+def _cell_text(value: Any) -> Any:
+    from rich.text import Text
+
+    return value if isinstance(value, Text) else Text.from_markup(str(value))
+
+
+def _widths(column: Any) -> tuple[int, int]:
+    """(minimum, maximum) content width of a column: a cell is only ever broken between
+    words, so the minimum is its longest word (its longest line when ``no_wrap``)."""
+    from rich.cells import cell_len
+
+    lo = hi = 1
+    for cell in (column.header, *column._cells):
+        for line in _cell_text(cell).plain.splitlines() or [""]:
+            width = cell_len(line)
+            hi = max(hi, width)
+            words = [width] if column.no_wrap else [cell_len(w) for w in line.split()]
+            lo = max(lo, *words, 1)
+    lo = max(lo, column.min_width or 0)
+    return lo, max(hi, lo)
+
+
+def _table_class():
+    from rich.table import Table
+
+    class _FitTable(Table):
+        """A table that never cuts a number: see :func:`_layout`."""
+
+        def __init__(self, *args: Any, key_columns: int = 1, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.key_columns = key_columns
+            self.vertical = True
+
+        def __rich_console__(self, console: Any, options: Any) -> Any:
+            parts = _layout(self, options.max_width)
+            if parts == [self]:
+                yield from super().__rich_console__(console, options)
+                return
+            for index, part in enumerate(parts):
+                if index:
+                    yield ""
+                yield part
+
+    return _FitTable
+
+
+def _overhead(table: Any, n_columns: int) -> int:
+    """The cells a table's borders and padding take beside its content."""
+    pad = table.padding[1] + table.padding[3]
+    edges = 2 if table.box and table.show_edge else 0
+    seps = n_columns - 1 if table.box else 0
+    return edges + seps + pad * n_columns
+
+
+def _layout(table: Any, width: int) -> list[Any]:
+    """The renderables that show ``table`` within ``width`` cells, numbers whole.
+
+    When the table is too wide, text columns wrap between words (never below their longest
+    word); when even that is too wide, the columns are split over several tables that each
+    repeat the key columns; when a single column does not fit beside the keys, every row
+    becomes a small two-column table (a vertical layout)."""
+    n = len(table.columns)
+    spans = [_widths(c) for c in table.columns]
+    if n == 0 or sum(hi for _, hi in spans) + _overhead(table, n) <= width:
+        return [table]
+    every = list(range(n))
+    texts = {"title": table.title, "caption": table.caption}
+    if sum(lo for lo, _ in spans) + _overhead(table, n) <= width:
+        return [_part(table, every, _share(spans, width - _overhead(table, n)), **texts)]
+    keys = every[: table.key_columns]
+    groups: list[list[int]] = []
+    for idx in every[table.key_columns :]:
+        trial = keys + (groups[-1] if groups else []) + [idx]
+        if groups and sum(spans[i][0] for i in trial) + _overhead(table, len(trial)) <= width:
+            groups[-1].append(idx)
+            continue
+        alone = keys + [idx]
+        if sum(spans[i][0] for i in alone) + _overhead(table, len(alone)) > width:
+            if table.vertical:
+                return _vertical(table)
+            return [_part(table, every, [lo for lo, _ in spans], **texts)]
+        groups.append([idx])
+    parts = []
+    for number, group in enumerate(groups):
+        indexes = keys + group
+        title = table.title
+        if len(groups) > 1:
+            title = f"{title or ''} ({number + 1}/{len(groups)})".lstrip()
+        caption = table.caption if number == len(groups) - 1 else None
+        room = width - _overhead(table, len(indexes))
+        widths = _share([spans[i] for i in indexes], room)
+        parts.append(_part(table, indexes, widths, title=title, caption=caption))
+    return parts
+
+
+def _part(table: Any, indexes: list[int], widths: list[int], **texts: Any) -> Any:
+    """A plain Rich table of some of ``table``'s columns, at fixed widths."""
+    from rich.table import Table
+
+    part = Table(
+        title=texts.get("title"),
+        caption=texts.get("caption"),
+        title_justify=table.title_justify,
+        caption_justify=table.caption_justify,
+        box=table.box,
+        show_edge=table.show_edge,
+        padding=table.padding,
+        show_header=table.show_header,
+    )
+    for idx, width in zip(indexes, widths, strict=True):
+        column = table.columns[idx]
+        part.add_column(
+            column.header,
+            justify=column.justify,
+            no_wrap=column.no_wrap,
+            overflow=column.overflow,
+            width=width,
+        )
+    for row in range(table.row_count):
+        part.add_row(*(table.columns[idx]._cells[row] for idx in indexes))
+    return part
+
+
+def _vertical(table: Any) -> list[Any]:
+    """One two-column table (column name, value) per row, titled by the row's keys."""
+    out: list[Any] = []
+    if table.title:
+        out.append(_cell_text(table.title))
+    keys = table.columns[: table.key_columns]
+    for row in range(table.row_count):
+        name = " / ".join(_cell_text(c._cells[row]).plain for c in keys)
+        small = make_table(name, ["", ""], [], key_columns=0)
+        small.vertical = False
+        small.show_header = False
+        small.columns[1].justify = "right"
+        for column in table.columns[table.key_columns :]:
+            small.add_row(column.header, column._cells[row])
+        out.append(small)
+    if table.caption:
+        out.append(_cell_text(table.caption))
+    return out
+
+
+def _share(spans: list[tuple[int, int]], room: int) -> list[int]:
+    """Column widths within ``room`` cells: each column its minimum, the rest shared out in
+    proportion to how much wider each would like to be."""
+    widths = [lo for lo, _ in spans]
+    spare = room - sum(widths)
+    wants = [hi - lo for lo, hi in spans]
+    total = sum(wants)
+    if spare <= 0 or total == 0:
+        return widths
+    if spare >= total:
+        return [hi for _, hi in spans]
+    given = [spare * want // total for want in wants]
+    for index in sorted(range(len(spans)), key=lambda i: wants[i] - given[i], reverse=True)[
+        : spare - sum(given)
+    ]:
+        given[index] += 1
+    return [w + g for w, g in zip(widths, given, strict=True)]
+
+
+def FitTable(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - a lazy class
+    """A Rich table that fits the console width (rich is imported lazily)."""
+    global _FIT_TABLE
+    if _FIT_TABLE is None:
+        _FIT_TABLE = _table_class()
+    return _FIT_TABLE(*args, **kwargs)
+
+
+_FIT_TABLE: Any = None
 
 
 def print_tables(*renderables: Any) -> None:
