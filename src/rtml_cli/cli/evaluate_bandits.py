@@ -202,7 +202,7 @@ def _render(report: dict) -> None:
         rows,
         digits=3,
     )
-    _fit(main, first=16, right=(1, 3, 4, 6, 8))
+    _fit(main, right=(1, 3, 4, 6, 8))
     plan = report["ab_plan"]
     ab_rows = []
     for p in report["policies"]:
@@ -243,9 +243,7 @@ def _render(report: dict) -> None:
                     caption="Medians over runs. CI: Wald for ab; the always-valid mSPRT confidence "
                     "sequence for ab-sequential. SRM alarm: traffic split chi-square p < 0.001.",
                 ),
-                first=14,
                 right=(5, 7),
-                no_wrap=(4,),
             )
         )
     text = [f"[bold]Verdict:[/bold] {report['verdict']}"]
@@ -264,21 +262,11 @@ def _pct(share: float | None) -> str:
     return "–" if share is None else f"{share:.0%}"
 
 
-def _fit(table, *, first: int, right: tuple[int, ...] = (), no_wrap: tuple[int, ...] = ()):
-    """Keep policy names, header words and intervals whole (when the terminal has room)."""
-    from rtml_cli.output import stdout_console
-
-    roomy = stdout_console().width >= 100
-    for column in table.columns if roomy else ():
-        words = str(column.header).split() or [""]
-        cells = [len(str(c)) for c in column._cells]
-        column.min_width = max(max(len(w) for w in words), max(cells, default=0))
-    table.columns[0].no_wrap = True
-    table.columns[0].min_width = max(first, table.columns[0].min_width or 0)
+def _fit(table, *, right: tuple[int, ...] = ()):
+    """Right-align the columns of numbers shown as text (shares, intervals); the width is
+    ``make_table``'s business."""
     for index in right:
         table.columns[index].justify = "right"
-    for index in (*no_wrap, 3) if roomy else ():
-        table.columns[index].no_wrap = True
     return table
 
 

@@ -207,9 +207,6 @@ def render(summary: dict) -> None:
             digits=3,
         )
     ]
-    # Schedule names are what a reader scans for: never squeeze them.
-    tables[0].columns[0].no_wrap = True
-    tables[0].columns[0].min_width = max(len(r["schedule"]) for r in summary["schedules"])
     specs = [r["schedule"] for r in summary["schedules"]]
     by_step: dict = {}
     for s in summary["steps"]:

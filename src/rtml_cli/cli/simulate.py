@@ -198,13 +198,6 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _keep_names_whole(table: Any, n_key_columns: int = 1) -> None:
-    """Strategy (and segment) names are the key of every row: never truncate or wrap them."""
-    for column in table.columns[:n_key_columns]:
-        column.no_wrap = True
-        column.min_width = max((len(str(c)) for c in column._cells), default=8)
-
-
 def _render(result: Any, out: Path | None) -> None:
     """The tables: all visitors, by segment, the slices, then ablation and freshness."""
     from rtml_cli.output import print_tables
@@ -213,8 +206,6 @@ def _render(result: Any, out: Path | None) -> None:
     if result.slices:
         tables.append(_slices_table(result))
     tables += _comparison_tables(result)
-    for index, table in enumerate(tables):
-        _keep_names_whole(table, 2 if index == 1 else 1)
     print_tables(*tables)
 
 
@@ -294,7 +285,7 @@ def _segment_table(result: Any) -> Any:
         for r in result.summary
         if r["segment"] != "all" and r["requests"]
     ]
-    return make_table("by visitor segment", seg_columns, by_segment, digits=3)
+    return make_table("by visitor segment", seg_columns, by_segment, digits=3, key_columns=2)
 
 
 def _slices_table(result: Any) -> Any:
