@@ -5,7 +5,6 @@ set -euo pipefail
 RTML=${RTML:-rtml}
 OUT=${OUT:-demo_out}
 mkdir -p "$OUT"
-export COLUMNS=${COLUMNS:-110}
 
 step() { printf '\n\033[1m== %s ==\033[0m\n$ %s\n' "$1" "${*:2}" >&2; "${@:2}"; }
 
