@@ -253,3 +253,49 @@ def test_wide_terminal_renders_as_before(capsys, monkeypatch) -> None:
     table = make_table("t", ["name", "value"], [["x", 1.5]])
     text = _render(table, 200, capsys, monkeypatch)
     assert "│ x    │   1.5 │" in text
+
+
+EXACT_80 = """\
+simulate: all visitors (1/2)
+┏━━━━━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━┓
+┃ strategy        ┃ requests ┃ HR@20 ┃ MRR@20 ┃ NDCG@20 ┃ HR later ┃
+┡━━━━━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━┩
+│ session-itemknn │   51,234 │ 0.625 │   0.24 │   0.325 │    0.755 │
+│ online-ranker   │  532,612 │ 0.624 │  0.246 │   0.331 │    0.765 │
+└─────────────────┴──────────┴───────┴────────┴─────────┴──────────┘
+
+simulate: all visitors (2/2)
+┏━━━━━━━━━━━━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━┓
+┃ strategy        ┃ HR buy ┃ cover ┃ p50 ms ┃ p95 ms ┃   p99 ms ┃
+┡━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━┩
+│ session-itemknn │  0.544 │ 0.882 │  0.134 │  0.196 │    0.225 │
+│ online-ranker   │  0.588 │ 0.779 │  0.829 │  1.012 │ 2.35e-05 │
+└─────────────────┴────────┴───────┴────────┴────────┴──────────┘
+cover: share of the catalogue ever served
+"""
+
+EXACT_120 = """\
+simulate: all visitors
+┏━━━━━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━┓
+┃ strategy        ┃ requests ┃ HR@20 ┃ MRR@20 ┃ NDCG@20 ┃ HR later ┃ HR buy ┃ cover ┃ p50 ms ┃ p95 ms ┃   p99 ms ┃
+┡━━━━━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━┩
+│ session-itemknn │   51,234 │ 0.625 │   0.24 │   0.325 │    0.755 │  0.544 │ 0.882 │  0.134 │  0.196 │    0.225 │
+│ online-ranker   │  532,612 │ 0.624 │  0.246 │   0.331 │    0.765 │  0.588 │ 0.779 │  0.829 │  1.012 │ 2.35e-05 │
+└─────────────────┴──────────┴───────┴────────┴─────────┴──────────┴────────┴───────┴────────┴────────┴──────────┘
+cover: share of the catalogue ever served
+"""
+
+
+@pytest.mark.parametrize(("width", "expected"), [(80, EXACT_80), (120, EXACT_120)])
+def test_exact_rendering(width: int, expected: str, capsys, monkeypatch) -> None:
+    """simulate's main table: split in two at 80 columns (the key repeated), whole at 120."""
+    columns = ["strategy", "requests", "HR@20", "MRR@20", "NDCG@20", "HR later", "HR buy"]
+    columns += ["cover", "p50 ms", "p95 ms", "p99 ms"]
+    rows = [
+        ["session-itemknn", 51234, 0.625, 0.24, 0.325, 0.755, 0.544, 0.882, 0.134, 0.196, 0.225],
+        ["online-ranker", 532612, 0.624, 0.246, 0.331, 0.765, 0.588, 0.779, 0.829, 1.012, 2.35e-5],
+    ]
+    caption = "cover: share of the catalogue ever served"
+    table = make_table("simulate: all visitors", columns, rows, caption=caption, digits=3)
+    text = _render(table, width, capsys, monkeypatch)
+    assert "\n".join(line.rstrip() for line in text.splitlines()) + "\n" == expected

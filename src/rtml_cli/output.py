@@ -247,18 +247,36 @@ def _layout(table: Any, width: int) -> list[Any]:
     if sum(lo for lo, _ in spans) + _overhead(table, n) <= width:
         return [_part(table, every, _share(spans, width - _overhead(table, n)), **texts)]
     keys = every[: table.key_columns]
-    groups: list[list[int]] = []
-    for idx in every[table.key_columns :]:
-        trial = keys + (groups[-1] if groups else []) + [idx]
-        if groups and sum(spans[i][0] for i in trial) + _overhead(table, len(trial)) <= width:
-            groups[-1].append(idx)
-            continue
-        alone = keys + [idx]
-        if sum(spans[i][0] for i in alone) + _overhead(table, len(alone)) > width:
-            if table.vertical:
-                return _vertical(table)
-            return [_part(table, every, [lo for lo, _ in spans], **texts)]
-        groups.append([idx])
+    rest = every[table.key_columns :]
+
+    def fits(indexes: list[int], limit: int) -> bool:
+        return sum(spans[i][0] for i in indexes) + _overhead(table, len(indexes)) <= limit
+
+    if not all(fits(keys + [idx], width) for idx in rest):
+        if table.vertical:
+            return _vertical(table)
+        return [_part(table, every, [lo for lo, _ in spans], **texts)]
+
+    def split(limit: int) -> list[list[int]]:
+        groups: list[list[int]] = []
+        for idx in rest:
+            if groups and fits(keys + groups[-1] + [idx], limit):
+                groups[-1].append(idx)
+            else:
+                groups.append([idx])
+        return groups
+
+    groups = split(width)
+    # As few tables as the width allows, as evenly filled as possible: the narrowest limit
+    # that still needs no more tables.
+    low, high = 0, width
+    while low < high:
+        mid = (low + high) // 2
+        if all(fits(keys + [idx], mid) for idx in rest) and len(split(mid)) <= len(groups):
+            high = mid
+        else:
+            low = mid + 1
+    groups = split(high)
     parts = []
     for number, group in enumerate(groups):
         indexes = keys + group
@@ -321,21 +339,26 @@ def _vertical(table: Any) -> list[Any]:
 
 
 def _share(spans: list[tuple[int, int]], room: int) -> list[int]:
-    """Column widths within ``room`` cells: each column its minimum, the rest shared out in
-    proportion to how much wider each would like to be."""
+    """Column widths within ``room`` cells: each column its minimum, then the spare cells to
+    the columns that need fewest to show whole (so as few cells as possible wrap), the rest
+    shared out in proportion to how much wider each would like to be."""
     widths = [lo for lo, _ in spans]
     spare = room - sum(widths)
-    wants = [hi - lo for lo, hi in spans]
+    for index in sorted(range(len(spans)), key=lambda i: spans[i][1] - spans[i][0]):
+        want = spans[index][1] - widths[index]
+        if 0 < want <= spare:
+            widths[index] += want
+            spare -= want
+    wants = [hi - w for w, (_, hi) in zip(widths, spans, strict=True)]
     total = sum(wants)
     if spare <= 0 or total == 0:
         return widths
-    if spare >= total:
-        return [hi for _, hi in spans]
     given = [spare * want // total for want in wants]
-    for index in sorted(range(len(spans)), key=lambda i: wants[i] - given[i], reverse=True)[
-        : spare - sum(given)
-    ]:
-        given[index] += 1
+    leftover = spare - sum(given)
+    for index in sorted(range(len(spans)), key=lambda i: wants[i] - given[i], reverse=True):
+        if leftover and wants[index] > given[index]:
+            given[index] += 1
+            leftover -= 1
     return [w + g for w, g in zip(widths, given, strict=True)]
 
 
