@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import resource  # imported now: under a memory limit, importing it later can fail
 import sys
 from collections.abc import Iterator
 from enum import IntEnum
@@ -121,9 +122,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _address_space_limit() -> int | None:
-    import resource
-
-    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (OSError, ValueError):
+        return None
     return None if soft == resource.RLIM_INFINITY else soft
 
 

@@ -205,4 +205,14 @@ def main() -> None:
         assert error is not None, "environment_error() returned None for a MemoryError"
         _error_line(str(error))
         sys.exit(int(error.exit_code))
-    command.main(prog_name="rtml")
+    try:
+        command.main(prog_name="rtml")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the error report itself failed (out of memory)
+        # last resort: one line, no traceback; the failure is almost always memory here
+        if _debug_enabled():
+            traceback.print_exc()
+        kind = "out of memory" if isinstance(exc, MemoryError | ImportError) else "internal error"
+        _error_line(f"{kind} while reporting an error: {type(exc).__name__} (rerun with --debug)")
+        sys.exit(int(ExitCode.RESOURCE if kind == "out of memory" else ExitCode.INTERNAL))
