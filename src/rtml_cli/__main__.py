@@ -1,3 +1,3 @@
-from rtml_cli.cli import main
+from rtml_cli.entry import main
 
 main()
