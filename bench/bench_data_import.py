@@ -78,7 +78,7 @@ def main() -> None:
             flush=True,
         )
         imp_s, imp_rss = run(
-            [rtml, "data", "import", "--format", "csv", str(src), "--out", str(out),
+            [rtml, "data", "import", "--from-format", "csv", str(src), "--out", str(out),
              "--map", "ts=t,user_id=uid,item_id=sku,event=kind", "--ts-unit", "s", "--quiet"]
         )  # fmt: skip
         val_s, val_rss = run([rtml, "data", "validate", str(out), "--format", "json"])

@@ -2,10 +2,9 @@
 
     python bench/demo_figures.py OUTDIR [--rtml PATH]
 
-Runs the commands of ``examples/demo.sh`` with ``--format json`` (``--json`` for
-``data import``) into OUTDIR/work and writes OUTDIR/<step>.json with timings, latencies,
-memory, creation times and the work path removed. Compare two revisions with
-``diff -r BEFORE AFTER`` (issue #14: a restructure must not move a figure).
+Runs the commands of ``examples/demo.sh`` with ``--format json`` into OUTDIR/work and
+writes OUTDIR/<step>.json with timings, latencies, memory, creation times and the work
+path removed. Compare two revisions with ``diff -r BEFORE AFTER`` (issue #14: a restructure must not move a figure).
 """
 
 from __future__ import annotations
@@ -52,12 +51,13 @@ def steps(work: Path) -> list[tuple[str, list[str]]]:
             [
                 "data",
                 "import",
-                "--format",
+                "--from-format",
                 "obd",
                 "sample_data/obd/random/men/men.csv.gz",
                 "--out",
                 f"{obd}/random.parquet",
-                "--json",
+                "--format",
+                "json",
             ],
         ),
         (
@@ -65,12 +65,13 @@ def steps(work: Path) -> list[tuple[str, list[str]]]:
             [
                 "data",
                 "import",
-                "--format",
+                "--from-format",
                 "obd",
                 "sample_data/obd/bts/men/men.csv.gz",
                 "--out",
                 f"{obd}/bts.parquet",
-                "--json",
+                "--format",
+                "json",
             ],
         ),
         ("validate-bts", ["data", "validate", f"{obd}/bts.parquet", "--format", "json"]),

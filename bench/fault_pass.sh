@@ -209,7 +209,7 @@ if mount -t tmpfs -o size=10m tmpfs "$M" 2>"$W/err"; then
   pre --out "$W/s2-art" --as-of $ASOF
   "$RTML" simulate "$EV" --artifacts "$W/s2-art" -s batch,popular --out "$M/res.parquet" -q
   H events "$EV" "$W/ev.csv" csv
-  "$RTML" data import --format csv "$W/ev.csv" --out "$M/imp.parquet" --quiet
+  "$RTML" data import --from-format csv "$W/ev.csv" --out "$M/imp.parquet" --quiet
   "$RTML" retrain "$EV" --start 2024-03-30T00:00:00Z --step 1d --schedules never --sample 20 --dim 16 --trees 5 --out "$M/rt" -q
   "$RTML" evaluate --arm control=0.040 --arm new=0.045 --plot "$M/p.png" -q
   dd if=/dev/zero of="$M/filler" bs=4k 2>/dev/null # the disk is full: not one 4 KiB page left
@@ -217,7 +217,7 @@ if mount -t tmpfs -o size=10m tmpfs "$M" 2>"$W/err"; then
     s0=$(tree_sum "$M" -not -name filler); b=$(used)
     case $case in
       simulate) cmd=("$RTML" simulate "$EV" --artifacts "$W/s2-art" -s popular,batch,session-embedding --out "$M/res.parquet" -q) ;;
-      import) cmd=("$RTML" data import --format parquet "$EV" --out "$M/imp.parquet" --quiet) ;;
+      import) cmd=("$RTML" data import --from-format parquet "$EV" --out "$M/imp.parquet" --quiet) ;;
       retrain) cmd=("$RTML" retrain "$EV" --start 2024-03-29T00:00:00Z --step 1d --schedules never,stateful --sample 20 --dim 16 --trees 5 --out "$M/rt" -q) ;;
       plot) cmd=("$RTML" evaluate --arm control=0.040 --arm new=0.045 --arm third=0.05 --plot "$M/p.png" -q) ;;
       sample) cmd=("$RTML" data sample --size tiny --out "$M/world" -q) ;;
@@ -407,7 +407,7 @@ for c in simulate retrain plot import sample; do
       simulate) cmd=("$RTML" simulate "$EV" --artifacts "$U/art" -s batch --out "$t" -q) ;;
       retrain) cmd=("$RTML" retrain "$EV" --start 2024-03-30T00:00:00Z --step 1d --schedules never --sample 20 --dim 16 --trees 5 --out "$t" -q) ;;
       plot) cmd=("$RTML" evaluate --arm control=0.040 --arm new=0.045 --plot "$t" -q) ;;
-      import) cmd=("$RTML" data import --format parquet "$EV" --out "$t" --quiet) ;;
+      import) cmd=("$RTML" data import --from-format parquet "$EV" --out "$t" --quiet) ;;
       sample) cmd=("$RTML" data sample --size tiny --out "$t" -q) ;;
     esac
     s0=$(tree_sum "$U" -not -path "$U/art*")
@@ -510,15 +510,15 @@ hostile "empty file (0 bytes), evaluate ope" 65 "$RTML" evaluate ope "$W/empty.p
 echo "ts,user_id" >"$W/text.parquet"
 hostile "text file named .parquet, precompute" 65 "$RTML" precompute "$W/text.parquet" --out "$W/s7-t" --quiet
 hostile "text file named .parquet, simulate" 65 "$RTML" simulate "$W/text.parquet" --artifacts "$TB" -s batch -q
-hostile "text file named .parquet, data import" 65 "$RTML" data import --format parquet "$W/text.parquet" --out "$W/s7-imp.parquet" --quiet
+hostile "text file named .parquet, data import" 65 "$RTML" data import --from-format parquet "$W/text.parquet" --out "$W/s7-imp.parquet" --quiet
 head -c 20000 "$EV" >"$W/trunc.parquet"
 hostile "Parquet truncated to 20 kB" 65 "$RTML" precompute "$W/trunc.parquet" --out "$W/s7-tr" --quiet
 cp "$EV" "$W/ev[1].parquet"
 hostile "file name with [ and ]" 0 "$RTML" precompute "$W/ev[1].parquet" --items "$IT" --out "$W/s7-br" --quiet
 H events "$EV" "$W/dup.csv" dup-csv
-hostile "CSV with a duplicate header (item_id twice)" 65 "$RTML" data import --format csv "$W/dup.csv" --out "$W/s7-dup.parquet" --quiet
+hostile "CSV with a duplicate header (item_id twice)" 65 "$RTML" data import --from-format csv "$W/dup.csv" --out "$W/s7-dup.parquet" --quiet
 printf '' >"$W/empty.csv"
-hostile "empty CSV" 65 "$RTML" data import --format csv "$W/empty.csv" --out "$W/s7-ec.parquet" --quiet
+hostile "empty CSV" 65 "$RTML" data import --from-format csv "$W/empty.csv" --out "$W/s7-ec.parquet" --quiet
 echo "area 7 done at $((SECONDS - T0)) s" >&2
 
 fi

@@ -17,9 +17,9 @@ step "A sample shop with known ground truth (tiny size)" "$RTML" data sample --o
 # --- real bandit logs: the Open Bandit Dataset sample (CC BY 4.0) ----------
 mkdir -p "$OUT/obd"
 step "Import the OBD log of the uniformly random policy" \
-  "$RTML" data import --format obd sample_data/obd/random/men/men.csv.gz --out "$OUT/obd/random.parquet"
+  "$RTML" data import --from-format obd sample_data/obd/random/men/men.csv.gz --out "$OUT/obd/random.parquet"
 step "Import the OBD log of the Bernoulli Thompson Sampling policy" \
-  "$RTML" data import --format obd sample_data/obd/bts/men/men.csv.gz --out "$OUT/obd/bts.parquet"
+  "$RTML" data import --from-format obd sample_data/obd/bts/men/men.csv.gz --out "$OUT/obd/bts.parquet"
 step "Validate the imported bandit log" "$RTML" data validate "$OUT/obd/bts.parquet"
 step "Validate the sample shop's event log" "$RTML" data validate sample_data/shop/events.parquet
 

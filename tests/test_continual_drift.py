@@ -170,7 +170,7 @@ def test_cli_timestamp_feature_when_named(invoke, samples) -> None:
         "drift", samples / "ref.parquet", samples / "same.parquet", "--features", "ts", "-f", "json"
     )
     assert result.exit_code == ExitCode.OK, result.stderr
-    assert json.loads(result.stdout)["features"][0]["kind"] == "numeric"
+    assert json.loads(result.stdout)["features"][0]["feature_kind"] == "numeric"
 
 
 def test_cli_directory_and_glob_inputs(invoke, samples) -> None:

@@ -23,6 +23,52 @@ def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
+# ------------------------------------------------- --from-format, and 0.1's --format/--json
+
+
+def test_old_format_spelling_still_imports_with_a_warning(invoke, tmp_path):
+    src = OBD / "bts" / "men" / "men.csv.gz"
+    result = invoke("data", "import", "--format", "obd", src, "--out", tmp_path / "o.parquet")
+    assert result.exit_code == ExitCode.OK, result.stderr
+    assert "write --from-format obd" in result.stderr and "bandit contract" in result.stdout
+    assert pl.read_parquet(tmp_path / "o.parquet").height == 10_000
+
+
+def test_old_json_flag_prints_the_document_with_a_warning(invoke, tmp_path):
+    src = OBD / "bts" / "men" / "men.csv.gz"
+    args = ("data", "import", "--from-format", "obd", src, "--out", tmp_path / "o.parquet")
+    result = invoke(*args, "--json")
+    assert result.exit_code == ExitCode.OK, result.stderr
+    assert "--json is deprecated" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["kind"] == "data import" and doc["contract"] == "bandit" and doc["rows"] == 10_000
+
+
+def test_format_is_the_output_format_beside_from_format(invoke, tmp_path):
+    """`--format csv` with --from-format is the output (not the csv source format)."""
+    src = OBD / "bts" / "men" / "men.csv.gz"
+    args = ("data", "import", "--from-format", "obd", src, "--out", tmp_path / "o.parquet")
+    result = invoke(*args, "--format", "csv", "--quiet")
+    assert result.exit_code == ExitCode.OK, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.startswith("format,source,out,contract,rows,") and row.startswith("obd,")
+    assert not result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ((), "give the source format with --from-format obd|"),
+        (("--format", "xml"), "not an output"),
+    ],
+)
+def test_missing_or_unknown_format_is_a_usage_error(invoke, tmp_path, extra, message):
+    src = OBD / "bts" / "men" / "men.csv.gz"
+    result = invoke("data", "import", src, "--out", tmp_path / "o.parquet", *extra)
+    assert result.exit_code == ExitCode.USAGE and message in result.stderr
+    assert not (tmp_path / "o.parquet").exists()
+
+
 # --------------------------------------------------------------------------- OBD
 
 
@@ -30,7 +76,7 @@ def _leftovers(directory: Path) -> list[str]:
 def test_obd_sample_imports_as_bandit_log(invoke, tmp_path, policy):
     src = OBD / policy / "men" / "men.csv.gz"
     out = tmp_path / f"{policy}.parquet"
-    result = invoke("data", "import", "--format", "obd", src, "--out", out, "--json")
+    result = invoke("data", "import", "--from-format", "obd", src, "--out", out, "--format", "json")
     assert result.exit_code == ExitCode.OK, result.stderr
     summary = json.loads(result.stdout)
     log = pl.read_parquet(out)
@@ -89,7 +135,7 @@ def test_obd_bad_propensity_and_reward_listed_and_nothing_written(invoke, tmp_pa
         ],
     )
     out = tmp_path / "out" / "log.parquet"
-    result = invoke("data", "import", "--format", "obd", src, "--out", out)
+    result = invoke("data", "import", "--from-format", "obd", src, "--out", out)
     assert result.exit_code == ExitCode.DATA_ERR
     assert "3 problem(s)" in result.stderr
     assert "2 rows have a propensity_score missing or outside (0, 1]" in result.stderr
@@ -101,7 +147,7 @@ def test_obd_bad_propensity_and_reward_listed_and_nothing_written(invoke, tmp_pa
 def test_obd_missing_columns(invoke, tmp_path):
     src = tmp_path / "x.csv"
     src.write_text("a,b\n1,2\n")
-    result = invoke("data", "import", "--format", "obd", src, "--out", tmp_path / "o.parquet")
+    result = invoke("data", "import", "--from-format", "obd", src, "--out", tmp_path / "o.parquet")
     assert result.exit_code == ExitCode.DATA_ERR
     assert "not an Open Bandit Dataset log: missing column(s) timestamp" in result.stderr
     assert _leftovers(tmp_path) == ["x.csv"]
@@ -120,7 +166,13 @@ def test_obd_plain_csv_reads_like_gzip(tmp_path):
 
 def test_import_missing_source_is_no_input(invoke, tmp_path):
     result = invoke(
-        "data", "import", "--format", "obd", tmp_path / "nope.csv", "--out", tmp_path / "o.parquet"
+        "data",
+        "import",
+        "--from-format",
+        "obd",
+        tmp_path / "nope.csv",
+        "--out",
+        tmp_path / "o.parquet",
     )
     assert result.exit_code == ExitCode.NO_INPUT
     assert "nope.csv does not exist" in result.stderr
@@ -130,7 +182,7 @@ def test_import_missing_source_is_no_input(invoke, tmp_path):
 def test_import_empty_source(invoke, tmp_path):
     src = tmp_path / "empty.csv"
     src.write_text("")
-    result = invoke("data", "import", "--format", "obd", src, "--out", tmp_path / "o.parquet")
+    result = invoke("data", "import", "--from-format", "obd", src, "--out", tmp_path / "o.parquet")
     assert result.exit_code == ExitCode.DATA_ERR
     assert "is empty (0 bytes)" in result.stderr
     assert not (tmp_path / "o.parquet").exists()
@@ -161,7 +213,9 @@ def _recbole(tmp_path: Path, with_items: bool = True) -> Path:
 def test_recbole_inter_and_item(invoke, tmp_path):
     inter = _recbole(tmp_path)
     out = tmp_path / "out" / "ml.parquet"
-    result = invoke("data", "import", "--format", "recbole", inter, "--out", out, "--json")
+    result = invoke(
+        "data", "import", "--from-format", "recbole", inter, "--out", out, "--format", "json"
+    )
     assert result.exit_code == ExitCode.OK, result.stderr
     summary = json.loads(result.stdout)
     assert summary["sessions"] == 3 and summary["users"] == 2 and summary["sessionized"]
@@ -196,7 +250,9 @@ def test_recbole_session_gap_and_items_out(tmp_path):
 def test_recbole_bad_header(invoke, tmp_path):
     inter = tmp_path / "x.inter"
     inter.write_text("user_id\titem_id\ttimestamp\n1\t2\t3\n")
-    result = invoke("data", "import", "--format", "recbole", inter, "--out", tmp_path / "o.parquet")
+    result = invoke(
+        "data", "import", "--from-format", "recbole", inter, "--out", tmp_path / "o.parquet"
+    )
     assert result.exit_code == ExitCode.DATA_ERR
     assert "not a RecBole atomic file: header field 'user_id'" in result.stderr
     assert not (tmp_path / "o.parquet").exists()
@@ -208,7 +264,7 @@ def test_session_rec(invoke, tmp_path):
         "SessionId\tItemId\tTime\n1\t214\t1396821600.5\n1\t215\t1396821700\n2\t007\t1396821800\n"
     )
     out = tmp_path / "s.parquet"
-    result = invoke("data", "import", "--format", "session-rec", src, "--out", out)
+    result = invoke("data", "import", "--from-format", "session-rec", src, "--out", out)
     assert result.exit_code == ExitCode.OK, result.stderr
     assert "given by the source" in result.stdout
     ev = pl.read_parquet(out)
@@ -226,7 +282,7 @@ def test_session_rec_wrong_columns(invoke, tmp_path):
     src = tmp_path / "x.tsv"
     src.write_text("Session\tItem\tTime\n1\t2\t3\n")
     result = invoke(
-        "data", "import", "--format", "session-rec", src, "--out", tmp_path / "o.parquet"
+        "data", "import", "--from-format", "session-rec", src, "--out", tmp_path / "o.parquet"
     )
     assert result.exit_code == ExitCode.DATA_ERR
     assert "missing column(s) SessionId, ItemId" in result.stderr
@@ -246,7 +302,7 @@ def test_csv_with_map_and_each_ts_unit(invoke, tmp_path, unit):
     src.write_text(f"event_time,uid,sku,kind\n{CSV_TIMES[unit]},u1,A,cart\n")
     out = tmp_path / "e.parquet"
     result = invoke(
-        "data", "import", "--format", "csv", src, "--out", out,
+        "data", "import", "--from-format", "csv", src, "--out", out,
         "--map", "ts=event_time,user_id=uid", "--map", "item_id=sku,event=kind",
         "--ts-unit", unit,
     )  # fmt: skip
@@ -265,7 +321,7 @@ def test_csv_wrong_unit_is_caught(invoke, tmp_path):
     src = tmp_path / "log.csv"
     src.write_text("ts,user_id,item_id\n1709294400000,u1,1\n")
     out = tmp_path / "e.parquet"
-    result = invoke("data", "import", "--format", "csv", src, "--out", out, "--ts-unit", "s")
+    result = invoke("data", "import", "--from-format", "csv", src, "--out", out, "--ts-unit", "s")
     assert result.exit_code == ExitCode.DATA_ERR
     assert "1 timestamps lie in the future (up to 56135-05-2" in result.stderr
     assert "is --ts-unit s right?" in result.stderr
@@ -276,7 +332,7 @@ def test_csv_unparseable_times_and_null_ids_all_listed(invoke, tmp_path):
     src = tmp_path / "log.csv"
     src.write_text("ts,user_id,item_id\n2024-03-01,u1,1\nsoon,u1,2\n2024-03-02,u2,\n")
     out = tmp_path / "e.parquet"
-    result = invoke("data", "import", "--format", "csv", src, "--out", out)
+    result = invoke("data", "import", "--from-format", "csv", src, "--out", out)
     assert result.exit_code == ExitCode.DATA_ERR
     assert "2 problem(s)" in result.stderr
     assert (
@@ -289,7 +345,7 @@ def test_csv_unparseable_times_and_null_ids_all_listed(invoke, tmp_path):
 def test_csv_needs_a_session_or_user_key(invoke, tmp_path):
     src = tmp_path / "log.csv"
     src.write_text("ts,item_id\n2024-03-01,1\n")
-    result = invoke("data", "import", "--format", "csv", src, "--out", tmp_path / "e.parquet")
+    result = invoke("data", "import", "--from-format", "csv", src, "--out", tmp_path / "e.parquet")
     assert result.exit_code == ExitCode.USAGE
     assert "--map session_id=COLUMN or --map user_id=COLUMN" in result.stderr
 
@@ -300,7 +356,7 @@ def test_csv_map_names_a_missing_column(invoke, tmp_path):
     result = invoke(
         "data",
         "import",
-        "--format",
+        "--from-format",
         "csv",
         src,
         "--out",
@@ -317,7 +373,15 @@ def test_bad_map_syntax_is_usage_error(invoke, tmp_path, spec):
     src = tmp_path / "log.csv"
     src.write_text("t,user_id,item_id\n2024-03-01,u,1\n")
     result = invoke(
-        "data", "import", "--format", "csv", src, "--out", tmp_path / "e.parquet", "--map", spec
+        "data",
+        "import",
+        "--from-format",
+        "csv",
+        src,
+        "--out",
+        tmp_path / "e.parquet",
+        "--map",
+        spec,
     )
     assert result.exit_code == ExitCode.USAGE
     assert "--map" in result.stderr
@@ -326,7 +390,7 @@ def test_bad_map_syntax_is_usage_error(invoke, tmp_path, spec):
 def test_csv_header_only_has_no_rows(invoke, tmp_path):
     src = tmp_path / "log.csv"
     src.write_text("ts,user_id,item_id\n")
-    result = invoke("data", "import", "--format", "csv", src, "--out", tmp_path / "e.parquet")
+    result = invoke("data", "import", "--from-format", "csv", src, "--out", tmp_path / "e.parquet")
     assert result.exit_code == ExitCode.DATA_ERR and "has no rows" in result.stderr
     assert not (tmp_path / "e.parquet").exists()
 
@@ -335,11 +399,11 @@ def test_failed_import_keeps_previous_output(invoke, tmp_path):
     out = tmp_path / "e.parquet"
     good = tmp_path / "good.csv"
     good.write_text("ts,user_id,item_id\n2024-03-01,u,1\n")
-    assert invoke("data", "import", "--format", "csv", good, "--out", out).exit_code == 0
+    assert invoke("data", "import", "--from-format", "csv", good, "--out", out).exit_code == 0
     before = out.read_bytes()
     bad = tmp_path / "bad.csv"
     bad.write_text("ts,user_id,item_id\nnever,u,1\n")
-    assert invoke("data", "import", "--format", "csv", bad, "--out", out).exit_code == 65
+    assert invoke("data", "import", "--from-format", "csv", bad, "--out", out).exit_code == 65
     assert out.read_bytes() == before
     assert _leftovers(tmp_path) == ["bad.csv", "e.parquet", "good.csv"]
 
@@ -358,7 +422,7 @@ def test_parquet_with_epoch_ms_and_determinism(invoke, tmp_path):
     args = ["--map", "ts=when,user_id=visitor,item_id=sku", "--ts-unit", "ms"]
     for name in ("a.parquet", "b.parquet"):
         result = invoke(
-            "data", "import", "--format", "parquet", src, "--out", tmp_path / name, *args
+            "data", "import", "--from-format", "parquet", src, "--out", tmp_path / name, *args
         )
         assert result.exit_code == ExitCode.OK, result.stderr
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
@@ -370,7 +434,7 @@ def test_parquet_with_epoch_ms_and_determinism(invoke, tmp_path):
 
 
 def test_unknown_format_is_usage_error(invoke, tmp_path):
-    result = invoke("data", "import", "--format", "xml", "x", "--out", tmp_path / "o.parquet")
+    result = invoke("data", "import", "--from-format", "xml", "x", "--out", tmp_path / "o.parquet")
     assert result.exit_code == ExitCode.USAGE
 
 
@@ -467,7 +531,7 @@ def test_out_directory_is_refused_and_left_alone(invoke, tmp_path):
     (keep / "precious.txt").write_text("x")
     src = tmp_path / "log.csv"
     src.write_text("ts,user_id,item_id\n2024-03-01,u,1\n")
-    result = invoke("data", "import", "--format", "csv", src, "--out", keep)
+    result = invoke("data", "import", "--from-format", "csv", src, "--out", keep)
     assert result.exit_code == ExitCode.CANT_CREATE and "is a directory" in result.stderr
     assert (keep / "precious.txt").read_text() == "x"
 
@@ -476,10 +540,10 @@ def test_csv_glob(invoke, tmp_path):
     for day in (1, 2):
         (tmp_path / f"d{day}.csv").write_text(f"ts,user_id,item_id\n2024-03-0{day},u,{day}\n")
     out = tmp_path / "out.parquet"
-    result = invoke("data", "import", "--format", "csv", f"{tmp_path}/d*.csv", "--out", out)
+    result = invoke("data", "import", "--from-format", "csv", f"{tmp_path}/d*.csv", "--out", out)
     assert result.exit_code == ExitCode.OK, result.stderr
     assert pl.read_parquet(out)["item_id"].to_list() == [1, 2]
-    result = invoke("data", "import", "--format", "csv", f"{tmp_path}/x*.csv", "--out", out)
+    result = invoke("data", "import", "--from-format", "csv", f"{tmp_path}/x*.csv", "--out", out)
     assert result.exit_code == ExitCode.NO_INPUT and "matches no file" in result.stderr
 
 
@@ -488,7 +552,7 @@ def test_unwritable_output_is_cant_create(invoke, tmp_path):
     blocker.write_text("not a directory")
     src = tmp_path / "log.csv"
     src.write_text("ts,user_id,item_id\n2024-03-01,u,1\n")
-    result = invoke("data", "import", "--format", "csv", src, "--out", blocker / "e.parquet")
+    result = invoke("data", "import", "--from-format", "csv", src, "--out", blocker / "e.parquet")
     assert result.exit_code == ExitCode.CANT_CREATE
     assert "cannot create directory" in result.stderr
 

@@ -66,7 +66,9 @@ def test_valid_events_summary(invoke, tmp_path):
     result = invoke("data", "validate", path, "--format", "json")
     assert result.exit_code == ExitCode.OK, result.stderr
     report = json.loads(result.stdout)
-    assert report["valid"] is True and report["kind"] == "events" and report["kind_detected"]
+    assert (
+        report["valid"] is True and report["contract"] == "events" and report["contract_detected"]
+    )
     s = report["summary"]
     assert s["rows"] == 6 and s["users"] == 2 and s["sessions"] == 3 and s["items"] == 4
     assert s["anonymous_event_share"] == pytest.approx(2 / 6)
@@ -103,7 +105,7 @@ def test_real_obd_bandit_log_is_valid(invoke, tmp_path):
     result = invoke("data", "validate", out, "--format", "json")
     assert result.exit_code == ExitCode.OK, result.stderr
     report = json.loads(result.stdout)
-    assert report["kind"] == "bandit"
+    assert report["contract"] == "bandit"
     s = report["summary"]
     assert s["rows"] == 10_000 and s["actions"] == 34 and s["positions"] == [1, 2, 3]
     assert s["policies"] == {"bts": 10_000}

@@ -503,7 +503,7 @@ def test_obd_bernoulli_ts_value_from_the_random_log(invoke, tmp_path):
     for name in ("random", "bts"):
         paths[name] = tmp_path / f"{name}.parquet"
         res = invoke(
-            "data", "import", "--format", "obd", OBD / name / "men" / "men.csv.gz",
+            "data", "import", "--from-format", "obd", OBD / name / "men" / "men.csv.gz",
             "--out", paths[name],
         )  # fmt: skip
         assert res.exit_code == ExitCode.OK, res.stderr

@@ -443,7 +443,7 @@ def test_csv_import_refuses_duplicate_column_names(invoke, tmp_path, header, del
     src = tmp_path / "log.csv"
     src.write_text("\n".join([header, *rows]) + "\n")
     out = tmp_path / "out.parquet"
-    result = invoke("data", "import", "--format", "csv", src, "--out", out, "--ts-unit", "iso")
+    result = invoke("data", "import", "--from-format", "csv", src, "--out", out, "--ts-unit", "iso")
     assert result.exit_code == ExitCode.DATA_ERR, result.stderr
     errors = _errors(result)
     assert len(errors) == 1 and "names a column more than once" in errors[0]
@@ -457,7 +457,7 @@ def test_csv_import_with_distinct_names_still_works(invoke, tmp_path):
         "ts,user_id,item_id\n" + "".join(f"2024-03-01T10:00:0{i},u{i % 2},i{i}\n" for i in range(6))
     )
     out = tmp_path / "out.parquet"
-    result = invoke("data", "import", "--format", "csv", src, "--out", out, "--ts-unit", "iso")
+    result = invoke("data", "import", "--from-format", "csv", src, "--out", out, "--ts-unit", "iso")
     assert result.exit_code == ExitCode.OK, result.stderr
     assert pl.read_parquet(out).height == 6
 

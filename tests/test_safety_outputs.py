@@ -398,7 +398,7 @@ def test_import_out_dot_is_refused_like_every_other_output(tmp_path, invoke, mon
     """Fault pass F4: `data import --out .` was an internal error (exit 1)."""
     monkeypatch.chdir(tmp_path)
     result = invoke(
-        "data", "import", "--format", "parquet", REPO / "sample_data/shop/events.parquet",
+        "data", "import", "--from-format", "parquet", REPO / "sample_data/shop/events.parquet",
         "--out", ".",
     )  # fmt: skip
     assert result.exit_code == ExitCode.CANT_CREATE

@@ -11,6 +11,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -22,6 +23,8 @@ import typer
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+    csv = "csv"
+    markdown = "markdown"
 
 
 FormatOption = Annotated[
@@ -29,13 +32,19 @@ FormatOption = Annotated[
     typer.Option(
         "--format",
         "-f",
-        help="table: Rich tables for people; json: one JSON document on stdout for scripts.",
+        help="table: Rich tables for people; json: one JSON document for scripts; "
+        "csv or markdown: one row per strategy, segment or policy, as in the JSON.",
         case_sensitive=False,
     ),
 ]
 QuietOption = Annotated[
     bool,
-    typer.Option("--quiet", "-q", help="Print nothing on success (errors still go to stderr)."),
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="No tables or progress (errors still go to stderr); a --format json, csv or "
+        "markdown document is printed all the same.",
+    ),
 ]
 
 
@@ -64,29 +73,166 @@ def warn(message: str) -> None:
     print(f"rtml: warning: {message}", file=sys.stderr)
 
 
+# Every JSON document rtml prints says what it is: ``{"kind": …, "schema": N, …}``. A kind's
+# schema number goes up when a key changes meaning or goes away (adding keys does not), so
+# a script or `rtml report` can tell a document it understands from one it does not.
+SCHEMAS: dict[str, int] = {
+    "data contracts": 1,
+    "data sample": 1,
+    "data import": 1,
+    "data validate": 1,
+    "precompute": 1,
+    "neighbors": 1,
+    "simulate": 1,
+    "evaluate bandits": 1,
+    "evaluate ope": 1,
+    "evaluate contextual": 1,
+    "retrain": 1,
+    "drift compare": 1,
+    "drift popularity": 1,
+}
+
+
+@dataclass(frozen=True)
+class Rows:
+    """How a JSON document becomes the rows of ``--format csv`` and ``markdown``.
+
+    ``tables``: the document's keys whose lists of objects become rows (one row per
+    strategy, segment, policy…); with more than one, a leading ``table`` column names the
+    key a row came from. Without ``tables`` the document is one row. Nested objects become
+    dotted columns (``latency.p50``); short lists of values are joined with ``;``; longer
+    lists (curves) and lists of objects are left to the JSON.
+    """
+
+    tables: tuple[str, ...] = ()
+
+
+def document(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with the ``kind`` and ``schema`` keys every rtml JSON document carries."""
+    clash = {"kind", "schema"} & set(payload)
+    if clash:
+        raise ValueError(f"a {kind} document may not use the reserved keys {sorted(clash)}")
+    return {"kind": kind, "schema": SCHEMAS[kind], **payload}
+
+
 def finish(
     doc: Any,
     fmt: OutputFormat,
     render: Callable[[], None],
     *,
+    kind: str,
+    rows: Rows | Callable[[dict[str, Any]], list[dict[str, Any]]] = Rows(),  # noqa: B008
     quiet: bool = False,
-    quiet_json: bool = True,
 ) -> None:
-    """End a reporting command, the one way: ``--format json`` prints ``doc`` (a JSON-ready
-    value, or a function returning one) as one document on stdout; otherwise ``render()``
-    prints the tables for people, unless ``quiet``.
+    """End a reporting command, the one way.
 
-    ``quiet_json``: whether ``--quiet --format json`` still prints the document. Commands
-    answer that differently today (kept as they were by the #14 restructure; issue #13
-    makes it one rule).
+    ``doc`` is the command's JSON-ready result (or a function returning it). ``--format
+    json`` prints it as one document (with ``kind`` and ``schema``); ``csv`` and
+    ``markdown`` print its rows (see :class:`Rows`, or a function of the document that
+    returns them); ``table`` calls ``render()`` to print
+    the tables for people. ``--quiet`` silences only the tables: a document asked for with
+    ``--format`` is always printed.
     """
-    if fmt is OutputFormat.json:
-        if quiet and not quiet_json:
-            return
-        emit_json(doc() if callable(doc) else doc)
+    if fmt is OutputFormat.table:
+        if not quiet:
+            render()
         return
-    if not quiet:
-        render()
+    payload = document(kind, _jsonable(doc() if callable(doc) else doc))
+    if fmt is OutputFormat.json:
+        emit_json(payload)
+        return
+    flat = records(payload, rows) if isinstance(rows, Rows) else [_flat(r) for r in rows(payload)]
+    if fmt is OutputFormat.csv:
+        emit_csv(flat)
+    else:
+        emit_markdown(flat, title=kind)
+
+
+def records(doc: dict[str, Any], rows: Rows) -> list[dict[str, Any]]:
+    """The flat rows of a JSON-ready document (see :class:`Rows`)."""
+    if not rows.tables:
+        return [_flat({k: v for k, v in doc.items() if k not in ("kind", "schema")})]
+    out: list[dict[str, Any]] = []
+    for key in rows.tables:
+        for item in doc.get(key) or []:
+            row = _flat(item if isinstance(item, dict) else {key: item})
+            out.append({"table": key, **row} if len(rows.tables) > 1 else row)
+    return out
+
+
+_MAX_JOINED = 10
+
+
+def _flat(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        elif isinstance(value, list):
+            if len(value) <= _MAX_JOINED and not any(isinstance(v, (dict, list)) for v in value):
+                out[name] = ";".join(_csv_value(v) for v in value)
+        else:
+            out[name] = value
+    return out
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def emit_csv(rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV on stdout: a header, then one line per row (empty cell = no value)."""
+    import csv
+
+    columns = _columns(rows)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_value(row.get(c)) for c in columns])
+    sys.stdout.flush()
+
+
+def emit_markdown(rows: list[dict[str, Any]], *, title: str) -> None:
+    """Rows as GitHub-flavoured Markdown tables on stdout, one per ``table`` group."""
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row.get("table"), []).append(
+            {k: v for k, v in row.items() if k != "table"}
+        )
+    lines: list[str] = []
+    if not groups:
+        lines = [f"### {title}", "", "(no rows)"]
+    for name, group in groups.items():
+        if lines:
+            lines.append("")
+        lines += [f"### {title}" + (f": {name}" if name else ""), ""]
+        columns = _columns(group)
+        lines.append("| " + " | ".join(_md(c) for c in columns) + " |")
+        lines.append("|" + "|".join(_md_rule(group, c) for c in columns) + "|")
+        lines += ["| " + " | ".join(_md(fmt_cell(r.get(c))) for c in columns) + " |" for r in group]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_rule(group: list[dict[str, Any]], column: str) -> str:
+    values = [r.get(column) for r in group if r.get(column) is not None]
+    numeric = bool(values) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    )
+    return "---:" if numeric else "---"
 
 
 def _jsonable(value: Any) -> Any:

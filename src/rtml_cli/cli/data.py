@@ -52,7 +52,15 @@ def contracts_cmd(fmt: FormatOption = OutputFormat.table) -> None:
             )
         print_tables(*tables)
 
-    finish(doc, fmt, render)
+    def rows(doc: dict) -> list[dict]:
+        return [
+            {"contract": name, "required": required, **column}
+            for name in (c.name for c in all_contracts)
+            for required, key in ((True, "required"), (False, "optional"))
+            for column in doc[name][key]
+        ]
+
+    finish(doc, fmt, render, kind="data contracts", rows=rows)
 
 
 class WorldSizeChoice(str, Enum):
@@ -134,7 +142,13 @@ def sample_cmd(
         print_tables(make_table("sample world", ["", "value"], rows))
 
     doc = {k: v for k, v in summary.items() if k not in ("categories",)}
-    finish(doc, fmt, render, quiet=quiet, quiet_json=False)
+    # the counts the table shows (the category list itself is in world.json)
+    doc.update(
+        n_categories=len(summary["categories"]),
+        n_bundles=len(summary["bundles"]),
+        n_bursts=len(summary["bursts"]),
+    )
+    finish(doc, fmt, render, kind="data sample", quiet=quiet)
 
 
 # --- rtml data import ----------------------------------------------------------------
@@ -160,11 +174,15 @@ def import_cmd(
     source: Annotated[
         str, typer.Argument(help="The log to convert (a .csv/.csv.gz, .inter, .tsv or Parquet).")
     ],
-    input_format: Annotated[
-        ImportFormat,
-        typer.Option("--format", help="Source format.", case_sensitive=False),
-    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
+    input_format: Annotated[
+        ImportFormat | None,
+        typer.Option(
+            "--from-format",
+            help="Source format (required; rtml 0.1 spelled it --format).",
+            case_sensitive=False,
+        ),
+    ] = None,
     mapping: Annotated[
         list[str] | None,
         typer.Option(
@@ -203,8 +221,18 @@ def import_cmd(
         str,
         typer.Option("--event", help="Event name for sources without an event column."),
     ] = "view",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json, csv or markdown, as for every command. For one release a "
+            "source format given here instead of --from-format is still read as one, "
+            "with a warning.",
+        ),
+    ] = OutputFormat.table.value,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the import summary as JSON on stdout.")
+        bool, typer.Option("--json", help="Deprecated: use --format json.", hidden=True)
     ] = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -217,8 +245,9 @@ def import_cmd(
     from rtml_cli.output import finish, info, make_table, print_tables, warn
     from rtml_cli.timeutil import parse_duration
 
+    source_format, output = _import_formats(input_format, fmt, as_json)
     result = import_log(
-        input_format.value,
+        source_format.value,
         source,
         out,
         mapping=parse_mapping(mapping),
@@ -266,10 +295,48 @@ def import_cmd(
         shown = result.columns if len(result.columns) <= 10 else result.columns[:8]
         more = len(result.columns) - len(shown)
         rows.append(("columns", ", ".join(shown) + (f", … (+{more} more)" if more else "")))
-        print_tables(make_table(f"rtml data import --format {result.format}", ["", "value"], rows))
+        print_tables(
+            make_table(f"rtml data import --from-format {result.format}", ["", "value"], rows)
+        )
 
-    fmt = OutputFormat.json if as_json else OutputFormat.table  # --format names the source here
-    finish(result.to_dict, fmt, render, quiet=quiet)
+    finish(result.to_dict, output, render, kind="data import", quiet=quiet)
+
+
+def _import_formats(
+    input_format: ImportFormat | None, fmt: str, as_json: bool
+) -> tuple[ImportFormat, OutputFormat]:
+    """(source format, output format) from --from-format, --format and the old --json.
+
+    rtml 0.1 spelled the source format --format. For one release (until 0.3) a
+    --format value that names a source format, given without --from-format, is read as the
+    source format (with a warning); with --from-format, --format is the output format.
+    """
+    from rtml_cli.errors import UsageError
+    from rtml_cli.output import warn
+
+    value = fmt.strip().lower()
+    sources = {f.value for f in ImportFormat}
+    outputs = [f.value for f in OutputFormat]
+    output: OutputFormat | None = OutputFormat(value) if value in outputs else None
+    if input_format is None and value in sources:
+        warn(
+            f"--format {value} names the source format: write --from-format {value} "
+            "(from rtml 0.3 --format is only the output format, table|json|csv|markdown)"
+        )
+        input_format, output = ImportFormat(value), OutputFormat.table
+    if output is None:
+        raise UsageError(
+            f"--format {fmt!r} is not an output format: use one of {', '.join(outputs)} "
+            f"(the source format is --from-format)"
+        )
+    if input_format is None:
+        raise UsageError(
+            "give the source format with --from-format " + "|".join(f.value for f in ImportFormat)
+        )
+    if as_json:
+        warn("--json is deprecated: use --format json")
+        output = OutputFormat.json
+    return input_format, output
 
 
 # --- rtml data validate --------------------------------------------------------------
@@ -307,7 +374,7 @@ def validate_cmd(
     from rich.text import Text
 
     from rtml_cli.data.validate import validate
-    from rtml_cli.output import finish, make_table, print_tables
+    from rtml_cli.output import Rows, finish, make_table, print_tables
     from rtml_cli.timeutil import parse_duration
 
     gap = None if session_gap.strip().lower() == "none" else parse_duration(session_gap)
@@ -334,7 +401,13 @@ def validate_cmd(
         print_tables(Text(title), make_table(None, ["", "value"], rows))
 
     # with --format json the report (with its problems) is printed either way
-    finish(report.to_dict, fmt, render if report.ok else lambda: None)
+    finish(
+        report.to_dict,
+        fmt,
+        render if report.ok else lambda: None,
+        kind="data validate",
+        rows=Rows() if report.ok else Rows(tables=("problems",)),
+    )
     if not report.ok:
         report.raise_for_problems()
 

@@ -136,7 +136,7 @@ def compare_cmd(
 ) -> None:
     """PSI, KS and Jensen-Shannon per feature between REFERENCE and CURRENT; exit 10 on drift."""
     from rtml_cli.continual.drift import compare_files, parse_detectors
-    from rtml_cli.output import finish, make_table, print_tables
+    from rtml_cli.output import Rows, finish, make_table, print_tables
 
     dets = parse_detectors(detectors, _thresholds(psi_threshold, ks_alpha, js_threshold))
     wanted = [f.strip() for f in features.split(",") if f.strip()] if features else None
@@ -165,7 +165,14 @@ def compare_cmd(
             )
         )
 
-    finish(report.to_dict(), fmt, render, quiet=quiet)
+    finish(
+        report.to_dict(),
+        fmt,
+        render,
+        kind="drift compare",
+        rows=Rows(tables=("features", "skipped")),
+        quiet=quiet,
+    )
     if report.drift:
         raise typer.Exit(int(ExitCode.DRIFT))
 
@@ -253,7 +260,7 @@ def popularity_cmd(
             )
         )
 
-    finish(report.to_dict(), fmt, render, quiet=quiet)
+    finish(report.to_dict(), fmt, render, kind="drift popularity", quiet=quiet)
     if result.drift:
         raise typer.Exit(int(ExitCode.DRIFT))
 

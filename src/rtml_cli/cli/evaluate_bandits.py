@@ -105,7 +105,7 @@ def bandits_cmd(
     --plot writes cumulative regret and best-arm traffic share per policy.
     """
     from rtml_cli.evaluation.routing import evaluate_routing, plot_report
-    from rtml_cli.output import finish, info
+    from rtml_cli.output import Rows, finish, info
     from rtml_cli.plotting import check_png_target
 
     if plot:
@@ -136,7 +136,14 @@ def bandits_cmd(
     if plot:
         plot_report(report, runs, plot)
         info(f"wrote {plot}", quiet=quiet)
-    finish(report, fmt, lambda: _render(report), quiet=quiet)
+    finish(
+        report,
+        fmt,
+        lambda: _render(report),
+        kind="evaluate bandits",
+        rows=Rows(tables=("arms", "policies")),
+        quiet=quiet,
+    )
 
 
 def _split_list(text: str | None) -> list[str] | None:

@@ -95,14 +95,14 @@ def ope_cmd(
     Example: rtml evaluate ope random.parquet --policy log:bts.parquet --ground-truth bts.parquet
     """
     from rtml_cli.evaluation.ope import evaluate_ope, plot_ope
-    from rtml_cli.output import finish, info, warn
+    from rtml_cli.output import Rows, finish, info, warn
     from rtml_cli.plotting import check_png_target
 
     if plot is not None:
         check_png_target(plot)
 
     names = [s for s in estimators.split(",") if s.strip()]
-    info(f"evaluating policy {policy} on {log} …", quiet=quiet or fmt is OutputFormat.json)
+    info(f"evaluating policy {policy} on {log} …", quiet=quiet or fmt is not OutputFormat.table)
     result = evaluate_ope(
         log,
         policy,
@@ -121,7 +121,14 @@ def ope_cmd(
     if plot is not None:
         plot_ope(result, plot)
         info(f"wrote {plot}", quiet=quiet)
-    finish(result.to_dict, fmt, lambda: _render_ope(result), quiet=quiet, quiet_json=False)
+    finish(
+        result.to_dict,
+        fmt,
+        lambda: _render_ope(result),
+        kind="evaluate ope",
+        rows=Rows(tables=("estimates",)),
+        quiet=quiet,
+    )
 
 
 def _render_ope(result) -> None:
@@ -235,7 +242,7 @@ def contextual_cmd(
     Example: rtml evaluate contextual sample_data/shop --requests 20000 --k 3 --plot regret.png
     """
     from rtml_cli.evaluation.contextual import evaluate_contextual, plot_contextual
-    from rtml_cli.output import finish, info
+    from rtml_cli.output import Rows, finish, info
     from rtml_cli.plotting import check_png_target
 
     if plot is not None:
@@ -243,7 +250,7 @@ def contextual_cmd(
 
     info(
         f"running {policies} for {requests:,} requests in {world} …",
-        quiet=quiet or fmt is OutputFormat.json,
+        quiet=quiet or fmt is not OutputFormat.table,
     )
     result = evaluate_contextual(
         world,
@@ -266,7 +273,14 @@ def contextual_cmd(
     if plot is not None:
         plot_contextual(result, plot)
         info(f"wrote {plot}", quiet=quiet)
-    finish(result.to_dict, fmt, lambda: _render_contextual(result), quiet=quiet, quiet_json=False)
+    finish(
+        result.to_dict,
+        fmt,
+        lambda: _render_contextual(result),
+        kind="evaluate contextual",
+        rows=Rows(tables=("online", "offline")),
+        quiet=quiet,
+    )
 
 
 def _render_contextual(result) -> None:
@@ -333,7 +347,7 @@ def _render_contextual(result) -> None:
                         truth,
                         e["value"],
                         f"{e['ci_low']:.4f}–{e['ci_high']:.4f}",
-                        e["value"] - truth,
+                        e["error"],
                         int(round(e.get("accepted_events", r.get("effective_sample_size")))),
                     )
                 )

@@ -67,7 +67,7 @@ def precompute_cmd(
 
     as_of_ts = parse_timestamp(as_of) if as_of is not None else None
     half = parse_duration(half_life) if half_life is not None else None
-    with progress(quiet or fmt is OutputFormat.json, transient=True) as bar:
+    with progress(quiet or fmt is not OutputFormat.table, transient=True) as bar:
         task = bar.add_task("precompute", total=len(STEPS))
         state: dict[str, str | None] = {"last": None}
 
@@ -94,7 +94,7 @@ def precompute_cmd(
             force=force,
             progress=on_step,
         )
-    finish(result.summary, fmt, lambda: _render(result), quiet=quiet, quiet_json=False)
+    finish(result.summary, fmt, lambda: _render(result), kind="precompute", quiet=quiet)
 
 
 def _render(result) -> None:
@@ -152,7 +152,7 @@ def neighbors_cmd(
 ) -> None:
     """Print an item's nearest items, with category and title when the catalogue has them."""
     from rtml_cli.batch.neighbors import nearest_items
-    from rtml_cli.output import finish, make_table, print_tables
+    from rtml_cli.output import Rows, finish, make_table, print_tables
 
     result = nearest_items(artifacts, item, k=k, method=method)
 
@@ -171,7 +171,7 @@ def neighbors_cmd(
             )
         )
 
-    finish(result, fmt, render)
+    finish(result, fmt, render, kind="neighbors", rows=Rows(tables=("neighbors",)))
 
 
 def register(app: typer.Typer) -> None:

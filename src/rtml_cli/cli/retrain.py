@@ -118,7 +118,7 @@ def retrain_cmd(
     from rtml_cli.continual.retrain import precompute_params, run_retrain
     from rtml_cli.continual.schedules import retrain_schedules
     from rtml_cli.fsutil import check_output
-    from rtml_cli.output import finish, progress
+    from rtml_cli.output import Rows, finish, progress
     from rtml_cli.plotting import check_png_target
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
@@ -139,7 +139,7 @@ def retrain_cmd(
     if plot is not None:
         check_png_target(plot)  # matplotlib present, path replaceable: before the replay
 
-    with progress(quiet or fmt is OutputFormat.json or not sys.stderr.isatty()) as bar:
+    with progress(quiet or fmt is not OutputFormat.table or not sys.stderr.isatty()) as bar:
         task = bar.add_task("replaying", total=None)
 
         def on_tick(now) -> None:
@@ -166,7 +166,14 @@ def retrain_cmd(
         from rtml_cli.continual.report import plot as draw
 
         draw(summary, plot)
-    finish(summary, fmt, lambda: render(summary), quiet=quiet)
+    finish(
+        summary,
+        fmt,
+        lambda: render(summary),
+        kind="retrain",
+        rows=Rows(tables=("schedules", "steps", "updates", "checks")),
+        quiet=quiet,
+    )
 
 
 def render(summary: dict) -> None:

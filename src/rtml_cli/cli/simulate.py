@@ -140,7 +140,7 @@ def simulate_cmd(
         world=world if world is not None else find_world(events),
         **window,
     )
-    from rtml_cli.output import finish, warn
+    from rtml_cli.output import Rows, finish, warn
 
     for message in result.info["warnings"]:
         warn(message)
@@ -148,7 +148,14 @@ def simulate_cmd(
         write_results(result.frame, out)
     doc = result.to_dict()
     doc["results"] = str(out) if out is not None else None
-    finish(doc, fmt, lambda: _render(result, out), quiet=quiet)
+    finish(
+        doc,
+        fmt,
+        lambda: _render(result, out),
+        kind="simulate",
+        rows=Rows(tables=("summary", "slices")),
+        quiet=quiet,
+    )
 
 
 def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **options: Any) -> Any:

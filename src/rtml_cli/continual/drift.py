@@ -205,7 +205,7 @@ class FeatureDrift:
     def to_dict(self) -> dict[str, Any]:
         return {
             "feature": self.name,
-            "kind": self.kind,
+            "feature_kind": self.kind,
             "dtype": self.dtype,
             "reference_rows": self.reference_rows,
             "current_rows": self.current_rows,

@@ -62,7 +62,10 @@ class ValidationReport:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"valid": self.ok, **asdict(self)}
+        # "kind" names the JSON document (rtml_cli.output.document): the contract is
+        # "contract" there
+        names = {"kind": "contract", "kind_detected": "contract_detected"}
+        return {"valid": self.ok, **{names.get(k, k): v for k, v in asdict(self).items()}}
 
 
 def _type_ok(kind: str, dtype: str, column: str) -> bool:

@@ -57,7 +57,10 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # "kind" names the JSON document (rtml_cli.output.document): the contract written
+        # is "contract" there
+        doc = asdict(self)
+        return {("contract" if k == "kind" else k): v for k, v in doc.items()}
 
 
 def q(name: str) -> str:

@@ -154,6 +154,7 @@ def run_offline(
             row["replay"] = replay(
                 target, random_log, np.random.default_rng([seed, 100 + j]), n_boot
             )
+            row["replay"]["error"] = row["replay"]["value"] - row["true_value_random_log"]
         if logged is not None:
             row["true_value_logged"] = true_value(model, target, logged)
             est, diag, warns = estimate(
@@ -165,6 +166,7 @@ def run_offline(
             )
             for e in est:
                 row[e["estimator"]] = {kk: e[kk] for kk in ("value", "ci_low", "ci_high")}
+                row[e["estimator"]]["error"] = e["value"] - row["true_value_logged"]
             row["max_weight"] = diag["max_weight"]
             row["effective_sample_size"] = diag["effective_sample_size"]
             row["target_share_never_logged"] = diag["target_share_never_logged"]

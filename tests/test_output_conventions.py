@@ -1,8 +1,18 @@
-"""Tables at 80 and 120 columns (issue #13 item 2): no line wider than the terminal, no
-number cut (``0.…``, ``51,2…``), and the JSON's key figures shown whole in the table."""
+"""One output convention for every reporting command (issue #13 items 2-4).
+
+- Tables at 80 and 120 columns: no line wider than the terminal, no number cut (``0.…``,
+  ``51,2…``), and the JSON's key figures shown whole in the table.
+- Every figure a table shows is in the command's JSON (timings aside: they change from run
+  to run).
+- ``--format json`` carries ``kind`` and ``schema``; ``--format csv`` and ``markdown`` give
+  one row per strategy, segment or policy, as in the JSON; ``--quiet`` never silences a
+  document asked for with ``--format``.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections.abc import Callable
@@ -12,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rtml_cli.cli import app
-from rtml_cli.output import fmt_cell, make_table, print_tables
+from rtml_cli.output import SCHEMAS, Rows, document, fmt_cell, make_table, print_tables, records
 
 REPO = Path(__file__).resolve().parent.parent
 SHOP = REPO / "sample_data" / "shop"
@@ -57,7 +67,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _run(
         "data",
         "import",
-        "--format",
+        "--from-format",
         "obd",
         OBD / "random" / "men" / "men.csv.gz",
         "--out",
@@ -85,7 +95,7 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[object]], Figures | None
         lambda w: [
             "data",
             "import",
-            "--format",
+            "--from-format",
             "obd",
             OBD / "bts" / "men" / "men.csv.gz",
             "--out",
@@ -196,7 +206,7 @@ def _output(cache: dict, work: dict[str, Path], name: str, width: int | None) ->
         own = work["root"] / f"{name.replace(' ', '-')}-{width or 'json'}"
         args = CASES[name][0]({**work, "root": own})
         if width is None:
-            cache[name, None] = _run(*args, "--format", "json")
+            cache[name, None] = _run(*args, "--format", "json", *_quiet(name))
         else:
             cache[name, width] = _run(*args, width=width)
     return cache[name, width]
@@ -292,3 +302,200 @@ def test_exact_rendering(width: int, expected: str, capsys, monkeypatch) -> None
     table = make_table("simulate: all visitors", columns, rows, caption=caption, digits=3)
     text = _render(table, width, capsys, monkeypatch)
     assert "\n".join(line.rstrip() for line in text.splitlines()) + "\n" == expected
+
+
+# --- every table figure is in the JSON ---------------------------------------------------
+
+# Figures that change from run to run (timings, memory): the table and the JSON come from
+# two runs, so these cells are not compared. Matched against "column header + row name".
+RUN_TO_RUN = re.compile(
+    r"\bms\b|second|wall|\btrain s\b|s/HR|time/base|RSS|requests/s|\bbytes\b|recall@10"
+)
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?")
+NUMBER = re.compile(r"(?<![\w.@/])[-+]?\d[\d,]*(\.\d+)?(e[-+]?\d+)?(%|x)?(?![\w/])")
+PATH_LIKE = re.compile(r"[\w.-]/[\w.-]")
+MORE = re.compile(r"\(\+\d+( more\))?")  # a shortened list: the whole list is in the JSON
+
+
+def _json_numbers(doc: object, out: list[float]) -> list[float]:
+    """Every number in a JSON document, including those written inside strings."""
+    if isinstance(doc, dict):
+        for value in doc.values():
+            _json_numbers(value, out)
+    elif isinstance(doc, list):
+        for value in doc:
+            _json_numbers(value, out)
+    elif isinstance(doc, (int, float)) and not isinstance(doc, bool):
+        out.append(float(doc))
+    elif isinstance(doc, str):
+        for m in NUMBER.finditer(DATE.sub(" ", doc)):
+            out.append(float(m.group(0).replace(",", "").rstrip("%x")))
+    return out
+
+
+def _shown(token: str, numbers: list[float]) -> bool:
+    """Whether a number as a table prints it is one of ``numbers`` rounded for display."""
+    text = token.replace(",", "").rstrip("%x")
+    value = float(text)
+    mantissa = text.split("e")[0]
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    tol = 0.5 * 10**-decimals * (abs(value) if "e" in text else 1) * 1.0001
+    if token.endswith("%"):
+        value, tol = value / 100, tol / 100
+    return any(abs(abs(n) - abs(value)) <= tol for n in numbers)
+
+
+def _table_cells(text: str) -> list[tuple[str, str]]:
+    """(label, cell) for every body cell of the Rich tables in ``text``; the label is the
+    table's title, the column header and the row's first cell."""
+    headers: list[str] = []
+    out: list[tuple[str, str]] = []
+    name = title = ""
+    for line in text.splitlines():
+        if line.strip() and not re.search(r"[┃│┏┡└━─]", line):
+            title = line.strip()  # a table's title (in a vertical layout: the row's name)
+        elif "┃" in line:
+            headers = [h.strip() for h in line.split("┃")[1:-1]]
+        elif "│" in line:
+            cells = [c.strip() for c in line.split("│")[1:-1]]
+            name = cells[0] or name  # a wrapped row's later lines belong to its name
+            for index, cell in enumerate(cells[1:], start=1):
+                header = headers[index] if index < len(headers) else ""
+                out.append((f"{title} {header} {name}", cell))
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_table_figure_is_in_the_json(work, outputs, name: str) -> None:
+    text = _output(outputs, work, name, 120)
+    numbers = _json_numbers(json.loads(_output(outputs, work, name, None)), [])
+    missing = [
+        (label, cell)
+        for label, cell in _table_cells(text)
+        if not RUN_TO_RUN.search(label) and not PATH_LIKE.search(cell)
+        for token in (m.group(0) for m in NUMBER.finditer(MORE.sub(" ", DATE.sub(" ", cell))))
+        if not _shown(token, numbers)
+    ]
+    assert not missing, f"{name}: table figures not in the JSON: {missing}"
+
+
+def test_figure_check_catches_a_missing_figure() -> None:
+    """The check above fails on a figure the JSON lacks (and passes on rounding)."""
+    assert _shown("0.123", [0.12304]) and _shown("12.3%", [0.1234]) and _shown("51,234", [51234])
+    assert not _shown("0.124", [0.12304]) and not _shown("7", [0.5, 8.0])
+    text = "┃ strategy ┃ HR ┃\n│ batch    │ 0.4 │"
+    assert _table_cells(text) == [(" HR batch", "0.4")]
+
+
+# --- documents: kind, schema, csv, markdown, --quiet ------------------------------------
+
+# The commands without --quiet print nothing but their answer.
+NO_QUIET = {"data contracts", "data validate", "data validate bandit", "neighbors"}
+# name -> (document kind, the JSON lists that become csv rows; () = the document is one row)
+DOCUMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "data contracts": ("data contracts", ("events", "items", "bandit", "results")),
+    "data sample": ("data sample", ()),
+    "data validate": ("data validate", ()),
+    "data validate bandit": ("data validate", ()),
+    "data import": ("data import", ()),
+    "precompute": ("precompute", ()),
+    "neighbors": ("neighbors", ("neighbors",)),
+    "simulate": ("simulate", ("summary", "slices")),
+    "evaluate": ("evaluate bandits", ("arms", "policies")),
+    "evaluate planning": ("evaluate bandits", ("arms", "policies")),
+    "evaluate ope": ("evaluate ope", ("estimates",)),
+    "evaluate contextual": ("evaluate contextual", ("online", "offline")),
+    "drift compare": ("drift compare", ("features", "skipped")),
+    "drift popularity": ("drift popularity", ()),
+    "retrain": ("retrain", ("schedules", "steps", "updates", "checks")),
+}
+
+
+def _quiet(name: str) -> list[str]:
+    return [] if name in NO_QUIET else ["--quiet"]
+
+
+def test_every_case_names_its_document() -> None:
+    assert set(DOCUMENTS) == set(CASES)
+    assert {kind for kind, _ in DOCUMENTS.values()} == set(SCHEMAS)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_json_says_what_it_is(work, outputs, name: str) -> None:
+    """Run with --quiet (where the command has it): the document is printed all the same."""
+    doc = json.loads(_output(outputs, work, name, None))
+    kind, _ = DOCUMENTS[name]
+    assert (doc["kind"], doc["schema"]) == (kind, SCHEMAS[kind])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_csv_has_one_row_per_json_row(work, outputs, name: str) -> None:
+    doc = json.loads(_output(outputs, work, name, None))
+    own = work["root"] / f"{name.replace(' ', '-')}-csv"
+    text = _run(*CASES[name][0]({**work, "root": own}), "--format", "csv", *_quiet(name))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    _, tables = DOCUMENTS[name]
+    if name == "data contracts":  # one row per column of each contract
+        assert len(rows) == sum(len(doc[t]["required"]) + len(doc[t]["optional"]) for t in tables)
+        assert {r["contract"] for r in rows} == set(tables)
+        return
+    expected = records(doc, Rows(tables=tables))
+    assert len(rows) == len(expected) == (sum(len(doc[t]) for t in tables) if tables else 1)
+    assert list(rows[0]) == list(dict.fromkeys(k for r in expected for k in r))
+    # names (strategy, policy, segment…) are the JSON's; numbers are compared above
+    for got, want in zip(rows, expected, strict=True):
+        for key, value in want.items():
+            if isinstance(value, str) and not DATE.search(value) and "/" not in value:
+                assert got[key] == value, (name, key)
+
+
+MARKDOWN_CASES = ["data contracts", "evaluate planning", "drift popularity", "neighbors"]
+
+
+@pytest.mark.parametrize("name", MARKDOWN_CASES)
+def test_markdown_tables(work, name: str) -> None:
+    own = work["root"] / f"{name.replace(' ', '-')}-md"
+    text = _run(*CASES[name][0]({**work, "root": own}), "--format", "markdown", *_quiet(name))
+    kind, tables = DOCUMENTS[name]
+    headings = [line for line in text.splitlines() if line.startswith("### ")]
+    one_table = len(tables) < 2 or name == "data contracts"
+    expected = [f"### {kind}"] if one_table else [f"### {kind}: {t}" for t in tables]
+    assert headings == expected
+    for block in text.split("### ")[1:]:
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        assert len(lines) >= 3 and re.fullmatch(r"\|(-{3}:?\|)+", lines[1])
+        widths = {line.count(" | ") for line in lines[2:]} | {lines[0].count(" | ")}
+        assert len(widths) == 1, block
+
+
+def test_markdown_escapes_pipes_and_marks_numbers(capsys) -> None:
+    from rtml_cli.output import emit_markdown
+
+    emit_markdown([{"name": "a|b", "hr": 0.5}, {"name": "c", "hr": None}], title="t")
+    assert capsys.readouterr().out.splitlines() == [
+        "### t",
+        "",
+        "| name | hr |",
+        "|---|---:|",
+        "| a\\|b | 0.5 |",
+        "| c | – |",
+    ]
+
+
+def test_documents_reserve_kind_and_schema() -> None:
+    assert document("simulate", {"a": 1}) == {"kind": "simulate", "schema": 1, "a": 1}
+    with pytest.raises(ValueError, match="reserved"):
+        document("simulate", {"kind": "numeric"})
+
+
+def test_rows_flatten_nested_objects_and_skip_curves() -> None:
+    doc = {
+        "policies": [
+            {"policy": "ts", "ab": {"n": 3, "split": [0.5, 0.5]}, "curve": list(range(50))}
+        ],
+        "arms": [{"arm": "a"}],
+    }
+    assert records(doc, Rows(tables=("policies", "arms"))) == [
+        {"table": "policies", "policy": "ts", "ab.n": 3, "ab.split": "0.5;0.5"},
+        {"table": "arms", "arm": "a"},
+    ]
