@@ -19,6 +19,7 @@ def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("TERM", "dumb")
     monkeypatch.delenv("RTML_DEBUG", raising=False)
+    monkeypatch.delenv("RTML_CONFIG", raising=False)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     RESOURCE = 71  # out of memory (or threads): sysexits EX_OSERR
     CANT_CREATE = 73  # an output cannot be written (also: no space left on device)
     TEMP_FAIL = 75  # temporary failure, e.g. another run holds the lock
+    CONFIG = 78  # the configuration file (rtml.toml, --config) is unreadable or names no option
     INTERRUPTED = 130  # killed by Ctrl-C
     TERMINATED = 143  # stopped by SIGTERM (cron timeout, systemd, kill): cleaned up first
 
@@ -48,6 +49,13 @@ class UsageError(RtmlError):
     """An option value that parses but makes no sense (e.g. shard 3/2, alpha 1.5)."""
 
     exit_code = ExitCode.USAGE
+
+
+class ConfigError(RtmlError):
+    """The configuration file cannot be read, or names a command or option that does not
+    exist (sysexits EX_CONFIG)."""
+
+    exit_code = ExitCode.CONFIG
 
 
 class DataError(RtmlError):

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import traceback
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -50,6 +51,17 @@ def _report(error: RtmlError) -> int:
     return int(error.exit_code)
 
 
+def _report_usage(exc: Any) -> int:
+    """Print a command-line error (click's) as one line, with where to look; its code."""
+    if _debug_enabled():
+        traceback.print_exc()
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    if exc.format_message():  # empty: a group called alone, its help already printed
+        _error_line(f"{exc.format_message()}{hint}")
+    return int(exc.exit_code)
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -68,11 +80,30 @@ def _sigterm_cleans_up():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _no_metavar(param: Any) -> Any:
+    if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+        param.metavar = ""
+    return param
+
+
+def _flags_without_metavar(command: Any) -> None:
+    """Help shows ``--quiet``, not ``--quiet <bool>``: a flag takes no value (recent Typer's
+    rich help prints every option's type, flags and ``--help`` included)."""
+    for param in getattr(command, "params", []):
+        _no_metavar(param)
+    if not hasattr(command, "_rtml_help_option"):
+        command._rtml_help_option = command.get_help_option
+        command.get_help_option = lambda ctx: _no_metavar(command._rtml_help_option(ctx))
+    for sub in getattr(command, "commands", {}).values():
+        _flags_without_metavar(sub)
+
+
 class RtmlGroup(TyperGroup):
     """Top-level group: runs the command and maps every failure to an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _state["debug"] = False
+        _flags_without_metavar(self)
         try:
             with _sigterm_cleans_up():
                 code = super().main(
@@ -106,12 +137,7 @@ class RtmlGroup(TyperGroup):
             if known is not None:
                 code = _report(known)
             elif _is_usage_error(exc):
-                if _debug_enabled():
-                    traceback.print_exc()
-                ctx = getattr(exc, "ctx", None)
-                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-                _error_line(f"{exc.format_message()}{hint}")
-                code = exc.exit_code
+                code = _report_usage(exc)
             else:
                 if _debug_enabled():
                     traceback.print_exc()
@@ -142,6 +168,9 @@ class DefaultCommandGroup(TyperGroup):
             and args[0] not in ("--help", "-h")
         ):
             args = [self.default_command, *args]
+        elif self.default_command and not args and self.default_command in (ctx.default_map or {}):
+            # `rtml evaluate` alone, with its options in the configuration file
+            args = [self.default_command]
         return super().parse_args(ctx, args)
 
 
@@ -158,7 +187,6 @@ app = typer.Typer(
         "continual learning would buy over batch ML — before you build anything."
     ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -172,9 +200,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Option values per command from a TOML file (default: $RTML_CONFIG, else "
+            "./rtml.toml when it exists); the command line wins. See docs/cron.md.",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -182,6 +219,11 @@ def _root(
 ) -> None:
     """Global options."""
     _state["debug"] = debug
+    from rtml_cli.config import default_map, find_config, read_config
+
+    path = find_config(config)
+    if path is not None:
+        ctx.default_map = default_map(ctx.command, read_config(path), path)
 
 
 def _register() -> None:
