@@ -3,8 +3,8 @@
 Each check takes a registry entry, builds its strategy on the tiny shop
 (``checks.tiny_shop``: 60 items in bundles of two categories, artifacts as of day 3, the
 online ranker trained on the day before) and asks it for K items: K distinct known
-items, none seen in the session, the same list every time, also for empty sessions,
-unknown items and unknown visitors. A new strategy's own tests can call them directly.
+items, none seen in the session (under the ``next-item`` protocol seen items are allowed),
+the same list every time, also for empty sessions, unknown items and unknown visitors. A new strategy's own tests can call them directly.
 """
 
 from __future__ import annotations
@@ -59,9 +59,12 @@ def shop() -> Shop:
     return Shop(env, streams)
 
 
-def request(items: Any, *, user: str | None = None, n_unknown: int = 0) -> Request:
+def request(
+    items: Any, *, user: str | None = None, n_unknown: int = 0, protocol: str = "next-unseen"
+) -> Request:
     """A request an hour after the as-of in a session that saw ``items`` (item_idx), plus
-    ``n_unknown`` events of items the artifacts do not know; ``user`` None is anonymous."""
+    ``n_unknown`` events of items the artifacts do not know; ``user`` None is anonymous;
+    ``protocol``: the replay protocol (under ``next-item`` seen items may be listed)."""
     from rtml_cli.checks.tiny_shop import AS_OF
     from rtml_cli.online.replay import to_us
 
@@ -72,10 +75,9 @@ def request(items: Any, *, user: str | None = None, n_unknown: int = 0) -> Reque
         user_id=user,
         segment=0 if user is None else 2,
         items=items,
-        seen=np.unique(items),
-        seen_set=set(items.tolist()),
         n_events=len(items) + n_unknown,
         streams=shop().streams,
+        protocol=protocol,
     )
 
 
@@ -105,6 +107,16 @@ def check_returns_k_distinct_unseen_items(entry: Entry[Any]) -> None:
         assert ((out >= 0) & (out < n_items)).all(), (history, out)
 
 
+def check_serves_the_next_item_protocol(entry: Entry[Any]) -> None:
+    """Under ``next-item`` a list may hold seen items; it is still K distinct known items."""
+    strategy, n_items = built(entry.name), shop().env.n_items
+    for history in HISTORIES:
+        out = strategy.recommend(request(history, protocol="next-item"), K)
+        assert out.dtype.kind == "i" and len(out) == K, (history, out)
+        assert len(set(out.tolist())) == K, (history, out)
+        assert ((out >= 0) & (out < n_items)).all(), (history, out)
+
+
 def check_is_deterministic(entry: Entry[Any]) -> None:
     first = built(entry.name).recommend(request([20, 21, 25], user="u001"), K)
     again = build(entry.name, shop().env).recommend(request([20, 21, 25], user="u001"), K)
@@ -126,6 +138,7 @@ SUITE = Suite(
     (
         check_is_a_strategy,
         check_returns_k_distinct_unseen_items,
+        check_serves_the_next_item_protocol,
         check_is_deterministic,
         check_handles_empty_sessions_and_unknown_items,
     ),

@@ -24,14 +24,24 @@ import numpy as np
 
 from rtml_cli.registry import Registry
 
+#: The replay protocols (docs/replay-protocol.md). ``next-unseen``: lists never contain an
+#: item the session has seen, and the truth is the first later unseen item. ``next-item``
+#: (the protocol of published session-based benchmarks): the truth is the next event's
+#: item, re-views included, and lists may contain seen items.
+PROTOCOLS = ("next-unseen", "next-item")
+DEFAULT_PROTOCOL = "next-unseen"
+
 
 class Request:
     """What a strategy may know when a request arrives (and nothing else).
 
     ``items``: item_idx of the session's earlier events with known items, in order;
-    ``seen_set`` / ``seen`` (ascending array, built on first use): the distinct ones, never
-    recommended again; ``n_events``: earlier events including unknown items; ``streams``:
-    lag µs → ``WindowedCounts`` as published; ``cache``: work strategies may share.
+    ``seen_set`` / ``seen`` (ascending array, built on first use): the items the list must
+    not contain — the distinct ``items`` under the ``next-unseen`` protocol, none under
+    ``next-item``; ``protocol``: which of :data:`PROTOCOLS` the replay runs (a strategy that
+    re-ranks the session's own items, a "remind" step, does so only under ``next-item``);
+    ``n_events``: earlier events including unknown items; ``streams``: lag µs →
+    ``WindowedCounts`` as published; ``cache``: work strategies may share.
     """
 
     __slots__ = (
@@ -41,6 +51,7 @@ class Request:
         "segment",
         "items",
         "seen_set",
+        "protocol",
         "n_events",
         "streams",
         "cache",
@@ -60,13 +71,17 @@ class Request:
         seen: np.ndarray | None = None,
         streams: dict[int, Any] | None = None,
         cache: dict[str, Any] | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
     ) -> None:
         self.ts = ts  # request time, µs since the epoch
         self.session_start = session_start  # µs
         self.user_id = user_id  # None for anonymous visitors
         self.segment = segment  # index into replay.SEGMENTS
         self.items = items
-        self.seen_set = set(items.tolist()) if seen_set is None else seen_set
+        self.protocol = protocol
+        if seen_set is None:
+            seen_set = set(items.tolist()) if protocol == "next-unseen" else set()
+        self.seen_set = seen_set
         self.n_events = n_events
         self.streams = {} if streams is None else streams
         self.cache = {} if cache is None else cache
@@ -175,7 +190,8 @@ class Strategy(ABC):
 
     @abstractmethod
     def recommend(self, request: Request, k: int) -> np.ndarray:
-        """The top ``k`` item_idx, distinct, best first, excluding ``request.seen``."""
+        """The top ``k`` item_idx, distinct, best first, excluding ``request.seen`` (empty
+        under the ``next-item`` protocol)."""
 
     def report(self) -> dict[str, Any] | None:
         """What a run's ``info`` says about this strategy (e.g. a model's weights), if anything."""
