@@ -5,7 +5,8 @@ Layout (written by ``rtml precompute``; see CONTRIBUTING.md)::
     ROOT/latest -> runs/<run-id>/
       manifest.json, item_index.parquet, item_features.parquet, user_features.parquet,
       item_embeddings.npy, items.ann, item_neighbors.parquet, batch_recs.parquet,
-      popular.parquet, state/
+      popular.parquet, session_items.parquet, item_sessions.parquet,
+      sequential_rules.parquet, state/
 """
 
 from __future__ import annotations
@@ -37,13 +38,20 @@ RUN_FILES = (
     "popular.parquet",
 )
 OUTPUT_FILES = tuple(name for name in RUN_FILES if name != "manifest.json")
+# the session-based strategies' tables (issue #11; ``batch.sessions``): verified and loaded
+# when the manifest lists them — runs written before they existed serve everything else
+SESSION_FILES = ("session_items.parquet", "item_sessions.parquet", "sequential_rules.parquet")
 STATE_PREFIX = "state/"  # warm-start state files, checksummed in the manifest since #15
 
 
 def _checked_names(outputs: dict[str, Any]) -> list[str]:
-    """The files to verify: every serving output, and the warm-start state the manifest lists
-    (runs written before the state was checksummed list none)."""
-    return [*OUTPUT_FILES, *sorted(n for n in outputs if str(n).startswith(STATE_PREFIX))]
+    """The files to verify: every serving output, the session tables and the warm-start state
+    the manifest lists (runs written before they existed list none)."""
+    return [
+        *OUTPUT_FILES,
+        *(n for n in SESSION_FILES if n in outputs),
+        *sorted(n for n in outputs if str(n).startswith(STATE_PREFIX)),
+    ]
 
 
 VERIFIED_STAMP = ".verified.json"  # written by readers: which files already matched their sha256
@@ -293,6 +301,31 @@ def load_annoy(path: Path, n_items: int, dim: int, manifest: dict[str, Any] | No
     return index
 
 
+@dataclass(frozen=True)
+class SessionIndex:
+    """V-SKNN's tables as CSR arrays: the kept sessions' items and each item's recent sessions.
+
+    ``session_idx`` 0 is the most recent session, so "the N most recent" of any set of
+    sessions are its N smallest indices. ``sample``: how many recent sessions per item the
+    run kept (the largest useful V-SKNN ``sample_size``)."""
+
+    session_indptr: np.ndarray  # (n_sessions + 1,) into session_items
+    session_items: np.ndarray  # item_idx, ascending within a session
+    item_indptr: np.ndarray  # (n_items + 1,) into item_sessions
+    item_sessions: np.ndarray  # session_idx, ascending (most recent first) within an item
+    idf: np.ndarray  # float32 per item_idx
+    sample: int
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self.session_indptr) - 1
+
+
+def _csr_indptr(rows: np.ndarray, n: int) -> np.ndarray:
+    """Row pointers of a CSR matrix with ``n`` rows from its entries' sorted row numbers."""
+    return np.searchsorted(rows, np.arange(n + 1), side="left").astype(np.int64)
+
+
 @dataclass
 class Artifacts:
     """A loaded precompute run. Item rows are addressed by dense ``item_idx``."""
@@ -307,6 +340,10 @@ class Artifacts:
     batch_recs: Any  # polars.DataFrame: user_id, item_id, rank, score
     popular: Any  # polars.DataFrame: item_id, rank, score
     _index: Any = field(default=None, repr=False)
+    # the session tables (``batch.sessions``); None for runs written before they existed
+    session_items: Any = None  # polars.DataFrame: session_idx, item_id
+    item_sessions: Any = None  # polars.DataFrame: item_id, session_idx, rank, idf
+    rules: Any = None  # polars.DataFrame: item_id, next_id, score, rank
 
     @property
     def as_of(self) -> datetime:
@@ -362,6 +399,73 @@ class Artifacts:
             frame["score"].to_numpy().astype(np.float32),
         )
 
+    def idx_of(self, ids: Any) -> np.ndarray:
+        """Map a column of original ids (a polars Series) to item_idx by a join; unknown → -1.
+
+        The vectorised form of :meth:`to_idx` for tables of millions of rows."""
+        import polars as pl
+
+        index = self._index_frame
+        frame = pl.DataFrame({"item_id": ids.cast(index["item_id"].dtype, strict=False)})
+        joined = frame.join(index, on="item_id", how="left", maintain_order="left")
+        return joined["item_idx"].fill_null(-1).to_numpy().astype(np.int64)
+
+    @cached_property
+    def _index_frame(self) -> Any:
+        import polars as pl
+
+        return pl.DataFrame(
+            {"item_id": self.item_ids, "item_idx": np.arange(self.n_items, dtype=np.int64)}
+        )
+
+    def _session_table(self, frame: Any, what: str) -> Any:
+        if frame is None:
+            raise DataError(
+                f"precompute run {self.run_dir} has no {what} (it was written by an rtml "
+                "before session-vsknn and session-rules existed): rerun `rtml precompute`"
+            )
+        return frame
+
+    @cached_property
+    def session_index(self) -> SessionIndex:
+        """V-SKNN's tables by item_idx / session_idx (``DataError`` when the run has none)."""
+        items = self._session_table(self.session_items, "session tables")
+        recent = self._session_table(self.item_sessions, "session tables")
+        sess = items["session_idx"].to_numpy().astype(np.int64)
+        item = self.idx_of(items["item_id"])
+        n_sessions = int(sess.max()) + 1 if len(sess) else 0
+        order = np.lexsort((item, sess))  # stored by session, then item id: sort by item_idx
+        order = order[item[order] >= 0]
+        sess, item = sess[order], item[order]
+        owner = self.idx_of(recent["item_id"])
+        order = np.lexsort((recent["session_idx"].to_numpy(), owner))
+        owner = owner[order]
+        idf = np.zeros(self.n_items, dtype=np.float32)
+        known = owner >= 0
+        idf[owner[known]] = recent["idf"].to_numpy()[order][known]
+        return SessionIndex(
+            session_indptr=_csr_indptr(sess, n_sessions),
+            session_items=item,
+            item_indptr=_csr_indptr(owner[known], self.n_items),
+            item_sessions=recent["session_idx"].to_numpy()[order][known].astype(np.int64),
+            idf=idf,
+            sample=int(self.manifest["params"].get("session_sample", 0) or 0),
+        )
+
+    @cached_property
+    def rule_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR arrays (indptr, next item_idx, score) of the sequential rules by item_idx."""
+        rules = self._session_table(self.rules, "sequential rules")
+        src, dst = self.idx_of(rules["item_id"]), self.idx_of(rules["next_id"])
+        keep = (src >= 0) & (dst >= 0)
+        order = np.lexsort((rules["rank"].to_numpy()[keep], src[keep]))
+        src = src[keep][order]
+        return (
+            _csr_indptr(src, self.n_items),
+            dst[keep][order],
+            rules["score"].to_numpy()[keep][order].astype(np.float32),
+        )
+
     @cached_property
     def user_recs(self) -> dict[Any, np.ndarray]:
         """user_id → item_idx of the Stage-1 list, best first."""
@@ -399,6 +503,7 @@ def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
                 "popular",
             )
         }
+        sessions = _read_session_tables(run_dir, manifest)
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise DataError(
             f"precompute run {run_dir} is unreadable: {exc}; {_rerun(manifest, run_dir)}"
@@ -438,4 +543,25 @@ def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
         batch_recs=frames["batch_recs"],
         popular=frames["popular"],
         _index=load_annoy(run_dir / "items.ann", n_items, dim, manifest),
+        **sessions,
     )
+
+
+def _read_session_tables(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The session tables' serving columns, read now (a run pruned later keeps serving);
+    none for a run whose manifest does not list them."""
+    import polars as pl
+
+    if not all(name in manifest["outputs"] for name in SESSION_FILES):
+        return {}
+    return {
+        "session_items": pl.read_parquet(
+            run_dir / "session_items.parquet", columns=["session_idx", "item_id"]
+        ),
+        "item_sessions": pl.read_parquet(
+            run_dir / "item_sessions.parquet", columns=["item_id", "session_idx", "rank", "idf"]
+        ),
+        "rules": pl.read_parquet(
+            run_dir / "sequential_rules.parquet", columns=["item_id", "next_id", "score", "rank"]
+        ),
+    }

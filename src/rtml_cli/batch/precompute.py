@@ -2,7 +2,7 @@
 
 See :func:`run_precompute`. Steps, each timed with its peak memory in the
 manifest: scan → features → cooccurrence → embeddings → index → neighbors →
-recs → write → publish → switch → prune.
+recs → sessions → write → publish → switch → prune.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ from rtml_cli.batch.artifacts import (
     resolve_run_dir,
     verify_outputs,
 )
+from rtml_cli.batch.sessions import (
+    RULE_COUNTS,
+    SESSION_FILES,
+    PreviousSessions,
+    SessionParams,
+    SessionTablesResult,
+)
 from rtml_cli.errors import DataError, InputMissing, OutputError, RtmlError, UsageError
 from rtml_cli.fsutil import parquet_files, root_lock, write_json
 
@@ -42,6 +49,7 @@ STEPS = (
     "index",
     "neighbors",
     "recs",
+    "sessions",
     "write",
     "publish",
     "switch",
@@ -184,6 +192,10 @@ class _WarmState:
     batch_recs: Any
     user_features: Any
     item_windows: Any  # item_id + the 1d/7d/30d window counts at the run's as-of
+    # the run's session tables to continue from; None: it has none (an older rtml) or
+    # they were built with other parameters, and this run builds them from every event
+    sessions: PreviousSessions | None = None
+    session_params: SessionParams | None = None
 
 
 def load_warm_state(path: str | Path) -> _WarmState:
@@ -232,6 +244,8 @@ def load_warm_state(path: str | Path) -> _WarmState:
                 problem = "state does not match its item index"
             else:
                 return _WarmState(
+                    sessions=_previous_sessions(run_dir, manifest, meta),
+                    session_params=SessionParams.from_params(manifest["params"]),
                     run_dir=run_dir,
                     run_id=run_dir.name,
                     as_of=datetime.fromisoformat(manifest["as_of"]),
@@ -266,6 +280,19 @@ def load_warm_state(path: str | Path) -> _WarmState:
 
 
 _STATE_PARAMS = ("dim", "window", "max_session_len", "half_life_s")
+
+
+def _previous_sessions(
+    run_dir: Path, manifest: dict[str, Any], meta: dict[str, Any]
+) -> PreviousSessions | None:
+    """The session tables a warm start can continue from (verified with the run's outputs),
+    or None when the run has none: written by an rtml before the tables existed."""
+    outputs = manifest.get("outputs", {})
+    listed = all(n in outputs for n in SESSION_FILES) and f"state/{RULE_COUNTS}" in outputs
+    n_sessions = meta.get("training_sessions")
+    if not listed or not isinstance(n_sessions, int) or isinstance(n_sessions, bool):
+        return None
+    return PreviousSessions(run_dir=run_dir, n_sessions=n_sessions)
 
 
 def _state_json_problem(path: Path) -> str | None:
@@ -359,6 +386,9 @@ class _Run:
     sim_top: Any = None
     popular: Any = None
     recs: Any = None
+    # sessions (V-SKNN tables, sequential rules)
+    session_params: SessionParams = field(default_factory=SessionParams)
+    sessions: SessionTablesResult | None = None
     # write, publish, switch
     manifest: dict[str, Any] = field(default_factory=dict)
     previous: str | None = None
@@ -466,7 +496,15 @@ def run_precompute(
             skipped = _scan(run)
             if skipped is not None:
                 return skipped
-            for step in (_features, _cooccurrence, _embeddings, _index, _neighbors, _recs):
+            for step in (
+                _features,
+                _cooccurrence,
+                _embeddings,
+                _index,
+                _neighbors,
+                _recs,
+                _sessions,
+            ):
                 step(run)
             _write(run)
             _publish(run)
@@ -573,6 +611,7 @@ def _scan(run: _Run) -> PrecomputeResult | None:
         "half_life_s": run.half_life_s,
         "seed": run.seed,
         "popular_n": POPULAR_N,
+        **run.session_params.as_params(),
         "mode": run.mode,
         "warm_start": warm.run_id if warm is not None else None,
     }
@@ -800,6 +839,29 @@ def _recs(run: _Run) -> None:
     run.recs = pl.concat([kept, fresh_recs.select(kept.columns)])
 
 
+def _sessions(run: _Run) -> None:
+    """V-SKNN's session tables and the sequential rules, written into the run directory.
+
+    A warm start continues from the previous run's tables when it has them (built with the
+    same parameters); otherwise they are built from every event, as in a full run."""
+    from rtml_cli.batch.sessions import build_session_tables
+
+    run.steps.start("sessions")
+    warm = run.warm
+    previous = None
+    if warm is not None and warm.session_params == run.session_params:
+        previous = warm.sessions
+    run.sessions = build_session_tables(
+        run.con,
+        run.index,
+        run.aggregates.select("item_id", "events_total"),
+        run.tmp_dir,
+        since=run.since,
+        previous=previous,
+        params=run.session_params,
+    )
+
+
 def _write(run: _Run) -> None:
     """Every output and the warm-start state into the temporary run directory."""
     import scipy.sparse as sp
@@ -817,16 +879,25 @@ def _write(run: _Run) -> None:
     run.recs.write_parquet(tmp / "batch_recs.parquet")
     run.popular.write_parquet(tmp / "popular.parquet")
     state = tmp / "state"
-    state.mkdir()
+    state.mkdir(exist_ok=True)  # the sessions step put the rule counts there
     sp.save_npz(state / "cooc.npz", run.counts, compressed=False)
     run.aggregates.select("item_id", *feat.TOTALS, "first_seen", "last_seen").write_parquet(
         state / "item_totals.parquet"
     )
     run.user_totals.write_parquet(state / "user_totals.parquet")
     run.history.write_parquet(state / "user_items.parquet")
-    write_json(state / "state.json", {"as_of": run.as_of.isoformat(), "params": run.params})
+    sessions = _require(run.sessions, "the session tables", "sessions")
+    write_json(
+        state / "state.json",
+        {
+            "as_of": run.as_of.isoformat(),
+            "params": run.params,
+            "training_sessions": sessions.n_sessions,
+        },
+    )
     # the warm-start state is checksummed too: a damaged state must not flow into a new run
-    outputs = [n for n in RUN_FILES if n != "manifest.json"] + [f"state/{n}" for n in STATE_FILES]
+    outputs = [n for n in RUN_FILES if n != "manifest.json"] + list(SESSION_FILES)
+    outputs += [f"state/{n}" for n in (*STATE_FILES, RULE_COUNTS)]
     run.manifest = _manifest(run)
     run.manifest["outputs"] = publish.checksums(tmp, outputs)
 
@@ -854,6 +925,7 @@ def _manifest(run: _Run) -> dict[str, Any]:
             "neighbors": run.neighbors.height,
             "batch_recs": run.recs.height,
             "popular": run.popular.height,
+            **(run.sessions.rows() if run.sessions is not None else {}),
         },
         "time_range": {
             "first_event": src.first_ts.isoformat(),

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rtml_cli.batch.artifacts import FORMAT_VERSION, OUTPUT_FILES, run_id_for
+from rtml_cli.batch.artifacts import FORMAT_VERSION, OUTPUT_FILES, SESSION_FILES, run_id_for
 from rtml_cli.batch.publish import checksums
+from rtml_cli.batch.sessions import SessionParams, build_session_tables
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 AS_OF = T0 + timedelta(days=3)
@@ -162,13 +163,35 @@ def write_run(root: Path, events: pl.DataFrame, as_of: datetime = AS_OF, *, dim:
     pl.DataFrame(recs, schema=["user_id", "item_id", "rank", "score"], orient="row").write_parquet(
         run / "batch_recs.parquet"
     )
+    write_session_tables(run, past, item_ids)
     manifest = {
         "format_version": FORMAT_VERSION,
         "as_of": as_of.isoformat(),
         "mode": "full",
-        "params": {"dim": dim},
-        "outputs": checksums(run, list(OUTPUT_FILES)),
+        "params": {"dim": dim, **SessionParams().as_params()},
+        "outputs": checksums(run, [*OUTPUT_FILES, *SESSION_FILES]),
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
     (root / "latest").symlink_to(Path("runs") / run.name)
     return run
+
+
+def write_session_tables(run: Path, past: pl.DataFrame, item_ids: np.ndarray) -> None:
+    """V-SKNN's session tables and the sequential rules of ``past``, built by the function
+    ``rtml precompute`` uses (``batch.sessions``), into ``run``."""
+    from rtml_cli.duck import connect
+
+    con = connect()
+    try:
+        con.register("_past", past)
+        con.sql(
+            "CREATE VIEW ev AS SELECT CAST(ts AS TIMESTAMP) AS ts, user_id, session_id, "
+            "item_id, event FROM _past"
+        )
+        index = pl.DataFrame({"item_idx": np.arange(len(item_ids)), "item_id": item_ids})
+        totals = past.group_by("item_id").len("events_total")
+        build_session_tables(
+            con, index, totals, run, since=None, previous=None, params=SessionParams()
+        )
+    finally:
+        con.close()

@@ -11,6 +11,12 @@ batch                   1       the precomputed per-user list; strangers get ``p
 session-embedding       2       mean of the session's item embeddings → Annoy → cosine
 session-embedding-decay 2       the same with a position-decayed mean (recent items weigh more)
 session-itemknn         2       item-item neighbours of the session's items, aggregated
+session-vsknn           2       V-SKNN (session-rec): the k most similar recent training
+                                sessions vote for their items (position-decayed session
+                                vector, idf-weighted votes); under ``next-item`` it also
+                                reminds of the session's own items
+session-rules           2       sequential rules (session-rec): 1/distance-weighted
+                                rules a → b of the session's last item, top 20 per item
 online-ranker           3       logistic regression over batch + real-time + streaming
                                 features, on the union of the two Stage-2 generators
 online-ranker-no-F      3       ablation: the ranker without feature family F
@@ -41,6 +47,7 @@ from rtml_cli.online.stage2 import (
     top_by_score,
     unseen_mask,
 )
+from rtml_cli.online.stage2_literature import SessionRules, SessionVSKNN
 from rtml_cli.online.stage3 import OnlineRanker
 
 __all__ = [
@@ -57,6 +64,8 @@ __all__ = [
     "Request",
     "SessionEmbedding",
     "SessionItemKNN",
+    "SessionRules",
+    "SessionVSKNN",
     "Strategy",
     "build",
     "expand_names",
