@@ -326,6 +326,48 @@ def _csr_indptr(rows: np.ndarray, n: int) -> np.ndarray:
     return np.searchsorted(rows, np.arange(n + 1), side="left").astype(np.int64)
 
 
+def build_session_index(
+    session_items: Any, item_sessions: Any, idx_of: Any, n_items: int, sample: int
+) -> SessionIndex:
+    """``SessionIndex`` from the frames of ``session_items.parquet`` (``session_idx``,
+    ``item_id``) and ``item_sessions.parquet`` (``item_id``, ``session_idx``, ``idf``);
+    ``idx_of`` maps an item id column to item_idx (-1: unknown, dropped)."""
+    sess = session_items["session_idx"].to_numpy().astype(np.int64)
+    item = idx_of(session_items["item_id"])
+    n_sessions = int(sess.max()) + 1 if len(sess) else 0
+    order = np.lexsort((item, sess))  # by session, then item_idx
+    order = order[item[order] >= 0]
+    owner = idx_of(item_sessions["item_id"])
+    recent = item_sessions["session_idx"].to_numpy().astype(np.int64)
+    by_item = np.lexsort((recent, owner))  # by item, most recent session first
+    by_item = by_item[owner[by_item] >= 0]
+    idf = np.zeros(n_items, dtype=np.float32)
+    idf[owner[by_item]] = item_sessions["idf"].to_numpy()[by_item]
+    return SessionIndex(
+        session_indptr=_csr_indptr(sess[order], n_sessions),
+        session_items=item[order],
+        item_indptr=_csr_indptr(owner[by_item], n_items),
+        item_sessions=recent[by_item],
+        idf=idf,
+        sample=sample,
+    )
+
+
+def build_rule_lists(
+    rules: Any, idx_of: Any, n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays (indptr, next item_idx, score) by item_idx, best rule first, from the frame
+    of ``sequential_rules.parquet``; ``idx_of`` as in :func:`build_session_index`."""
+    src, dst = idx_of(rules["item_id"]), idx_of(rules["next_id"])
+    order = np.lexsort((rules["rank"].to_numpy(), src))
+    order = order[(src[order] >= 0) & (dst[order] >= 0)]
+    return (
+        _csr_indptr(src[order], n_items),
+        dst[order],
+        rules["score"].to_numpy()[order].astype(np.float32),
+    )
+
+
 @dataclass
 class Artifacts:
     """A loaded precompute run. Item rows are addressed by dense ``item_idx``."""
@@ -429,41 +471,19 @@ class Artifacts:
     @cached_property
     def session_index(self) -> SessionIndex:
         """V-SKNN's tables by item_idx / session_idx (``DataError`` when the run has none)."""
-        items = self._session_table(self.session_items, "session tables")
-        recent = self._session_table(self.item_sessions, "session tables")
-        sess = items["session_idx"].to_numpy().astype(np.int64)
-        item = self.idx_of(items["item_id"])
-        n_sessions = int(sess.max()) + 1 if len(sess) else 0
-        order = np.lexsort((item, sess))  # stored by session, then item id: sort by item_idx
-        order = order[item[order] >= 0]
-        sess, item = sess[order], item[order]
-        owner = self.idx_of(recent["item_id"])
-        order = np.lexsort((recent["session_idx"].to_numpy(), owner))
-        owner = owner[order]
-        idf = np.zeros(self.n_items, dtype=np.float32)
-        known = owner >= 0
-        idf[owner[known]] = recent["idf"].to_numpy()[order][known]
-        return SessionIndex(
-            session_indptr=_csr_indptr(sess, n_sessions),
-            session_items=item,
-            item_indptr=_csr_indptr(owner[known], self.n_items),
-            item_sessions=recent["session_idx"].to_numpy()[order][known].astype(np.int64),
-            idf=idf,
-            sample=int(self.manifest["params"].get("session_sample", 0) or 0),
+        return build_session_index(
+            self._session_table(self.session_items, "session tables"),
+            self._session_table(self.item_sessions, "session tables"),
+            self.idx_of,
+            self.n_items,
+            int(self.manifest["params"].get("session_sample", 0) or 0),
         )
 
     @cached_property
     def rule_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR arrays (indptr, next item_idx, score) of the sequential rules by item_idx."""
-        rules = self._session_table(self.rules, "sequential rules")
-        src, dst = self.idx_of(rules["item_id"]), self.idx_of(rules["next_id"])
-        keep = (src >= 0) & (dst >= 0)
-        order = np.lexsort((rules["rank"].to_numpy()[keep], src[keep]))
-        src = src[keep][order]
-        return (
-            _csr_indptr(src, self.n_items),
-            dst[keep][order],
-            rules["score"].to_numpy()[keep][order].astype(np.float32),
+        return build_rule_lists(
+            self._session_table(self.rules, "sequential rules"), self.idx_of, self.n_items
         )
 
     @cached_property

@@ -32,6 +32,7 @@ from rtml_cli.batch.artifacts import (
     verify_outputs,
 )
 from rtml_cli.batch.sessions import (
+    MAX_RULE_STEPS,
     RULE_COUNTS,
     SESSION_FILES,
     PreviousSessions,
@@ -423,6 +424,7 @@ def run_precompute(
     seed: int = 0,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    sessions: SessionParams | None = None,
 ) -> PrecomputeResult:
     """Run the batch job on ``events`` (Parquet file, glob or directory) into ``root``.
 
@@ -442,6 +444,9 @@ def run_precompute(
     - ``keep``: prune to the ``keep`` newest runs (never the one ``latest`` points to).
     - ``force``: rebuild even when an identical run exists (otherwise a no-op).
     - ``progress(step, done, total)``: called as each step starts.
+    - ``sessions``: how the session tables of V-SKNN and the sequential rules are built
+      (``batch.sessions.SessionParams``: recent sessions kept per item, rule steps, rules
+      kept per item); a warm start inherits its run's, a full run uses the defaults.
 
     Returns a :class:`PrecomputeResult` with the manifest (timings and peak
     memory per step, rows processed, index recall, output checksums).
@@ -485,6 +490,7 @@ def run_precompute(
         force=force,
         steps=_Steps(progress),
         t0=t0,
+        session_params=_session_params(warm, sessions),
     )
     # One BLAS thread: OpenBLAS threads spin-wait, and on a busy shared box (cron hosts
     # usually are) that made the small QR/SVD calls 100x slower; it also keeps sums
@@ -567,6 +573,22 @@ def _model_params(
         inherited["max_session_len"],
         float(inherited["half_life_s"]),
     )
+
+
+def _session_params(warm: _WarmState | None, given: SessionParams | None) -> SessionParams:
+    """The session tables' parameters: as given, else the warm-start run's, else defaults."""
+    if given is not None:
+        if min(given.session_sample, given.rule_top, given.rule_steps) < 1 or (
+            given.rule_steps > MAX_RULE_STEPS
+        ):
+            raise UsageError(
+                "session tables need session_sample >= 1, rule_top >= 1 and "
+                f"1 <= rule_steps <= {MAX_RULE_STEPS}"
+            )
+        return given
+    if warm is not None and warm.session_params is not None:
+        return warm.session_params
+    return SessionParams()
 
 
 def _scan(run: _Run) -> PrecomputeResult | None:

@@ -176,9 +176,12 @@ def write_run(root: Path, events: pl.DataFrame, as_of: datetime = AS_OF, *, dim:
     return run
 
 
-def write_session_tables(run: Path, past: pl.DataFrame, item_ids: np.ndarray) -> None:
-    """V-SKNN's session tables and the sequential rules of ``past``, built by the function
-    ``rtml precompute`` uses (``batch.sessions``), into ``run``."""
+def write_session_tables(
+    run: Path, past: pl.DataFrame, item_ids: np.ndarray, params: SessionParams | None = None
+) -> None:
+    """V-SKNN's session tables and the sequential rules of ``past`` (item_idx = position in
+    ``item_ids``), built by the function ``rtml precompute`` uses (``batch.sessions``), into
+    ``run``."""
     from rtml_cli.duck import connect
 
     con = connect()
@@ -191,7 +194,7 @@ def write_session_tables(run: Path, past: pl.DataFrame, item_ids: np.ndarray) ->
         index = pl.DataFrame({"item_idx": np.arange(len(item_ids)), "item_id": item_ids})
         totals = past.group_by("item_id").len("events_total")
         build_session_tables(
-            con, index, totals, run, since=None, previous=None, params=SessionParams()
+            con, index, totals, run, since=None, previous=None, params=params or SessionParams()
         )
     finally:
         con.close()

@@ -31,6 +31,7 @@ from datetime import timedelta
 
 import numpy as np
 
+from rtml_cli.batch.artifacts import SessionIndex
 from rtml_cli.errors import UsageError
 from rtml_cli.online.base import STRATEGIES, Env, Request, Strategy
 from rtml_cli.online.stage2 import top_by_score
@@ -115,6 +116,56 @@ class VSKNNOptions:
             raise UsageError("V-SKNN idf_weighting must be >= 0")
 
 
+def vsknn_scores(
+    tables: SessionIndex, items: np.ndarray, opt: VSKNNOptions, sample_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """V-SKNN's votes for a session that saw ``items`` (item_idx, in order, repeats kept):
+    (items ascending, score), the session's own items included."""
+    n = len(items)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0)
+    # distinct session items and the last position of each (1-based; step 1 = last event)
+    session, last_back = np.unique(items[::-1], return_index=True)
+    weight = POSITION_WEIGHTS[opt.weighting](n - last_back, n)
+    step = last_back + 1
+    # candidate neighbours: the most recent sessions holding any session item
+    holding, _ = gather(tables.item_indptr, tables.item_sessions, session)
+    if not len(holding):
+        return np.zeros(0, np.int64), np.zeros(0)
+    candidates = np.unique(holding)[:sample_size]  # session_idx 0 = most recent
+    their_items, lengths = gather(tables.session_indptr, tables.session_items, candidates)
+    where = np.minimum(np.searchsorted(session, their_items), len(session) - 1)
+    shared = session[where] == their_items
+    starts = np.cumsum(lengths) - lengths
+    similarity = np.add.reduceat(np.where(shared, weight[where], 0.0), starts) / len(session)
+    nearest = np.minimum.reduceat(np.where(shared, step[where], n + 1), starts)
+    # the k most similar; ties go to the more recent session
+    best = np.lexsort((candidates, -similarity))[: opt.k]
+    voters, vote_lengths = gather(tables.session_indptr, tables.session_items, candidates[best])
+    vote = similarity[best] * STEP_WEIGHTS[opt.weighting_score](nearest[best])
+    votes = np.repeat(vote, vote_lengths)
+    if opt.idf_weighting:
+        votes = votes * (1.0 + opt.idf_weighting * tables.idf[voters])
+    cand, inverse = np.unique(voters, return_inverse=True)
+    return cand, np.bincount(inverse, weights=votes, minlength=len(cand))
+
+
+def rule_scores(
+    rules: tuple[np.ndarray, np.ndarray, np.ndarray], items: np.ndarray, history: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sequential rules' scores for a session that saw ``items``: the rules of its last
+    ``history`` items, the i-th from the end weighted ``1 / i``; (items ascending, score)."""
+    indptr, next_item, rule_score = rules
+    recent = items[::-1][:history]  # the last item first
+    positions, lengths = csr_positions(indptr, recent)
+    if not len(positions):
+        return np.zeros(0, np.int64), np.zeros(0)
+    weight = np.repeat(1.0 / np.arange(1, len(recent) + 1), lengths)
+    cand, inverse = np.unique(next_item[positions], return_inverse=True)
+    values = rule_score[positions] * weight
+    return cand, np.bincount(inverse, weights=values, minlength=len(cand))
+
+
 class SessionVSKNN(Strategy):
     """Stage 2: vector-multiplication session kNN (V-SKNN) over the precomputed sessions."""
 
@@ -128,34 +179,8 @@ class SessionVSKNN(Strategy):
 
     def scores(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
         """(items ascending, score) of every item a neighbour votes for, the session's own
-        items included (the caller drops them where the protocol says so)."""
-        opt, tables = self.options, self.tables
-        items = request.items
-        n = len(items)
-        # distinct session items and the last position of each (1-based; step 1 = last event)
-        session, last_back = np.unique(items[::-1], return_index=True)
-        weight = POSITION_WEIGHTS[opt.weighting](n - last_back, n)
-        step = last_back + 1
-        # candidate neighbours: the most recent sessions holding any session item
-        holding, _ = gather(tables.item_indptr, tables.item_sessions, session)
-        if not len(holding):
-            return np.zeros(0, np.int64), np.zeros(0)
-        candidates = np.unique(holding)[: self.sample_size]  # session_idx 0 = most recent
-        their_items, lengths = gather(tables.session_indptr, tables.session_items, candidates)
-        where = np.minimum(np.searchsorted(session, their_items), len(session) - 1)
-        shared = session[where] == their_items
-        starts = np.cumsum(lengths) - lengths
-        similarity = np.add.reduceat(np.where(shared, weight[where], 0.0), starts) / len(session)
-        nearest = np.minimum.reduceat(np.where(shared, step[where], n + 1), starts)
-        # the k most similar; ties go to the more recent session
-        best = np.lexsort((candidates, -similarity))[: opt.k]
-        voters, vote_lengths = gather(tables.session_indptr, tables.session_items, candidates[best])
-        vote = similarity[best] * STEP_WEIGHTS[opt.weighting_score](nearest[best])
-        votes = np.repeat(vote, vote_lengths)
-        if opt.idf_weighting:
-            votes = votes * (1.0 + opt.idf_weighting * tables.idf[voters])
-        cand, inverse = np.unique(voters, return_inverse=True)
-        return cand, np.bincount(inverse, weights=votes, minlength=len(cand))
+        items included (``recommend`` drops them where the protocol says so)."""
+        return vsknn_scores(self.tables, request.items, self.options, self.sample_size)
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
         env = self.env
@@ -218,18 +243,11 @@ class SessionRules(Strategy):
         self.env = env
         self.options = options or RulesOptions()
         self.name = "session-rules"
-        self.indptr, self.next_item, self.rule_score = env.artifacts.rule_lists
+        self.rules = env.artifacts.rule_lists  # DataError for runs without session tables
 
     def scores(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
         """(items ascending, summed rule score) from the session's last ``history`` items."""
-        recent = request.items[::-1][: self.options.history]  # the last item first
-        positions, lengths = csr_positions(self.indptr, recent)
-        if not len(positions):
-            return np.zeros(0, np.int64), np.zeros(0)
-        found, values = self.next_item[positions], self.rule_score[positions]
-        weight = np.repeat(1.0 / np.arange(1, len(recent) + 1), lengths)
-        cand, inverse = np.unique(found, return_inverse=True)
-        return cand, np.bincount(inverse, weights=values * weight, minlength=len(cand))
+        return rule_scores(self.rules, request.items, self.options.history)
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
         env = self.env
