@@ -72,7 +72,8 @@ def hand(tmp_path_factory: pytest.TempPathFactory) -> Env:
 
 def _request(env: Env, items: list[int], protocol: str = "next-unseen") -> Request:
     idx = np.array([env.artifacts.id_to_idx[i] for i in items], dtype=np.int64)
-    return Request(0, 0, None, 0, idx, n_events=len(idx), protocol=protocol)
+    later = int((T + timedelta(days=1)).timestamp() * 1e6)  # after every training session
+    return Request(later, later, None, 0, idx, n_events=len(idx), protocol=protocol)
 
 
 def _ids(env: Env, idx: np.ndarray) -> list[int]:
@@ -112,6 +113,19 @@ def test_vsknn_scores_a_hand_computed_example(hand):
         5: round(0.5 * 0.9 + 0.25 * 0.8, 6),
         6: round(0.5 * 0.9, 6),
     }
+
+
+def test_vsknn_takes_only_sessions_that_ended_before_the_request(hand):
+    # at 02:30 only s1 (ended 01:02) and s2 (02:01) are over; of those only s1 holds 1 or 3
+    at = int((T + timedelta(hours=2, minutes=30)).timestamp() * 1e6)
+    idx = np.array([hand.artifacts.id_to_idx[i] for i in (1, 3)])
+    early = Request(at, at, None, 0, idx, n_events=2)
+    plain = SessionVSKNN(hand, VSKNNOptions(k=2, weighting_score="div", idf_weighting=0))
+    cand, score = plain.scores(early)
+    assert _ids(hand, cand) == [1, 2, 3] and score == pytest.approx([0.75] * 3)
+    before_all = Request(0, 0, None, 0, idx, n_events=2)
+    assert not len(plain.scores(before_all)[0])  # nothing ended yet: the popular fill
+    assert len(plain.recommend(before_all, 3)) == 3
 
 
 def test_rules_score_a_hand_computed_example(hand):

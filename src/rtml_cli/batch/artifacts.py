@@ -315,6 +315,7 @@ class SessionIndex:
     item_sessions: np.ndarray  # session_idx, ascending (most recent first) within an item
     idf: np.ndarray  # float32 per item_idx
     sample: int
+    last_us: np.ndarray  # each session's last event, µs since the epoch (descending)
 
     @property
     def n_sessions(self) -> int:
@@ -330,8 +331,8 @@ def build_session_index(
     session_items: Any, item_sessions: Any, idx_of: Any, n_items: int, sample: int
 ) -> SessionIndex:
     """``SessionIndex`` from the frames of ``session_items.parquet`` (``session_idx``,
-    ``item_id``) and ``item_sessions.parquet`` (``item_id``, ``session_idx``, ``idf``);
-    ``idx_of`` maps an item id column to item_idx (-1: unknown, dropped)."""
+    ``last_ts``, ``item_id``) and ``item_sessions.parquet`` (``item_id``, ``session_idx``,
+    ``idf``); ``idx_of`` maps an item id column to item_idx (-1: unknown, dropped)."""
     sess = session_items["session_idx"].to_numpy().astype(np.int64)
     item = idx_of(session_items["item_id"])
     n_sessions = int(sess.max()) + 1 if len(sess) else 0
@@ -343,6 +344,9 @@ def build_session_index(
     by_item = by_item[owner[by_item] >= 0]
     idf = np.zeros(n_items, dtype=np.float32)
     idf[owner[by_item]] = item_sessions["idf"].to_numpy()[by_item]
+    last_us = np.zeros(n_sessions, dtype=np.int64)
+    stamps = session_items["last_ts"].dt.epoch("us").to_numpy().astype(np.int64)
+    last_us[sess] = stamps  # every row of a session holds its last event
     return SessionIndex(
         session_indptr=_csr_indptr(sess[order], n_sessions),
         session_items=item[order],
@@ -350,6 +354,7 @@ def build_session_index(
         item_sessions=recent[by_item],
         idf=idf,
         sample=sample,
+        last_us=last_us,
     )
 
 
@@ -383,7 +388,7 @@ class Artifacts:
     popular: Any  # polars.DataFrame: item_id, rank, score
     _index: Any = field(default=None, repr=False)
     # the session tables (``batch.sessions``); None for runs written before they existed
-    session_items: Any = None  # polars.DataFrame: session_idx, item_id
+    session_items: Any = None  # polars.DataFrame: session_idx, last_ts, item_id
     item_sessions: Any = None  # polars.DataFrame: item_id, session_idx, rank, idf
     rules: Any = None  # polars.DataFrame: item_id, next_id, score, rank
 
@@ -576,7 +581,7 @@ def _read_session_tables(run_dir: Path, manifest: dict[str, Any]) -> dict[str, A
         return {}
     return {
         "session_items": pl.read_parquet(
-            run_dir / "session_items.parquet", columns=["session_idx", "item_id"]
+            run_dir / "session_items.parquet", columns=["session_idx", "last_ts", "item_id"]
         ),
         "item_sessions": pl.read_parquet(
             run_dir / "item_sessions.parquet", columns=["item_id", "session_idx", "rank", "idf"]

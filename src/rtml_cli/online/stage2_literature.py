@@ -117,10 +117,18 @@ class VSKNNOptions:
 
 
 def vsknn_scores(
-    tables: SessionIndex, items: np.ndarray, opt: VSKNNOptions, sample_size: int
+    tables: SessionIndex,
+    items: np.ndarray,
+    opt: VSKNNOptions,
+    sample_size: int,
+    before_us: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """V-SKNN's votes for a session that saw ``items`` (item_idx, in order, repeats kept):
-    (items ascending, score), the session's own items included."""
+    (items ascending, score), the session's own items included.
+
+    ``before_us``: only sessions whose last event came before this time are neighbours (a
+    request before the as-of, as in the ranker's training, must not see its own session or
+    later ones; for requests after the as-of every stored session qualifies)."""
     n = len(items)
     if not n:
         return np.zeros(0, np.int64), np.zeros(0)
@@ -132,7 +140,14 @@ def vsknn_scores(
     holding, _ = gather(tables.item_indptr, tables.item_sessions, session)
     if not len(holding):
         return np.zeros(0, np.int64), np.zeros(0)
-    candidates = np.unique(holding)[:sample_size]  # session_idx 0 = most recent
+    candidates = np.unique(holding)  # session_idx 0 = most recent
+    if before_us is not None:
+        # sessions are stored most recent first: those ending at or after the time lead
+        ended_later = int(np.searchsorted(-tables.last_us, -before_us, side="right"))
+        candidates = candidates[np.searchsorted(candidates, ended_later) :]
+    candidates = candidates[:sample_size]
+    if not len(candidates):
+        return np.zeros(0, np.int64), np.zeros(0)
     their_items, lengths = gather(tables.session_indptr, tables.session_items, candidates)
     where = np.minimum(np.searchsorted(session, their_items), len(session) - 1)
     shared = session[where] == their_items
@@ -180,7 +195,9 @@ class SessionVSKNN(Strategy):
     def scores(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
         """(items ascending, score) of every item a neighbour votes for, the session's own
         items included (``recommend`` drops them where the protocol says so)."""
-        return vsknn_scores(self.tables, request.items, self.options, self.sample_size)
+        return vsknn_scores(
+            self.tables, request.items, self.options, self.sample_size, before_us=request.ts
+        )
 
     def recommend(self, request: Request, k: int) -> np.ndarray:
         env = self.env

@@ -23,6 +23,9 @@ strategy's ``prepare`` hook (``training_examples`` replays the training window).
 
 Registered here: ``online-ranker`` and its ablations ``online-ranker-no-F`` (without
 feature family F); any variant that reads streaming features takes an ``@freshness``.
+``online-ranker-vsknn`` (issue #11, optional) adds a third generator, V-SKNN's best
+``--candidates`` items (``stage2_literature``), and two features, the V-SKNN score
+(scaled by the request's best) and whether V-SKNN proposed the candidate.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numpy as np
 from rtml_cli.online.base import STRATEGIES, Env, Factory, Request, Strategy
 from rtml_cli.online.replay import ReplayData, request_at, streams_for, truth_for
 from rtml_cli.online.stage2 import knn_scores, session_vector, top_by_score, unseen_mask
+from rtml_cli.online.stage2_literature import SessionVSKNN
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "batch": ("log_views_7d", "conversion_rate", "log_popularity"),
@@ -63,6 +67,8 @@ FEATURES: dict[str, tuple[str, ...]] = {
 }
 FAMILIES = tuple(FEATURES)  # batch, realtime, streaming
 ALL_FEATURES = tuple(name for names in FEATURES.values() for name in names)
+# what the V-SKNN candidate generator adds (``online-ranker-vsknn``), after the families
+VSKNN_FEATURES = ("vsknn_score", "in_vsknn")
 NEGATIVES_PER_REQUEST = 24
 L2 = 1e-3
 # keys of ``Env.cache``: work every ranker variant of a run shares
@@ -120,17 +126,27 @@ class OnlineRanker(Strategy):
     Built untrained; ``prepare(env)`` trains it on ``env.training`` (or sets the prior
     weights when there is nothing to learn from)."""
 
-    def __init__(self, env: Env, *, families: tuple[str, ...], lag: timedelta | None) -> None:
+    def __init__(
+        self,
+        env: Env,
+        *,
+        families: tuple[str, ...],
+        lag: timedelta | None,
+        vsknn: bool = False,
+    ) -> None:
         self.env = env
         self.name = "online-ranker"
         self.families = families
+        # a third candidate generator (V-SKNN) and its two features; its candidates are
+        # shared under another key than the other variants'
+        self.vsknn = SessionVSKNN(env) if vsknn else None
+        self._cache_key = "ranker-candidates" + ("+vsknn" if vsknn else "")
         self.lag = lag if "streaming" in families else None
         self.lag_us = None if self.lag is None else round(self.lag.total_seconds() * 1e6)
         if _BATCH_FEATURES not in env.cache:
             env.cache[_BATCH_FEATURES] = batch_matrix(env.artifacts)
         self.batch = env.cache[_BATCH_FEATURES]
-        self.columns = np.array([n in self._names() for n in ALL_FEATURES])
-        self.coef = np.zeros(int(self.columns.sum()))
+        self.coef = np.zeros(len(self.feature_names))
         self.intercept = 0.0
         self.trained_on = 0
         self.borrowed_ns = 0
@@ -140,7 +156,8 @@ class OnlineRanker(Strategy):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return tuple(n for n in ALL_FEATURES if n in self._names())
+        names = tuple(n for n in ALL_FEATURES if n in self._names())
+        return names + (VSKNN_FEATURES if self.vsknn is not None else ())
 
     # ------------------------------------------------------------------ features
 
@@ -151,22 +168,25 @@ class OnlineRanker(Strategy):
         computes them per request and the others reuse them, each charged the time it took
         (``borrowed_ns``) so every variant's latency still includes candidate generation.
         """
-        cached = request.cache.get("ranker-candidates")
+        cached = request.cache.get(self._cache_key)
         if cached is not None:
             self.borrowed_ns = cached[3]
             return cached[:3]
         t0 = time.perf_counter_ns()
         out = self._generate(request)
-        request.cache["ranker-candidates"] = (*out, time.perf_counter_ns() - t0)
+        request.cache[self._cache_key] = (*out, time.perf_counter_ns() - t0)
         return out
 
     def _generate(self, request: Request) -> tuple[np.ndarray, np.ndarray | None, tuple]:
+        """Candidates (unseen, ascending), the session vector and the generators' scores:
+        (kNN items, kNN scores) and, for the V-SKNN variant, (V-SKNN items, scores)."""
         env = self.env
         items = request.items
         if not len(items):
             pool = env.popular[: env.n_candidates + len(request.seen)]
             cand = pool[unseen_mask(pool, request.seen)][: env.n_candidates]
-            return np.sort(cand), None, (np.zeros(0, np.int64), np.zeros(0, np.float32))
+            empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+            return np.sort(cand), None, empty + (empty if self.vsknn is not None else ())
         vector = session_vector(env, items, None)
         search_k = max(env.search_k, 4 * env.n_candidates)
         found = env.index.get_nns_by_vector(vector.tolist(), env.n_candidates, search_k)
@@ -176,18 +196,27 @@ class OnlineRanker(Strategy):
             keep = np.sort(top)
             kc, ks = kc[keep], ks[keep]
         cand = np.union1d(np.asarray(found, dtype=np.int64), kc)
+        scores: tuple = (kc, ks)
+        if self.vsknn is not None:
+            vc, vs = self.vsknn.scores(request)
+            if len(vc) > env.n_candidates:
+                keep = np.sort(np.argpartition(-vs, env.n_candidates - 1)[: env.n_candidates])
+                vc, vs = vc[keep], vs[keep]
+            cand = np.union1d(cand, vc)
+            scores = (kc, ks, vc, vs)
         if len(request.seen):
             cand = cand[unseen_mask(cand, request.seen)]
-        return cand, vector, (kc, ks)
+        return cand, vector, scores
 
     def features(
         self,
         request: Request,
         cand: np.ndarray,
         vector: np.ndarray | None,
-        knn: tuple[np.ndarray, np.ndarray],
+        knn: tuple[np.ndarray, ...],
     ) -> np.ndarray:
-        """(len(cand), n_features) for this model's families, in ``feature_names`` order."""
+        """(len(cand), n_features) for this model's families, in ``feature_names`` order;
+        ``knn``: the generators' (items, scores) pairs as ``candidates`` returns them."""
         env = self.env
         blocks = []
         if "batch" in self.families:
@@ -201,15 +230,7 @@ class OnlineRanker(Strategy):
                 sim = env.unit[cand] @ unit
             else:
                 sim = np.zeros(n, np.float32)
-            kc, ks = knn
-            knn_val = np.zeros(n, np.float32)
-            in_knn = np.zeros(n, np.float32)
-            if len(kc):
-                pos = np.searchsorted(kc, cand)
-                pos = np.minimum(pos, len(kc) - 1)
-                hit = kc[pos] == cand
-                knn_val[hit] = ks[pos[hit]] / max(float(ks.max()), 1e-12)
-                in_knn[hit] = 1.0
+            knn_val, in_knn = _scaled_scores(cand, knn[0], knn[1])
             if len(request.items):
                 cats = env.item_category[request.items]
                 match = (env.item_category[cand][:, None] == cats[None, :]).mean(axis=1)
@@ -239,6 +260,8 @@ class OnlineRanker(Strategy):
             logs = np.log1p(counts)
             trend = np.log1p(counts[:, 0] * 12.0) - np.log1p(counts[:, 2])
             blocks.append(np.column_stack([logs, trend]))
+        if self.vsknn is not None:
+            blocks.append(np.column_stack(_scaled_scores(cand, knn[2], knn[3])))
         return np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ serving
@@ -279,7 +302,7 @@ class OnlineRanker(Strategy):
         self.fit(*examples)
 
     def use_prior(self) -> None:
-        """Without training data: a documented prior (similarity, kNN, category, trend)."""
+        """Without training data: a documented prior (similarity, kNN, V-SKNN, category, trend)."""
         prior = {
             "log_popularity": 0.2,
             "similarity": 2.0,
@@ -287,6 +310,7 @@ class OnlineRanker(Strategy):
             "category_match": 0.5,
             "log_views_5m": 0.3,
             "trend_5m_vs_60m": 0.2,
+            "vsknn_score": 1.0,
         }
         self.coef = np.array([prior.get(n, 0.0) for n in self.feature_names])
         self.intercept = 0.0
@@ -323,6 +347,21 @@ class OnlineRanker(Strategy):
         self.coef = w
         self.intercept = float(res.x[d] - mu @ w)
         self.trained_on = int(n)
+
+
+def _scaled_scores(
+    cand: np.ndarray, items: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A generator's score of each candidate scaled by its best (0 when it did not propose
+    the candidate), and whether it proposed it; ``items`` ascending."""
+    value = np.zeros(len(cand), np.float32)
+    proposed = np.zeros(len(cand), np.float32)
+    if len(items):
+        pos = np.minimum(np.searchsorted(items, cand), len(items) - 1)
+        hit = items[pos] == cand
+        value[hit] = scores[pos[hit]] / max(float(scores.max()), 1e-12)
+        proposed[hit] = 1.0
+    return value, proposed
 
 
 def training_examples(
@@ -375,9 +414,9 @@ def training_examples(
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _ranker(families: tuple[str, ...]) -> Factory:
+def _ranker(families: tuple[str, ...], *, vsknn: bool = False) -> Factory:
     def factory(env: Env, lag: timedelta | None) -> Strategy:
-        return OnlineRanker(env, families=families, lag=lag)
+        return OnlineRanker(env, families=families, lag=lag, vsknn=vsknn)
 
     return factory
 
@@ -402,3 +441,12 @@ for _family in FAMILIES:
         trains=True,
         ablates=_family,
     )
+STRATEGIES.add(
+    "online-ranker-vsknn",
+    _ranker(FAMILIES, vsknn=True),
+    description="online-ranker with V-SKNN as a third candidate generator (and its score)",
+    stage=3,
+    streaming=True,
+    default=False,
+    trains=True,
+)
