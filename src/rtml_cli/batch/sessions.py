@@ -169,7 +169,8 @@ def build_session_tables(
 
 def _session_events(con: Any, since: datetime | None) -> int:
     """Table ``_sev``: the events of the sessions to (re)build, with their position in the
-    session (ordered by time, then item id: stable between full and warm runs)."""
+    session (ordered by time, then item id: stable between full and warm runs) and a 64-bit
+    hash of the session id ``s`` (joins on it are ~1.5x faster than on the text)."""
     scope = ""
     if since is not None:
         con.sql(
@@ -179,8 +180,8 @@ def _session_events(con: Any, since: datetime | None) -> int:
         scope = "JOIN _touched t ON e.session_id = t.session_id"
     con.sql(
         f"""CREATE OR REPLACE TEMP TABLE _sev AS
-            SELECT CAST(e.session_id AS VARCHAR) AS session_id, e.ts, e.item_id, i.item_idx,
-                   CAST(row_number() OVER (
+            SELECT hash(e.session_id) AS s, CAST(e.session_id AS VARCHAR) AS session_id,
+                   e.ts, e.item_id, i.item_idx, CAST(row_number() OVER (
                        PARTITION BY e.session_id ORDER BY e.ts, e.item_id) AS INTEGER) AS pos
             FROM ev e {scope} JOIN _sidx i ON e.item_id = i.item_id"""
     )
@@ -269,20 +270,24 @@ def _rule_tables(
     steps, scale = int(params.rule_steps), rule_scale(params.rule_steps)
     # a warm start counts only the pairs whose later event is new; the others are in the state
     new_only = f"WHERE b.ts >= {sql_ts(since)}" if previous is not None and since else ""
-    fresh = f"""SELECT a.item_id AS item_id, b.item_id AS next_id,
+    # counted by item_idx (integers hash faster than any item id), named by item id after
+    fresh = f"""SELECT a.item_idx AS src, b.item_idx AS dst,
                        sum({scale} // (b.pos - a.pos)) AS weight
-                FROM _sev a JOIN _sev b ON a.session_id = b.session_id
+                FROM _sev a JOIN _sev b ON a.s = b.s
                      AND b.pos > a.pos AND b.pos <= a.pos + {steps}
                 {new_only}
-                GROUP BY a.item_id, b.item_id"""
+                GROUP BY a.item_idx, b.item_idx"""
     if previous is not None and new_only:
         old = sql_str(str(previous.run_dir / "state" / RULE_COUNTS))
-        fresh = f"""SELECT item_id, next_id, sum(weight) AS weight FROM (
-                        {fresh} UNION ALL SELECT item_id, next_id, weight FROM read_parquet({old}))
-                    GROUP BY item_id, next_id"""
+        fresh = f"""SELECT src, dst, sum(weight) AS weight FROM (
+                        {fresh} UNION ALL
+                        SELECT a.item_idx, b.item_idx, c.weight FROM read_parquet({old}) c
+                        JOIN _sidx a ON c.item_id = a.item_id JOIN _sidx b ON c.next_id = b.item_id)
+                    GROUP BY src, dst"""
     con.sql(
-        f"CREATE OR REPLACE TEMP TABLE _counts AS SELECT item_id, next_id, "
-        f"CAST(weight AS BIGINT) AS weight FROM ({fresh})"
+        f"""CREATE OR REPLACE TEMP TABLE _counts AS
+            SELECT a.item_id AS item_id, b.item_id AS next_id, CAST(c.weight AS BIGINT) AS weight
+            FROM ({fresh}) c JOIN _sidx a ON c.src = a.item_idx JOIN _sidx b ON c.dst = b.item_idx"""
     )
     state = out_dir / "state"
     state.mkdir(exist_ok=True)

@@ -21,6 +21,8 @@ online-ranker           3       logistic regression over batch + real-time + str
                                 features, on the union of the two Stage-2 generators
 online-ranker-no-F      3       ablation: the ranker without feature family F
                                 (batch, realtime, streaming)
+online-ranker-vsknn     3       the ranker with V-SKNN as a third candidate generator
+                                and its score as a feature (optional, not a default)
 ======================= ======= ==========================================================
 
 Any strategy that reads streaming features takes a freshness suffix, e.g.
