@@ -301,7 +301,7 @@ def load_annoy(path: Path, n_items: int, dim: int, manifest: dict[str, Any] | No
     return index
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class SessionIndex:
     """V-SKNN's tables as CSR arrays: the kept sessions' items and each item's recent sessions.
 
@@ -316,6 +316,14 @@ class SessionIndex:
     idf: np.ndarray  # float32 per item_idx
     sample: int
     last_us: np.ndarray  # each session's last event, µs since the epoch (descending)
+
+    def ended_since(self, time_us: int) -> int:
+        """How many sessions ended at or after ``time_us``: they lead (0 = most recent)."""
+        return len(self.last_us) - int(np.searchsorted(self._ascending_last_us, time_us))
+
+    @cached_property
+    def _ascending_last_us(self) -> np.ndarray:
+        return np.ascontiguousarray(self.last_us[::-1])
 
     @property
     def n_sessions(self) -> int:
