@@ -46,6 +46,23 @@ from results_md import replace_section  # noqa: E402
 HEADING = "## Session strategies from the literature (`session-vsknn`, `session-rules`)"
 STRATEGIES = ("session-itemknn", "session-vsknn", "session-rules")
 PROTOCOLS = ("next-unseen", "next-item")
+NOTES = (
+    "Notes. Throughput is the whole replay loop divided by its wall time; latency the str"
+    "ategy call alone. V-SKNN costs ~1 ms a request because it does what the method asks:"
+    " it gathers the items of up to 2,500 candidate sessions (~13,000 entries a request o"
+    "n this world) to score their similarity, then the items of the 50 best; about a thir"
+    "d of that is the gathering, a third the similarity sums, the rest sorting. Before tw"
+    "o fixes (no negation of every session's end time per request; a sort-and-mask instea"
+    "d of `np.unique`) it was 2.4 ms. A smaller `sample_size` is the lever (its cost is l"
+    "inear in it). Sequential rules read one CSR row of 20 rules per request. The `sessio"
+    "ns` step rewrites its tables whole, also in a warm start (which reads 31x fewer even"
+    "ts but still merges and sorts 8.4M session items and 10M rule counts): what would ma"
+    "ke it O(new data) is merging the sorted previous tables with the touched sessions an"
+    "d items only (Polars `merge_sorted`), as the Stage-1 lists do. On a loaded machine ("
+    "load average 4-6, 19:05-19:15 UTC the same day) the same runs took 39.2 s (full) and"
+    " 35.7 s (warm) for this step, 96 s and 70 s in total: the target of a full run in 90"
+    " s (docs/precompute.md) is met on a quiet machine (69.3 s), missed on a loaded one."
+)
 
 
 def _nbytes(*arrays) -> int:
@@ -181,7 +198,7 @@ def report(res: dict, args) -> str:
                     f"{step['step']['peak_rss_mb']:,.0f} MB | "
                     f"{step['rows'].get('events_read_for_sessions', 0):,} |"
                 )
-    lines.append("")
+    lines += ["", NOTES, ""]
     return "\n".join(lines)
 
 
