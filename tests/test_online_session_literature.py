@@ -382,3 +382,29 @@ def test_tables_and_scores_match_session_recs_loops(tmp_path_factory, logs, curr
         cand, score = vsknn_scores(index, np.array(current), options, sample)
         got = dict(zip(cand.tolist(), score.tolist(), strict=True))
         assert got == pytest.approx(expected, rel=1e-5), params
+
+
+def test_the_ranker_variant_adds_vsknn_candidates_and_features(hand):
+    from rtml_cli.online.stage3 import VSKNN_FEATURES, OnlineRanker
+
+    families = ("batch", "realtime")  # the hand-built requests carry no stream
+    plain = OnlineRanker(hand, families=families, lag=None)
+    ranker = OnlineRanker(hand, families=families, lag=None, vsknn=True)
+    assert ranker.feature_names == plain.feature_names + VSKNN_FEATURES
+    request = _request(hand, [1, 3])
+    cand, _, generators = ranker.candidates(request)
+    vsknn_items, vsknn_score = generators[2], generators[3]
+    assert set(vsknn_items.tolist()) - {hand.artifacts.id_to_idx[i] for i in (1, 3)} <= set(
+        cand.tolist()
+    )
+    # its own cache key: the plain ranker's candidates for the same request are its own
+    assert plain.candidates(request)[2] is not generators
+    features = ranker.features(request, cand, *ranker.candidates(request)[1:])
+    assert features.shape == (len(cand), len(ranker.feature_names))
+    best = cand[np.argmax(features[:, -2])]  # the V-SKNN score, scaled by the best
+    assert (
+        best
+        == vsknn_items[~np.isin(vsknn_items, request.seen)][
+            np.argmax(vsknn_score[~np.isin(vsknn_items, request.seen)])
+        ]
+    )
