@@ -145,6 +145,16 @@ def test_entry_points_load_only_when_a_name_is_not_built_in(tmp_path, monkeypatc
         plugins.load_strategies(["popular", "mine"])
 
 
+def test_the_example_in_the_docs_registers_and_passes_the_contract(tmp_path):
+    page = (REPO / "docs" / "simulate.md").read_text()
+    section = page[page.index("## Your own model: plug-in strategies") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    (tmp_path / "my_model.py").write_text(code.group(1))
+    loaded = plugins.load_strategies(["last-item-neighbours"], [tmp_path / "my_model.py"])
+    assert [e.name for e in loaded] == ["last-item-neighbours"]
+
+
 def test_the_example_plugin_passes_its_own_tests():
     """examples/plugin's tests run rtml's shipped checks: run them so they cannot rot."""
     done = subprocess.run(
