@@ -24,7 +24,7 @@ from rtml_cli.checks.strategies import check_list
 from rtml_cli.errors import ExitCode, PluginError
 from rtml_cli.online import plugins
 from rtml_cli.online.strategies import REGISTRY
-from tests.online_fixtures import AS_OF, tiny_events, write_run
+from tests.online_fixtures import AS_OF, write_shop
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "plugin"
@@ -44,11 +44,7 @@ def _registry_as_built_in():
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    base = tmp_path_factory.mktemp("shop")
-    events = tiny_events()
-    events.write_parquet(base / "events.parquet")
-    write_run(base / "root", events)
-    return base
+    return write_shop(tmp_path_factory.mktemp("shop"))
 
 
 def _simulate(invoke, shop, *args):
