@@ -134,7 +134,13 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[object]], Figures | None
         lambda doc: [
             fmt_cell(r[key], 3)
             for r in doc["summary"]
-            for key in ("requests", "hr", "mrr", "ndcg", "coverage")
+            for key in (
+                "requests" if r["segment"] == "all" else "requests_with_truth",
+                "hr",
+                "mrr",
+                "ndcg",
+                "coverage",
+            )
         ],
     ),
     "evaluate": (

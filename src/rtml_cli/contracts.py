@@ -80,10 +80,14 @@ RESULTS = Contract(
         Column(
             "rank", "integer", nullable=True, doc="1-based rank of the next item, null if absent"
         ),
-        Column("hit", "bool", doc="next item in the top K"),
-        Column("rr", "numeric", doc="reciprocal rank of the next item (0 if absent)"),
-        Column("ndcg", "numeric", doc="NDCG@K of the next item"),
-        Column("hit_later", "bool", doc="any later item of the session in the top K"),
+        Column("hit", "bool", nullable=True, doc="next item in the top K; null: no truth"),
+        Column(
+            "rr", "numeric", nullable=True, doc="reciprocal rank of the next item (0 if absent)"
+        ),
+        Column("ndcg", "numeric", nullable=True, doc="NDCG@K of the next item"),
+        Column(
+            "hit_later", "bool", nullable=True, doc="any later item of the session in the top K"
+        ),
         Column("hit_purchase", "bool", nullable=True, doc="next cart/purchase item in top K"),
         Column("latency_us", "numeric", doc="in-process latency of the request"),
     ),

@@ -167,12 +167,21 @@ def _split_floats(text: str | None, option: str) -> list[float] | None:
 def _render(report: dict) -> None:
     from rtml_cli.output import make_table, print_tables
 
+    caption = None
+    if report["mode"] == "results":
+        protocol = report.get("protocol") or "next-unseen (not recorded: RESULTS before 0.2)"
+        caption = (
+            f"over the {report['requests_in_results']:,} requests with a {report['reward']} "
+            f"reward for every arm ({report['dropped_requests']:,} without one dropped); "
+            f"replay protocol {protocol}"
+        )
     arms = make_table(
         "Arms (Bernoulli rates)"
         if report["mode"] == "planning"
         else f"Arms (mean {report['reward']})",
         ["arm", "mean reward", "best", "control"],
         [(a["arm"], a["mean_reward"], a["best"], a["control"]) for a in report["arms"]],
+        caption=caption,
         digits=5,
     )
     rows = []

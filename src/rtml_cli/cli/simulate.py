@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,11 @@ from rtml_cli.cli.options import (
 )
 from rtml_cli.online.strategies import DEFAULT_STRATEGIES, REGISTRY
 from rtml_cli.output import OutputFormat
+
+
+class Protocol(str, Enum):
+    next_unseen = "next-unseen"
+    next_item = "next-item"
 
 
 def simulate_cmd(
@@ -93,6 +99,16 @@ def simulate_cmd(
         str,
         typer.Option("--train-window", help="Window before the as-of the ranker is trained on."),
     ] = "7d",
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            "--protocol",
+            case_sensitive=False,
+            help="next-unseen: lists never hold an item the session has seen, the truth is "
+            "the first later unseen item; next-item: the truth is the next event's item, "
+            "re-views included (as in published session-based benchmarks).",
+        ),
+    ] = Protocol.next_unseen,
     world: WorldOption = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
@@ -140,6 +156,7 @@ def simulate_cmd(
         decay=decay,
         search_k=search_k,
         train_window=parse_duration(train_window),
+        protocol=protocol.value,
         # an explicit --world is read (and checked: it must have bursts) by simulate
         world=world if world is not None else find_world(events),
         **window,
@@ -149,7 +166,7 @@ def simulate_cmd(
     for message in result.info["warnings"]:
         warn(message)
     if out is not None:
-        write_results(result.frame, out)
+        write_results(result.frame, out, result.info)
     doc = result.to_dict()
     doc["results"] = str(out) if out is not None else None
     finish(
@@ -260,8 +277,9 @@ def _overall_table(result: Any, out: Path | None) -> Any:
         f"{info['window_start']} → {info['window_end'] or 'end of log'}; as-of {info['as_of']}; "
         f"freshness {info['freshness_s']:g}s"
         + (f"; shard {info['shard']}" if info["shard"] else "")
-        + f"; {info['requests_per_second'] or 0:,.0f} requests/s. HR buy: next cart/purchase "
-        "of an unseen item; cover: share of the catalogue ever served"
+        + f"; {info['requests_per_second'] or 0:,.0f} requests/s.\n"
+        + _denominators(result)
+        + "; cover: share of the catalogue ever served"
     )
     if info["unknown_items"]:
         caption += (
@@ -274,17 +292,53 @@ def _overall_table(result: Any, out: Path | None) -> Any:
     return make_table("simulate: all visitors", columns, overall, caption=caption, digits=3)
 
 
+_PROTOCOL_TRUTH = {
+    "next-unseen": ("the first later item the session has not seen", "an unseen item"),
+    "next-item": ("the next event's item, re-views included", "any item"),
+}
+
+
+def _denominators(result: Any) -> str:
+    """Every figure's denominator, in words (the overall table's footnote)."""
+    info = result.info
+    k = info["k"]
+    first = next(r for r in result.summary if r["segment"] == "all")
+    with_truth = first["requests_with_truth"]
+    truth, bought = _PROTOCOL_TRUTH[info["protocol"]]
+    text = (
+        f"Protocol {info['protocol']}: the truth is {truth}. HR@{k}, MRR@{k}, NDCG@{k}, HR "
+        f"later: over the {with_truth:,} requests that have one"
+    )
+    if first["requests_without_truth"]:
+        text += (
+            f" ({first['requests_without_truth']:,} have none: the session brings nothing new; "
+            "not counted as misses)"
+        )
+    return text + (
+        f"; HR buy: over the {first['purchase_requests']:,} requests followed by a cart or "
+        f"purchase of {bought}"
+    )
+
+
 def _segment_table(result: Any) -> Any:
+    from rich.text import Text
+
     from rtml_cli.output import make_table
 
     k = result.info["k"]
-    seg_columns = ["strategy", "segment", "requests", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}"]
+    rows = [r for r in result.summary if r["segment"] != "all" and r["requests"]]
+    if rows and all(r["segment"] == "anonymous" for r in rows):
+        return Text(
+            "by visitor segment: every session is anonymous (the log has no user ids), so "
+            "the table above is the anonymous segment"
+        )
+    seg_columns = ["strategy", "segment", "with truth", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}"]
     seg_columns += ["HR buy", "cover", "p50 ms", "p99 ms"]
     by_segment = [
         [
             r["strategy"],
             r["segment"],
-            r["requests"],
+            r["requests_with_truth"],
             r["hr"],
             r["mrr"],
             r["ndcg"],
@@ -293,10 +347,12 @@ def _segment_table(result: Any) -> Any:
             _ms(r["latency_p50_ms"]),
             _ms(r["latency_p99_ms"]),
         ]
-        for r in result.summary
-        if r["segment"] != "all" and r["requests"]
+        for r in rows
     ]
-    return make_table("by visitor segment", seg_columns, by_segment, digits=3, key_columns=2)
+    caption = "with truth: the requests HR, MRR and NDCG are over (the denominator)"
+    return make_table(
+        "by visitor segment", seg_columns, by_segment, caption=caption, digits=3, key_columns=2
+    )
 
 
 def _slices_table(result: Any) -> Any:

@@ -214,7 +214,7 @@ class ReplayEvaluator:
             if "no requests to replay" in str(exc):
                 return ZERO
             raise
-        frame = result.frame
+        frame = result.frame.filter(result.frame["hit"].is_not_null())  # requests with a truth
         if frame.height == 0:
             return ZERO
         return Score(frame.height, int(frame["hit"].sum()), float(frame["rr"].sum()))

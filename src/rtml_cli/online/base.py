@@ -113,6 +113,7 @@ class Env:
     # ``replay.ReplayData`` or None (no usable window); None: nothing to learn from
     training: Callable[[], Any] | None = None
     max_train_requests: int = 4000  # at most this many training requests, sampled by ``seed``
+    protocol: str = DEFAULT_PROTOCOL  # the replay protocol: strategies that learn train under it
 
     n_items: int = field(init=False)
     embeddings: np.ndarray = field(init=False)  # float32 (n_items, dim)

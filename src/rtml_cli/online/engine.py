@@ -28,7 +28,7 @@ import numpy as np
 
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.online import replay, trending
-from rtml_cli.online.base import Env, Strategy
+from rtml_cli.online.base import DEFAULT_PROTOCOL, PROTOCOLS, Env, Strategy
 from rtml_cli.online.metrics import request_metrics, summarise
 from rtml_cli.online.replay import (
     SEGMENTS,
@@ -107,13 +107,20 @@ class SimulationResult:
         return doc
 
 
-def write_results(frame: Any, path: str | Path) -> Path:
-    """Write RESULTS atomically (a killed or failed run leaves no partial file)."""
+#: RESULTS Parquet key-value metadata: how the replay that wrote it scored requests.
+RESULTS_METADATA = ("protocol", "k")
+
+
+def write_results(frame: Any, path: str | Path, info: dict[str, Any] | None = None) -> Path:
+    """Write RESULTS atomically (a killed or failed run leaves no partial file); ``info`` (a
+    run's ``SimulationResult.info``) puts the protocol and K in the file's metadata
+    (``rtml.protocol``, ``rtml.k``), where ``rtml evaluate`` reads them."""
     from rtml_cli.fsutil import PARQUET_OUTPUT, atomic_path
 
     path = Path(path)
+    metadata = {f"rtml.{key}": str(info[key]) for key in RESULTS_METADATA if info and key in info}
     with atomic_path(path, PARQUET_OUTPUT, option="--out") as tmp:
-        frame.write_parquet(tmp)
+        frame.write_parquet(tmp, metadata=metadata or None)
     return path
 
 
@@ -139,6 +146,7 @@ class _Settings:
     train_window: timedelta
     max_train_requests: int
     keep_lists: bool
+    protocol: str
 
 
 @dataclass
@@ -177,6 +185,10 @@ def _validate(
         raise UsageError(f"--decay must be in (0, 1], got {decay}")
     if freshness < timedelta(0):
         raise UsageError("--freshness cannot be negative")
+    if rest.get("protocol") not in PROTOCOLS:
+        raise UsageError(
+            f"--protocol must be one of {', '.join(PROTOCOLS)}, got {rest.get('protocol')!r}"
+        )
     names = [s.strip() for s in strategies if s.strip()]
     if not names:
         raise UsageError("no strategy given: e.g. --strategies popular,session-embedding")
@@ -298,6 +310,7 @@ def _build(run: _Replay, settings: _Settings) -> tuple[list[Strategy], float]:
         seed=settings.seed,
         training=_training_data(run, settings.train_window),
         max_train_requests=settings.max_train_requests,
+        protocol=settings.protocol,
     )
     built_at = time.perf_counter()
     served = [build(name, env) for name in settings.names]
@@ -313,13 +326,14 @@ def _replay_loop(
     k: int,
     progress: ProgressFn | None,
     step: int,
+    protocol: str,
 ) -> None:
     """Serve every request with every strategy, in time order; time each call."""
     rows, sesses = data.req_row.tolist(), data.req_sess.tolist()
     clock = time.perf_counter_ns
     n = data.n_requests
     for j in range(n):
-        req = request_at(data, j, rows, sesses, streams)
+        req = request_at(data, j, rows, sesses, streams, protocol)
         for stream in streams.values():
             stream.advance(req.ts)
         for si, strategy in enumerate(served):
@@ -333,7 +347,11 @@ def _replay_loop(
 
 
 def _serve(
-    data: ReplayData, served: Sequence[Strategy], k: int, progress: ProgressFn | None
+    data: ReplayData,
+    served: Sequence[Strategy],
+    k: int,
+    progress: ProgressFn | None,
+    protocol: str,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The lists served ((strategies, requests, k) item_idx, -1 padded), each call's ns,
     and the seconds the replay took."""
@@ -347,7 +365,7 @@ def _serve(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _replay_loop(data, served, streams, lists, latency, k, progress, step)
+        _replay_loop(data, served, streams, lists, latency, k, progress, step, protocol)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -376,6 +394,7 @@ def simulate(
     keep_lists: bool = False,
     world: dict[str, Any] | str | Path | None = None,
     progress: ProgressFn | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> SimulationResult:
     """Replay ``events`` after the artifacts' as-of and serve every request with each strategy.
 
@@ -393,6 +412,9 @@ def simulate(
     ``world``: a sample world's ``world.json`` (path or loaded dict); adds the
     ``world_bursts`` slice (requests whose next item is a ground-truth burst item during
     its burst) next to the log-derived ``trending`` slice (``online.trending``).
+    ``protocol``: ``next-unseen`` (lists never hold a seen item; the truth is the first
+    later unseen item) or ``next-item`` (the truth is the next event's item, re-views
+    included, as in published session-based benchmarks); see ``base.PROTOCOLS``.
     ``progress(done, total)`` is called during the replay.
     Raises ``UsageError`` for bad options and ``DataError``/``InputMissing`` for bad inputs.
     """
@@ -408,10 +430,13 @@ def simulate(
         train_window=train_window,
         max_train_requests=max_train_requests,
         keep_lists=keep_lists,
+        protocol=protocol,
     )
     run = _prepare(events, artifacts, settings, start=start, end=end, world=world)
     served, setup_seconds = _build(run, settings)
-    lists, latency, replay_seconds = _serve(run.data, served, settings.k, progress)
+    lists, latency, replay_seconds = _serve(
+        run.data, served, settings.k, progress, settings.protocol
+    )
     return _summarise(run, settings, served, lists, latency, setup_seconds, replay_seconds)
 
 
@@ -429,7 +454,7 @@ def _summarise(
 ) -> SimulationResult:
     """Metrics per request, their summaries per strategy, segment and slice, and the info."""
     data, names = run.data, settings.names
-    truth = truth_for(data)
+    truth = truth_for(data, settings.protocol)
     latency_us = latency / 1000.0
     segment = data.segment[data.req_sess] if data.n_requests else np.zeros(0, np.int8)
     metrics = [request_metrics(lists[si], truth, data.n_items) for si in range(len(names))]
@@ -504,6 +529,7 @@ def _info(
         "as_of": run.art.as_of.isoformat(),
         "window_start": from_us(run.start_us).isoformat(),
         "window_end": None if run.end_us is None else from_us(run.end_us).isoformat(),
+        "protocol": settings.protocol,
         "k": settings.k,
         "freshness_s": settings.freshness.total_seconds(),
         "candidates": settings.n_candidates,
@@ -582,6 +608,7 @@ def _results_frame(
             "hit_purchase": per_strategy("hit_purchase"),
             "latency_us": np.stack(list(latency_us), axis=1).ravel() if n else np.zeros(0),
             "_has_purchase": has_purchase,
+            "_has_truth": per_request(truth.next_code >= 0),
             "_rank_known": rank > 0,
             "_next_known": per_request(next_known),
             "next_item_id": pl.Series(per_request(item_ids[next_item] if n else np.zeros(0))),
@@ -591,4 +618,9 @@ def _results_frame(
         pl.when(pl.col("_rank_known")).then(pl.col("rank")).alias("rank"),
         pl.when(pl.col("_has_purchase")).then(pl.col("hit_purchase")).alias("hit_purchase"),
         pl.when(pl.col("_next_known")).then(pl.col("next_item_id")).alias("next_item_id"),
-    ).drop("_has_purchase", "_rank_known", "_next_known")
+        # a request without a truth is not a miss: no hit, rr, ndcg (rtml evaluate drops it)
+        *(
+            pl.when(pl.col("_has_truth")).then(pl.col(c)).alias(c)
+            for c in ("hit", "rr", "ndcg", "hit_later")
+        ),
+    ).drop("_has_purchase", "_has_truth", "_rank_known", "_next_known")

@@ -32,6 +32,7 @@ def request_metrics(lists: np.ndarray, truth, n_items: int) -> dict[str, np.ndar
     has_purchase = truth.purchase_code >= 0
     hit_purchase = (lists == truth.purchase_code[:, None]).any(axis=1) & has_purchase
     return {
+        "has_truth": truth.next_code >= 0,
         "rank": rank,
         "hit": present,
         "rr": rr,
@@ -55,8 +56,14 @@ def summarise(
     lists: np.ndarray,
     n_items: int,
 ) -> dict[str, Any]:
-    """One summary row: HR/MRR/NDCG@K, later/purchase hit rates, coverage, latency (ms)."""
+    """One summary row: HR/MRR/NDCG@K, later/purchase hit rates, coverage, latency (ms).
+
+    Denominators: ``requests`` counts every request served (coverage and latency are over
+    them); HR/MRR/NDCG and ``hr_later`` count only the requests that have a truth
+    (``requests - requests_without_truth``: a request whose session brings nothing new is
+    not a miss); ``hr_purchase`` the ``purchase_requests``."""
     n = int(mask.sum())
+    truth_mask = mask & metrics["has_truth"]
     purchase_mask = mask & metrics["has_purchase"]
     served = lists[mask]
     served = served[served >= 0]
@@ -74,10 +81,12 @@ def summarise(
         "strategy": strategy,
         "segment": segment_name,
         "requests": n,
-        "hr": mean("hit"),
-        "mrr": mean("rr"),
-        "ndcg": mean("ndcg"),
-        "hr_later": mean("hit_later"),
+        "requests_with_truth": int(truth_mask.sum()),  # the denominator of hr … hr_later
+        "requests_without_truth": n - int(truth_mask.sum()),
+        "hr": mean("hit", truth_mask),
+        "mrr": mean("rr", truth_mask),
+        "ndcg": mean("ndcg", truth_mask),
+        "hr_later": mean("hit_later", truth_mask),
         "hr_purchase": mean("hit_purchase", purchase_mask),
         "purchase_requests": int(purchase_mask.sum()),
         "coverage": coverage if n else None,

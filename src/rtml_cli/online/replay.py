@@ -8,11 +8,16 @@ Definitions (documented in docs/replay-protocol.md):
 - a *request* is made at every event of a session after its first whose ``ts`` lies in
   the replay window ``[start, end)``; the request sees the session's earlier events
   (its *history*) and happens at the event's ``ts``;
-- the *truth* of a request is what the visitor did next: the first item, from the
-  request's event on, that is not in the history (recommendations exclude seen items,
-  so a re-view is never something a list could have shown). ``later`` are all such
-  items until the session ends; the *purchase truth* is the item of the first cart or
-  purchase from the request's event on, if that item was not seen before;
+- the *truth* of a request is what the visitor did next, by protocol
+  (``base.PROTOCOLS``). ``next-unseen``: the first item, from the request's event on,
+  that is not in the history (lists exclude seen items, so a re-view is never something
+  a list could have shown); ``later`` are all such items until the session ends; the
+  *purchase truth* is the item of the first cart or purchase from the request's event on,
+  if that item was not seen before. ``next-item`` (published session-based benchmarks):
+  the request's own event's item, re-views included; ``later`` every item from there to
+  the session's end; the purchase truth the first cart or purchase item from there. A
+  request whose session brings nothing new (``next-unseen`` only) has *no truth*: it is
+  not a miss, and metrics leave it out of their denominators;
 - the *segment* of a session is ``anonymous`` (no user id), ``returning`` (a user the
   artifacts know: in ``user_features``) or ``new``.
 """
@@ -28,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from rtml_cli.errors import DataError, UsageError
-from rtml_cli.online.base import Request
+from rtml_cli.online.base import DEFAULT_PROTOCOL, Request
 from rtml_cli.online.streaming import WindowedCounts
 
 SEGMENTS = ("anonymous", "new", "returning")
@@ -299,8 +304,11 @@ class Truth:
     later_code: np.ndarray  # (pairs) an unseen item the session went on to
 
 
-def truth_for(data: ReplayData) -> Truth:
-    """Truth per request, from the session arrays (runs once, outside the timed loop)."""
+def truth_for(data: ReplayData, protocol: str = DEFAULT_PROTOCOL) -> Truth:
+    """Truth per request under ``protocol``, from the session arrays (runs once, outside the
+    timed loop)."""
+    if protocol == "next-item":
+        return _next_item_truth(data)
     n = data.n_requests
     next_code = np.full(n, -1, dtype=np.int64)
     purchase_code = np.full(n, -1, dtype=np.int64)
@@ -336,17 +344,47 @@ def truth_for(data: ReplayData) -> Truth:
     )
 
 
+def _next_item_truth(data: ReplayData) -> Truth:
+    """``next-item`` truth: the request's own event's item, every item from there on, and
+    the first cart or purchase from there (re-views and re-purchases included)."""
+    n = data.n_requests
+    next_code = data.code[data.req_row].astype(np.int64) if n else np.zeros(0, np.int64)
+    purchase_code = np.full(n, -1, dtype=np.int64)
+    later_req: list[np.ndarray] = []
+    later_code: list[np.ndarray] = []
+    codes, events = data.code, data.event
+    ends = (data.sess_start + data.sess_len).tolist()
+    for r, (row, s) in enumerate(zip(data.req_row.tolist(), data.req_sess.tolist(), strict=True)):
+        rest = codes[row : ends[s]]
+        buys = np.flatnonzero((events[row : ends[s]] >= 1) & (events[row : ends[s]] <= 2))
+        if len(buys):
+            purchase_code[r] = rest[buys[0]]
+        fresh = np.unique(rest)
+        later_code.append(fresh)
+        later_req.append(np.full(len(fresh), r, dtype=np.int64))
+    return Truth(
+        next_code=next_code,
+        purchase_code=purchase_code,
+        later_req=np.concatenate(later_req) if later_req else np.zeros(0, np.int64),
+        later_code=np.concatenate(later_code).astype(np.int64)
+        if later_code
+        else np.zeros(0, np.int64),
+    )
+
+
 def request_at(
     data: ReplayData,
     j: int,
     rows: list[int],
     sesses: list[int],
     streams: dict[int, WindowedCounts],
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> Request:
     """The ``j``-th request of ``data``: the session's earlier events only, never later ones.
 
     ``rows`` / ``sesses`` are ``data.req_row`` / ``data.req_sess`` as lists (the replay
-    loop converts them once); ``streams`` are the published views the request sees."""
+    loop converts them once); ``streams`` are the published views the request sees;
+    ``protocol`` decides what the list may contain (``base.PROTOCOLS``)."""
     row = rows[j]
     s = sesses[j]
     s0 = int(data.sess_start[s])
@@ -359,6 +397,7 @@ def request_at(
         history[history < data.n_items],
         n_events=row - s0,
         streams=streams,
+        protocol=protocol,
     )
 
 

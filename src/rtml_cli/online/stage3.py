@@ -348,7 +348,7 @@ def training_examples(
         req_sess=data.req_sess[pick],
         request_id=data.request_id[pick],
     )
-    truth = truth_for(sub)
+    truth = truth_for(sub, ranker.env.protocol)
     streams = streams_for(sub, {ranker.lag} if ranker.lag is not None else set())
     rows, sesses = sub.req_row.tolist(), sub.req_sess.tolist()
     xs, ys = [], []
@@ -356,7 +356,7 @@ def training_examples(
         target = truth.next_code[j]
         if target < 0 or target >= sub.n_items:
             continue
-        req = request_at(sub, j, rows, sesses, streams)
+        req = request_at(sub, j, rows, sesses, streams, ranker.env.protocol)
         req.cache = shared.setdefault(j, {})
         for stream in streams.values():
             stream.advance(req.ts)

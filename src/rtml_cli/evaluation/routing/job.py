@@ -65,7 +65,7 @@ def evaluate_routing(
         if loaded.dropped:
             log(
                 f"dropped {loaded.dropped:,} requests that lack a {reward} reward for some arm "
-                f"(kept {loaded.rewards.shape[0]:,})"
+                f"(no truth, or no later cart/purchase; kept {loaded.rewards.shape[0]:,})"
             )
         source: RewardMatrix | BernoulliArms = RewardMatrix(loaded.arms, loaded.rewards, resample)
         mode, unit = "results", reward
@@ -113,6 +113,7 @@ def evaluate_routing(
     if loaded is not None:
         report["dropped_requests"] = loaded.dropped
         report["requests_in_results"] = int(loaded.rewards.shape[0])
+        report["protocol"] = loaded.protocol
         report["resample"] = resample
     return report, runs
 

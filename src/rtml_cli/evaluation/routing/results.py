@@ -26,6 +26,33 @@ class LoadedResults:
     rewards: np.ndarray  # (requests, arms) float
     dropped: int  # requests dropped because an arm's reward was missing
     all_arms: list[str]  # every strategy in the file
+    # the replay protocol that scored the requests (RESULTS metadata ``rtml.protocol``);
+    # None for RESULTS written before rtml recorded it (they used next-unseen)
+    protocol: str | None = None
+
+
+def results_protocol(files: list[str]) -> str | None:
+    """The ``rtml.protocol`` the RESULTS files were written under (``DataError`` if they
+    disagree: requests scored under two protocols cannot be compared)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    found = set()
+    for name in files:
+        try:
+            meta = pq.read_metadata(name).metadata or {}
+        except (OSError, pa.ArrowException):
+            continue  # not Parquet: reading it below says so, in one line
+        value = meta.get(b"rtml.protocol")
+        found.add(value.decode() if value is not None else None)
+    known = {v for v in found if v is not None}
+    if len(known) > 1 or (known and None in found):
+        shown = ", ".join(sorted(v or "unrecorded" for v in found))
+        raise DataError(
+            f"the results files were scored under different protocols ({shown}); "
+            "evaluate files from one protocol at a time"
+        )
+    return known.pop() if known else None
 
 
 def load_results(path: str, reward: str = "hit", arms: list[str] | None = None) -> LoadedResults:
@@ -37,6 +64,7 @@ def load_results(path: str, reward: str = "hit", arms: list[str] | None = None) 
     if reward not in REWARDS:
         raise UsageError(f"--reward must be one of {', '.join(REWARDS)}, got {reward!r}")
     files = [str(f) for f in parquet_files(path, what="results")]
+    protocol = results_protocol(files)
     con = connect()
     try:
         con.read_parquet(files, union_by_name=True).create_view("results")
@@ -114,4 +142,4 @@ def load_results(path: str, reward: str = "hit", arms: list[str] | None = None) 
             f"no request in {path} has a {reward} reward for every arm "
             f"({', '.join(chosen)}): nothing to evaluate"
         )
-    return LoadedResults(list(chosen), matrix, dropped, all_arms)
+    return LoadedResults(list(chosen), matrix, dropped, all_arms, protocol)
