@@ -72,6 +72,11 @@ class DataError(RtmlError):
     exit_code = ExitCode.DATA_ERR
 
 
+class PluginError(DataError):
+    """A plug-in (a strategy from an entry point or a --strategy-module file) cannot be
+    imported, or fails its contract; the message names the plug-in and what failed."""
+
+
 class InputMissing(RtmlError):
     """An input path does not exist or matches no file."""
 

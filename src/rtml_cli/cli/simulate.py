@@ -15,6 +15,7 @@ from rtml_cli.cli.options import (
     QuietOption,
     SeedOption,
     StartOption,
+    StrategyModuleOption,
     WorldOption,
 )
 from rtml_cli.online.strategies import DEFAULT_STRATEGIES, REGISTRY
@@ -42,9 +43,10 @@ def simulate_cmd(
             "--strategies",
             "-s",
             help="Comma-separated strategy names; 'name@5m' sets a streaming strategy's "
-            f"freshness. One of: {', '.join(REGISTRY.names())}.",
+            f"freshness. One of: {', '.join(REGISTRY.names())}, or a plug-in's.",
         ),
     ] = ",".join(DEFAULT_STRATEGIES),
+    strategy_module: StrategyModuleOption = None,
     k: KOption = 20,
     start: StartOption = None,
     end: EndOption = None,
@@ -137,6 +139,7 @@ def simulate_cmd(
     """
     from rtml_cli.data.world import find_world
     from rtml_cli.online import write_results
+    from rtml_cli.online.plugins import load_strategies
     from rtml_cli.online.replay import parse_shard
     from rtml_cli.online.strategies import expand_names
     from rtml_cli.timeutil import parse_duration, parse_timestamp
@@ -145,6 +148,7 @@ def simulate_cmd(
     names = expand_names(
         strategies, ablation=ablation, freshness_sweep=freshness_sweep, freshness=lag
     )
+    load_strategies(names, strategy_module or [])  # plug-ins, checked before any work
     shard_spec = parse_shard(shard)
     if out is not None:
         from rtml_cli.fsutil import PARQUET_OUTPUT, check_output
