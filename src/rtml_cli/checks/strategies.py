@@ -58,12 +58,40 @@ def shop() -> Shop:
     art = load_artifacts(root)
     as_of = replay.to_us(AS_OF)
     train = replay.prepare(events, art.item_ids, [], start=as_of - 86_400_000_000, end=as_of)
-    env = Env(art, n_candidates=30, training=lambda: train, max_train_requests=300)
+    env = Env(
+        art,
+        n_candidates=30,
+        training=lambda: train,
+        max_train_requests=300,
+        baseline_recs=_baseline_lists(root, art),
+    )
     data = replay.prepare(events, art.item_ids, [], start=as_of, end=None)
     streams = replay.streams_for(data, {timedelta(seconds=60), timedelta(0)})
     for stream in streams.values():
         stream.advance(as_of + 3_600_000_000)
     return Shop(env, streams)
+
+
+def _baseline_lists(root: Path, art: Any) -> Path:
+    """A team's lists for the ``baseline`` strategy: users u000-u009 get items 0-11, one
+    list as of before the requests and one after (never served yet), plus a fallback."""
+    import polars as pl
+
+    from rtml_cli.checks.tiny_shop import AS_OF
+
+    ids = art.item_ids.tolist()
+    rows: list[tuple[str | None, int, Any, Any]] = [
+        (f"u{u:03d}", rank + 1, ids[(u + rank) % 12], AS_OF - timedelta(days=1))
+        for u in range(10)
+        for rank in range(10)
+    ]
+    rows += [("u000", 1, ids[30], AS_OF + timedelta(days=30))]  # computed after the requests
+    rows += [(None, rank + 1, ids[40 + rank], AS_OF - timedelta(days=1)) for rank in range(5)]
+    path = root / "baseline.parquet"
+    pl.DataFrame(rows, schema=["user_id", "rank", "item_id", "as_of"], orient="row").write_parquet(
+        path
+    )
+    return path
 
 
 @functools.cache

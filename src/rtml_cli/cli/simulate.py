@@ -117,6 +117,14 @@ def simulate_cmd(
             "number of sessions (5000); the streaming state still counts every event.",
         ),
     ] = None,
+    baseline_recs: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline-recs",
+            help="Your team's own precomputed lists (Parquet/CSV: user_id, rank, item_id, "
+            "optional as_of; null user_id = fallback list), served as strategy 'baseline'.",
+        ),
+    ] = None,
     bootstrap: Annotated[
         int,
         typer.Option(
@@ -174,6 +182,7 @@ def simulate_cmd(
         protocol=protocol.value,
         sample=sample,
         bootstrap=bootstrap,
+        baseline_recs=baseline_recs,
         # an explicit --world is read (and checked: it must have bursts) by simulate
         world=world if world is not None else find_world(events),
         **window,
@@ -327,6 +336,14 @@ def _overall_table(result: Any, out: Path | None) -> Any:
             f"\n{info['unknown_items']:,} item(s) unknown to the artifacts "
             f"({info['unknown_item_events']:,} events, {info['requests_with_unknown_truth']:,} "
             "requests whose next item no strategy could serve)"
+        )
+    served = info["rankers"].get("baseline", {}).get("served_from")
+    if served:
+        stats = info["rankers"]["baseline"]
+        caption += (
+            f"\nbaseline (your lists): {served['own']:,} requests got the visitor's own list, "
+            f"{served['fallback']:,} your fallback list, {served['popular']:,} the popularity "
+            f"list; {stats['unknown_item_rows']:,} list rows name items the artifacts do not know"
         )
     if out is not None:
         caption += f"\nRESULTS: {out}"

@@ -178,6 +178,7 @@ class _Settings:
     protocol: str
     sample: tuple[str, float] | None  # replay.parse_sample: a hash sample of the sessions
     bootstrap: int  # session-bootstrap replicates for the intervals (0: none)
+    baseline_recs: Any  # the team's own lists for the ``baseline`` strategy (path or None)
 
 
 @dataclass
@@ -225,6 +226,8 @@ def _validate(
             f"--protocol must be one of {', '.join(PROTOCOLS)}, got {rest.get('protocol')!r}"
         )
     names = [s.strip() for s in strategies if s.strip()]
+    if rest.get("baseline_recs") is not None and "baseline" not in names:
+        names.insert(0, "baseline")  # the team's lists are the reference
     if not names:
         raise UsageError("no strategy given: e.g. --strategies popular,session-embedding")
     if len(set(names)) != len(names):
@@ -347,6 +350,7 @@ def _build(run: _Replay, settings: _Settings) -> tuple[list[Strategy], float]:
         training=_training_data(run, settings.train_window),
         max_train_requests=settings.max_train_requests,
         protocol=settings.protocol,
+        baseline_recs=settings.baseline_recs,
     )
     built_at = time.perf_counter()
     served = [build(name, env) for name in settings.names]
@@ -433,6 +437,7 @@ def simulate(
     protocol: str = DEFAULT_PROTOCOL,
     sample: str | None = None,
     bootstrap: int = DEFAULT_BOOTSTRAP,
+    baseline_recs: str | Path | None = None,
 ) -> SimulationResult:
     """Replay ``events`` after the artifacts' as-of and serve every request with each strategy.
 
@@ -457,6 +462,8 @@ def simulate(
     the sessions (the stream still counts every event).
     ``bootstrap``: replicates of the session bootstrap behind every interval (``hr_ci``…,
     paired differences in ``differences`` and the comparisons); 0: no intervals.
+    ``baseline_recs``: the team's own lists (Parquet/CSV: user_id, rank, item_id[, as_of]),
+    served as the ``baseline`` strategy (added to ``strategies`` when not named).
     ``progress(done, total)`` is called during the replay.
     Raises ``UsageError`` for bad options and ``DataError``/``InputMissing`` for bad inputs.
     """
@@ -475,6 +482,7 @@ def simulate(
         protocol=protocol,
         sample=sample,
         bootstrap=bootstrap,
+        baseline_recs=baseline_recs,
     )
     run = _prepare(events, artifacts, settings, start=start, end=end, world=world)
     served, setup_seconds = _build(run, settings)

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from rtml_cli.errors import UsageError
+from rtml_cli.online import baseline as _baseline  # noqa: F401 - registers ``baseline``
 from rtml_cli.online.base import STRATEGIES, Env, Factory, Request, Strategy, take_unseen
 from rtml_cli.online.stage1 import Batch, Popular
 from rtml_cli.online.stage2 import (
