@@ -105,3 +105,30 @@ def test_cli_caption_and_json(invoke, shop):
     assert [r["strategy"] for r in doc["summary"] if r["segment"] == "all"] == ["baseline", "batch"]
     missing = invoke(*args[:-2], "--baseline-recs", base / "nope.csv")
     assert missing.exit_code == ExitCode.NO_INPUT
+
+
+def test_from_picks_the_newest_run_at_or_before_it(invoke, tmp_path):
+    """With two runs in ROOT, --from picks the run whose as-of is the newest at or before it
+    (latest already knows the window) and says which; with none, latest and a warning."""
+    from rtml_cli.errors import ExitCode
+
+    events = tiny_events()
+    path = tmp_path / "events.parquet"
+    events.write_parquet(path)
+    root = tmp_path / "root"
+    for as_of in (AS_OF, AS_OF + timedelta(days=1)):
+        args = ("precompute", path, "--out", root, "--as-of", as_of.isoformat())
+        done = invoke(*args, "--dim", "4", "--trees", "2", "--quiet")
+        assert done.exit_code == ExitCode.OK, done.stderr
+    args = ["simulate", path, "--artifacts", root, "--strategies", "popular", "--k", "8"]
+    result = invoke(*args, "--from", AS_OF.isoformat(), "--format", "json", "--quiet")
+    assert result.exit_code == ExitCode.OK, result.stderr
+    doc = json.loads(result.stdout)
+    from rtml_cli.batch.artifacts import run_id_for
+
+    assert doc["info"]["run"] == run_id_for(AS_OF)
+    assert doc["info"]["as_of"].startswith(AS_OF.isoformat()[:19])
+    assert "using run" in result.stderr and "newest in" in result.stderr
+    early = invoke(*args, "--from", (AS_OF - timedelta(days=2)).isoformat(), "--quiet")
+    assert early.exit_code == ExitCode.OK
+    assert "starts before the artifacts' as-of" in early.stderr

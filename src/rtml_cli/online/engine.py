@@ -20,7 +20,7 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -259,13 +259,15 @@ def _prepare(
 
     from rtml_cli.batch.artifacts import Artifacts, load_artifacts
 
+    warnings: list[str] = []
+    if not isinstance(artifacts, Artifacts) and start is not None:
+        artifacts = _run_for(Path(artifacts), start, warnings)
     art = artifacts if isinstance(artifacts, Artifacts) else load_artifacts(artifacts)
     as_of_us = to_us(art.as_of)
     start_us = to_us(start) if start is not None else as_of_us
     end_us = to_us(end) if end is not None else None
     if end_us is not None and end_us <= start_us:
         raise UsageError(f"empty window: --end {from_us(end_us)} is not after {from_us(start_us)}")
-    warnings = []
     if start_us < as_of_us:
         warnings.append(
             f"the replay starts before the artifacts' as-of ({art.as_of.isoformat()}): the batch "
@@ -313,6 +315,28 @@ def _prepare(
         warnings=warnings,
         world=None if world is None else trending.load_world(world),
     )
+
+
+def _run_for(root: Path, start: datetime, notes: list[str]) -> Path:
+    """With ``--start`` and a ROOT, the run whose as-of is the newest at or before the start
+    (``latest`` may be newer: a replay must not use artifacts that know its window). Without
+    such a run, ``latest`` (and the replay warns that its figures are optimistic)."""
+    from rtml_cli.batch.artifacts import resolve_run_dir
+    from rtml_cli.batch.publish import newest_at_or_before
+
+    if not root.is_dir() or (root / "manifest.json").exists():
+        return root
+    chosen = newest_at_or_before(
+        root, start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+    )
+    if chosen is None:
+        return root  # latest; the replay warns that it starts before the as-of
+    if chosen.resolve() != resolve_run_dir(root):
+        notes.append(
+            f"using run {chosen.name}, the newest in {root} at or before --start (latest is "
+            f"{resolve_run_dir(root).name}, which already knows the replay window)"
+        )
+    return chosen
 
 
 def _training_data(run: _Replay, window: timedelta) -> Callable[[], ReplayData | None]:
@@ -651,6 +675,7 @@ def _info(
         "window_start": from_us(run.start_us).isoformat(),
         "window_end": None if run.end_us is None else from_us(run.end_us).isoformat(),
         "protocol": settings.protocol,
+        "run": run.art.run_dir.name,  # the precompute run the replay read
         "k": settings.k,
         "freshness_s": settings.freshness.total_seconds(),
         "candidates": settings.n_candidates,
