@@ -291,3 +291,50 @@ def test_cli_missing_files_and_mixed_modes(invoke, obd, tmp_path):
     items = _write(pl.DataFrame({"item_id": [0, 1]}), tmp_path / "items.parquet")
     short = invoke("evaluate", "contextual", "--log", obd["random"], "--items", items)
     assert short.exit_code == ExitCode.DATA_ERR and "lacks 32 logged action" in short.stderr
+
+
+def test_item_features_hybrid_is_the_joint_ridge_regression():
+    """The linear policies with item features (Li et al. 2010's hybrid model) score and
+    widen exactly as one ridge regression over φ = (x in item a's block, z_a)."""
+    from rtml_cli.evaluation.contextual.policies import HybridLinUCB, LinTS, with_item_features
+
+    rng = np.random.default_rng(0)
+    n, d, k = 5, 4, 3
+    Z = rng.normal(size=(n, k))
+    policy = HybridLinUCB(Z, alpha=1.0)
+    policy.reset(n, d, np.random.default_rng(1))
+    X = rng.normal(size=(40, d))
+    items = rng.integers(0, n, 40)
+    clicks = rng.integers(0, 2, 40).astype(float)
+    for start in range(0, 40, 7):
+        policy.update(X[start : start + 7], items[start : start + 7], clicks[start : start + 7])
+
+    def phi(x: np.ndarray, a: int) -> np.ndarray:
+        out = np.zeros(n * d + k)
+        out[a * d : (a + 1) * d] = x
+        out[n * d :] = Z[a]
+        return out
+
+    design = np.array([phi(x, a) for x, a in zip(X, items, strict=True)])
+    A = np.eye(n * d + k) + design.T @ design
+    w = np.linalg.solve(A, design.T @ clicks)
+    query = rng.normal(size=(3, d))
+    want = np.array([[phi(x, a) @ w for a in range(n)] for x in query])
+    width = np.array(
+        [[np.sqrt(phi(x, a) @ np.linalg.solve(A, phi(x, a))) for a in range(n)] for x in query]
+    )
+    assert np.allclose(policy.scores(query), want)
+    assert np.allclose(policy.width(query), width)
+    assert type(with_item_features(LinTS(0.25), Z)).__name__ == "HybridLinTS"
+    assert with_item_features(C.UniformPolicy(), Z).name == "uniform"
+
+
+def test_cli_items_feed_the_linear_policies(invoke, obd):
+    result = invoke(
+        "evaluate", "contextual", "--log", obd["random"], "--items", obd["random_items"],
+        "--policies", "greedy,linucb", "--bootstrap", "0", "-f", "json",
+    )  # fmt: skip
+    assert result.exit_code == ExitCode.OK, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["item_features_used_by"] == ["linucb"]
+    assert doc["item_features"] == [f"item_feature_{i}" for i in range(4)]

@@ -31,7 +31,11 @@ from typing import Any
 import numpy as np
 
 from rtml_cli.errors import DataError, UsageError
-from rtml_cli.evaluation.contextual.policies import CONTEXTUAL_POLICIES, ContextualPolicy
+from rtml_cli.evaluation.contextual.policies import (
+    CONTEXTUAL_POLICIES,
+    ContextualPolicy,
+    with_item_features,
+)
 from rtml_cli.evaluation.ope.diagnostics import percentile_ci
 from rtml_cli.evaluation.ope.log import (
     BanditLog,
@@ -298,6 +302,7 @@ class LoggedData:
     context_columns: list[str]
     features: list[str]
     item_features: list[str]
+    item_matrix: np.ndarray | None  # (n_actions, features), row = dense action index
     popularity: np.ndarray
     warnings: list[str] = field(default_factory=list)
 
@@ -336,8 +341,9 @@ def load_logged(
     X, names = context_matrix(frame, columns) if columns else (np.zeros((log.n, 0)), [])
     X, names = _with_position_and_bias(X, names, log)
     item_features: list[str] = []
+    item_matrix = None
     if items is not None:
-        item_features = _item_features(items, log)
+        item_features, item_matrix = _item_features(items, log)
     order = log.ts_order if log.ts_order is not None else np.arange(log.n)
     positions = log.positions[log.position_idx]
     replay = ReplayLog(
@@ -364,6 +370,7 @@ def load_logged(
         context_columns=columns,
         features=names,
         item_features=item_features,
+        item_matrix=item_matrix,
         popularity=popularity,
         warnings=list(log.warnings),
     )
@@ -427,20 +434,25 @@ def _with_position_and_bias(
     return np.hstack(blocks), names
 
 
-def _item_features(items: str | Path, log: BanditLog) -> list[str]:
-    """The item table's feature columns; every logged action must be one of its items."""
+def _item_features(items: str | Path, log: BanditLog) -> tuple[list[str], np.ndarray]:
+    """The item table's feature columns and their design matrix, one row per action of the
+    log (numeric as they are, strings one-hot); every logged action must be in the table."""
     table = read_table(items, what="item table")
     if "item_id" not in table.columns:
         raise DataError(f"item table {items} has no item_id column")
-    known = {str(v) for v in table.get_column("item_id").to_list()}
-    missing = [a for a in log.actions.tolist() if str(a) not in known]
+    row_of = {str(v): i for i, v in enumerate(table.get_column("item_id").to_list())}
+    missing = [a for a in log.actions.tolist() if str(a) not in row_of]
     if missing:
         shown = ", ".join(map(str, missing[:5]))
         raise DataError(
             f"item table {items} lacks {len(missing)} logged action(s) ({shown}); "
             "it must describe every action of the log"
         )
-    return [c for c in table.columns if c != "item_id"]
+    names = [c for c in table.columns if c != "item_id"]
+    if not names:
+        raise DataError(f"item table {items} has no feature column besides item_id")
+    matrix, _ = context_matrix(table, names)
+    return names, matrix[[row_of[str(a)] for a in log.actions.tolist()]]
 
 
 # --- the job -----------------------------------------------------------------------------
@@ -463,6 +475,7 @@ class LogReplayResult:
     context_columns: list[str]
     n_features: int
     item_features: list[str]
+    item_features_used_by: list[str]
     top_n: int
     tail_actions: int
     batch_size: int
@@ -504,6 +517,8 @@ def evaluate_contextual_log(
     _check_options(batch_size, n_boot, min_matched, epsilon, alpha, ts_scale)
     pols = make_policies(policies, epsilon=epsilon, alpha=alpha, ts_scale=ts_scale)
     data = load_logged(log, context_cols=context_cols, items=items, assume_uniform=assume_uniform)
+    if data.item_matrix is not None:
+        pols = [with_item_features(p, data.item_matrix) for p in pols]
     n_actions = data.replay.n_actions
     top_n = top_n if top_n is not None else max(1, math.ceil(0.2 * n_actions))
     if not 1 <= top_n < n_actions:
@@ -537,6 +552,7 @@ def evaluate_contextual_log(
         context_columns=data.context_columns,
         n_features=len(data.features),
         item_features=data.item_features,
+        item_features_used_by=[p.name for p in pols if type(p).__name__.startswith("Hybrid")],
         top_n=top_n,
         tail_actions=int(tail.sum()),
         batch_size=batch_size,
