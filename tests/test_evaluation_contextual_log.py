@@ -240,7 +240,7 @@ def test_cli_json_on_obd_random_log(invoke, obd, tmp_path):
 def test_cli_table_on_obd_bts_log_warns_about_the_effective_sample_size(invoke, obd):
     result = invoke("evaluate", "contextual", "--log", obd["bts"], "--policies", "greedy,uniform")
     assert result.exit_code == ExitCode.OK, result.stderr
-    assert "Ips-weighted replay" in result.stdout or "ips-weighted" in result.stdout.lower()
+    assert "IPS-weighted replay on" in result.stdout
     assert "not uniform" in result.stdout and "ESS" in result.stdout
     assert "Verdict:" in result.stdout and "cannot decide" in result.stdout
     assert "too small to tell these policies apart" in result.stderr

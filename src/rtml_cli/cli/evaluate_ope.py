@@ -552,7 +552,7 @@ def _render_contextual_log(result) -> None:
         "policy's choices / of its matched clicks); items chosen: share of actions ever chosen"
     )
     title = (
-        f"{result.method.capitalize()} on {result.log}: {result.n_events:,} events, "
+        f"{'Replay' if result.uniform else 'IPS-weighted replay'} on {result.log}: {result.n_events:,} events, "
         f"{result.n_actions} actions, {result.n_features} context features"
     )
     from rich.text import Text
