@@ -63,6 +63,8 @@ step "Off-policy: a linear contextual policy learned from the shop's logs (weigh
   "$RTML" evaluate ope sample_data/shop/bandit.parquet --policy linear:0.1 --bootstrap 500
 step "Contextual bandits vs the 'most clickable' trap in the sample world" \
   "$RTML" evaluate contextual sample_data/shop --plot "$OUT/contextual_regret.png"
+step "The same policies replayed on the real OBD random log (can the log decide?)" \
+  "$RTML" evaluate contextual --log "$OUT/obd/random.parquet" --items "$OUT/obd/random.items.parquet"
 
 # --- continual learning -----------------------------------------------------
 # Exit code 10 means "drift detected" (what a cron job branches on), so the demo accepts it.

@@ -176,6 +176,10 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[object]], Figures | None
         None,
     ),
     "evaluate contextual": (lambda w: ["evaluate", "contextual", SHOP, "--requests", "2000"], None),
+    "evaluate contextual log": (
+        lambda w: ["evaluate", "contextual", "--log", w["obd"], "--bootstrap", "50"],
+        lambda doc: [str(p["matched_events"]) for p in doc["policies"]],
+    ),
     "drift compare": (lambda w: ["drift", EVENTS, EVENTS], None),
     "drift popularity": (
         lambda w: ["drift", "popularity", EVENTS, "--end", "2024-03-25"],
@@ -411,6 +415,7 @@ DOCUMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "evaluate planning": ("evaluate bandits", ("arms", "policies")),
     "evaluate ope": ("evaluate ope", ("estimates",)),
     "evaluate contextual": ("evaluate contextual", ("online", "offline")),
+    "evaluate contextual log": ("evaluate contextual log", ("policies",)),
     "drift compare": ("drift compare", ("features", "skipped")),
     "drift popularity": ("drift popularity", ()),
     "retrain": ("retrain", ("schedules", "steps", "updates", "checks")),

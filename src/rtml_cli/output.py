@@ -87,6 +87,7 @@ SCHEMAS: dict[str, int] = {
     "evaluate bandits": 1,
     "evaluate ope": 1,
     "evaluate contextual": 1,
+    "evaluate contextual log": 1,
     "retrain": 1,
     "drift compare": 1,
     "drift popularity": 1,

@@ -9,6 +9,7 @@ policy SPEC forms, reward models, contextual policies) come from their registrie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -185,9 +186,12 @@ def _render_ope(result) -> None:
 
 def contextual_cmd(
     world: Annotated[
-        str,
-        typer.Argument(help="Sample world directory (click_model.npz, bandit*.parquet) or .npz."),
-    ],
+        str | None,
+        typer.Argument(
+            help="Sample world directory (click_model.npz, bandit*.parquet) or .npz; "
+            "leave it out to replay policies on your own --log."
+        ),
+    ] = None,
     policies: Annotated[
         str,
         typer.Option("--policies", help=f"Comma-separated: {','.join(CONTEXTUAL_POLICIES)}."),
@@ -214,7 +218,42 @@ def contextual_cmd(
     ] = 0.25,
     log: Annotated[
         str | None,
-        typer.Option("--log", help="Non-uniform log for IPS/DR (default WORLD/bandit.parquet)."),
+        typer.Option(
+            "--log",
+            help="Without WORLD: your bandit log, replayed (Li et al. 2011). With WORLD: "
+            "the non-uniform log for IPS/DR (default WORLD/bandit.parquet).",
+        ),
+    ] = None,
+    context_cols: Annotated[
+        str | None,
+        typer.Option(
+            "--context-cols",
+            help="--log: context columns, names or prefixes ending in * (default: "
+            "ctx_*,user_feature_*,user-item_affinity_*, those present).",
+        ),
+    ] = None,
+    items: Annotated[
+        str | None,
+        typer.Option(
+            "--items",
+            help="--log: item table (item_id + features, e.g. X.items.parquet from "
+            "rtml data import); every logged action must be in it.",
+        ),
+    ] = None,
+    assume_uniform: Annotated[
+        bool,
+        typer.Option(
+            "--assume-uniform",
+            help="--log: the log has no propensities but was logged uniformly at random.",
+        ),
+    ] = False,
+    min_matched: Annotated[
+        int | None,
+        typer.Option(
+            "--min-matched",
+            help="--log: a policy with fewer (effective) matched events is not ranked "
+            "(default 100).",
+        ),
     ] = None,
     random_log: Annotated[
         str | None,
@@ -230,21 +269,53 @@ def contextual_cmd(
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
-    """Contextual bandits vs "most clickable" greedy in the sample world, online and offline.
+    """Contextual bandits vs "most clickable" greedy: in the sample world, or on your own log.
 
-    Online: CTR, cumulative regret against the oracle, long-tail coverage and the cost of
-    suboptimal actions. Offline: each frozen policy's replay (uniform log) and IPS/SNIPS/DR
-    (non-uniform log) estimates next to its exact value from the click model.
+    With WORLD: online, CTR, cumulative regret against the oracle, long-tail coverage and the
+    cost of suboptimal actions; offline, each frozen policy's replay (uniform log) and
+    IPS/SNIPS/DR (non-uniform log) estimates next to its exact value from the click model.
+    --k is the slate size; --plot draws each policy's cumulative regret.
 
-    --k is the slate size (items recommended per request); --seed seeds the simulation and the
-    bootstrap; --plot draws each policy's cumulative regret.
+    Without WORLD, on --log: each policy learns online from the log's events whose logged
+    action it chose (replay, Li et al. 2011; IPS-weighted when the propensities are not
+    uniform): matched events, CTR with a bootstrap 95% CI, CTR over time, long-tail share
+    and coverage, and a verdict that says when the log cannot decide. --plot draws the CTR
+    over time.
 
-    Example: rtml evaluate contextual sample_data/shop --requests 20000 --k 3 --plot regret.png
+    --seed seeds the simulation, the replay and the bootstrap.
+
+    Examples: rtml evaluate contextual sample_data/shop --requests 20000 --plot regret.png;
+    rtml evaluate contextual --log random.parquet --items random.items.parquet
     """
     from rtml_cli.evaluation.contextual import evaluate_contextual, plot_contextual
     from rtml_cli.output import Rows, finish, info
     from rtml_cli.plotting import check_png_target
 
+    names = [p for p in policies.split(",") if p.strip()]
+    if world is None:
+        _contextual_log(
+            log,
+            LogOptions(
+                policies=names,
+                context_cols=context_cols,
+                items=items,
+                assume_uniform=assume_uniform,
+                min_matched=100 if min_matched is None else min_matched,
+                random_log=random_log,
+                batch_size=batch_size,
+                top_n=top_n,
+                epsilon=epsilon,
+                alpha=alpha,
+                ts_scale=ts_scale,
+                bootstrap=bootstrap,
+                seed=seed,
+            ),
+            plot=plot,
+            fmt=fmt,
+            quiet=quiet,
+        )
+        return
+    _world_only(context_cols, items, assume_uniform, min_matched)
     if plot is not None:
         check_png_target(plot)
 
@@ -254,7 +325,7 @@ def contextual_cmd(
     )
     result = evaluate_contextual(
         world,
-        policies=[p for p in policies.split(",") if p.strip()],
+        policies=names,
         requests=requests,
         k=k,
         batch_size=batch_size,
@@ -364,6 +435,132 @@ def _render_contextual(result) -> None:
             )
         )
     print_tables(*tables)
+
+
+def _world_only(
+    context_cols: str | None, items: str | None, assume_uniform: bool, min_matched: int | None
+) -> None:
+    """The log-mode options make no sense next to a sample world: refuse them there."""
+    from rtml_cli.errors import UsageError
+
+    given = [
+        name
+        for name, value in (
+            ("--context-cols", context_cols),
+            ("--items", items),
+            ("--assume-uniform", assume_uniform or None),
+            ("--min-matched", min_matched),
+        )
+        if value is not None
+    ]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a replay on "
+            "--log without WORLD; leave WORLD out or drop them"
+        )
+
+
+@dataclass
+class LogOptions:
+    """The options of ``rtml evaluate contextual --log`` (no WORLD), as the job takes them."""
+
+    policies: list[str]
+    context_cols: str | None
+    items: str | None
+    assume_uniform: bool
+    min_matched: int
+    random_log: str | None
+    batch_size: int
+    top_n: int | None
+    epsilon: float
+    alpha: float
+    ts_scale: float
+    bootstrap: int
+    seed: int
+
+
+def _contextual_log(log: str | None, o: LogOptions, *, plot, fmt, quiet: bool) -> None:
+    """``rtml evaluate contextual --log LOG``: replay each policy on a team's own log."""
+    from rtml_cli.errors import UsageError
+    from rtml_cli.evaluation.contextual import evaluate_contextual_log, plot_contextual_log
+    from rtml_cli.output import Rows, finish, info, warn
+    from rtml_cli.plotting import check_png_target
+
+    if log is None:
+        raise UsageError("give a sample world (WORLD) or your own bandit log (--log LOG.parquet)")
+    if o.random_log is not None:
+        raise UsageError("--random-log applies with WORLD only; without it, --log is replayed")
+    if plot is not None:
+        check_png_target(plot)
+    info(
+        f"replaying {','.join(o.policies)} on {log} …", quiet=quiet or fmt is not OutputFormat.table
+    )
+    result = evaluate_contextual_log(
+        log,
+        policies=o.policies,
+        context_cols=o.context_cols,
+        items=o.items,
+        assume_uniform=o.assume_uniform,
+        batch_size=o.batch_size,
+        top_n=o.top_n,
+        epsilon=o.epsilon,
+        alpha=o.alpha,
+        ts_scale=o.ts_scale,
+        n_boot=o.bootstrap,
+        min_matched=o.min_matched,
+        seed=o.seed,
+    )
+    for message in result.warnings:
+        warn(message)
+    if plot is not None:
+        plot_contextual_log(result, plot)
+        info(f"wrote {plot}", quiet=quiet)
+    finish(
+        result.to_dict,
+        fmt,
+        lambda: _render_contextual_log(result),
+        kind="evaluate contextual log",
+        rows=Rows(tables=("policies",)),
+        quiet=quiet,
+    )
+
+
+def _render_contextual_log(result) -> None:
+    from rtml_cli.output import make_table, print_tables
+
+    weighted = not result.uniform
+    columns = ["policy", "matched", "clicks", "CTR", "95% CI"]
+    columns += ["ESS"] if weighted else []
+    columns += ["tail choices", "tail clicks", "items chosen"]
+    rows = []
+    for p in result.policies:
+        row: list = [
+            p.policy,
+            p.matched_events,
+            p.clicks,
+            p.ctr,
+            f"{p.ci_low:.4f}–{p.ci_high:.4f}",
+        ]
+        row += [round(p.effective_sample_size, 1)] if weighted else []
+        row += [p.tail_choice_share, p.tail_click_share, p.coverage]
+        rows.append(row)
+    caption = (
+        f"{result.uniformity}; positions: {result.positions_handling}. matched: events whose "
+        "logged action the policy chose (it learns from those only); "
+        + ("ESS: effective sample size of the 1/propensity weights; " if weighted else "")
+        + f"tail: actions outside the {result.top_n} most clicked in the log (share of the "
+        "policy's choices / of its matched clicks); items chosen: share of actions ever chosen"
+    )
+    title = (
+        f"{'Replay' if result.uniform else 'IPS-weighted replay'} on {result.log}: {result.n_events:,} events, "
+        f"{result.n_actions} actions, {result.n_features} context features"
+    )
+    from rich.text import Text
+
+    print_tables(
+        make_table(title, columns, rows, caption=caption),
+        Text(f"Verdict: {result.verdict['text']}"),
+    )
 
 
 def register(evaluate_app: typer.Typer) -> None:

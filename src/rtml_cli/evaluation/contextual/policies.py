@@ -172,6 +172,89 @@ class LinTS(LinUCB):
         return top_k(self.scores(X) + self.v * self.width(X) * z + self.tiebreak, k)
 
 
+class _SharedItemBlock:
+    """A shared block over item features for the linear policies: Li et al. 2010's hybrid
+    LinUCB (their Algorithm 2), with each item's own features ``z_a`` as the shared
+    features. The score is ``x·θ_a + z_a·β``, ``θ`` and ``β`` one joint ridge regression
+    solved by block elimination, so an item with little feedback borrows from items that
+    look like it; the width is the joint model's ``sqrt(φ' A^-1 φ)``."""
+
+    item_features: np.ndarray
+    n_items: int
+    dim: int
+    l2: float
+
+    def reset(self, n_items, dim, rng):
+        ContextualPolicy.reset(self, n_items, dim, rng)
+        k = self.item_features.shape[1]
+        self.A0 = self.l2 * np.eye(k)
+        self.b0 = np.zeros(k)
+        self.A = np.tile(self.l2 * np.eye(dim), (n_items, 1, 1))
+        self.A_inv = np.tile(np.eye(dim) / self.l2, (n_items, 1, 1))
+        self.B = np.zeros((n_items, dim, k))
+        self.b = np.zeros((n_items, dim))
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.A0_inv = np.linalg.inv(self.A0)
+        self.beta = self.A0_inv @ self.b0
+        self.C = self.A_inv @ self.B  # (n, d, k): A_a^-1 B_a
+        self.theta = np.einsum("nde,ne->nd", self.A_inv, self.b) - self.C @ self.beta
+
+    def scores(self, X):
+        return X @ self.theta.T + (self.item_features @ self.beta)[None, :]
+
+    def width(self, X):
+        Z, A0_inv = self.item_features, self.A0_inv
+        u = np.einsum("bd,ndk->bnk", X, self.C, optimize=True)  # x' A_a^-1 B_a
+        var = np.einsum("bd,nde,be->bn", X, self.A_inv, X, optimize=True)
+        var += np.einsum("nk,kl,nl->n", Z, A0_inv, Z)[None, :]
+        var -= 2 * np.einsum("nk,kl,bnl->bn", Z, A0_inv, u, optimize=True)
+        var += np.einsum("bnk,kl,bnl->bn", u, A0_inv, u, optimize=True)
+        return np.sqrt(np.maximum(var, 0.0))
+
+    def update(self, X, items, clicks):
+        Z = self.item_features
+        for x, a, r in zip(X, items, clicks, strict=True):
+            z = Z[a]
+            BtAinv = self.B[a].T @ self.A_inv[a]
+            self.A0 += BtAinv @ self.B[a]
+            self.b0 += BtAinv @ self.b[a]
+            self.A[a] += np.outer(x, x)
+            self.B[a] += np.outer(x, z)
+            self.b[a] += r * x
+            self.A_inv[a] = np.linalg.inv(self.A[a])
+            BtAinv = self.B[a].T @ self.A_inv[a]
+            self.A0 += np.outer(z, z) - BtAinv @ self.B[a]
+            self.b0 += r * z - BtAinv @ self.b[a]
+        self._refresh()
+
+
+class HybridLinUCB(_SharedItemBlock, LinUCB):
+    """``linucb`` with item features (``_SharedItemBlock``); built by ``with_item_features``."""
+
+    def __init__(self, item_features: np.ndarray, alpha: float = 1.0, l2: float = 1.0) -> None:
+        super().__init__(alpha=alpha, l2=l2)
+        self.item_features = item_features
+
+
+class HybridLinTS(_SharedItemBlock, LinTS):
+    """``lints`` with item features (``_SharedItemBlock``); built by ``with_item_features``."""
+
+    def __init__(self, item_features: np.ndarray, v: float = 0.25, l2: float = 1.0) -> None:
+        super().__init__(v=v, l2=l2)
+        self.item_features = item_features
+
+
+def with_item_features(policy: ContextualPolicy, item_features: np.ndarray) -> ContextualPolicy:
+    """The same policy using item features when it can (the linear ones), else itself."""
+    if type(policy) is LinUCB:
+        return HybridLinUCB(item_features, alpha=policy.alpha, l2=policy.l2)
+    if type(policy) is LinTS:
+        return HybridLinTS(item_features, v=policy.v, l2=policy.l2)
+    return policy
+
+
 CONTEXTUAL_POLICIES: Registry[Callable[..., ContextualPolicy]] = Registry("contextual policy")
 CONTEXTUAL_POLICIES.add(
     "greedy",

@@ -129,9 +129,12 @@ def resolve_context_columns(columns: Sequence[str], spec: str | None) -> list[st
     return chosen
 
 
-def _context_matrix(
+def context_matrix(
     frame: Any, cols: list[str], max_levels: int = 50
 ) -> tuple[np.ndarray, list[str]]:
+    """A float design matrix from ``cols``: numeric columns as they are (NaN → the column's
+    mean), string columns one-hot over their ``max_levels`` most frequent levels (rarer
+    levels share the all-zero code)."""
     import polars as pl
 
     blocks: list[np.ndarray] = []
@@ -233,7 +236,7 @@ def bandit_log_from_frame(
 
     cols = frame.columns
     ctx_cols = resolve_context_columns(cols, context_cols)
-    context, names = _context_matrix(frame, ctx_cols) if ctx_cols else (None, [])
+    context, names = context_matrix(frame, ctx_cols) if ctx_cols else (None, [])
 
     ts_order = None
     if "ts" in cols:
