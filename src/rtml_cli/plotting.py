@@ -49,6 +49,24 @@ SECONDARY = "#767676"  # grey with 4.5:1 contrast on white
 INTERVAL_ALPHA = 0.18
 
 
+_STYLE = {
+    "font.size": 9.5,
+    "font.family": "sans-serif",
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 9.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#dddddd",
+    "grid.linewidth": 0.6,
+    "axes.edgecolor": "#444444",
+    "legend.fontsize": 8.5,
+    "legend.frameon": False,
+    "svg.fonttype": "none",  # text stays text: smaller files, readable by screen readers
+    "svg.hashsalt": "rtml",  # the same figure gives the same SVG
+}
+
+
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend; a ``UsageError`` when matplotlib is missing."""
     try:
@@ -58,6 +76,7 @@ def pyplot() -> Any:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
+    plt.rcParams.update(_STYLE)
     return plt
 
 
@@ -77,29 +96,12 @@ def check_png_target(path: str | os.PathLike[str], *, option: str = "--plot") ->
     check_output(path, PNG_OUTPUT, option=option)
 
 
-_STYLE = {
-    "font.size": 9.5,
-    "font.family": "sans-serif",
-    "axes.titlesize": 10.5,
-    "axes.labelsize": 9.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#dddddd",
-    "grid.linewidth": 0.6,
-    "axes.edgecolor": "#444444",
-    "legend.fontsize": 8.5,
-    "legend.frameon": False,
-    "svg.fonttype": "none",  # text stays text: smaller files, readable by screen readers
-    "svg.hashsalt": "rtml",  # the same figure gives the same SVG
-}
 
 
 def figure(ncols: int = 1, *, width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
     """A new figure in rtml's style: ``(fig, ax)``, or ``(fig, [ax, …])`` when ``ncols > 1``."""
     plt = pyplot()
-    with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(1, ncols, figsize=(width, height), constrained_layout=True)
+    fig, axes = plt.subplots(1, ncols, figsize=(width, height), constrained_layout=True)
     for ax in list(axes) if ncols > 1 else [axes]:
         _style_axes(ax)
     return fig, axes
@@ -253,8 +255,7 @@ def to_svg(fig: Any) -> str:
     plt = pyplot()
     buffer = io.StringIO()
     try:
-        with plt.rc_context(_STYLE):
-            fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": "rtml"})
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": "rtml"})
     finally:
         plt.close(fig)
     text = _SVG_PROLOGUE.sub("", buffer.getvalue(), count=1)
@@ -318,7 +319,7 @@ def retrain_figure(doc: dict[str, Any]) -> Any:
 
 def retrain_cost_figure(doc: dict[str, Any]) -> Any:
     """Training time against HR@K per schedule (HR with its 95% Wilson interval)."""
-    fig, ax = figure(width=6.0, height=3.4)
+    fig, ax = figure(width=7.0, height=3.4)
     for index, row in enumerate(doc["schedules"]):
         hits = sum(s.get("hits") or 0 for s in doc["steps"] if s["schedule"] == row["schedule"])
         band = wilson(hits, row.get("requests") or 0)
@@ -371,7 +372,7 @@ def ope_figure(doc: dict[str, Any]) -> Any:
 def bandits_figure(doc: dict[str, Any], *, reward: str = "clicks") -> Any:
     """Cumulative regret and the best arm's traffic share over requests, per policy (means
     over the seeds, from each policy's ``curve``)."""
-    fig, (left, right) = figure(2, width=10.0, height=3.8)
+    fig, (left, right) = figure(2, width=9.0, height=3.8)
     runs = [p for p in doc["policies"] if p.get("curve")]
     lines(
         left,
@@ -383,12 +384,14 @@ def bandits_figure(doc: dict[str, Any], *, reward: str = "clicks") -> Any:
         [Series(p["policy"], p["curve"]["requests"], p["curve"]["best_arm_share"]) for p in runs],
         markers=False,
     )
-    left.set(xlabel="requests served", ylabel=f"cumulative regret ({reward}, mean over seeds)")
+    left.set(xlabel="requests served", ylabel=f"cumulative regret ({reward})")
     right.set(xlabel="requests served", ylabel="share of traffic to the best arm", ylim=(0, 1.02))
     left.legend(loc="best")
     arms = " vs ".join(a["arm"] for a in doc.get("arms", []))
     if arms:
-        fig.suptitle(f"{arms}: {doc.get('seeds')} runs x {doc.get('horizon'):,} requests")
+        fig.suptitle(
+            f"{arms}: mean over {doc.get('seeds')} runs x {doc.get('horizon'):,} requests"
+        )
     return fig
 
 

@@ -151,7 +151,7 @@ def _as_of(ctx: Context) -> list[list[str]]:
 
 def appendix_section(ctx: Context) -> Section:
     files = [
-        [str(f.path), f.what, f"{f.bytes:,}", f.sha256, f.command or "not recorded"]
+        [str(f.path), f.what, f"{f.bytes:,}", f.command or "not recorded", f.sha256]
         for f in ctx.inputs.files
     ]
     blocks: list[Any] = []
@@ -160,7 +160,7 @@ def appendix_section(ctx: Context) -> Section:
     blocks += [
         Table(
             "Inputs",
-            ["file", "what", "bytes", "SHA-256", "command line"],
+            ["file", "what", "bytes", "command line", "SHA-256"],
             files,
             note="Command lines are recorded in the JSON documents of rtml 0.1.0 and later "
             "(`command`); older documents say 'not recorded'.",

@@ -27,8 +27,8 @@ def build_report(inputs: Inputs, options: Options | None = None) -> Report:
     if sim is not None:
         info = sim.get("info") or {}
         subtitle += (
-            f"; replay of {info.get('window_start')} to {info.get('window_end')}, protocol "
-            f"{info.get('protocol')}"
+            f"; replay of {_when(info.get('window_start'))} to {_when(info.get('window_end'))}, "
+            f"protocol {info.get('protocol')}"
         )
     elif inputs.results is not None:
         subtitle += f"; replay protocol {inputs.results.protocol}"
@@ -38,3 +38,14 @@ def build_report(inputs: Inputs, options: Options | None = None) -> Report:
         verdict=verdict,
         sections=[*replay, *evaluation, *continual, data_section(ctx), appendix_section(ctx)],
     )
+
+
+def _when(text: object) -> str:
+    """'2024-03-22T16:00:00+00:00' → '2024-03-22 16:00 UTC'."""
+    from datetime import datetime, timezone
+
+    try:
+        stamp = datetime.fromisoformat(str(text)).astimezone(timezone.utc)
+    except ValueError:
+        return str(text)
+    return stamp.strftime("%Y-%m-%d %H:%M UTC")

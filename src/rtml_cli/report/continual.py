@@ -66,7 +66,7 @@ def retrain_claims(ctx: Context, document: Document) -> list[Claim]:
         band_s, band_b = _hr_band(ctx, document, stateful), _hr_band(ctx, document, base)
         if keep is not None and hr_s is not None and hr_b is not None:
             parts: list[Part] = [
-                "Continual learning: stateful training (",
+                "Stateful training (",
                 Label(s["schedule"]),
                 ") keeps ",
                 keep,
@@ -146,9 +146,8 @@ def drift_claims(ctx: Context, document: Document) -> list[Claim]:
                 continue
             drifted = bool(result.get("drift"))
             parts: list[Part] = [
-                "Drift (",
                 Label(str(feature.get("feature"))),
-                "): ",
+                ": ",
                 Label(name.upper()),
                 " ",
                 value,
@@ -238,7 +237,7 @@ def _retrain_blocks(ctx: Context, document: Document) -> list[Any]:
             + "; ".join(f"{r[0]} {r[6]} s, {r[1]}" for r in rows),
             lambda: plotting.retrain_cost_figure(doc),
         ),
-        Para(str(doc.get("verdict", "")), "text") if doc.get("verdict") else Para("", "text"),
+        *([Para(f"rtml retrain's own summary: {doc['verdict']}")] if doc.get("verdict") else []),
     ]
 
 

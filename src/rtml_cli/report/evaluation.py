@@ -34,6 +34,10 @@ def _unit(doc: dict[str, Any]) -> str:
     return "clicks"
 
 
+def _short_unit(doc: dict[str, Any]) -> str:
+    return "hits@K" if doc.get("mode") == "results" else "clicks"
+
+
 def _policy(doc: dict[str, Any], name: str) -> int | None:
     for index, row in enumerate(doc.get("policies") or []):
         if row.get("policy") == name:
@@ -71,7 +75,7 @@ def bandit_claim(ctx: Context, document: Document) -> Claim | None:
         return None
     setting = "replaying RESULTS" if doc.get("mode") == "results" else "planning"
     arms = " vs ".join(arm["arm"] for arm in doc.get("arms") or [])
-    parts: list[Part] = [f"Model evaluation ({setting}, ", Label(arms), "): a ", Label(name)]
+    parts: list[Part] = [f"{setting.capitalize()} ", Label(arms), ": a ", Label(name)]
     parts += [" evaluation would decide in a median ", median, " requests"]
     if low is not None and high is not None and seeds is not None:
         parts += [" (90% of ", seeds, " runs between ", low, " and ", high, ")"]
@@ -102,7 +106,6 @@ def ope_claim(ctx: Context, document: Document) -> Claim | None:
     if value is None:
         return None
     parts: list[Part] = [
-        "Off-policy: ",
         Label(str(doc.get("policy", {}).get("spec"))),
         " estimated from the log ",
         Label(_name(doc.get("log"))),
@@ -185,7 +188,6 @@ def contextual_claim(ctx: Context, document: Document) -> Claim | None:
     tail = ctx.num(document, ("online", best, "tail_click_share"), "percent")
     tail_greedy = ctx.num(document, ("online", greedy, "tail_click_share"), "percent")
     parts: list[Part] = [
-        "Contextual exploration: ",
         Label(online[best]["policy"]),
         " reaches a click-through rate of ",
         *ctr_parts(best),
@@ -196,18 +198,19 @@ def contextual_claim(ctx: Context, document: Document) -> Claim | None:
     if tail is not None and tail_greedy is not None:
         parts += [", with ", tail, " of clicks on long-tail items (greedy: ", tail_greedy, ")"]
     parts.append(" in the sample world (its click model is known).")
-    return Claim("Model evaluation", parts)
+    return Claim("Contextual exploration", parts)
 
 
 def evaluation_sections(ctx: Context) -> tuple[list[Claim], list[Section]]:
     claims: list[Claim] = []
     blocks: list[Any] = []
     bandits = ctx.inputs.of("evaluate bandits")
+    seen: set[str] = set()
     for document in bandits:
         claim = bandit_claim(ctx, document)
         if claim is not None:
             claims.append(claim)
-        blocks += _bandit_blocks(ctx, document)
+        blocks += _bandit_blocks(ctx, document, seen)
     if not bandits:
         blocks.append(Para(HOW_TO_BANDITS, "missing"))
     ope_blocks: list[Any] = []
@@ -234,7 +237,7 @@ def evaluation_sections(ctx: Context) -> tuple[list[Claim], list[Section]]:
     ]
 
 
-def _bandit_blocks(ctx: Context, document: Document) -> list[Any]:
+def _bandit_blocks(ctx: Context, document: Document, seen: set[str]) -> list[Any]:
     doc = document.doc
     unit = _unit(doc)
     arms = ", ".join(
@@ -258,13 +261,12 @@ def _bandit_blocks(ctx: Context, document: Document) -> list[Any]:
         rows.append(
             [
                 p["policy"],
-                _fmt(rtd.get("median"), ","),
-                f"{_fmt(rtd.get('p5'), ',')}–{_fmt(rtd.get('p95'), ',')}",
+                f"{_fmt(rtd.get('median'), ',.0f')} ({_fmt(rtd.get('p5'), ',.0f')}–"
+                f"{_fmt(rtd.get('p95'), ',.0f')})",
                 _fmt(p.get("decided_share"), "%"),
                 _fmt(p.get("picked_best_share"), "%"),
-                _fmt(p.get("regret_mean"), ".1f"),
-                _fmt(p.get("regret_p95"), ".1f"),
-                _fmt(p.get("clicks_lost_mean"), ".1f"),
+                f"{_fmt(p.get('regret_mean'), ',.1f')} ({_fmt(p.get('regret_p95'), ',.1f')})",
+                _fmt(p.get("clicks_lost_mean"), ",.1f"),
             ]
         )
     label = "lost " + ("hits" if mode == "results" else "clicks")
@@ -272,17 +274,17 @@ def _bandit_blocks(ctx: Context, document: Document) -> list[Any]:
         Para(intro),
         Table(
             "Per policy, over the runs",
-            ["policy", "requests to decide (median)", "5th–95th pct", "decided",
-             "picked best", "regret (mean)", "regret (p95)", f"{label} while testing"],
+            ["policy", "requests to decide: median (5th–95th pct)", "decided", "picked best",
+             "regret: mean (p95)", f"{label} while testing"],
             rows,
-            note=f"Regret and lost rewards count {unit}.",
-            numeric=[False, True, True, True, True, True, True, True],
+            note=f"Regret and lost rewards count {unit}; percentiles are over the runs.",
+            numeric=[False, True, True, True, True, True],
         ),
         ctx.chart(
             f"decision-{document.path.stem}",
             "Requests until a decision",
             "Requests each policy needed to decide, median with the 5th to 95th percentile "
-            "over runs: " + "; ".join(f"{r[0]} {r[1]} ({r[2]})" for r in rows),
+            "over runs: " + "; ".join(f"{r[0]} {r[1]}" for r in rows),
             lambda: plotting.decision_figure(doc),
         ),
         ctx.chart(
@@ -290,13 +292,13 @@ def _bandit_blocks(ctx: Context, document: Document) -> list[Any]:
             "Cumulative regret and traffic to the best arm",
             f"Two line charts over requests served: cumulative regret in {unit} (mean over "
             "runs) and the share of traffic sent to the best arm, one line per policy.",
-            lambda: plotting.bandits_figure(
-                doc, reward=unit
-            ),
+            lambda: plotting.bandits_figure(doc, reward=_short_unit(doc)),
         ),
     ]
     for caveat in doc.get("caveats") or []:
-        blocks.append(Para(caveat, "warning"))
+        if caveat not in seen:
+            seen.add(caveat)
+            blocks.append(Para(caveat, "warning"))
     return blocks
 
 

@@ -348,7 +348,7 @@ def _freshness_claim(replay: Replay) -> Claim | None:
         return None
     delta, bounds, cannot_tell = change
     parts: list[Part] = [
-        "Freshness: streaming features ",
+        "Streaming features ",
         Label(_lag_text(fresh_s)),
         " old instead of ",
         Label(_lag_text(stale_s)),
@@ -386,7 +386,7 @@ def latency_claim(replay: Replay) -> Claim | None:
     budget = replay.ctx.option("budget_ms", "ms")
     within = p99.value <= budget.value
     parts: list[Part] = [
-        "Latency: the slowest headline strategy, ",
+        "The slowest headline strategy, ",
         Label(name),
         ", answers 99% of requests within ",
         p99,
@@ -530,20 +530,25 @@ def _slice_blocks(replay: Replay, k: str) -> list[Any]:
                 "missing",
             )
         ]
-    rows = [
-        [r["slice"], r["strategy"], _text(_slice_value(replay, r["slice"], r["strategy"])),
-         _text(_slice_value(replay, r["slice"], r["strategy"], "requests"))]
-        for r in slices
-    ]
+    names = list(dict.fromkeys(r["slice"] for r in slices))
+    rows = []
+    for strategy in dict.fromkeys(r["strategy"] for r in slices):
+        cells = [strategy]
+        for name in names:
+            hr = _slice_value(replay, name, strategy)
+            n = _slice_value(replay, name, strategy, "requests")
+            cells.append(f"{_text(hr)} of {_text(n)}" if hr is not None else "–")
+        rows.append(cells)
     notes = replay.info.get("slices") or {}
     note = " ".join(f"{name}: {text}." for name, text in notes.items())
     return [
         Table(
-            f"HR@{k} by slice (no interval: RESULTS does not mark slices)",
-            ["slice", "strategy", f"HR@{k}", "requests"],
+            f"HR@{k} by slice, of the requests in the slice (no interval: RESULTS does not "
+            "mark slices)",
+            ["strategy", *names],
             rows,
             note=note,
-            numeric=[False, False, True, True],
+            numeric=[False, *[True] * len(names)],
         )
     ]
 
@@ -578,14 +583,11 @@ def _latency_section(replay: Replay) -> Section:
         if values[99] is None:
             continue
         bounds = replay.latency_interval(name, 99)
+        cells = {q: f"{v.value:.3g}" if v is not None else "–" for q, v in values.items()}
+        if bounds is not None:
+            cells[99] += f" ({bounds[0].value:.3g}–{bounds[1].value:.3g})"
         rows.append(
-            [
-                name,
-                _text(values[50]),
-                _text(values[95]),
-                _fmt_ci(values[99], bounds),
-                "yes" if values[99].value <= budget else "NO",
-            ]
+            [name, cells[50], cells[95], cells[99], "yes" if values[99].value <= budget else "NO"]
         )
         chart_rows.append((name, values[99].value, bounds))
     if not rows:
@@ -641,7 +643,7 @@ def _freshness_section(replay: Replay) -> Section:
         bounds = replay.rate_interval(name)
         sliced = _slice_value(replay, "trending", name)
         rows.append([name, _lag_text(lag), _fmt_ci(hr, bounds), _text(sliced)])
-        xs.append(lag / 60)
+        xs.append(len(xs))
         ys.append(hr.value if hr else None)
         lows.append(bounds[0].value if bounds else None)
         highs.append(bounds[1].value if bounds else None)
@@ -655,8 +657,8 @@ def _freshness_section(replay: Replay) -> Section:
         if any(t is not None for t in trend):
             series.append(plotting.Series("trending items (no interval)", xs, trend))
         plotting.lines(ax, series)
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlabel("freshness lag of streaming features (minutes, symlog scale)")
+        ax.set_xticks(xs, [r[1] for r in rows])
+        ax.set_xlabel("freshness lag of streaming features (s, m, h; in order, not to scale)")
         ax.set_ylabel(f"HR@{k} (share of requests)")
         ax.legend(loc="best")
         return fig
