@@ -181,8 +181,9 @@ def _add_run(run: Path, inputs: Inputs, seen: set[Path]) -> bool:
         return True
     seen.add(real)
     manifest = _read_json(manifest_path)
-    if not isinstance(manifest, dict) or "run_id" not in manifest or "as_of" not in manifest:
-        raise DataError(f"{manifest_path} is not a precompute manifest (no run_id / as_of)")
+    if not isinstance(manifest, dict) or "as_of" not in manifest:
+        raise DataError(f"{manifest_path} is not a precompute manifest (no as_of)")
+    manifest.setdefault("run_id", run.name)
     inputs.runs.append(Run(run, manifest))
     inputs.files.append(_file(manifest_path, "precompute manifest"))
     return True
