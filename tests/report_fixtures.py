@@ -4,6 +4,7 @@ matches it, and one document of every other kind the report reads."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,11 @@ BANDITS = document(
                 "regret_mean": 171.5,
                 "regret_p95": 383.8,
                 "clicks_lost_mean": 128.1,
-                "curve": {"requests": [100, 200], "regret_mean": [0.2, 0.5], "best_arm_share": [0.5, 0.5]},
+                "curve": {
+                    "requests": [100, 200],
+                    "regret_mean": [0.2, 0.5],
+                    "best_arm_share": [0.5, 0.5],
+                },
             },
             {
                 "policy": "thompson",
@@ -152,7 +157,11 @@ BANDITS = document(
                 "regret_mean": 77.1,
                 "regret_p95": 150.0,
                 "clicks_lost_mean": 16.7,
-                "curve": {"requests": [100, 200], "regret_mean": [0.2, 0.3], "best_arm_share": [0.5, 0.7]},
+                "curve": {
+                    "requests": [100, 200],
+                    "regret_mean": [0.2, 0.3],
+                    "best_arm_share": [0.5, 0.7],
+                },
             },
         ],
         "reward": "bernoulli",
@@ -198,12 +207,28 @@ CONTEXTUAL = document(
         "seed": 0,
         "params": {"requests": 20000},
         "online": [
-            {"policy": "greedy", "requests": 20000, "impressions": 60000, "clicks": 7233,
-             "ctr": 0.12055, "cumulative_regret": 6601.6, "tail_impression_share": 0.06,
-             "tail_click_share": 0.025, "regret_curve": [100.0, 200.0]},
-            {"policy": "linucb", "requests": 20000, "impressions": 60000, "clicks": 11040,
-             "ctr": 0.184, "cumulative_regret": 2800.0, "tail_impression_share": 0.3,
-             "tail_click_share": 0.23, "regret_curve": [60.0, 90.0]},
+            {
+                "policy": "greedy",
+                "requests": 20000,
+                "impressions": 60000,
+                "clicks": 7233,
+                "ctr": 0.12055,
+                "cumulative_regret": 6601.6,
+                "tail_impression_share": 0.06,
+                "tail_click_share": 0.025,
+                "regret_curve": [100.0, 200.0],
+            },
+            {
+                "policy": "linucb",
+                "requests": 20000,
+                "impressions": 60000,
+                "clicks": 11040,
+                "ctr": 0.184,
+                "cumulative_regret": 2800.0,
+                "tail_impression_share": 0.3,
+                "tail_click_share": 0.23,
+                "regret_curve": [60.0, 90.0],
+            },
         ],
         "offline": [],
     },
@@ -212,11 +237,23 @@ CONTEXTUAL = document(
 
 def _steps() -> list[dict[str, Any]]:
     steps = []
-    for name, hits in (("stateless:1d", (50, 60, 40)), ("stateful:1d", (51, 59, 41)),
-                       ("triggered:ks", (50, 58, 42)), ("never", (50, 55, 30))):
+    for name, hits in (
+        ("stateless:1d", (50, 60, 40)),
+        ("stateful:1d", (51, 59, 41)),
+        ("triggered:ks", (50, 58, 42)),
+        ("never", (50, 55, 30)),
+    ):
         for step, h in enumerate(hits):
-            steps.append({"step": step, "start": f"2024-03-2{1 + step}T00:00:00+00:00",
-                          "schedule": name, "requests": 100, "hits": h, "hr": h / 100})
+            steps.append(
+                {
+                    "step": step,
+                    "start": f"2024-03-2{1 + step}T00:00:00+00:00",
+                    "schedule": name,
+                    "requests": 100,
+                    "hits": h,
+                    "hr": h / 100,
+                }
+            )
     return steps
 
 
@@ -230,25 +267,70 @@ RETRAIN = document(
         "shift_time": "2024-03-23T00:00:00+00:00",
         "baseline": "stateless:1d",
         "schedules": [
-            {"schedule": "stateless:1d", "kind": "stateless", "requests": 300, "hr": 0.5,
-             "updates": 2, "train_seconds": 4.0, "time_ratio_vs_baseline": 1.0,
-             "hr_vs_baseline": 1.0, "hr_before_shift": 0.55, "hr_after_shift": 0.4},
-            {"schedule": "stateful:1d", "kind": "stateful", "requests": 300, "hr": 0.5033,
-             "updates": 2, "train_seconds": 2.4, "time_ratio_vs_baseline": 0.6,
-             "hr_vs_baseline": 1.0066, "hr_before_shift": 0.55, "hr_after_shift": 0.41},
-            {"schedule": "triggered:ks", "kind": "triggered", "requests": 300, "hr": 0.5,
-             "updates": 1, "train_seconds": 1.0, "time_ratio_vs_baseline": 0.25,
-             "hr_vs_baseline": 1.0, "hr_before_shift": 0.54, "hr_after_shift": 0.42,
-             "checks": 2, "fired": 1, "false_alarms": 0, "detection_delay_hours": 24.0},
-            {"schedule": "never", "kind": "never", "requests": 300, "hr": 0.45, "updates": 0,
-             "train_seconds": 0, "time_ratio_vs_baseline": 0.0, "hr_vs_baseline": 0.9,
-             "hr_before_shift": 0.525, "hr_after_shift": 0.3},
+            {
+                "schedule": "stateless:1d",
+                "kind": "stateless",
+                "requests": 300,
+                "hr": 0.5,
+                "updates": 2,
+                "train_seconds": 4.0,
+                "time_ratio_vs_baseline": 1.0,
+                "hr_vs_baseline": 1.0,
+                "hr_before_shift": 0.55,
+                "hr_after_shift": 0.4,
+            },
+            {
+                "schedule": "stateful:1d",
+                "kind": "stateful",
+                "requests": 300,
+                "hr": 0.5033,
+                "updates": 2,
+                "train_seconds": 2.4,
+                "time_ratio_vs_baseline": 0.6,
+                "hr_vs_baseline": 1.0066,
+                "hr_before_shift": 0.55,
+                "hr_after_shift": 0.41,
+            },
+            {
+                "schedule": "triggered:ks",
+                "kind": "triggered",
+                "requests": 300,
+                "hr": 0.5,
+                "updates": 1,
+                "train_seconds": 1.0,
+                "time_ratio_vs_baseline": 0.25,
+                "hr_vs_baseline": 1.0,
+                "hr_before_shift": 0.54,
+                "hr_after_shift": 0.42,
+                "checks": 2,
+                "fired": 1,
+                "false_alarms": 0,
+                "detection_delay_hours": 24.0,
+            },
+            {
+                "schedule": "never",
+                "kind": "never",
+                "requests": 300,
+                "hr": 0.45,
+                "updates": 0,
+                "train_seconds": 0,
+                "time_ratio_vs_baseline": 0.0,
+                "hr_vs_baseline": 0.9,
+                "hr_before_shift": 0.525,
+                "hr_after_shift": 0.3,
+            },
         ],
         "steps": _steps(),
         "updates": [],
         "checks": [
-            {"schedule": "triggered:ks", "time": "2024-03-23T00:00:00+00:00", "detector": "ks",
-             "value": 0.2, "threshold": 0.1, "fired": True},
+            {
+                "schedule": "triggered:ks",
+                "time": "2024-03-23T00:00:00+00:00",
+                "detector": "ks",
+                "value": 0.2,
+                "threshold": 0.1,
+                "fired": True,
+            },
         ],
         "params": {"strategy": "session-embedding", "seed": 0},
     },
@@ -272,8 +354,13 @@ VALIDATE = document(
         "path": "events.parquet",
         "contract": "events",
         "rows": 149399,
-        "summary": {"rows": 149399, "users": 4060, "sessions": 25550, "items": 1999,
-                    "time_range": ["2024-03-04T00:02:02+00:00", "2024-03-31T23:59:41+00:00"]},
+        "summary": {
+            "rows": 149399,
+            "users": 4060,
+            "sessions": 25550,
+            "items": 1999,
+            "time_range": ["2024-03-04T00:02:02+00:00", "2024-03-31T23:59:41+00:00"],
+        },
         "problems": [],
     },
 )
@@ -289,9 +376,18 @@ def write_all(root: Path) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     frame = tiny_frame()
     results = write_results(root / "results.parquet", frame)
-    files = {"results": results, "simulate": write_json(root / "simulate.json", simulate_doc(frame, results))}
-    for name, doc in (("bandits", BANDITS), ("ope", OPE), ("contextual", CONTEXTUAL),
-                      ("retrain", RETRAIN), ("drift", DRIFT), ("validate", VALIDATE)):
+    files = {
+        "results": results,
+        "simulate": write_json(root / "simulate.json", simulate_doc(frame, results)),
+    }
+    for name, doc in (
+        ("bandits", BANDITS),
+        ("ope", OPE),
+        ("contextual", CONTEXTUAL),
+        ("retrain", RETRAIN),
+        ("drift", DRIFT),
+        ("validate", VALIDATE),
+    ):
         files[name] = write_json(root / f"{name}.json", doc)
     return files
 
@@ -300,73 +396,91 @@ __all__ = ["pa", "write_all", "write_results", "simulate_doc", "tiny_frame", "re
 
 
 # ------------------------------------------------------------------ where a number comes from
-def resolve(num, inputs, options) -> float:
-    """Recompute a report number from its origin, independently of how the report did."""
-    import math
+def _from_input(args, inputs) -> float:
+    index, *keys = args
+    path = inputs.files[index].path
+    value: Any = next(d.doc for d in inputs.documents if d.path == path)
+    for key in keys:
+        value = value[key]
+    return float(value)
 
-    from rtml_cli.plotting import wilson
+
+def _from_results(args, inputs) -> float:
+    if args == ["k"]:
+        return float(inputs.results.k)
+    metric, strategy, segment = args
+    rows = inputs.results.frame.filter(pl.col("strategy") == strategy)
+    if segment != "all":
+        rows = rows.filter(pl.col("segment") == segment)
+    column = {"hr": "hit", "mrr": "rr", "ndcg": "ndcg"}.get(metric)
+    if column is not None:
+        return float(rows[column].drop_nulls().cast(float).mean())
+    if metric == "requests":
+        return float(rows.height)
+    if metric == "requests_with_truth":
+        return float(rows["hit"].drop_nulls().len())
+    q = int(metric.removeprefix("latency_p")) / 100
+    return float(rows["latency_us"].quantile(q, "linear"))
+
+
+def _from_bootstrap(args, inputs, options) -> float:
     from rtml_cli.report.stats import SessionBootstrap
 
+    side, what, *spec = args
+    boot = SessionBootstrap(inputs.results.frame, n=options.bootstrap, seed=options.seed)
+    if what == "rate":
+        estimate = boot.rate(*spec)
+    elif what == "diff":
+        estimate = boot.difference(*spec)
+    else:
+        strategy, q = spec
+        estimate = boot.quantile(strategy, q / 100)
+    return float(estimate.low if side == "low" else estimate.high)
+
+
+def _wilson(side, successes, trials) -> float:
+    from rtml_cli.plotting import wilson
+
+    low, high = wilson(successes, trials)
+    return low if side == "low" else high
+
+
+_OPS = {
+    "diff": lambda args, v: v[0] - v[1],
+    "ratio": lambda args, v: v[0] / v[1],
+    "one_minus_ratio": lambda args, v: 1 - v[0] / v[1],
+    "scale": lambda args, v: v[0] * args[1],
+    "abs": lambda args, v: abs(v[0]),
+    "sum": lambda args, v: math.fsum(v),
+    "wilson": lambda args, v: _wilson(args[0], v[0], v[1]),
+}
+
+
+def resolve(num, inputs, options) -> float:
+    """Recompute a report number from its origin, independently of how the report did."""
     kind, *args = num.origin
     if kind == "input":
-        index, *keys = args
-        path = inputs.files[index].path
-        value: Any = next(d.doc for d in inputs.documents if d.path == path)
-        for key in keys:
-            value = value[key]
-        return float(value)
+        return _from_input(args, inputs)
     if kind == "option":
         return float(getattr(options, args[0]))
-    frame = inputs.results.frame if inputs.results is not None else None
-    if kind == "results" and args == ["k"]:
-        return float(inputs.results.k)
     if kind == "results":
-        metric, strategy, segment = args
-        rows = frame.filter(pl.col("strategy") == strategy)
-        if segment != "all":
-            rows = rows.filter(pl.col("segment") == segment)
-        column = {"hr": "hit", "mrr": "rr", "ndcg": "ndcg"}.get(metric)
-        if column is not None:
-            return float(rows[column].drop_nulls().cast(float).mean())
-        if metric == "requests":
-            return float(rows.height)
-        if metric == "requests_with_truth":
-            return float(rows["hit"].drop_nulls().len())
-        q = int(metric.removeprefix("latency_p")) / 100
-        return float(rows["latency_us"].quantile(q, "linear"))
+        return _from_results(args, inputs)
     if kind == "bootstrap":
-        side, what, *spec = args
-        boot = SessionBootstrap(frame, n=options.bootstrap, seed=options.seed)
-        if what == "rate":
-            estimate = boot.rate(*spec)
-        elif what == "diff":
-            estimate = boot.difference(*spec)
-        else:
-            strategy, q = spec
-            estimate = boot.quantile(strategy, q / 100)
-        return float(estimate.low if side == "low" else estimate.high)
+        return _from_bootstrap(args, inputs, options)
     values = [resolve(a, inputs, options) for a in args if hasattr(a, "origin")]
-    if kind == "diff":
-        return values[0] - values[1]
-    if kind == "ratio":
-        return values[0] / values[1]
-    if kind == "one_minus_ratio":
-        return 1 - values[0] / values[1]
-    if kind == "scale":
-        return values[0] * args[1]
-    if kind == "abs":
-        return abs(values[0])
-    if kind == "sum":
-        return math.fsum(values)
-    if kind == "wilson":
-        low, high = wilson(values[0], values[1])
-        return low if args[0] == "low" else high
-    raise AssertionError(f"unknown origin {num.origin!r}")
+    return _OPS[kind](args, values)
 
 
 # Literal words of a claim that hold a digit but are not figures.
-ALLOWED_LITERALS = ("Stage 1", "Stage 2", "Stage 3", "95% CI", "95% intervals", "90% of ",
-                    "99% of requests")
+ALLOWED_LITERALS = (
+    "Stage 1",
+    "Stage 2",
+    "Stage 3",
+    "95% CI",
+    "95% intervals",
+    "90% of ",
+    "99% of requests",
+)
 
 
 def check_claim(claim, inputs, options) -> None:

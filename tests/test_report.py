@@ -15,9 +15,7 @@ from rtml_cli.report import Options, build_report, load_inputs, render_html, wri
 from rtml_cli.report.inputs import Inputs
 from tests.report_fixtures import (
     BANDITS,
-    DRIFT,
     OPE,
-    RETRAIN,
     check_claim,
     simulate_doc,
     tiny_frame,
@@ -59,8 +57,15 @@ def test_a_directory_is_searched_and_each_file_recognised(files) -> None:
     inputs = load_inputs([files["results"].parent])
     kinds = sorted(d.kind for d in inputs.documents)
     assert kinds == sorted(
-        ["simulate", "evaluate bandits", "evaluate ope", "evaluate contextual", "retrain",
-         "drift popularity", "data validate"]
+        [
+            "simulate",
+            "evaluate bandits",
+            "evaluate ope",
+            "evaluate contextual",
+            "retrain",
+            "drift popularity",
+            "data validate",
+        ]
     )
     assert inputs.results is not None and inputs.results.protocol == "next-unseen"
     assert all(len(f.sha256) == 64 and f.bytes > 0 for f in inputs.files)
@@ -140,8 +145,16 @@ def test_a_second_replay_is_refused(files, tmp_path) -> None:
 def test_verdict_on_every_kind_of_input(files) -> None:
     inputs, report = _report(files.values())
     topics = [c.topic for c in report.verdict]
-    for topic in ("Stage 1 → 2", "Stage 2 → 3", "Latency", "Model evaluation", "Off-policy",
-                  "Contextual exploration", "Continual learning", "Drift"):
+    for topic in (
+        "Stage 1 → 2",
+        "Stage 2 → 3",
+        "Latency",
+        "Model evaluation",
+        "Off-policy",
+        "Contextual exploration",
+        "Continual learning",
+        "Drift",
+    ):
         assert topic in topics
     for claim in report.verdict:
         check_claim(claim, inputs, FAST)
@@ -190,7 +203,10 @@ def test_an_interval_including_zero_says_the_data_cannot_tell(files) -> None:
 def test_missing_sections_say_how_to_get_them(files) -> None:
     _, report = _report([files["bandits"]])
     missing = {
-        s.id: b.text for s in report.sections for b in s.blocks if getattr(b, "kind", "") == "missing"
+        s.id: b.text
+        for s in report.sections
+        for b in s.blocks
+        if getattr(b, "kind", "") == "missing"
     }
     assert "rtml simulate" in missing["stages"]
     assert "rtml evaluate ope" in missing["ope"]
@@ -212,14 +228,21 @@ def test_latency_section_against_the_budget(files) -> None:
 def test_bandit_claim_reads_the_document(files) -> None:
     _, report = _report([files["bandits"]])
     claim = report.verdict[0].text
-    assert "median 3,700 requests" in claim and "51,200" in claim and "between 400 and 48,250" in claim
+    assert (
+        "median 3,700 requests" in claim and "51,200" in claim and "between 400 and 48,250" in claim
+    )
     assert "111.4 fewer clicks" in claim  # 128.1 - 16.7
 
 
 def test_replayed_bandits_count_hits_never_clicks(tmp_path) -> None:
     doc = json.loads(json.dumps(BANDITS))
-    doc.update(mode="results", reward="hit", protocol="next-unseen", dropped_requests=3,
-               requests_in_results=37)
+    doc.update(
+        mode="results",
+        reward="hit",
+        protocol="next-unseen",
+        dropped_requests=3,
+        requests_in_results=37,
+    )
     path = write_json(tmp_path / "b.json", doc)
     _, report = _report([path])
     assert "clicks" not in report.verdict[0].text
@@ -266,7 +289,9 @@ def test_drift_claim(files) -> None:
 
 
 def test_data_section_and_appendix(files) -> None:
-    inputs, report = _report(files.values(), Options(bootstrap=20, charts=False, command="rtml report x"))
+    inputs, report = _report(
+        files.values(), Options(bootstrap=20, charts=False, command="rtml report x")
+    )
     data = _texts(_section(report, "data"))
     assert "items unknown to the artifacts" in data and "events.parquet" in data
     appendix = _texts(_section(report, "appendix"))
@@ -277,7 +302,9 @@ def test_data_section_and_appendix(files) -> None:
 
 def test_charts_are_svg_with_alt_text(files) -> None:
     pytest.importorskip("matplotlib")
-    _, report = _report([files["simulate"], files["results"], files["retrain"]], Options(bootstrap=50))
+    _, report = _report(
+        [files["simulate"], files["results"], files["retrain"]], Options(bootstrap=50)
+    )
     charts = [b for s in report.sections for b in s.blocks if hasattr(b, "svg")]
     assert charts and all(c.svg and c.svg.lstrip().startswith("<?xml") for c in charts)
     assert all(len(c.alt) > 20 for c in charts)
@@ -409,8 +436,19 @@ def test_cli_a_failure_leaves_the_previous_report(invoke, files, tmp_path, monke
 
 def test_save_json_writes_the_document_and_keeps_the_table(invoke, tmp_path) -> None:
     out = tmp_path / "bandits.json"
-    result = invoke("--save-json", out, "evaluate", "--arm", "a=0.1", "--arm", "b=0.2",
-                    "--seeds", "3", "--policies", "ab,thompson")
+    result = invoke(
+        "--save-json",
+        out,
+        "evaluate",
+        "--arm",
+        "a=0.1",
+        "--arm",
+        "b=0.2",
+        "--seeds",
+        "3",
+        "--policies",
+        "ab,thompson",
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(out.read_text())
     assert doc["kind"] == "evaluate bandits" and doc["command"].startswith("rtml --save-json")

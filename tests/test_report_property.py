@@ -27,8 +27,15 @@ from tests.report_fixtures import (
     write_results,
 )
 
-STRATEGIES = ("popular", "batch", "session-embedding", "session-itemknn", "online-ranker",
-              "online-ranker-no-streaming", "online-ranker@0s")
+STRATEGIES = (
+    "popular",
+    "batch",
+    "session-embedding",
+    "session-itemknn",
+    "online-ranker",
+    "online-ranker-no-streaming",
+    "online-ranker@0s",
+)
 
 
 @st.composite
@@ -67,7 +74,9 @@ def evaluations(draw):
     bandits = json.loads(json.dumps(BANDITS))
     med = draw(st.floats(10, 1e5))
     bandits["policies"][1]["requests_to_decision"] = {
-        "median": med, "p5": med / draw(st.floats(1, 10)), "p95": med * draw(st.floats(1, 10))
+        "median": med,
+        "p5": med / draw(st.floats(1, 10)),
+        "p95": med * draw(st.floats(1, 10)),
     }
     bandits["policies"][1]["clicks_lost_mean"] = draw(st.floats(0, 500))
     ope = json.loads(json.dumps(OPE))

@@ -133,7 +133,9 @@ PARQUET_OUTPUT = OutputKind("a Parquet file", content="parquet")
 PNG_OUTPUT = OutputKind("a PNG image", content="png")
 JSON_OUTPUT = OutputKind("a JSON file", content="json")
 HTML_OUTPUT = OutputKind("an HTML file", content="html")
-MARKDOWN_REPORT_OUTPUT = OutputKind("a Markdown report written by `rtml report`", content="markdown")
+MARKDOWN_REPORT_OUTPUT = OutputKind(
+    "a Markdown report written by `rtml report`", content="markdown"
+)
 
 
 def directory_output(command: str, *, legacy_marker: str = "") -> OutputKind:

@@ -41,7 +41,9 @@ OKABE_ITO = {
     "yellow": "#F0E442",
     "black": "#000000",
 }
-SERIES_COLOURS = tuple(OKABE_ITO[n] for n in ("blue", "orange", "green", "vermillion", "purple", "sky"))
+SERIES_COLOURS = tuple(
+    OKABE_ITO[n] for n in ("blue", "orange", "green", "vermillion", "purple", "sky")
+)
 SERIES_STYLES = ("-", "--", "-.", ":")
 #: Reference marks: never a series colour.
 REFERENCE = "#000000"
@@ -49,7 +51,7 @@ SECONDARY = "#767676"  # grey with 4.5:1 contrast on white
 INTERVAL_ALPHA = 0.18
 
 
-_STYLE = {
+_STYLE: dict[str, Any] = {
     "font.size": 9.5,
     "font.family": "sans-serif",
     "axes.titlesize": 10.5,
@@ -76,7 +78,7 @@ def pyplot() -> Any:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
-    plt.rcParams.update(_STYLE)
+    plt.rcParams.update(_STYLE)  # type: ignore[arg-type]
     return plt
 
 
@@ -94,8 +96,6 @@ def check_png_target(path: str | os.PathLike[str], *, option: str = "--plot") ->
     ``--plot`` path must be one rtml may replace (else exit 73)."""
     pyplot()
     check_output(path, PNG_OUTPUT, option=option)
-
-
 
 
 def figure(ncols: int = 1, *, width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
@@ -389,9 +389,7 @@ def bandits_figure(doc: dict[str, Any], *, reward: str = "clicks") -> Any:
     left.legend(loc="best")
     arms = " vs ".join(a["arm"] for a in doc.get("arms", []))
     if arms:
-        fig.suptitle(
-            f"{arms}: mean over {doc.get('seeds')} runs x {doc.get('horizon'):,} requests"
-        )
+        fig.suptitle(f"{arms}: mean over {doc.get('seeds')} runs x {doc.get('horizon'):,} requests")
     return fig
 
 

@@ -143,7 +143,9 @@ def _as_of(ctx: Context) -> list[list[str]]:
         info = sim.get("info") or {}
         rows.append(["replay (simulate)", f"{info.get('as_of')}"])
     for run in ctx.inputs.runs:
-        rows.append([f"precompute run {run.manifest.get('run_id')}", str(run.manifest.get("as_of"))])
+        rows.append(
+            [f"precompute run {run.manifest.get('run_id')}", str(run.manifest.get("as_of"))]
+        )
     for document in ctx.inputs.of("precompute"):
         rows.append([f"precompute ({document.path.name})", str(document.doc.get("as_of"))])
     return rows
@@ -168,7 +170,7 @@ def appendix_section(ctx: Context) -> Section:
         ),
         Table("Versions (this report)", ["package", "version"], versions()),
     ]
-    recorded = {}
+    recorded: dict[str, set[str]] = {}
     for run in ctx.inputs.runs:
         for name, version in (run.manifest.get("versions") or {}).items():
             recorded.setdefault(name, set()).add(str(version))

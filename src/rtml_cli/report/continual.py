@@ -97,7 +97,9 @@ def retrain_claims(ctx: Context, document: Document) -> list[Claim]:
         before = ctx.num(document, ("schedules", never, "hr_before_shift"), "rate")
         after = ctx.num(document, ("schedules", never, "hr_after_shift"), "rate")
         if before is not None and after is not None and before.value:
-            lost = Num(1 - after.value / before.value, "percent", ("one_minus_ratio", after, before))
+            lost = Num(
+                1 - after.value / before.value, "percent", ("one_minus_ratio", after, before)
+            )
             claims.append(
                 Claim(
                     "Continual learning",
@@ -217,8 +219,17 @@ def _retrain_blocks(ctx: Context, document: Document) -> list[Any]:
         ),
         Table(
             f"Per schedule (HR@{k} over the requests with a truth)",
-            ["schedule", f"HR@{k}", "95% CI (Wilson)", "before shift", "after shift",
-             "updates", "training (s)", "time vs baseline", "requests"],
+            [
+                "schedule",
+                f"HR@{k}",
+                "95% CI (Wilson)",
+                "before shift",
+                "after shift",
+                "updates",
+                "training (s)",
+                "time vs baseline",
+                "requests",
+            ],
             rows,
             numeric=[False] + [True] * 8,
         ),

@@ -274,8 +274,14 @@ def _bandit_blocks(ctx: Context, document: Document, seen: set[str]) -> list[Any
         Para(intro),
         Table(
             "Per policy, over the runs",
-            ["policy", "requests to decide: median (5th–95th pct)", "decided", "picked best",
-             "regret: mean (p95)", f"{label} while testing"],
+            [
+                "policy",
+                "requests to decide: median (5th–95th pct)",
+                "decided",
+                "picked best",
+                "regret: mean (p95)",
+                f"{label} while testing",
+            ],
             rows,
             note=f"Regret and lost rewards count {unit}; percentiles are over the runs.",
             numeric=[False, True, True, True, True, True],
@@ -330,7 +336,11 @@ def _ope_blocks(ctx: Context, document: Document) -> list[Any]:
             f"({doc['policy'].get('description', '')}) estimated from `{_name(doc.get('log'))}` "
             f"({doc.get('n_events', 0):,} events, {doc.get('n_actions')} actions); the logging "
             f"policy's own value is {doc.get('logged_value')}"
-            + (f"; the policy's own log: {gt['value']} ({gt['ci_low']}–{gt['ci_high']})." if gt else ".")
+            + (
+                f"; the policy's own log: {gt['value']} ({gt['ci_low']}–{gt['ci_high']})."
+                if gt
+                else "."
+            )
         ),
         Table(
             f"Estimates ({doc.get('bootstrap', 0):,} bootstrap resamples, seed {doc.get('seed')})",
@@ -340,15 +350,22 @@ def _ope_blocks(ctx: Context, document: Document) -> list[Any]:
         ),
         Table(
             "Overlap diagnostics" + (" — WEAK" if weak else ""),
-            ["effective sample size", "share of events", "largest weight", "mean weight",
-             "target share never logged"],
-            [[
-                _fmt(diag.get("effective_sample_size"), ",.0f"),
-                _fmt(diag.get("ess_share"), "%"),
-                _fmt(diag.get("max_weight"), ".3g"),
-                _fmt(diag.get("mean_weight"), ".3g"),
-                _fmt(diag.get("target_share_never_logged"), "%"),
-            ]],
+            [
+                "effective sample size",
+                "share of events",
+                "largest weight",
+                "mean weight",
+                "target share never logged",
+            ],
+            [
+                [
+                    _fmt(diag.get("effective_sample_size"), ",.0f"),
+                    _fmt(diag.get("ess_share"), "%"),
+                    _fmt(diag.get("max_weight"), ".3g"),
+                    _fmt(diag.get("mean_weight"), ".3g"),
+                    _fmt(diag.get("target_share_never_logged"), "%"),
+                ]
+            ],
             note=f"Weak overlap: fewer than {WEAK_ESS_SHARE:.0%} effective events or a weight "
             f"above {WEAK_MAX_WEIGHT:g}; then IPS and DR rest on a few events.",
             numeric=[True] * 5,
@@ -390,8 +407,14 @@ def _contextual_blocks(ctx: Context, document: Document) -> list[Any]:
         ),
         Table(
             "Online policies",
-            ["policy", "CTR", "95% CI (Wilson)", "regret (clicks)", "long-tail impressions",
-             "long-tail clicks"],
+            [
+                "policy",
+                "CTR",
+                "95% CI (Wilson)",
+                "regret (clicks)",
+                "long-tail impressions",
+                "long-tail clicks",
+            ],
             rows,
             numeric=[False, True, True, True, True, True],
         ),
@@ -403,4 +426,3 @@ def _contextual_blocks(ctx: Context, document: Document) -> list[Any]:
             lambda: plotting.contextual_figure(doc),
         ),
     ]
-

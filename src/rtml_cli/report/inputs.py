@@ -259,7 +259,7 @@ def _document(path: Path, doc: Any, *, strict: bool) -> Document | None:
     if not isinstance(kind, str) or kind not in SCHEMAS or "schema" not in doc:
         if strict:
             raise DataError(
-                f"input {path} is not an rtml document (no known \"kind\" and \"schema\"): "
+                f'input {path} is not an rtml document (no known "kind" and "schema"): '
                 "give the output of an rtml command's --format json"
             )
         return None

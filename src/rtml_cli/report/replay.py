@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rtml_cli.report.context import Context, diff, scaled
-from rtml_cli.report.model import Chart, Claim, Label, Num, Para, Part, Section, Table
+from rtml_cli.report.model import Claim, Label, Num, Para, Part, Section, Table
 
 METRIC_COLUMN = {"hr": "hit", "mrr": "rr", "ndcg": "ndcg"}
 SEGMENTS = ("anonymous", "new", "returning")
@@ -60,7 +60,9 @@ class Replay:
         self.k = (
             self.ctx.num(self.sim, ("info", "k"), "k")
             if self.sim
-            else Num(float(self.results.k), "k", ("results", "k")) if self.results else None
+            else Num(float(self.results.k), "k", ("results", "k"))
+            if self.results
+            else None
         )
 
     # ---------------------------------------------------------------------------- figures
@@ -75,7 +77,11 @@ class Replay:
         fmt = "count" if metric.startswith("requests") else "rate"
         if self.sim is not None:
             index = self._row(strategy, segment)
-            return None if index is None else self.ctx.num(self.sim, ("summary", index, metric), fmt)
+            return (
+                None if index is None else self.ctx.num(self.sim, ("summary", index, metric), fmt)
+            )
+        if self.results is None:
+            return None
         return results_value(self.results.frame, strategy, metric, segment)
 
     def latency(self, strategy: str, q: int) -> Num | None:
@@ -198,7 +204,9 @@ def stage2_claims(replay: Replay) -> list[Claim]:
     if v1 is None or v2 is None or n is None or total is None:
         return []
     change, cannot_tell = _change(replay, s2, s1)
-    verb = "changes" if cannot_tell or not change else ("raises" if v2.value >= v1.value else "lowers")
+    verb = (
+        "changes" if cannot_tell or not change else ("raises" if v2.value >= v1.value else "lowers")
+    )
     parts: list[Part] = [
         "Stage 2 (",
         Label(s2),
@@ -298,7 +306,14 @@ def _streaming_claim(replay: Replay) -> Claim | None:
     if change is None:
         return None
     delta, bounds, cannot_tell = change
-    parts: list[Part] = ["Streaming features (", Label(ranker), " vs ", Label(ablated), ") add ", delta]
+    parts: list[Part] = [
+        "Streaming features (",
+        Label(ranker),
+        " vs ",
+        Label(ablated),
+        ") add ",
+        delta,
+    ]
     if bounds is not None:
         parts += [" overall (", *_interval_parts(bounds), ")"]
         if cannot_tell:
@@ -441,7 +456,11 @@ def _stages_section(replay: Replay) -> Section:
         f"is in the list of {k}; MRR and NDCG weigh it by its rank. Every figure counts only "
         "the requests that have a truth; the column 'with truth' is its denominator. "
         "Intervals: 95% session bootstrap over RESULTS"
-        + (f" ({ctx.options.bootstrap:,} resamples, seed {ctx.options.seed})." if ctx.bootstrap else " (not available: no RESULTS given).")
+        + (
+            f" ({ctx.options.bootstrap:,} resamples, seed {ctx.options.seed})."
+            if ctx.bootstrap
+            else " (not available: no RESULTS given)."
+        )
     )
     blocks: list[Any] = [Para(intro)]
     rows, chart_rows = [], []
@@ -594,7 +613,12 @@ def _latency_section(replay: Replay) -> Section:
         return Section(
             "latency",
             "Latency against the budget",
-            [Para("No latency figures: RESULTS without latency_us and no simulate document.", "missing")],
+            [
+                Para(
+                    "No latency figures: RESULTS without latency_us and no simulate document.",
+                    "missing",
+                )
+            ],
         )
     blocks: list[Any] = [
         Para(
@@ -637,7 +661,12 @@ def _freshness_section(replay: Replay) -> Section:
             ],
         )
     k = replay.k.text if replay.k else "K"
-    rows, xs, ys, lows, highs, trend = [], [], [], [], [], []
+    rows: list[list[str]] = []
+    xs: list[int] = []
+    ys: list[float | None] = []
+    lows: list[float | None] = []
+    highs: list[float | None] = []
+    trend: list[float | None] = []
     for name, lag in points:
         hr = replay.value(name)
         bounds = replay.rate_interval(name)
@@ -702,9 +731,7 @@ def _ablation_section(replay: Replay) -> Section:
             continue
         delta, bounds, cannot_tell = found
         family = name.removeprefix("online-ranker-no-")
-        rows.append(
-            [family, _fmt_ci(delta, bounds), "the data cannot tell" if cannot_tell else ""]
-        )
+        rows.append([family, _fmt_ci(delta, bounds), "the data cannot tell" if cannot_tell else ""])
         labels.append(f"{family} features")
         values.append(delta.value)
         lows.append(bounds[0].value if bounds else None)
@@ -760,11 +787,17 @@ def replay_data(replay_ctx: Context) -> list[Any]:
         ]
     info = sim.doc.get("info") or {}
     rows = [
-        ["window", f"{info.get('window_start')} to {info.get('window_end')} (as-of {info.get('as_of')})"],
+        [
+            "window",
+            f"{info.get('window_start')} to {info.get('window_end')} (as-of {info.get('as_of')})",
+        ],
         ["protocol", str(info.get("protocol"))],
         ["requests", _count(info.get("requests"))],
         ["requests without a truth", _count(info.get("requests_without_truth"))],
-        ["requests whose truth is unknown to the artifacts", _count(info.get("requests_with_unknown_truth"))],
+        [
+            "requests whose truth is unknown to the artifacts",
+            _count(info.get("requests_with_unknown_truth")),
+        ],
         ["sessions in the window", _count(info.get("sessions_in_window"))],
         ["events in the window", _count(info.get("events_in_window"))],
         ["items unknown to the artifacts", _count(info.get("unknown_items"))],
