@@ -522,3 +522,31 @@ def test_cron_wrapper_logs_and_passes_the_exit_code_through(data, tmp_path):
     )
     assert bad.returncode == ExitCode.NO_INPUT
     assert "failed with exit 66" in bad.stderr
+
+
+def test_max_staleness_refuses_a_stopped_feed(tmp_path, invoke):
+    """--max-staleness: a log whose newest event is too old is exit 76, nothing published;
+    a fresh one runs."""
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    fresh = pl.DataFrame(
+        {
+            "ts": [now - timedelta(hours=h) for h in (30, 29, 28, 27, 3, 2)],
+            "user_id": ["u1", "u1", "u2", "u2", "u1", "u2"],
+            "session_id": ["s1", "s1", "s2", "s2", "s3", "s4"],
+            "item_id": [1, 2, 1, 3, 2, 3],
+            "event": ["view"] * 6,
+        }
+    )
+    path = tmp_path / "events.parquet"
+    fresh.write_parquet(path)
+    args = ("precompute", path, "--dim", "2", "--trees", "2", "--max-staleness")
+    ok = invoke(*args, "26h", "--out", tmp_path / "ok", "--quiet")
+    assert ok.exit_code == ExitCode.OK, ok.stderr
+    stale = invoke(*args, "1h", "--out", tmp_path / "stale")
+    assert stale.exit_code == ExitCode.STALE_DATA == 76
+    assert "the newest event is 2.0 hours old" in stale.stderr
+    assert "more than --max-staleness 1h" in stale.stderr
+    assert not (tmp_path / "stale" / "latest").exists()
+    assert invoke(*args, "0s", "--out", tmp_path / "x").exit_code == ExitCode.USAGE

@@ -573,3 +573,110 @@ def test_command_has_help_and_a_readme_section(invoke, command):
     assert result.exit_code == ExitCode.OK and "Usage" in result.stdout
     readme = (Path(__file__).resolve().parent.parent / "docs" / "data.md").read_text()
     assert f"## `rtml data {command}`" in readme
+
+
+# ----------------------------------------------------------------- event values (issue #17)
+
+
+def _persona_csv(path: Path) -> Path:
+    """A team's clickstream: +01:00 offsets, empty visitor ids when logged out, text skus,
+    view / add_to_cart / purchase actions, and a few remove_from_cart rows."""
+    t0 = datetime(2024, 3, 4, 9, 0, tzinfo=timezone(timedelta(hours=1)))
+    rows = ["event_time,visitor_id,sku,action,page_session"]
+    actions = ["view", "view", "add_to_cart", "purchase", "remove_from_cart", "view"]
+    for i in range(60):
+        ts = (t0 + timedelta(minutes=i)).isoformat()
+        visitor = "" if (i // 6) % 4 == 0 else f"v{i // 6}"  # logged out: every 4th session
+        rows.append(f"{ts},{visitor},SKU-{i % 9},{actions[i % 6]},p{i // 6}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+PERSONA_MAP = "ts=event_time,user_id=visitor_id,item_id=sku,event=action,session_id=page_session"
+
+
+def test_unmapped_event_values_are_an_error_listing_them(invoke, tmp_path):
+    src = _persona_csv(tmp_path / "clicks.csv")
+    out = tmp_path / "e.parquet"
+    result = invoke(
+        "data", "import", src, "--from-format", "csv", "--map", PERSONA_MAP, "--out", out
+    )
+    assert result.exit_code == ExitCode.DATA_ERR
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "add_to_cart (10 rows)" in line
+    assert "remove_from_cart (10 rows)" in line and "--map-event add_to_cart=cart" in line
+    assert not out.exists()
+
+
+def test_map_event_keeps_carts_and_ignore_events_drops_rows(invoke, tmp_path):
+    src = _persona_csv(tmp_path / "clicks.csv")
+    out = tmp_path / "e.parquet"
+    result = invoke(
+        "data", "import", src, "--from-format", "csv", "--map", PERSONA_MAP, "--out", out,
+        "--map-event", "add_to_cart=cart", "--ignore-events", "remove_from_cart",
+        "--format", "json", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == ExitCode.OK, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["events_mapped"] == {"add_to_cart": {"to": "cart", "rows": 10}}
+    assert doc["events_ignored"] == {"remove_from_cart": 10}
+    assert "dropped 10 rows with event remove_from_cart" in result.stderr
+    log = pl.read_parquet(out)
+    assert log.height == 50
+    assert log["event"].value_counts().sort("event").rows() == [
+        ("cart", 10),
+        ("purchase", 10),
+        ("view", 30),
+    ]
+    assert log["user_id"].null_count() == 15  # empty visitor ids are anonymous (18 - 3 dropped)
+    assert validate(out).ok
+
+
+def test_map_event_from_the_config_file(invoke, tmp_path):
+    src = _persona_csv(tmp_path / "clicks.csv")
+    config = tmp_path / "rtml.toml"
+    config.write_text(
+        f'[data.import]\nfrom-format = "csv"\nmap = ["{PERSONA_MAP}"]\n'
+        'map-event = ["add_to_cart=cart"]\nignore-events = "remove_from_cart"\n'
+    )
+    out = tmp_path / "e.parquet"
+    result = invoke("--config", config, "data", "import", src, "--out", out, "--quiet")
+    assert result.exit_code == ExitCode.OK, result.stderr
+    assert pl.read_parquet(out).filter(pl.col("event") == "cart").height == 10
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("add_to_cart=basket", "map to one of view, cart, purchase"),
+        ("add_to_cart", "use SOURCE_VALUE=EVENT"),
+        ("a=cart,a=view", "maps 'a' twice"),
+    ],
+)
+def test_bad_map_event_is_a_usage_error(invoke, tmp_path, option, message):
+    src = _persona_csv(tmp_path / "clicks.csv")
+    args = ("data", "import", src, "--from-format", "csv", "--map", PERSONA_MAP)
+    result = invoke(*args, "--out", tmp_path / "e.parquet", "--map-event", option)
+    assert result.exit_code == ExitCode.USAGE and message in result.stderr
+
+
+def test_validate_and_precompute_refuse_event_values_outside_the_contract(invoke, tmp_path):
+    log = pl.DataFrame(
+        {
+            "ts": [datetime(2024, 3, 1, 10, m, tzinfo=timezone.utc) for m in range(6)],
+            "user_id": ["u1"] * 6,
+            "session_id": ["s1"] * 3 + ["s2"] * 3,
+            "item_id": [1, 2, 3, 1, 2, 3],
+            "event": ["view", "add_to_cart", "view", "view", "view", "purchase"],
+        }
+    )
+    path = tmp_path / "events.parquet"
+    log.write_parquet(path)
+    checked = invoke("data", "validate", path)
+    assert checked.exit_code == ExitCode.DATA_ERR
+    assert "1 rows have event values outside the contract" in checked.stderr
+    assert "--map-event add_to_cart=cart" in checked.stderr
+    root = tmp_path / "root"
+    built = invoke("precompute", path, "--out", root, "--dim", "4", "--trees", "2")
+    assert built.exit_code == ExitCode.DATA_ERR
+    assert "add_to_cart" in built.stderr and not (root / "latest").exists()

@@ -10,12 +10,15 @@
 #   KEEP        runs to keep (default 7; the one ROOT/latest points to is never deleted)
 #   WARM_START  1 = continue from ROOT/latest with only the new events (stateful);
 #               anything else = full run from the whole history (stateless)
+#   MAX_STALENESS  e.g. 26h: exit 76 without publishing when the newest event is older
+#               (a stopped feed is noticed instead of republished); unset: no check
 #   LOG_DIR     where logs and the JSON summaries go (default ROOT/logs)
 #   and RTML, LOG_KEEP_DAYS, LOCK_FILE, RTML_CONFIG: see rtml-cron-lib.sh
 # Arguments after the script name are passed to `rtml precompute` (e.g. --dim 64).
 #
 # Exit codes are rtml's: 0 ok (also when the run already existed), 65 bad data,
-# 66 missing input, 73 cannot write, 75 another run holds the lock (retry later).
+# 66 missing input, 73 cannot write, 75 another run holds the lock (retry later),
+# 76 the newest event is older than MAX_STALENESS (the feed has stopped).
 set -euo pipefail
 
 : "${EVENTS:?set EVENTS to the event log}"
@@ -30,6 +33,10 @@ args=("$EVENTS" --out "$ROOT" --keep "$KEEP" --format json)
 if [[ -n "${ITEMS:-}" ]]; then
   args+=(--items "$ITEMS")
 fi
+if [[ -n "${MAX_STALENESS:-}" ]]; then
+  args+=(--max-staleness "$MAX_STALENESS")
+fi
+# the first night there is no previous run: a full run, whatever WARM_START says
 if [[ "${WARM_START:-0}" == 1 && -e "$ROOT/latest" ]]; then
   args+=(--warm-start "$ROOT")
 fi

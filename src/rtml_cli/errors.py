@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     RESOURCE = 71  # out of memory (or threads): sysexits EX_OSERR
     CANT_CREATE = 73  # an output cannot be written (also: no space left on device)
     TEMP_FAIL = 75  # temporary failure, e.g. another run holds the lock
+    STALE_DATA = 76  # the newest event is older than --max-staleness: the feed has stopped
     CONFIG = 78  # the configuration file (rtml.toml, --config) is unreadable or names no option
     INTERRUPTED = 130  # killed by Ctrl-C
     TERMINATED = 143  # stopped by SIGTERM (cron timeout, systemd, kill): cleaned up first
@@ -58,10 +59,22 @@ class ConfigError(RtmlError):
     exit_code = ExitCode.CONFIG
 
 
+class StaleData(RtmlError):
+    """The input's newest event is older than the staleness the caller allows: the upstream
+    feed has stopped, and a run on it would publish yesterday's answer as today's."""
+
+    exit_code = ExitCode.STALE_DATA
+
+
 class DataError(RtmlError):
     """Input data exists but is malformed; ``problems`` lists every problem found."""
 
     exit_code = ExitCode.DATA_ERR
+
+
+class PluginError(DataError):
+    """A plug-in (a strategy from an entry point or a --strategy-module file) cannot be
+    imported, or fails its contract; the message names the plug-in and what failed."""
 
 
 class InputMissing(RtmlError):

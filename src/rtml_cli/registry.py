@@ -49,6 +49,10 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (a plug-in registered again from its own source replaces itself)."""
+        del self._entries[name]
+
     def entry(self, name: str) -> Entry[T]:
         try:
             return self._entries[name]

@@ -325,6 +325,7 @@ class _Run:
     force: bool
     steps: _Steps
     t0: float
+    max_staleness: timedelta | None = None  # refuse a log whose newest event is older
     # scan: the connection, the events source, the run's identity
     runs: Path = Path()
     spill: Path | None = None
@@ -393,6 +394,7 @@ def run_precompute(
     seed: int = 0,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    max_staleness: timedelta | None = None,
 ) -> PrecomputeResult:
     """Run the batch job on ``events`` (Parquet file, glob or directory) into ``root``.
 
@@ -412,11 +414,13 @@ def run_precompute(
     - ``keep``: prune to the ``keep`` newest runs (never the one ``latest`` points to).
     - ``force``: rebuild even when an identical run exists (otherwise a no-op).
     - ``progress(step, done, total)``: called as each step starts.
+    - ``max_staleness``: refuse (``StaleData``, exit 76, nothing written) when the newest
+      event is older than this, so a stopped feed is noticed instead of republished.
 
     Returns a :class:`PrecomputeResult` with the manifest (timings and peak
     memory per step, rows processed, index recall, output checksums).
     Raises ``InputMissing`` (66), ``DataError`` (65), ``UsageError`` (2),
-    ``OutputError`` (73) or ``TemporaryFailure`` (75, ROOT locked).
+    ``OutputError`` (73), ``TemporaryFailure`` (75, ROOT locked) or ``StaleData`` (76).
     """
     from threadpoolctl import threadpool_limits
 
@@ -427,6 +431,8 @@ def run_precompute(
     _check_params(max_session_len=max_session_len, keep=keep)
     if half_life is not None and half_life.total_seconds() <= 0:
         raise UsageError("--half-life must be positive, e.g. 30d")
+    if max_staleness is not None and max_staleness.total_seconds() <= 0:
+        raise UsageError("--max-staleness must be positive, e.g. 26h")
     event_files = parquet_files(events, what="events")
     item_files = parquet_files(items, what="items") if items is not None else None
     warm = load_warm_state(warm_start) if warm_start is not None else None
@@ -455,6 +461,7 @@ def run_precompute(
         force=force,
         steps=_Steps(progress),
         t0=t0,
+        max_staleness=max_staleness,
     )
     # One BLAS thread: OpenBLAS threads spin-wait, and on a busy shared box (cron hosts
     # usually are) that made the small QR/SVD calls 100x slower; it also keeps sums
@@ -531,6 +538,23 @@ def _model_params(
     )
 
 
+def _check_staleness(last: datetime, limit: timedelta | None) -> None:
+    if limit is None:
+        return
+    from rtml_cli.errors import StaleData
+    from rtml_cli.timeutil import format_duration
+
+    age = datetime.now(timezone.utc) - last
+    if age > limit:
+        hours = age.total_seconds() / 3600
+        old = f"{hours:.1f} hours" if hours < 72 else f"{hours / 24:,.1f} days"
+        raise StaleData(
+            f"the newest event is {old} old ({last.isoformat()}), more than "
+            f"--max-staleness {format_duration(limit)}: has the event feed stopped? Nothing "
+            "was published"
+        )
+
+
 def _scan(run: _Run) -> PrecomputeResult | None:
     """Open the events up to as-of and name the run; a result when there is nothing to do."""
     from rtml_cli.batch import publish
@@ -541,6 +565,7 @@ def _scan(run: _Run) -> PrecomputeResult | None:
     run.spill = publish.spill_dir(run.root)
     run.con = connect(run.spill)
     src = run.src = open_events(run.con, run.event_files, run.requested_as_of)
+    _check_staleness(src.last_ts, run.max_staleness)
     as_of: datetime = src.as_of
     run.resolved_as_of = as_of
     warm = run.warm

@@ -198,6 +198,16 @@ def published_runs(runs: Path) -> list[str]:
     return sorted((p.name for p in runs.iterdir() if is_rtml_run(p)), key=run_key)
 
 
+def newest_at_or_before(root: Path, when: datetime) -> Path | None:
+    """The run of ROOT with the newest as-of at or before ``when`` (None: no such run; a
+    path that is itself a run directory, or not a ROOT, is not looked into)."""
+    runs = Path(root) / "runs"
+    if (Path(root) / "manifest.json").exists() or not runs.is_dir():
+        return None
+    candidates = [n for n in published_runs(runs) if run_as_of(n) <= when]
+    return runs / candidates[-1] if candidates else None
+
+
 def newest_publishable(runs: Path, now: datetime) -> str | None:
     """The newest run whose as-of is not in the future: the one ``latest`` should show."""
     candidates = [n for n in published_runs(runs) if run_as_of(n) <= future_limit(now)]

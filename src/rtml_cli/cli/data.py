@@ -221,6 +221,22 @@ def import_cmd(
         str,
         typer.Option("--event", help="Event name for sources without an event column."),
     ] = "view",
+    event_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map-event",
+            help="Source event value = contract event (view, cart, purchase), e.g. "
+            "add_to_cart=cart (repeatable, or comma-separated). Other values outside the "
+            "contract are an error.",
+        ),
+    ] = None,
+    ignore_events: Annotated[
+        str | None,
+        typer.Option(
+            "--ignore-events",
+            help="Comma-separated source event values whose rows are dropped (counted).",
+        ),
+    ] = None,
     fmt: Annotated[
         str,
         typer.Option(
@@ -241,7 +257,7 @@ def import_cmd(
     OBD files become a bandit log; every other format an event log, sessionized
     per user at --session-gap when the source has no session ids.
     """
-    from rtml_cli.data.importers import import_log, parse_mapping
+    from rtml_cli.data.importers import import_log, parse_event_map, parse_mapping
     from rtml_cli.output import finish, info, make_table, print_tables, warn
     from rtml_cli.timeutil import parse_duration
 
@@ -256,6 +272,8 @@ def import_cmd(
         items_out=items_out,
         policy=policy,
         event=event,
+        event_map=parse_event_map(event_map),
+        ignore_events=[v.strip() for v in (ignore_events or "").split(",") if v.strip()],
     )
     for message in result.warnings:
         warn(message)
@@ -290,6 +308,23 @@ def import_cmd(
                 ("sessions", f"{result.sessions:,} ({how})"),
                 ("items", result.items),
             ]
+        if result.events_mapped:
+            rows.append(
+                (
+                    "events mapped",
+                    ", ".join(
+                        f"{v} → {m['to']}" + (f" ({m['rows']:,} rows)" if m["rows"] >= 0 else "")
+                        for v, m in result.events_mapped.items()
+                    ),
+                )
+            )
+        if result.events_ignored:
+            rows.append(
+                (
+                    "events dropped",
+                    ", ".join(f"{v} ({n:,} rows)" for v, n in result.events_ignored.items()),
+                )
+            )
         if result.items_out:
             rows.append(("items written", f"{result.items_out} ({result.items_rows:,} rows)"))
         shown = result.columns if len(result.columns) <= 10 else result.columns[:8]

@@ -242,8 +242,13 @@ def _render(report: dict) -> None:
         tables.append(
             _fit(
                 make_table(
-                    f"A/B tests: control {plan['control']}, MDE {plan['mde']:+.5f}, "
-                    f"alpha {plan['alpha']}, power {plan['power']}",
+                    f"A/B tests: control {plan['control']}, MDE {plan['mde']:+.5f}"
+                    + (
+                        f" in {report['reward']} (a proxy metric, not clicks)"
+                        if report["mode"] == "results"
+                        else ""
+                    )
+                    + f", alpha {plan['alpha']}, power {plan['power']}",
                     [
                         "policy",
                         "required requests",

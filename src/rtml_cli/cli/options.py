@@ -22,6 +22,7 @@ __all__ = [
     "QuietOption",
     "SeedOption",
     "StartOption",
+    "StrategyModuleOption",
     "WorldOption",
 ]
 
@@ -48,4 +49,13 @@ StartOption = Annotated[
 ]
 EndOption = Annotated[
     str | None, typer.Option("--end", "--to", help="End of the window (ISO 8601, UTC).")
+]
+StrategyModuleOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--strategy-module",
+        help="A Python file whose import registers your own strategies "
+        "(rtml_cli.online.plugins.register_strategy), checked against the strategy contract "
+        "before any work; repeatable.",
+    ),
 ]

@@ -53,6 +53,14 @@ def precompute_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild even if an identical run exists.")
     ] = False,
+    max_staleness: Annotated[
+        str | None,
+        typer.Option(
+            "--max-staleness",
+            help="Exit 76 without publishing when the newest event is older than this "
+            "(e.g. 26h): a stopped feed is noticed, not republished.",
+        ),
+    ] = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
@@ -93,6 +101,7 @@ def precompute_cmd(
             seed=seed,
             force=force,
             progress=on_step,
+            max_staleness=parse_duration(max_staleness) if max_staleness else None,
         )
     finish(result.summary, fmt, lambda: _render(result), kind="precompute", quiet=quiet)
 

@@ -16,6 +16,7 @@ from rtml_cli.cli.options import (
     QuietOption,
     SeedOption,
     StartOption,
+    StrategyModuleOption,
     WorldOption,
 )
 from rtml_cli.continual.retrain import DEFAULT_STRATEGY
@@ -74,8 +75,12 @@ def retrain_cmd(
     k: KOption = 20,
     strategy: Annotated[
         str,
-        typer.Option("--strategy", help="The `rtml simulate` strategy replayed with each model."),
+        typer.Option(
+            "--strategy",
+            help="The `rtml simulate` strategy replayed with each model (or a plug-in's).",
+        ),
     ] = DEFAULT_STRATEGY,
+    strategy_module: StrategyModuleOption = None,
     sample: Annotated[
         int,
         typer.Option(
@@ -118,10 +123,12 @@ def retrain_cmd(
     from rtml_cli.continual.retrain import precompute_params, run_retrain
     from rtml_cli.continual.schedules import retrain_schedules
     from rtml_cli.fsutil import check_output
+    from rtml_cli.online.plugins import load_strategies
     from rtml_cli.output import Rows, finish, progress
     from rtml_cli.plotting import check_png_target
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
+    load_strategies([strategy], strategy_module or [])  # plug-ins, checked before any work
     step_td = parse_duration(step)
     scheds = retrain_schedules(
         schedules,

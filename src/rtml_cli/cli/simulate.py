@@ -15,6 +15,7 @@ from rtml_cli.cli.options import (
     QuietOption,
     SeedOption,
     StartOption,
+    StrategyModuleOption,
     WorldOption,
 )
 from rtml_cli.online.strategies import DEFAULT_STRATEGIES, REGISTRY
@@ -42,9 +43,10 @@ def simulate_cmd(
             "--strategies",
             "-s",
             help="Comma-separated strategy names; 'name@5m' sets a streaming strategy's "
-            f"freshness. One of: {', '.join(REGISTRY.names())}.",
+            f"freshness. One of: {', '.join(REGISTRY.names())}, or a plug-in's.",
         ),
     ] = ",".join(DEFAULT_STRATEGIES),
+    strategy_module: StrategyModuleOption = None,
     k: KOption = 20,
     start: StartOption = None,
     end: EndOption = None,
@@ -107,6 +109,29 @@ def simulate_cmd(
             "re-views included (as in published session-based benchmarks).",
         ),
     ] = Protocol.next_unseen,
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            "--sample",
+            help="Replay a deterministic hash sample of the sessions: a share (10%) or a "
+            "number of sessions (5000); the streaming state still counts every event.",
+        ),
+    ] = None,
+    baseline_recs: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline-recs",
+            help="Your team's own precomputed lists (Parquet/CSV: user_id, rank, item_id, "
+            "optional as_of; null user_id = fallback list), served as strategy 'baseline'.",
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            help="Session-bootstrap replicates behind every 95% interval (0: no intervals).",
+        ),
+    ] = 1000,
     world: WorldOption = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
@@ -122,6 +147,7 @@ def simulate_cmd(
     """
     from rtml_cli.data.world import find_world
     from rtml_cli.online import write_results
+    from rtml_cli.online.plugins import load_strategies
     from rtml_cli.online.replay import parse_shard
     from rtml_cli.online.strategies import expand_names
     from rtml_cli.timeutil import parse_duration, parse_timestamp
@@ -130,6 +156,7 @@ def simulate_cmd(
     names = expand_names(
         strategies, ablation=ablation, freshness_sweep=freshness_sweep, freshness=lag
     )
+    load_strategies(names, strategy_module or [])  # plug-ins, checked before any work
     shard_spec = parse_shard(shard)
     if out is not None:
         from rtml_cli.fsutil import PARQUET_OUTPUT, check_output
@@ -153,6 +180,9 @@ def simulate_cmd(
         search_k=search_k,
         train_window=parse_duration(train_window),
         protocol=protocol.value,
+        sample=sample,
+        bootstrap=bootstrap,
+        baseline_recs=baseline_recs,
         # an explicit --world is read (and checked: it must have bursts) by simulate
         world=world if world is not None else find_world(events),
         **window,
@@ -218,6 +248,18 @@ def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **option
         return simulate(events, artifacts, strategies=names, progress=progress, **options)
 
 
+def _ci(pair: list[float] | None, signed: bool = False) -> str:
+    """A 95% interval as text, e.g. ``0.492–0.506`` (``–`` without one)."""
+    if not pair:
+        return "–"
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return (
+        f"{form.format(pair[0])} to {form.format(pair[1])}"
+        if signed
+        else (f"{form.format(pair[0])}–{form.format(pair[1])}")
+    )
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -227,6 +269,8 @@ def _render(result: Any, out: Path | None) -> None:
     from rtml_cli.output import print_tables
 
     tables = [_overall_table(result, out), _segment_table(result)]
+    if result.replicates and len(result.strategies) > 1:
+        tables.append(_ranking_table(result))
     if result.slices:
         tables.append(_slices_table(result))
     tables += _comparison_tables(result)
@@ -242,6 +286,7 @@ def _overall_table(result: Any, out: Path | None) -> Any:
         "strategy",
         "requests",
         f"HR@{k}",
+        "95% CI",
         f"MRR@{k}",
         f"NDCG@{k}",
         "HR later",
@@ -256,6 +301,7 @@ def _overall_table(result: Any, out: Path | None) -> Any:
             r["strategy"],
             r["requests"],
             r["hr"],
+            _ci(r.get("hr_ci")),
             r["mrr"],
             r["ndcg"],
             r["hr_later"],
@@ -273,6 +319,14 @@ def _overall_table(result: Any, out: Path | None) -> Any:
         f"{info['window_start']} → {info['window_end'] or 'end of log'}; as-of {info['as_of']}; "
         f"freshness {info['freshness_s']:g}s"
         + (f"; shard {info['shard']}" if info["shard"] else "")
+        + (
+            f"; sample: {info['sample']}"
+            + (" of the sessions" if str(info["sample"]).endswith("%") else "")
+            + f" ({info['sessions_served']:,} served, {info['requests']:,} of "
+            f"{info['requests_before_sample']:,} requests)"
+            if info.get("sample")
+            else ""
+        )
         + f"; {info['requests_per_second'] or 0:,.0f} requests/s.\n"
         + _denominators(result)
         + "; cover: share of the catalogue ever served"
@@ -282,6 +336,14 @@ def _overall_table(result: Any, out: Path | None) -> Any:
             f"\n{info['unknown_items']:,} item(s) unknown to the artifacts "
             f"({info['unknown_item_events']:,} events, {info['requests_with_unknown_truth']:,} "
             "requests whose next item no strategy could serve)"
+        )
+    served = info["rankers"].get("baseline", {}).get("served_from")
+    if served:
+        stats = info["rankers"]["baseline"]
+        caption += (
+            f"\nbaseline (your lists): {served['own']:,} requests got the visitor's own list, "
+            f"{served['fallback']:,} your fallback list, {served['popular']:,} the popularity "
+            f"list; {stats['unknown_item_rows']:,} list rows name items the artifacts do not know"
         )
     if out is not None:
         caption += f"\nRESULTS: {out}"
@@ -351,6 +413,38 @@ def _segment_table(result: Any) -> Any:
     )
 
 
+def _ranking_table(result: Any) -> Any:
+    """Each strategy against the one ranked just below it, with the paired interval: is the
+    ranking decided, or can the data not tell?"""
+    from rtml_cli.output import make_table
+
+    k = result.info["k"]
+    ranked = sorted(
+        (r for r in result.summary if r["segment"] == "all" and r["hr"] is not None),
+        key=lambda r: -r["hr"],
+    )
+    rows = []
+    for upper, lower in zip(ranked, ranked[1:], strict=False):
+        ci = result.delta_ci(upper["strategy"], lower["strategy"])
+        decided = ci is not None and (ci[0] > 0 or ci[1] < 0)
+        rows.append(
+            [
+                upper["strategy"],
+                lower["strategy"],
+                upper["hr"] - lower["hr"],
+                _ci(ci, signed=True),
+                "yes" if decided else "cannot tell",
+            ]
+        )
+    return make_table(
+        f"ranking by HR@{k}: is each strategy ahead of the next?",
+        ["strategy", "ahead of", "ΔHR", "95% CI", "decided"],
+        rows,
+        caption=f"paired intervals: {result.info['intervals']}",
+        digits=3,
+    )
+
+
 def _slices_table(result: Any) -> Any:
     from rtml_cli.output import make_table
 
@@ -378,7 +472,7 @@ def _comparison_tables(result: Any) -> list[Any]:
     k = result.info["k"]
     doc = result.to_dict()
     slice_names = list(result.info.get("slices", {}))
-    cmp_cols = ["strategy", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", "ΔHR", "ΔMRR"]
+    cmp_cols = ["strategy", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", "ΔHR", "ΔHR 95% CI", "ΔMRR"]
     for name in slice_names:
         cmp_cols += [f"HR {name}", f"ΔHR {name}"]
     tables = []
@@ -388,13 +482,14 @@ def _comparison_tables(result: Any) -> list[Any]:
     ):
         if key in doc:
             ref = result.summary_for("online-ranker")
-            first = ["online-ranker", ref["hr"], ref["mrr"], ref["ndcg"], 0.0, 0.0]
+            first = ["online-ranker", ref["hr"], ref["mrr"], ref["ndcg"], 0.0, "–", 0.0]
             for name in slice_names:
                 mine = result.slice_for("online-ranker", name)
                 first += [None if mine is None else mine["hr"], 0.0]
             rows = [first]
             for c in doc[key]:
-                row = [c["strategy"], c["hr"], c["mrr"], c["ndcg"], c["hr_delta"], c["mrr_delta"]]
+                row = [c["strategy"], c["hr"], c["mrr"], c["ndcg"], c["hr_delta"]]
+                row += [_ci(c.get("hr_delta_ci"), signed=True), c["mrr_delta"]]
                 for name in slice_names:
                     row += [c.get(f"hr_{name}"), c.get(f"hr_{name}_delta")]
                 rows.append(row)

@@ -175,6 +175,8 @@ class ReplayEvaluator:
         import numpy as np
         import polars as pl
 
+        from rtml_cli.online.strategies import trains
+
         if self._cached is not None and self._cached[0] == (start, end):
             return self._cached[1]
         lo, hi = np.searchsorted(
@@ -182,7 +184,7 @@ class ReplayEvaluator:
         )
         frame = None
         if hi > lo:
-            if self.strategy.startswith("online-ranker"):
+            if trains([self.strategy]):
                 # The ranker learns from the week before the model's as-of: keep everything.
                 frame = self.events[: int(hi)]
             else:

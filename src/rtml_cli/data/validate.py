@@ -244,13 +244,43 @@ def _report_users(ck: _Checker, found: dict[str, Any]) -> None:
             )
 
 
+def _event_value_checks(ck: _Checker) -> dict[str, str]:
+    if not ck.has("event"):
+        return {}
+    # null and empty events are reported as such (_null_checks)
+    outside = (
+        "event IS NOT NULL AND trim(CAST(event AS VARCHAR)) <> '' AND CAST(event AS VARCHAR) "
+        f"NOT IN ({', '.join(repr(e) for e in contracts.KNOWN_EVENTS)})"
+    )
+    return {
+        "unknown_events": f"count(*) FILTER ({outside})",
+        "unknown_event_values": (
+            f"string_agg(DISTINCT CAST(event AS VARCHAR), ', ' ORDER BY CAST(event AS VARCHAR)) "
+            f"FILTER ({outside})"
+        ),
+    }
+
+
+def _report_event_values(ck: _Checker, found: dict[str, Any]) -> None:
+    # a cart logged as add_to_cart would otherwise count as nothing in every funnel figure
+    if found.get("unknown_events"):
+        values = str(found["unknown_event_values"])
+        first = values.split(", ")[0]
+        ck.problems.append(
+            f"{found['unknown_events']:,} rows have event values outside the contract "
+            f"({', '.join(contracts.KNOWN_EVENTS)}): {values}; import the log with "
+            f"rtml data import --map-event {first}=cart (or --ignore-events {first})"
+        )
+
+
 def event_row_checks(
     columns: dict[str, str], now: datetime, *, ts_sql: str | None = None
 ) -> dict[str, str]:
     """The per-row checks of an event log as named SQL aggregates, for one pass over any relation.
 
     Null, empty, NaN or infinite ts / session_id / item_id / event, an empty or NaN
-    user_id, timestamps later than ``future_limit(now)``. ``columns`` maps name ->
+    user_id, timestamps later than ``future_limit(now)``, event values outside the
+    contract. ``columns`` maps name ->
     DuckDB type; ``ts_sql`` is the caller's ts as a naive-UTC TIMESTAMP (default: ts
     as TIMESTAMPTZ, for a connection in UTC). Turn the values into problems with
     :func:`event_row_problems`; ``rtml precompute`` adds them to its own scan.
@@ -259,6 +289,7 @@ def event_row_checks(
     exprs = _null_checks(ck, ["ts", "session_id", "item_id", "event"])
     exprs.update(_ts_checks(ck, now, ts_sql))
     exprs.update(_user_checks(ck))
+    exprs.update(_event_value_checks(ck))
     return exprs
 
 
@@ -268,6 +299,7 @@ def event_row_problems(columns: dict[str, str], found: dict[str, Any], now: date
     _report_nulls(ck, found)
     _report_ts(ck, found, now)
     _report_users(ck, found)
+    _report_event_values(ck, found)
     return ck.problems
 
 
@@ -346,11 +378,6 @@ def _events(ck: _Checker, now: datetime, gap: timedelta | None) -> dict[str, Any
             "SELECT CAST(event AS VARCHAR), count(*) FROM t GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20"
         ).fetchall()
         summary["event_mix"] = {str(name): n for name, n in mix}
-        unknown = sorted(
-            str(n) for n, _ in mix if n is not None and n not in contracts.KNOWN_EVENTS
-        )
-        if unknown:
-            summary["unknown_events"] = unknown
     return summary
 
 

@@ -114,6 +114,7 @@ class Env:
     training: Callable[[], Any] | None = None
     max_train_requests: int = 4000  # at most this many training requests, sampled by ``seed``
     protocol: str = DEFAULT_PROTOCOL  # the replay protocol: strategies that learn train under it
+    baseline_recs: Any = None  # the team's own lists (path) for the ``baseline`` strategy
 
     n_items: int = field(init=False)
     embeddings: np.ndarray = field(init=False)  # float32 (n_items, dim)

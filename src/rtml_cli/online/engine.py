@@ -20,7 +20,7 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 from rtml_cli.errors import DataError, UsageError
 from rtml_cli.online import replay, trending
 from rtml_cli.online.base import DEFAULT_PROTOCOL, PROTOCOLS, Env, Strategy
+from rtml_cli.online.intervals import DEFAULT_BOOTSTRAP, SessionBootstrap, interval
 from rtml_cli.online.metrics import request_metrics, summarise
 from rtml_cli.online.replay import (
     SEGMENTS,
@@ -57,6 +58,30 @@ class SimulationResult:
     lists: dict[str, np.ndarray] = field(default_factory=dict)  # strategy → (n, k) item_idx
     # HR/MRR/NDCG per strategy on slices of the requests ("trending", "world_bursts")
     slices: list[dict[str, Any]] = field(default_factory=list)
+    # strategy → metric ("hr", "mrr", "ndcg") → session-bootstrap replicates of the overall
+    # figure, shared across strategies (paired); empty when the run drew none
+    replicates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def delta_ci(self, name: str, base: str, key: str = "hr") -> list[float] | None:
+        """The paired 95% interval of ``name``'s figure minus ``base``'s (None without one)."""
+        if name not in self.replicates or base not in self.replicates:
+            return None
+        ci = interval(self.replicates[name][key] - self.replicates[base][key])
+        return None if ci is None else list(ci)
+
+    def differences(self) -> list[dict[str, Any]]:
+        """Every pair of strategies: HR and MRR differences with paired 95% intervals."""
+        out = []
+        for i, a in enumerate(self.strategies):
+            for b in self.strategies[i + 1 :]:
+                ra, rb = self.summary_for(a), self.summary_for(b)
+                entry: dict[str, Any] = {"a": a, "b": b}
+                for key in ("hr", "mrr"):
+                    both = ra[key] is not None and rb[key] is not None
+                    entry[f"{key}_delta"] = ra[key] - rb[key] if both else None
+                    entry[f"{key}_delta_ci"] = self.delta_ci(a, b, key)
+                out.append(entry)
+        return out
 
     def slice_for(self, strategy: str, name: str) -> dict[str, Any] | None:
         for row in self.slices:
@@ -82,7 +107,9 @@ class SimulationResult:
                 "mrr": row["mrr"],
                 "ndcg": row["ndcg"],
                 "hr_delta": row["hr"] - ref["hr"],
+                "hr_delta_ci": self.delta_ci(name, base, "hr"),
                 "mrr_delta": row["mrr"] - ref["mrr"],
+                "mrr_delta_ci": self.delta_ci(name, base, "mrr"),
             }
             for slice_name in dict.fromkeys(r["slice"] for r in self.slices):
                 mine, theirs = self.slice_for(name, slice_name), self.slice_for(base, slice_name)
@@ -98,6 +125,8 @@ class SimulationResult:
 
     def to_dict(self) -> dict[str, Any]:
         doc = {"info": self.info, "summary": self.summary, "slices": self.slices}
+        if self.replicates:
+            doc["differences"] = self.differences()
         ablation = [s for s in self.strategies if s.startswith("online-ranker-no-")]
         sweep = [s for s in self.strategies if s.startswith("online-ranker@")]
         if "online-ranker" in self.strategies and ablation:
@@ -147,6 +176,9 @@ class _Settings:
     max_train_requests: int
     keep_lists: bool
     protocol: str
+    sample: tuple[str, float] | None  # replay.parse_sample: a hash sample of the sessions
+    bootstrap: int  # session-bootstrap replicates for the intervals (0: none)
+    baseline_recs: Any  # the team's own lists for the ``baseline`` strategy (path or None)
 
 
 @dataclass
@@ -185,11 +217,17 @@ def _validate(
         raise UsageError(f"--decay must be in (0, 1], got {decay}")
     if freshness < timedelta(0):
         raise UsageError("--freshness cannot be negative")
+    boot = rest.get("bootstrap", 0)
+    if boot and boot < 100:
+        raise UsageError(f"--bootstrap must be 0 (no intervals) or at least 100, got {boot}")
+    rest["sample"] = replay.parse_sample(rest.get("sample"))
     if rest.get("protocol") not in PROTOCOLS:
         raise UsageError(
             f"--protocol must be one of {', '.join(PROTOCOLS)}, got {rest.get('protocol')!r}"
         )
     names = [s.strip() for s in strategies if s.strip()]
+    if rest.get("baseline_recs") is not None and "baseline" not in names:
+        names.insert(0, "baseline")  # the team's lists are the reference
     if not names:
         raise UsageError("no strategy given: e.g. --strategies popular,session-embedding")
     if len(set(names)) != len(names):
@@ -221,13 +259,15 @@ def _prepare(
 
     from rtml_cli.batch.artifacts import Artifacts, load_artifacts
 
+    warnings: list[str] = []
+    if not isinstance(artifacts, Artifacts) and start is not None:
+        artifacts = _run_for(Path(artifacts), start, warnings)
     art = artifacts if isinstance(artifacts, Artifacts) else load_artifacts(artifacts)
     as_of_us = to_us(art.as_of)
     start_us = to_us(start) if start is not None else as_of_us
     end_us = to_us(end) if end is not None else None
     if end_us is not None and end_us <= start_us:
         raise UsageError(f"empty window: --end {from_us(end_us)} is not after {from_us(start_us)}")
-    warnings = []
     if start_us < as_of_us:
         warnings.append(
             f"the replay starts before the artifacts' as-of ({art.as_of.isoformat()}): the batch "
@@ -253,6 +293,7 @@ def _prepare(
             end=end_us,
             shard=settings.shard,
             stream_from=start_us - window_reach_us,
+            sample=settings.sample,
         )
     if data is None or data.stats["requests_all_shards"] == 0:
         raise DataError(
@@ -274,6 +315,28 @@ def _prepare(
         warnings=warnings,
         world=None if world is None else trending.load_world(world),
     )
+
+
+def _run_for(root: Path, start: datetime, notes: list[str]) -> Path:
+    """With ``--start`` and a ROOT, the run whose as-of is the newest at or before the start
+    (``latest`` may be newer: a replay must not use artifacts that know its window). Without
+    such a run, ``latest`` (and the replay warns that its figures are optimistic)."""
+    from rtml_cli.batch.artifacts import resolve_run_dir
+    from rtml_cli.batch.publish import newest_at_or_before
+
+    if not root.is_dir() or (root / "manifest.json").exists():
+        return root
+    chosen = newest_at_or_before(
+        root, start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+    )
+    if chosen is None:
+        return root  # latest; the replay warns that it starts before the as-of
+    if chosen.resolve() != resolve_run_dir(root):
+        notes.append(
+            f"using run {chosen.name}, the newest in {root} at or before --start (latest is "
+            f"{resolve_run_dir(root).name}, which already knows the replay window)"
+        )
+    return chosen
 
 
 def _training_data(run: _Replay, window: timedelta) -> Callable[[], ReplayData | None]:
@@ -311,6 +374,7 @@ def _build(run: _Replay, settings: _Settings) -> tuple[list[Strategy], float]:
         training=_training_data(run, settings.train_window),
         max_train_requests=settings.max_train_requests,
         protocol=settings.protocol,
+        baseline_recs=settings.baseline_recs,
     )
     built_at = time.perf_counter()
     served = [build(name, env) for name in settings.names]
@@ -395,6 +459,9 @@ def simulate(
     world: dict[str, Any] | str | Path | None = None,
     progress: ProgressFn | None = None,
     protocol: str = DEFAULT_PROTOCOL,
+    sample: str | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    baseline_recs: str | Path | None = None,
 ) -> SimulationResult:
     """Replay ``events`` after the artifacts' as-of and serve every request with each strategy.
 
@@ -415,6 +482,12 @@ def simulate(
     ``protocol``: ``next-unseen`` (lists never hold a seen item; the truth is the first
     later unseen item) or ``next-item`` (the truth is the next event's item, re-views
     included, as in published session-based benchmarks); see ``base.PROTOCOLS``.
+    ``sample``: ``"10%"`` or ``"5000"`` (sessions) replays a deterministic hash sample of
+    the sessions (the stream still counts every event).
+    ``bootstrap``: replicates of the session bootstrap behind every interval (``hr_ci``…,
+    paired differences in ``differences`` and the comparisons); 0: no intervals.
+    ``baseline_recs``: the team's own lists (Parquet/CSV: user_id, rank, item_id[, as_of]),
+    served as the ``baseline`` strategy (added to ``strategies`` when not named).
     ``progress(done, total)`` is called during the replay.
     Raises ``UsageError`` for bad options and ``DataError``/``InputMissing`` for bad inputs.
     """
@@ -431,6 +504,9 @@ def simulate(
         max_train_requests=max_train_requests,
         keep_lists=keep_lists,
         protocol=protocol,
+        sample=sample,
+        bootstrap=bootstrap,
+        baseline_recs=baseline_recs,
     )
     run = _prepare(events, artifacts, settings, start=start, end=end, world=world)
     served, setup_seconds = _build(run, settings)
@@ -464,13 +540,16 @@ def _summarise(
             names[si], segment_name, mask, metrics[si], latency_us[si], lists[si], data.n_items
         )
 
+    groups = {"all": np.ones(data.n_requests, bool)}
     summary = []
     for si in range(len(names)):
-        summary.append(rows(np.ones(data.n_requests, bool), si))
+        summary.append(rows(groups["all"], si))
         for code, seg_name in enumerate(SEGMENTS):
-            summary.append(rows(segment == code, si, seg_name))
+            groups[seg_name] = segment == code
+            summary.append(rows(groups[seg_name], si, seg_name))
     slices = []
     for slice_name, mask in _slice_masks(run, truth).items():
+        groups[f"slice:{slice_name}"] = mask
         for si, name in enumerate(names):
             row = rows(mask, si)
             slices.append(
@@ -483,6 +562,9 @@ def _summarise(
                     "ndcg": row["ndcg"],
                 }
             )
+    boot = _Intervals.compute(data, metrics, groups, settings) if settings.bootstrap else None
+    if boot is not None:
+        boot.annotate(summary, slices, names)
     return SimulationResult(
         frame=_results_frame(data, truth, names, metrics, latency_us, run.art.item_ids, segment),
         summary=summary,
@@ -490,7 +572,70 @@ def _summarise(
         strategies=names,
         lists={name: lists[si] for si, name in enumerate(names)} if settings.keep_lists else {},
         slices=slices,
+        replicates=boot.overall(names) if boot is not None else {},
     )
+
+
+_METRICS = (("hit", "hr"), ("rr", "mrr"), ("ndcg", "ndcg"))
+
+
+@dataclass
+class _Intervals:
+    """Session-bootstrap replicates of HR/MRR/NDCG per group (all, segment, slice), metric
+    and strategy: one pass over shared replicates (``intervals.SessionBootstrap``)."""
+
+    keys: list[tuple[str, str, int]]  # (group, metric key, strategy index) per column
+    replicates: np.ndarray  # (n_boot, columns)
+
+    @classmethod
+    def compute(
+        cls,
+        data: ReplayData,
+        metrics: list[dict[str, np.ndarray]],
+        groups: dict[str, np.ndarray],
+        settings: _Settings,
+    ) -> _Intervals | None:
+        if not data.n_requests:
+            return None
+        _, sess = np.unique(data.req_sess, return_inverse=True)
+        n_sess = int(sess.max()) + 1
+        keys, sums, counts = [], [], []
+        for group, mask in groups.items():
+            for si, m in enumerate(metrics):
+                scored = mask & m["has_truth"]
+                count = np.bincount(sess[scored], minlength=n_sess)
+                for name, key in _METRICS:
+                    values = np.asarray(m[name], dtype=np.float64)[scored]
+                    sums.append(np.bincount(sess[scored], weights=values, minlength=n_sess))
+                    counts.append(count)
+                    keys.append((group, key, si))
+        boot = SessionBootstrap(n_sess, settings.bootstrap, settings.seed)
+        return cls(keys, boot.ratios(np.stack(sums, axis=1), np.stack(counts, axis=1)))
+
+    def column(self, group: str, key: str, si: int) -> np.ndarray:
+        return self.replicates[:, self.keys.index((group, key, si))]
+
+    def annotate(
+        self, summary: list[dict[str, Any]], slices: list[dict[str, Any]], names: list[str]
+    ) -> None:
+        """Add ``hr_ci``, ``mrr_ci``, ``ndcg_ci`` ([low, high], 95%) to every row."""
+        index = {name: si for si, name in enumerate(names)}
+        for row in summary:
+            for _, key in _METRICS:
+                ci = interval(self.column(row["segment"], key, index[row["strategy"]]))
+                row[f"{key}_ci"] = None if ci is None else list(ci)
+        for row in slices:
+            for _, key in _METRICS:
+                group = f"slice:{row['slice']}"
+                ci = interval(self.column(group, key, index[row["strategy"]]))
+                row[f"{key}_ci"] = None if ci is None else list(ci)
+
+    def overall(self, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        """strategy → metric key → the overall replicates (for paired differences)."""
+        return {
+            name: {key: self.column("all", key, si) for _, key in _METRICS}
+            for si, name in enumerate(names)
+        }
 
 
 def _slice_masks(run: _Replay, truth: Truth) -> dict[str, np.ndarray]:
@@ -530,11 +675,23 @@ def _info(
         "window_start": from_us(run.start_us).isoformat(),
         "window_end": None if run.end_us is None else from_us(run.end_us).isoformat(),
         "protocol": settings.protocol,
+        "run": run.art.run_dir.name,  # the precompute run the replay read
         "k": settings.k,
         "freshness_s": settings.freshness.total_seconds(),
         "candidates": settings.n_candidates,
         "seed": settings.seed,
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+        "sample": _sample_text(settings.sample),
+        "requests_before_sample": data.stats["requests_before_sample"],
+        "sessions_served": data.stats["sessions_served"],
+        "bootstrap": settings.bootstrap,
+        "intervals": (
+            f"95% percentile intervals from a Poisson bootstrap over the "
+            f"{data.stats['sessions_served']:,} sessions served ({settings.bootstrap} "
+            "replicates), paired across strategies"
+            if settings.bootstrap
+            else None
+        ),
         "requests": n,
         "requests_all_shards": run.total_requests,
         "sessions_in_window": data.stats["sessions_in_window"],
@@ -557,6 +714,13 @@ def _info(
             ),
         },
     }
+
+
+def _sample_text(sample: tuple[str, float] | None) -> str | None:
+    if sample is None:
+        return None
+    kind, amount = sample
+    return f"{amount * 100:g}%" if kind == "share" else f"{int(amount)} sessions"
 
 
 def _results_frame(

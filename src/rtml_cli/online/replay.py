@@ -74,6 +74,28 @@ def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
     return int(i), int(n)
 
 
+def parse_sample(spec: str | float | None) -> tuple[str, float] | None:
+    """``"10%"`` → ("share", 0.1); ``"500"`` → ("sessions", 500); None → None."""
+    if spec is None:
+        return None
+    text = str(spec).strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100
+            if not 0 < share <= 1:
+                raise ValueError
+            return "share", share
+        count = int(text)
+        if count < 1:
+            raise ValueError
+        return "sessions", float(count)
+    except ValueError:
+        raise UsageError(
+            f"invalid --sample {spec!r}: a share in (0, 100%], e.g. 10%, or a number of "
+            "sessions >= 1, e.g. 5000"
+        ) from None
+
+
 def shard_of(session_ids: list[str], n: int) -> np.ndarray:
     """0-based shard of each session: CRC-32 of the UTF-8 session id, modulo ``n``.
 
@@ -169,6 +191,7 @@ def prepare(
     end: int | None,
     shard: tuple[int, int] | None = None,
     stream_from: int | None = None,
+    sample: tuple[str, float] | None = None,
 ) -> ReplayData:
     """Build the replay arrays for requests with ``start <= ts < end``.
 
@@ -176,6 +199,9 @@ def prepare(
     from after the window can reach a strategy or the truth of a later request.
     With ``shard``, only that shard's requests are kept (``stats["requests_all_shards"]``
     counts them all); the sessions and the stream stay whole.
+    With ``sample`` (``parse_sample``), only a deterministic hash sample of the sessions
+    serves requests (before sharding; ``stats["requests_before_sample"]`` counts them all);
+    the stream still counts every event.
     With ``stream_from``, only the sessions active in the window and the events from
     ``stream_from`` on are kept (the streaming windows need nothing older): a long log
     costs memory for the window, not for its whole history.
@@ -253,6 +279,14 @@ def prepare(
     rows = rows[order]
     request_id = np.arange(len(rows), dtype=np.int64)
     req_sess = sess_of_row[rows]
+    requests_before_sample = len(rows)
+    if sample is not None:
+        from rtml_cli.online.intervals import sample_keep
+
+        candidates = np.zeros(len(starts), dtype=bool)
+        candidates[req_sess] = True
+        keep = sample_keep(session_ids, sample, candidates)[req_sess]
+        rows, request_id, req_sess = rows[keep], request_id[keep], req_sess[keep]
     n_requests_all_shards = len(rows)
     if shard is not None:
         i, n = shard
@@ -271,6 +305,8 @@ def prepare(
         "unknown_item_events": int(unknown_in_window.sum()),
         "unknown_items": int(len(np.unique(code[unknown_in_window]))),
         "requests_all_shards": int(n_requests_all_shards),  # before ``shard`` kept its part
+        "requests_before_sample": int(requests_before_sample),
+        "sessions_served": int(len(np.unique(req_sess))),
     }
     return ReplayData(
         n_items=n_items,

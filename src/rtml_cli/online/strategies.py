@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from rtml_cli.errors import UsageError
+from rtml_cli.online import baseline as _baseline  # noqa: F401 - registers ``baseline``
 from rtml_cli.online.base import STRATEGIES, Env, Factory, Request, Strategy, take_unseen
 from rtml_cli.online.stage1 import Batch, Popular
 from rtml_cli.online.stage2 import (
@@ -42,6 +43,7 @@ from rtml_cli.online.stage2 import (
     unseen_mask,
 )
 from rtml_cli.online.stage3 import OnlineRanker
+from rtml_cli.registry import Entry
 
 __all__ = [
     "ABLATIONS",
@@ -89,16 +91,22 @@ def parse_name(spec: str) -> tuple[str, timedelta | None]:
     return base, parse_duration(lag_text) if lag_text else None
 
 
-def build(spec: str, env: Env) -> Strategy:
+def build(spec: str, env: Env, *, entry: Entry[Factory] | None = None) -> Strategy:
     """The strategy named ``spec`` (with an optional ``@freshness``), prepared to serve.
 
     A streaming strategy without a suffix reads the stream ``env.freshness`` late. The
-    strategy's ``prepare(env)`` hook runs here (the online ranker trains in it)."""
-    base, lag = parse_name(spec)
-    entry = STRATEGIES.entry(base)
+    strategy's ``prepare(env)`` hook runs here (the online ranker trains in it). ``entry``:
+    build this entry, registered or not, under its own name (``spec`` is then its name)."""
+    if entry is None:
+        base, lag = parse_name(spec)
+        entry = STRATEGIES.entry(base)
+    else:
+        lag = None
     if lag is None and entry.meta["streaming"]:
         lag = env.freshness
     strategy = entry.obj(env, lag)
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"the factory returned {type(strategy).__name__}, not a Strategy")
     strategy.name = spec.strip()
     strategy.prepare(env)
     return strategy

@@ -33,6 +33,7 @@ from rtml_cli.data.importers.common import (
     ts_expression,
     write_parquet_outputs,
 )
+from rtml_cli.data.importers.events import parse_event_map
 from rtml_cli.data.importers.obd import OBD_COLUMNS, obd_policy_name
 from rtml_cli.data.importers.run import import_log
 
@@ -47,6 +48,7 @@ __all__ = [
     "import_log",
     "lit",
     "obd_policy_name",
+    "parse_event_map",
     "parse_mapping",
     "q",
     "ts_expression",

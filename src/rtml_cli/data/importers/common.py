@@ -55,6 +55,10 @@ class ImportResult:
     items_out: str | None = None
     items_rows: int | None = None
     warnings: list[str] = field(default_factory=list)
+    # source event value -> {"to": contract event, "rows": n} (--map-event; rows -1: a
+    # source without an event column, every row) and value -> rows dropped (--ignore-events)
+    events_mapped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events_ignored: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         # "kind" names the JSON document (rtml_cli.output.document): the contract written

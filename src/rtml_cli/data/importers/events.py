@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 
+from rtml_cli import contracts
 from rtml_cli.data.importers.common import (
     _FUTURE_SLACK,
     _INT_ID,
@@ -25,7 +26,7 @@ from rtml_cli.data.importers.common import (
     write_parquet_outputs,
 )
 from rtml_cli.data.sessionize import ROW_COLUMN, sessionize_sql
-from rtml_cli.errors import DataError
+from rtml_cli.errors import DataError, UsageError
 
 
 def _items_sql(con: Any, items: str, item_expr: str) -> str:
@@ -41,6 +42,78 @@ def _items_sql(con: Any, items: str, item_expr: str) -> str:
     return items
 
 
+def parse_event_map(specs: list[str] | str | None) -> dict[str, str]:
+    """``["add_to_cart=cart", "buy=purchase,pv=view"]`` → ``{"add_to_cart": "cart", …}``:
+    source event value → contract event (one of ``contracts.KNOWN_EVENTS``)."""
+    known = contracts.KNOWN_EVENTS
+    out: dict[str, str] = {}
+    for spec in [specs] if isinstance(specs, str) else specs or []:
+        for part in spec.split(","):
+            if not part.strip():
+                continue
+            value, sep, target = (x.strip() for x in part.partition("="))
+            if not sep or not value or not target:
+                raise UsageError(
+                    f"invalid --map-event entry {part!r}: use SOURCE_VALUE=EVENT, e.g. "
+                    "add_to_cart=cart"
+                )
+            if target not in known:
+                raise UsageError(
+                    f"invalid --map-event target {target!r}: map to one of {', '.join(known)}"
+                )
+            if out.get(value, target) != target:
+                raise UsageError(f"--map-event maps {value!r} twice ({out[value]}, {target})")
+            out[value] = target
+    return out
+
+
+def _event_values(
+    con: Any,
+    src: _Source,
+    *,
+    source: str,
+    event: str,
+    event_map: dict[str, str],
+    ignore: set[str],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(rows per mapped source value, rows per ignored value); ``DataError`` listing every
+    value outside the contract that is neither mapped nor ignored (a cart must never be
+    dropped without a word)."""
+    known = contracts.KNOWN_EVENTS
+    if "event" not in src.columns:
+        value = event_map.get(event, event)
+        if value not in known:
+            raise UsageError(
+                f"--event {event!r} is not one of {', '.join(known)}: map it with "
+                f"--map-event {event}=view"
+            )
+        return ({event: -1} if event in event_map else {}), {}
+    try:
+        mix = con.execute(
+            "SELECT CAST(event AS VARCHAR), count(*) FROM src GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise _duck_error(source, exc) from exc
+    counts = {value: int(n) for value, n in mix}
+    unknown = {
+        v: n
+        for v, n in counts.items()
+        if v is not None and v not in known and v not in event_map and v not in ignore
+    }
+    if unknown:
+        listed = ", ".join(f"{v} ({n:,} rows)" for v, n in list(unknown.items())[:10])
+        first = next(iter(unknown))
+        raise DataError(
+            f"{source}: event values outside the contract ({', '.join(known)}): {listed}; "
+            f"map them, e.g. --map-event {first}=cart, or drop them with --ignore-events {first}"
+        )
+    if None in counts:
+        raise DataError(f"{source}: {counts[None]:,} rows have no event value")
+    mapped = {v: counts[v] for v in event_map if v in counts}
+    ignored = {v: counts[v] for v in sorted(ignore) if v in counts}
+    return mapped, ignored
+
+
 def _import_events(
     con: Any,
     src: _Source,
@@ -52,6 +125,8 @@ def _import_events(
     session_gap: timedelta,
     event: str,
     items_out: Path | None,
+    event_map: dict[str, str] | None = None,
+    ignore_events: list[str] | None = None,
 ) -> ImportResult:
     """Check the view ``src`` (every problem at once), then write it as an event log."""
     started = time.perf_counter()
@@ -59,7 +134,25 @@ def _import_events(
     unit = ts_unit or src.ts_unit
     ts = ts_expression("ts", src.ts_dtype, unit)
     has_session = "session_id" in cols
+    event_map = dict(event_map or {})
+    ignore = set(ignore_events or [])
+    mapped, ignored = _event_values(
+        con, src, source=source, event=event, event_map=event_map, ignore=ignore
+    )
+    if ignored:
+        values = ", ".join(lit(v) for v in sorted(ignored))
+        con.execute("ALTER VIEW src RENAME TO src_all")
+        con.execute(
+            "CREATE VIEW src AS SELECT * FROM src_all "
+            f"WHERE CAST(event AS VARCHAR) NOT IN ({values})"
+        )
     s, warnings = _check_events(con, src, source=source, ts=ts, unit=unit)
+    if ignored:
+        warnings.append(
+            "dropped "
+            + ", ".join(f"{n:,} rows with event {v}" for v, n in ignored.items())
+            + " (--ignore-events)"
+        )
 
     item_expr = "item_id"
     item_text = not _is_numeric(cols["item_id"])
@@ -67,7 +160,9 @@ def _import_events(
         item_expr = "CAST(item_id AS BIGINT)"  # integer ids stay integers, as in the source
     elif item_text:
         item_expr = "CAST(item_id AS VARCHAR)"
-    query = _events_query(src, ts=ts, item_expr=item_expr, event=event, session_gap=session_gap)
+    query = _events_query(
+        src, ts=ts, item_expr=item_expr, event=event, session_gap=session_gap, event_map=event_map
+    )
 
     written = write_parquet_outputs(
         con,
@@ -102,6 +197,8 @@ def _import_events(
         items_out=str(items_out) if written.items_rows is not None else None,
         items_rows=written.items_rows,
         warnings=warnings,
+        events_mapped={v: {"to": event_map[v], "rows": n} for v, n in mapped.items()},
+        events_ignored=ignored,
     )
 
 
@@ -169,14 +266,28 @@ def _check_events(
 
 
 def _events_query(
-    src: _Source, *, ts: str, item_expr: str, event: str, session_gap: timedelta
+    src: _Source,
+    *,
+    ts: str,
+    item_expr: str,
+    event: str,
+    session_gap: timedelta,
+    event_map: dict[str, str] | None = None,
 ) -> str:
-    """The SELECT writing the events contract in time order (sessionized when it has none)."""
+    """The SELECT writing the events contract in time order (sessionized when it has none);
+    ``event_map`` turns source event values into contract events."""
     cols = src.columns
     has_session = "session_id" in cols
     extras = [c for c in cols if c not in EVENT_COLUMNS]
     user_expr = "CAST(user_id AS VARCHAR)" if "user_id" in cols else "CAST(NULL AS VARCHAR)"
-    event_expr = "CAST(event AS VARCHAR)" if "event" in cols else lit(event)
+    event_map = event_map or {}
+    if "event" in cols:
+        event_expr = "CAST(event AS VARCHAR)"
+        if event_map:
+            whens = " ".join(f"WHEN {lit(v)} THEN {lit(t)}" for v, t in event_map.items())
+            event_expr = f"CASE {event_expr} {whens} ELSE {event_expr} END"
+    else:
+        event_expr = lit(event_map.get(event, event))
     base = [f"{ts} AS ts", f"{user_expr} AS user_id", f"{item_expr} AS item_id"]
     base.append(f"{event_expr} AS event")
     if has_session:

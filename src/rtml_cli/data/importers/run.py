@@ -39,6 +39,8 @@ def import_log(
     items_out: str | Path | None = None,
     policy: str | None = None,
     event: str = "view",
+    event_map: dict[str, str] | None = None,
+    ignore_events: list[str] | None = None,
 ) -> ImportResult:
     """Convert ``source`` (in format ``fmt``) into a contract Parquet file at ``out``.
 
@@ -46,7 +48,9 @@ def import_log(
     renames source columns to contract columns (``{"ts": "event_time"}``);
     ``ts_unit`` says how numeric or text times are encoded (default: seconds
     for numbers, ISO 8601 for text); ``event`` names the event of sources that
-    have none. Items that come with the source (RecBole ``.item``, OBD
+    have none. ``event_map`` turns source event values into contract events
+    (``{"add_to_cart": "cart"}``) and ``ignore_events`` drops rows with these values; any
+    other value outside the contract is a ``DataError`` listing them. Items that come with the source (RecBole ``.item``, OBD
     ``item_context.csv``) are written to ``items_out`` (default: next to
     ``out`` as ``NAME.items.parquet``). Raises ``InputMissing``, ``DataError``
     (every problem found) or ``UsageError``; nothing is left at ``out`` on failure.
@@ -63,8 +67,10 @@ def import_log(
     mapping = dict(mapping or {})
     text = str(source)
     path = Path(text) if fmt == "parquet" else _check_source(text, fmt)
-    if fmt == "obd" and mapping:
-        raise UsageError("--map does not apply to --format obd (its columns are fixed)")
+    if fmt == "obd" and (mapping or event_map or ignore_events):
+        raise UsageError(
+            "--map, --map-event and --ignore-events do not apply to obd (its columns are fixed)"
+        )
     check_output(out, PARQUET_OUTPUT, option="--out")  # before the work, not after
     items_target = _items_target(out, items_out)
     check_output(items_target, PARQUET_OUTPUT, option="--items-out")
@@ -99,6 +105,8 @@ def import_log(
                 session_gap=session_gap,
                 event=event,
                 items_out=items_target,
+                event_map=event_map,
+                ignore_events=ignore_events,
             )
         finally:
             con.close()

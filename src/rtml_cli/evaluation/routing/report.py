@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,14 +213,37 @@ def _confidence_sequence(sa, na, sb, nb, *, alpha: float, tau: float):
     return effect, effect - half, effect + half
 
 
+#: What a reward counts, in words. In planning mode the arms are click rates; a replay's
+#: rewards are hits of the truth in the top K — a proxy, never "clicks".
+_UNITS = {
+    None: "clicks",
+    "hit": "hits@K of the next item",
+    "hit_later": "hits@K of a later item",
+    "hit_purchase": "hits@K of the next cart or purchase",
+    "rr": "reciprocal-rank points",
+    "ndcg": "NDCG points",
+}
+
+
 def _unit(reward: str | None) -> str:
-    return {"hit": "clicks", "hit_later": "clicks", "hit_purchase": "purchases"}.get(
-        reward or "hit", "reward"
-    )
+    return _UNITS.get(reward, "reward")
+
+
+def correct_rate_gap(bandit: dict, ab: dict, seeds: int) -> float:
+    """How much less often the bandit picked the better arm than the A/B test, beyond twice
+    the Monte-Carlo standard error of the difference over ``seeds`` runs (0 when within)."""
+    pb, pa = bandit["picked_best_share"], ab["picked_best_share"]
+    n = max(seeds, 1)
+    noise = 2 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n)
+    return max(0.0, (pa - pb) - noise)
 
 
 def verdict(report: dict, reward: str | None = "hit") -> str:
-    """One plain-language sentence comparing the best bandit with the A/B test."""
+    """One plain-language sentence comparing the best bandit with the A/B test.
+
+    "Fewer requests" is claimed only at a matched error rate: a bandit that picks the better
+    arm less often than the A/B test (beyond Monte-Carlo error over the runs) decides
+    sooner because it settles for more wrong answers, and the sentence says so instead."""
     rows = {r["policy"]: r for r in report["policies"]}
     unit = _unit(reward)
     ab = rows.get("ab") or rows.get("ab-sequential")
@@ -249,14 +273,28 @@ def verdict(report: dict, reward: str | None = "hit") -> str:
         )
     saved = ab["clicks_lost_mean"] - bandit["clicks_lost_mean"]
     more_less = "fewer" if saved >= 0 else "more"
+    if correct_rate_gap(bandit, ab, int(report.get("seeds", 1))) > 0:
+        return (
+            f"{bandit['policy']} decided after a median {b_med:,.0f} requests (A/B test: "
+            f"{a_med:,.0f}) but picked the better arm less often ({bandit['picked_best_share']:.0%} "
+            f"of runs vs {ab['picked_best_share']:.0%}): it is not faster at the same error "
+            f"rate. Raise --threshold (now {report['threshold']}) until it picks the better arm "
+            "as often, and compare again."
+        )
     speed = (
         f"{a_med / b_med:.1f}x fewer than" if a_med >= b_med else f"{b_med / a_med:.1f}x more than"
     )
     total = ab["regret_mean"] - bandit["regret_mean"]
+    within = (
+        f", within the Monte-Carlo error of {report['seeds']} runs"
+        if bandit["picked_best_share"] < ab["picked_best_share"]
+        else ""
+    )
     return (
         f"{bandit['policy']} reached a decision after a median {b_med:,.0f} requests, "
         f"{speed} the A/B test ({a_med:,.0f}), picked the best arm in "
-        f"{bandit['picked_best_share']:.0%} of runs (A/B: {ab['picked_best_share']:.0%}) and lost "
+        f"{bandit['picked_best_share']:.0%} of runs (A/B: {ab['picked_best_share']:.0%}{within}) "
+        "and lost "
         f"{abs(saved):,.1f} {more_less} {unit} while experimenting and "
         f"{abs(total):,.1f} {'fewer' if total >= 0 else 'more'} over the whole stream."
     )
