@@ -52,8 +52,37 @@ def _summary_row(rows: pl.DataFrame, strategy: str, segment: str) -> dict[str, A
     }
 
 
+def _with_intervals(doc: dict[str, Any], frame: pl.DataFrame) -> None:
+    """Add ``hr_ci`` per row and paired ``differences``, as rtml simulate --bootstrap does."""
+    from rtml_cli.report.stats import SessionBootstrap
+
+    boot = SessionBootstrap(frame, n=40, seed=3)
+    for row in doc["summary"]:
+        estimate = boot.rate(row["strategy"], "hit", row["segment"])
+        row["hr_ci"] = None if estimate.low is None else [estimate.low, estimate.high]
+    names = list(dict.fromkeys(frame["strategy"].to_list()))
+    doc["differences"] = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            estimate = boot.difference(a, b)
+            doc["differences"].append(
+                {
+                    "a": a,
+                    "b": b,
+                    "hr_delta": estimate.value,
+                    "hr_delta_ci": None if estimate.low is None else [estimate.low, estimate.high],
+                }
+            )
+    doc["info"]["intervals"] = "95% percentile intervals (test)"
+
+
 def simulate_doc(
-    frame: pl.DataFrame, results: Path, *, protocol: str = "next-unseen", k: int = 20
+    frame: pl.DataFrame,
+    results: Path,
+    *,
+    protocol: str = "next-unseen",
+    k: int = 20,
+    intervals: bool = False,
 ) -> dict[str, Any]:
     """The simulate document whose figures are those of ``frame`` (as rtml would print it)."""
     summary = []
@@ -65,7 +94,7 @@ def simulate_doc(
             if part.height:
                 summary.append(_summary_row(part, strategy, segment))
     requests = int(frame["request_id"].n_unique())
-    return document(
+    doc = document(
         "simulate",
         {
             "info": {
@@ -95,6 +124,9 @@ def simulate_doc(
             "results": str(results),
         },
     )
+    if intervals:
+        _with_intervals(doc, frame)
+    return doc
 
 
 def tiny_frame() -> pl.DataFrame:
@@ -451,6 +483,7 @@ _OPS = {
     "one_minus_ratio": lambda args, v: 1 - v[0] / v[1],
     "scale": lambda args, v: v[0] * args[1],
     "abs": lambda args, v: abs(v[0]),
+    "neg": lambda args, v: -v[0],
     "sum": lambda args, v: math.fsum(v),
     "wilson": lambda args, v: _wilson(args[0], v[0], v[1]),
 }

@@ -180,6 +180,21 @@ def test_next_item_protocol_is_named(tmp_path) -> None:
     assert "unseen" not in report.verdict[0].text
 
 
+def test_the_simulate_documents_own_intervals_are_used(tmp_path) -> None:
+    frame = tiny_frame()
+    results = write_results(tmp_path / "r.parquet", frame)
+    doc = simulate_doc(frame, results, intervals=True)
+    sim = write_json(tmp_path / "s.json", doc)
+    for paths in ([sim], [sim, results]):
+        inputs, report = _report(paths)
+        stage2 = report.verdict[0]
+        origins = [n.origin for n in stage2.numbers]
+        assert "differences" in repr(origins), origins
+        assert "no interval" not in stage2.text
+        for claim in report.verdict:
+            check_claim(claim, inputs, FAST)
+
+
 def test_without_results_claims_say_there_is_no_interval(files) -> None:
     _, report = _report([files["simulate"]])
     stage2 = report.verdict[0].text

@@ -95,12 +95,20 @@ def evaluations(draw):
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(replay=replays(), docs=evaluations(), seed=st.integers(0, 2**16))
-def test_every_verdict_number_comes_from_the_inputs(tmp_path_factory, replay, docs, seed):
+@given(
+    replay=replays(),
+    docs=evaluations(),
+    seed=st.integers(0, 2**16),
+    with_intervals=st.booleans(),
+)
+def test_every_verdict_number_comes_from_the_inputs(
+    tmp_path_factory, replay, docs, seed, with_intervals
+):
     frame, protocol, k = replay
     root: Path = tmp_path_factory.mktemp("prop")
     results = write_results(root / "results.parquet", frame, protocol=protocol, k=k)
-    sim = write_json(root / "simulate.json", simulate_doc(frame, results, protocol=protocol, k=k))
+    doc = simulate_doc(frame, results, protocol=protocol, k=k, intervals=with_intervals)
+    sim = write_json(root / "simulate.json", doc)
     paths = [results, sim]
     for name, doc in zip(("bandits", "ope", "retrain"), docs, strict=True):
         paths.append(write_json(root / f"{name}.json", doc))

@@ -80,6 +80,22 @@ def bandit_claim(ctx: Context, document: Document) -> Claim | None:
     if low is not None and high is not None and seeds is not None:
         parts += [" (90% of ", seeds, " runs between ", low, " and ", high, ")"]
     parts += [" instead of ", ab, " for a fixed A/B test"]
+    picked = ctx.num(document, ("policies", b, "picked_best_share"), "percent")
+    picked_ab = ctx.num(document, ("policies", a, "picked_best_share"), "percent")
+    slower_to_be_right = False
+    if picked is not None and picked_ab is not None:
+        from rtml_cli.evaluation.routing.report import correct_rate_gap
+
+        parts += [", picking the best arm in ", picked, " of runs (A/B: ", picked_ab, ")"]
+        policies = doc["policies"]
+        slower_to_be_right = (
+            correct_rate_gap(policies[b], policies[a], int(doc.get("seeds", 1))) > 0
+        )
+        if slower_to_be_right:
+            parts.append(
+                " — less often beyond the runs' Monte-Carlo error: it is not faster at the same "
+                "error rate (raise --threshold and compare again)"
+            )
     lost_b = ctx.num(document, ("policies", b, "clicks_lost_mean"), "value")
     lost_a = ctx.num(document, ("policies", a, "clicks_lost_mean"), "value")
     if lost_b is not None and lost_a is not None:
@@ -91,7 +107,7 @@ def bandit_claim(ctx: Context, document: Document) -> Claim | None:
             "(mean over runs)",
         ]
     parts.append(".")
-    return Claim("Model evaluation", parts)
+    return Claim("Model evaluation", parts, weak=slower_to_be_right)
 
 
 def ope_claim(ctx: Context, document: Document) -> Claim | None:

@@ -95,6 +95,15 @@ class Replay:
         return None
 
     def rate_interval(self, strategy: str, metric: str = "hr", segment: str = "all"):
+        """(low, high) of a rate: the simulate document's own interval, else the bootstrap
+        of RESULTS, else None."""
+        index = self._row(strategy, segment) if self.sim is not None else None
+        if index is not None:
+            key = ("summary", index, f"{metric}_ci")
+            low = self.ctx.num(self.sim, (*key, 0), "rate")  # type: ignore[arg-type]
+            high = self.ctx.num(self.sim, (*key, 1), "rate")  # type: ignore[arg-type]
+            if low is not None and high is not None:
+                return low, high
         boot = self.ctx.bootstrap
         if boot is None:
             return None
@@ -111,6 +120,10 @@ class Replay:
         if va is None or vb is None:
             return None
         delta = diff(va, vb)
+        if segment == "all":
+            bounds = self._doc_difference(a, b, metric)
+            if bounds is not None:
+                return delta, bounds, bounds[0].value <= 0 <= bounds[1].value
         boot = self.ctx.bootstrap
         if boot is None:
             return delta, None, False
@@ -121,6 +134,24 @@ class Replay:
             estimate, ("diff", a, b, METRIC_COLUMN[metric], segment), "delta"
         )
         return delta, bounds, estimate.cannot_tell
+
+    def _doc_difference(self, a: str, b: str, metric: str) -> tuple[Num, Num] | None:
+        """The simulate document's paired interval of ``a`` minus ``b`` (``differences``)."""
+        if self.sim is None:
+            return None
+        for index, row in enumerate(self.sim.doc.get("differences") or []):
+            pair = (row.get("a"), row.get("b"))
+            if pair not in ((a, b), (b, a)):
+                continue
+            key = ("differences", index, f"{metric}_delta_ci")
+            low = self.ctx.num(self.sim, (*key, 0), "delta")
+            high = self.ctx.num(self.sim, (*key, 1), "delta")
+            if low is None or high is None:
+                return None
+            if pair == (a, b):
+                return low, high
+            return Num(-high.value, "delta", ("neg", high)), Num(-low.value, "delta", ("neg", low))
+        return None
 
     def latency_interval(self, strategy: str, q: int):
         boot = self.ctx.bootstrap
@@ -298,6 +329,17 @@ def _slice_value(replay: Replay, slice_name: str, strategy: str, key: str = "hr"
     return None
 
 
+def _slice_interval(replay: Replay, slice_name: str, strategy: str) -> tuple[Num, Num] | None:
+    if replay.sim is None:
+        return None
+    for index, row in enumerate(replay.sim.doc.get("slices") or []):
+        if row.get("slice") == slice_name and row.get("strategy") == strategy:
+            low = replay.ctx.num(replay.sim, ("slices", index, "hr_ci", 0), "rate")
+            high = replay.ctx.num(replay.sim, ("slices", index, "hr_ci", 1), "rate")
+            return (low, high) if low is not None and high is not None else None
+    return None
+
+
 def _streaming_claim(replay: Replay) -> Claim | None:
     ranker, ablated = "online-ranker", "online-ranker-no-streaming"
     if ranker not in replay.strategies or ablated not in replay.strategies:
@@ -455,12 +497,7 @@ def _stages_section(replay: Replay) -> Section:
         f"item {'the visitor viewed next' if protocol == 'next-item' else 'the visitor viewed next that the session had not seen'}) "
         f"is in the list of {k}; MRR and NDCG weigh it by its rank. Every figure counts only "
         "the requests that have a truth; the column 'with truth' is its denominator. "
-        "Intervals: 95% session bootstrap over RESULTS"
-        + (
-            f" ({ctx.options.bootstrap:,} resamples, seed {ctx.options.seed})."
-            if ctx.bootstrap
-            else " (not available: no RESULTS given)."
-        )
+        + _intervals_text(replay)
     )
     blocks: list[Any] = [Para(intro)]
     rows, chart_rows = [], []
@@ -504,6 +541,20 @@ def _stages_section(replay: Replay) -> Section:
     blocks += _segment_blocks(replay, k)
     blocks += _slice_blocks(replay, k)
     return Section("stages", "Stage 1 → 2 → 3", blocks)
+
+
+def _intervals_text(replay: Replay) -> str:
+    ctx = replay.ctx
+    given = replay.info.get("intervals")
+    computed = (
+        "figures the simulate document has no interval for get one from a session bootstrap "
+        f"of RESULTS ({ctx.options.bootstrap:,} replicates, seed {ctx.options.seed})."
+        if ctx.bootstrap
+        else "figures without one in the simulate document have none (no RESULTS given)."
+    )
+    if given:
+        return f"Intervals: {given}; {computed}"
+    return f"Intervals: {computed}"
 
 
 def _text(value: Num | None) -> str:
@@ -556,14 +607,15 @@ def _slice_blocks(replay: Replay, k: str) -> list[Any]:
         for name in names:
             hr = _slice_value(replay, name, strategy)
             n = _slice_value(replay, name, strategy, "requests")
-            cells.append(f"{_text(hr)} of {_text(n)}" if hr is not None else "–")
+            ci = _slice_interval(replay, name, strategy)
+            cells.append(f"{_fmt_ci(hr, ci)} of {_text(n)}" if hr is not None else "–")
         rows.append(cells)
     notes = replay.info.get("slices") or {}
     note = " ".join(f"{name}: {text}." for name, text in notes.items())
     return [
         Table(
-            f"HR@{k} by slice, of the requests in the slice (no interval: RESULTS does not "
-            "mark slices)",
+            f"HR@{k} by slice (95% CI where the simulate document has it), of the requests in "
+            "the slice",
             ["strategy", *names],
             rows,
             note=note,
@@ -667,6 +719,8 @@ def _freshness_section(replay: Replay) -> Section:
     lows: list[float | None] = []
     highs: list[float | None] = []
     trend: list[float | None] = []
+    trend_low: list[float | None] = []
+    trend_high: list[float | None] = []
     for name, lag in points:
         hr = replay.value(name)
         bounds = replay.rate_interval(name)
@@ -677,6 +731,9 @@ def _freshness_section(replay: Replay) -> Section:
         lows.append(bounds[0].value if bounds else None)
         highs.append(bounds[1].value if bounds else None)
         trend.append(sliced.value if sliced else None)
+        band = _slice_interval(replay, "trending", name)
+        trend_low.append(band[0].value if band else None)
+        trend_high.append(band[1].value if band else None)
 
     def make():
         from rtml_cli import plotting
@@ -684,7 +741,16 @@ def _freshness_section(replay: Replay) -> Section:
         fig, ax = plotting.figure(width=7.0, height=3.4)
         series = [plotting.Series("all requests (95% CI)", xs, ys, lows, highs)]
         if any(t is not None for t in trend):
-            series.append(plotting.Series("trending items (no interval)", xs, trend))
+            has_band = any(v is not None for v in trend_low)
+            series.append(
+                plotting.Series(
+                    "trending items" + (" (95% CI)" if has_band else " (no interval)"),
+                    xs,
+                    trend,
+                    trend_low if has_band else None,
+                    trend_high if has_band else None,
+                )
+            )
         plotting.lines(ax, series)
         ax.set_xticks(xs, [r[1] for r in rows])
         ax.set_xlabel("freshness lag of streaming features (s, m, h; in order, not to scale)")

@@ -1,14 +1,12 @@
-"""Intervals for the report: a session bootstrap over RESULTS.
+"""Intervals for the report computed from RESULTS, when a document does not carry them.
 
-Requests of one session are not independent (the same visitor, the same intent), so the
-bootstrap resamples *sessions* with replacement and keeps each session's requests together.
-A rate such as HR@K is then the ratio of the resampled sums (hits over requests that have a
-truth); a difference between two strategies is computed on the *same* resampled sessions
-(paired), so what the strategies share cancels out. Requests without a truth (``hit``,
-``rr``, ``ndcg`` null in RESULTS) are left out of every figure, as ``rtml simulate`` does.
-
-The resampling weights depend only on (seed, number of sessions, resample index), so every
-figure of one report is drawn from the same resamples and a rerun gives the same intervals.
+The bootstrap is ``rtml simulate``'s own (``rtml_cli.online.intervals``): Poisson weights
+over *sessions* (a session's requests stay together), a rate is the ratio of the resampled
+sums (hits over requests that have a truth), a difference between two strategies uses the
+same replicates for both (paired). Requests without a truth (``hit``, ``rr``, ``ndcg`` null
+in RESULTS) are left out of every figure, as ``rtml simulate`` does. The replicates depend
+only on (seed, number of sessions), so every figure of one report is drawn from the same
+ones and a rerun gives the same intervals.
 """
 
 from __future__ import annotations
@@ -18,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-LEVEL = 0.95
-#: Resampling weights are generated in blocks of at most this many cells (memory bound).
-_BLOCK_CELLS = 20_000_000
+from rtml_cli.online import intervals
+
+LEVEL = intervals.CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -53,14 +51,9 @@ class SessionBootstrap:
         )
         self.n_sessions = int(self.frame["_session"].max() or 0) + 1 if frame.height else 0
 
-    # ------------------------------------------------------------------ resampling weights
-    def blocks(self):
-        """Yield (B_block, n_sessions) multinomial weight matrices, deterministically."""
-        size = max(1, min(self.n, _BLOCK_CELLS // max(self.n_sessions, 1)))
-        probs = np.full(self.n_sessions, 1.0 / self.n_sessions)
-        for block, start in enumerate(range(0, self.n, size)):
-            rng = np.random.default_rng([self.seed, block])
-            yield rng.multinomial(self.n_sessions, probs, size=min(size, self.n - start))
+    @property
+    def replicates(self) -> intervals.SessionBootstrap:
+        return intervals.SessionBootstrap(self.n_sessions, self.n, self.seed)
 
     def _rows(self, strategy: str, metric: str, segment: str | None) -> Any:
         import polars as pl
@@ -71,22 +64,16 @@ class SessionBootstrap:
         return rows.filter(pl.col(metric).is_not_null())
 
     def _interval(self, draws: np.ndarray) -> tuple[float | None, float | None]:
-        draws = draws[np.isfinite(draws)]
-        if self.n <= 0 or draws.size == 0:
-            return None, None
-        tail = (1 - LEVEL) / 2 * 100
-        low, high = np.percentile(draws, [tail, 100 - tail])
-        return float(low), float(high)
+        found = intervals.interval(draws) if self.n > 0 else None
+        return (None, None) if found is None else found
 
     def _ratio(self, values: np.ndarray, sessions: np.ndarray) -> tuple[float, np.ndarray]:
         sums = np.bincount(sessions, weights=values, minlength=self.n_sessions)
         counts = np.bincount(sessions, minlength=self.n_sessions).astype(np.float64)
         value = float(sums.sum() / counts.sum()) if counts.sum() else float("nan")
-        draws = []
-        for weights in self.blocks():
-            with np.errstate(invalid="ignore", divide="ignore"):
-                draws.append((weights @ sums) / (weights @ counts))
-        return value, np.concatenate(draws) if draws else np.array([])
+        if self.n <= 0:
+            return value, np.array([])
+        return value, self.replicates.ratios(sums, counts)[:, 0]
 
     # ------------------------------------------------------------------------ estimates
     def rate(self, strategy: str, metric: str = "hit", segment: str | None = None) -> Estimate:
@@ -125,12 +112,14 @@ class SessionBootstrap:
         values, sessions = values[order], sessions[order]
         value = float(np.quantile(values, q)) if values.size else float("nan")
         draws = []
-        rows_per_chunk = max(1, _BLOCK_CELLS // max(values.size, 1))
-        for block in self.blocks():
-            for start in range(0, block.shape[0], rows_per_chunk):
-                cum = np.cumsum(block[start : start + rows_per_chunk][:, sessions], axis=1)
-                target = q * cum[:, -1:]
-                index = np.minimum((cum < target).sum(axis=1), values.size - 1)
-                draws.append(values[index])
+        if self.n > 0:
+            # the same Poisson replicates as every other interval of the replay
+            step = max(1, 4_000_000 // max(values.size, 1))
+            for block in self.replicates._weights():
+                for start in range(0, block.shape[0], step):
+                    cum = np.cumsum(block[start : start + step][:, sessions], axis=1)
+                    target = q * cum[:, -1:]
+                    index = np.minimum((cum < target).sum(axis=1), values.size - 1)
+                    draws.append(values[index])
         low, high = self._interval(np.concatenate(draws) if draws else np.array([]))
         return Estimate(value, low, high, int(values.size), int(np.unique(sessions).size))
