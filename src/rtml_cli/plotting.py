@@ -313,7 +313,10 @@ def retrain_figure(doc: dict[str, Any]) -> Any:
     ax.set_xlabel("start of the step (UTC)")
     ax.set_title("Accuracy per step by retraining schedule (bands: 95% intervals)")
     ax.legend(loc="best")
-    fig.autofmt_xdate()
+    # (autofmt_xdate would warn under the constrained layout on matplotlib < 3.8)
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     return fig
 
 

@@ -61,7 +61,8 @@ def report_cmd(
             "--bootstrap",
             "-b",
             min=0,
-            help="Session-bootstrap resamples of RESULTS for the 95% intervals (0: none).",
+            help="Session-bootstrap replicates of RESULTS for the 95% intervals the simulate "
+            "document does not carry (0: none).",
         ),
     ] = 1000,
     seed: SeedOption = 0,
