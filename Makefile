@@ -13,7 +13,8 @@ UV := $(VENV)/bin/uv
 FLOOR_TESTS := tests/test_cli_core.py tests/test_docs.py tests/test_data_import.py \
 	tests/test_data_world.py tests/test_batch_precompute.py tests/test_online_simulate.py \
 	tests/test_evaluation_cli.py tests/test_evaluation_ope.py tests/test_evaluation_contextual.py \
-	tests/test_continual_drift.py tests/test_continual_retrain.py
+	tests/test_continual_drift.py tests/test_continual_retrain.py \
+	tests/test_report.py tests/test_report_browser.py
 # The generated reference's metavars depend on the typer version that renders it (checked
 # by `make test`); old matplotlib calls pyparsing names that pyparsing 3.3 deprecates
 # (hidden outside tests: the warning is raised in library code).

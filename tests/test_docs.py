@@ -50,6 +50,7 @@ PAGE_OF = {
     "evaluate": ["evaluate.md"],
     "retrain": ["retrain.md"],
     "drift": ["retrain.md"],
+    "report": ["report.md"],
 }
 
 

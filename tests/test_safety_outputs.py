@@ -80,6 +80,9 @@ def _one_error(result) -> str:
         ("evaluate", "contextual", "WORLD", "--plot", "TARGET"),
         ("data", "import", "EVENTS", "--format", "parquet", "--out", "TARGET"),
         ("data", "sample", "--size", "tiny", "--out", "TARGET"),
+        ("report", "WORLD", "--out", "TARGET"),
+        ("report", "WORLD", "--format", "md", "--out", "TARGET"),
+        ("--save-json", "TARGET", "data", "contracts"),
     ],
     ids=lambda a: " ".join(a[:2]) + " " + a[-2],
 )

@@ -38,7 +38,16 @@ def _without_timings(value):
             k: _without_timings(v)
             for k, v in value.items()
             if not any(
-                t in k for t in ("latency", "seconds", "per_second", "elapsed", "_ms", "results")
+                t in k
+                for t in (
+                    "latency",
+                    "seconds",
+                    "per_second",
+                    "elapsed",
+                    "_ms",
+                    "results",
+                    "command",
+                )
             )
         }
     if isinstance(value, list):

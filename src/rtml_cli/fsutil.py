@@ -80,7 +80,7 @@ class OutputKind:
     """
 
     what: str
-    content: str = ""  # file outputs: "parquet", "png" or "json"
+    content: str = ""  # file outputs: "parquet", "png", "json", "html" or "markdown"
     directory: bool = False
     command: str = ""  # directory outputs: the command whose marker an existing dir must carry
     legacy_marker: str = ""  # a file that identified this command's directories before the marker
@@ -111,12 +111,31 @@ class OutputKind:
             except (OSError, ValueError):
                 return False
             return True
+        if self.content == "html":
+            return _head(path).lstrip().lower().startswith((b"<!doctype html", b"<html"))
+        if self.content == "markdown":
+            # any Markdown file may be a user's notes: only a report rtml wrote is replaced
+            return _head(path).startswith(REPORT_MARKDOWN_MARKER.encode())
         return False
 
 
+def _head(path: Path, size: int = 512) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+#: The first line of every Markdown report rtml writes (so a later run may replace it).
+REPORT_MARKDOWN_MARKER = "<!-- rtml report -->"
 PARQUET_OUTPUT = OutputKind("a Parquet file", content="parquet")
 PNG_OUTPUT = OutputKind("a PNG image", content="png")
 JSON_OUTPUT = OutputKind("a JSON file", content="json")
+HTML_OUTPUT = OutputKind("an HTML file", content="html")
+MARKDOWN_REPORT_OUTPUT = OutputKind(
+    "a Markdown report written by `rtml report`", content="markdown"
+)
 
 
 def directory_output(command: str, *, legacy_marker: str = "") -> OutputKind:

@@ -108,12 +108,45 @@ class Rows:
     tables: tuple[str, ...] = ()
 
 
+# The command line of the running command (set by the CLI for the length of one run), so a
+# document can say how it was made; and where ``rtml --save-json FILE`` wants it copied.
+_RUN: dict[str, Any] = {"argv": None, "save_json": None, "saved": False}
+
+
+def start_run(argv: Sequence[str] | None, save_json: Path | None = None) -> None:
+    """Called by the CLI around each command (``end_run`` after it)."""
+    _RUN.update(argv=list(argv) if argv is not None else None, save_json=save_json, saved=False)
+
+
+def save_json_to(path: Path | None) -> None:
+    _RUN.update(save_json=path, saved=False)
+
+
+def end_run() -> tuple[Path | None, bool]:
+    """Clear the run's state; returns (the --save-json path, whether it was written)."""
+    result = (_RUN["save_json"], _RUN["saved"])
+    _RUN.update(argv=None, save_json=None, saved=False)
+    return result
+
+
+def command_line() -> str | None:
+    """``rtml …`` as the running command was called (None outside the CLI)."""
+    import shlex
+
+    return None if _RUN["argv"] is None else shlex.join(["rtml", *_RUN["argv"]])
+
+
 def document(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """``payload`` with the ``kind`` and ``schema`` keys every rtml JSON document carries."""
-    clash = {"kind", "schema"} & set(payload)
+    """``payload`` with the ``kind`` and ``schema`` keys every rtml JSON document carries, and
+    (last) the ``command`` line that made it when it runs from the CLI."""
+    clash = {"kind", "schema", "command"} & set(payload)
     if clash:
         raise ValueError(f"a {kind} document may not use the reserved keys {sorted(clash)}")
-    return {"kind": kind, "schema": SCHEMAS[kind], **payload}
+    doc = {"kind": kind, "schema": SCHEMAS[kind], **payload}
+    command = command_line()
+    if command is not None:
+        doc["command"] = command
+    return doc
 
 
 def finish(
@@ -134,11 +167,21 @@ def finish(
     the tables for people. ``--quiet`` silences only the tables: a document asked for with
     ``--format`` is always printed.
     """
-    if fmt is OutputFormat.table:
+    if fmt is OutputFormat.table and _RUN["save_json"] is None:
         if not quiet:
             render()
         return
     payload = document(kind, _jsonable(doc() if callable(doc) else doc))
+    if _RUN["save_json"] is not None:
+        from rtml_cli.fsutil import JSON_OUTPUT, atomic_path
+
+        with atomic_path(_RUN["save_json"], JSON_OUTPUT, option="--save-json") as tmp:
+            tmp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+        _RUN["saved"] = True
+    if fmt is OutputFormat.table:
+        if not quiet:
+            render()
+        return
     if fmt is OutputFormat.json:
         emit_json(payload)
         return
@@ -152,7 +195,7 @@ def finish(
 def records(doc: dict[str, Any], rows: Rows) -> list[dict[str, Any]]:
     """The flat rows of a JSON-ready document (see :class:`Rows`)."""
     if not rows.tables:
-        return [_flat({k: v for k, v in doc.items() if k not in ("kind", "schema")})]
+        return [_flat({k: v for k, v in doc.items() if k not in ("kind", "schema", "command")})]
     out: list[dict[str, Any]] = []
     for key in rows.tables:
         for item in doc.get(key) or []:

@@ -98,12 +98,28 @@ def _flags_without_metavar(command: Any) -> None:
         _flags_without_metavar(sub)
 
 
+def _warn_unsaved(code: int) -> None:
+    """``--save-json`` given to a command that prints no document: say so (nothing written)."""
+    from rtml_cli.output import end_run
+
+    saved_to, saved = end_run()
+    if saved_to is not None and not saved and code == ExitCode.OK:
+        print(
+            f"rtml: warning: --save-json {saved_to}: this command prints no JSON document; "
+            "nothing was written",
+            file=sys.stderr,
+        )
+
+
 class RtmlGroup(TyperGroup):
     """Top-level group: runs the command and maps every failure to an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _state["debug"] = False
         _flags_without_metavar(self)
+        from rtml_cli.output import end_run, start_run
+
+        start_run(args if args is not None else sys.argv[1:])
         try:
             with _sigterm_cleans_up():
                 code = super().main(
@@ -114,6 +130,7 @@ class RtmlGroup(TyperGroup):
                     **extra,
                 )
             code = code if isinstance(code, int) else ExitCode.OK
+            _warn_unsaved(code)
             if code == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C into a silent Exit(130)
                 _error_line("interrupted; temporaries removed, previous outputs intact")
         except Terminated:
@@ -147,6 +164,8 @@ class RtmlGroup(TyperGroup):
                     "(rerun with --debug for the traceback)"
                 )
                 code = ExitCode.INTERNAL
+        finally:
+            end_run()
         if standalone_mode:
             sys.exit(int(code))
         return int(code)
@@ -212,6 +231,15 @@ def _root(
             "./rtml.toml when it exists); the command line wins. See docs/cron.md.",
         ),
     ] = None,
+    save_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-json",
+            help="Also write the command's JSON document to this file (atomically), whatever "
+            "--format prints: the table for people and the document for `rtml report` from "
+            "one run.",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -219,6 +247,12 @@ def _root(
 ) -> None:
     """Global options."""
     _state["debug"] = debug
+    if save_json is not None:
+        from rtml_cli.fsutil import JSON_OUTPUT, check_output
+        from rtml_cli.output import save_json_to
+
+        check_output(save_json, JSON_OUTPUT, option="--save-json")
+        save_json_to(save_json)
     from rtml_cli.config import default_map, find_config, read_config
 
     path = find_config(config)
@@ -228,9 +262,9 @@ def _root(
 
 def _register() -> None:
     # One module per command group; each exposes ``register(app)``.
-    from rtml_cli.cli import data, drift, evaluate, precompute, retrain, simulate
+    from rtml_cli.cli import data, drift, evaluate, precompute, report, retrain, simulate
 
-    for module in (data, precompute, simulate, evaluate, retrain, drift):
+    for module in (data, precompute, simulate, evaluate, retrain, drift, report):
         module.register(app)
 
 

@@ -218,35 +218,8 @@ def verdict(summary: dict[str, Any]) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """HR@K per step and schedule, the shift as a dashed line, updates of triggered schedules."""
-    from rtml_cli.plotting import pyplot, save_png
+    """HR@K per step and schedule, the shift as a dashed line, updates of triggered schedules
+    (``plotting.retrain_figure``, the chart ``rtml report`` shows)."""
+    from rtml_cli.plotting import retrain_figure, save_png
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
-    specs = [r["schedule"] for r in summary["schedules"]]
-    for spec in specs:
-        pts = [s for s in summary["steps"] if s["schedule"] == spec]
-        ax.plot(
-            [p["start"] for p in pts],
-            [p["hr"] if p["hr"] is not None else float("nan") for p in pts],
-            marker="o",
-            markersize=3,
-            label=spec,
-        )
-    for row in summary["schedules"]:
-        if row.get("checks"):
-            fired = [
-                c["time"]
-                for c in summary["checks"]
-                if c["schedule"] == row["schedule"] and c["fired"]
-            ]
-            for t in fired:
-                ax.axvline(t, color="grey", alpha=0.25, linewidth=1)
-    if summary.get("shift_time"):
-        ax.axvline(summary["shift_time"], color="red", linestyle="--", label="known shift")
-    ax.set_ylabel(f"HR@{summary['k']} (replay of the next step)")
-    ax.set_title("Accuracy per step by retraining schedule (grey: trigger fired)")
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    save_png(fig, path, dpi="figure")
+    save_png(retrain_figure(summary), path)
