@@ -337,6 +337,9 @@ import resource, sys
 import annoy, duckdb, numpy, polars, scipy.sparse  # the native libraries, loaded first
 import typer
 from rtml_cli.cli import app
+# and the modules precompute imports lazily: the limit must land in its work, not in Python
+# compiling a module (CPython reports that as odd ValueErrors, not MemoryError)
+import rtml_cli.batch.precompute, rtml_cli.batch.artifacts, rtml_cli.batch.publish
 size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
             if line.startswith("VmSize:"))
 limit = size + int(sys.argv[1]) * 2**20
