@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from rtml_cli.errors import ExitCode, UsageError
 from rtml_cli.online import simulate
 from rtml_cli.online.intervals import SessionBootstrap, interval, sample_keep
 from rtml_cli.online.replay import parse_sample
-from tests.online_fixtures import tiny_events, write_run
+from tests.online_fixtures import write_shop
 
 FAST = dict(k=8, n_candidates=30, max_train_requests=300, train_window=timedelta(days=1))
 NAMES = ("popular", "session-embedding", "session-itemknn")
@@ -87,11 +88,8 @@ def test_bad_sample_specs(spec):
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    base = tmp_path_factory.mktemp("intervals")
-    events = tiny_events()
-    events.write_parquet(base / "events.parquet")
-    write_run(base / "root", events)
-    return base, events
+    base = write_shop(tmp_path_factory.mktemp("intervals"))
+    return base, pl.read_parquet(base / "events.parquet")
 
 
 @pytest.fixture(scope="module")

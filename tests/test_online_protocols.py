@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from rtml_cli.errors import ExitCode, UsageError
 from rtml_cli.online import simulate
 from rtml_cli.online.replay import prepare, to_us, truth_for
-from tests.online_fixtures import tiny_events, write_run
+from tests.online_fixtures import write_shop
 
 FAST = dict(k=8, n_candidates=30, max_train_requests=300, train_window=timedelta(days=1))
 T = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -80,11 +80,8 @@ def test_truth_properties(items_per_session):
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    base = tmp_path_factory.mktemp("protocols")
-    events = tiny_events()
-    events.write_parquet(base / "events.parquet")
-    write_run(base / "root", events)
-    return base, events
+    base = write_shop(tmp_path_factory.mktemp("protocols"))
+    return base, pl.read_parquet(base / "events.parquet")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from rtml_cli.contracts import RESULTS
 from rtml_cli.errors import ExitCode
 from rtml_cli.online import simulate
-from tests.online_fixtures import AS_OF, tiny_events, write_run
+from tests.online_fixtures import AS_OF, tiny_events, write_run, write_shop
 
 ALL = (
     "popular",
@@ -27,11 +27,8 @@ FAST = dict(k=8, n_candidates=30, max_train_requests=300, train_window=timedelta
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    base = tmp_path_factory.mktemp("shop")
-    events = tiny_events()
-    events.write_parquet(base / "events.parquet")
-    write_run(base / "root", events)
-    return base, events
+    base = write_shop(tmp_path_factory.mktemp("shop"))
+    return base, pl.read_parquet(base / "events.parquet")
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,9 @@ class SessionBootstrap:
     n_boot: int = DEFAULT_BOOTSTRAP
     seed: int = 0
 
-    def _weights(self):
+    def weights(self):
+        """The replicate weights, (up to _CHUNK_CELLS / n_sessions, n_sessions) float32 per chunk,
+        in the same order on every call (shared by every figure: paired)."""
         rng = np.random.default_rng([self.seed, 20_261_202])
         chunk = max(1, min(self.n_boot, _CHUNK_CELLS // max(self.n_sessions, 1)))
         done = 0
@@ -55,7 +57,7 @@ class SessionBootstrap:
         sums = np.asarray(sums, dtype=np.float32).reshape(self.n_sessions, -1)
         counts = np.asarray(counts, dtype=np.float32).reshape(self.n_sessions, -1)
         out = []
-        for w in self._weights():
+        for w in self.weights():
             num = (w @ sums).astype(np.float64)
             den = (w @ counts).astype(np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -115,7 +115,7 @@ class SessionBootstrap:
         if self.n > 0:
             # the same Poisson replicates as every other interval of the replay
             step = max(1, 4_000_000 // max(values.size, 1))
-            for block in self.replicates._weights():
+            for block in self.replicates.weights():
                 for start in range(0, block.shape[0], step):
                     cum = np.cumsum(block[start : start + step][:, sessions], axis=1)
                     target = q * cum[:, -1:]
