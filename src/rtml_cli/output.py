@@ -91,6 +91,7 @@ SCHEMAS: dict[str, int] = {
     "retrain": 1,
     "drift compare": 1,
     "drift popularity": 1,
+    "migrate": 1,
 }
 
 
@@ -147,6 +148,17 @@ def document(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if command is not None:
         doc["command"] = command
     return doc
+
+
+def save_document(path: str | Path, kind: str, doc: Any) -> Path:
+    """Write ``doc`` as an rtml JSON document of ``kind`` at ``path`` (atomically): what
+    ``rtml --save-json`` writes, for a command that runs others (``rtml migrate``)."""
+    from rtml_cli.fsutil import JSON_OUTPUT, atomic_path
+
+    payload = document(kind, _jsonable(doc() if callable(doc) else doc))
+    with atomic_path(Path(path), JSON_OUTPUT, option="--out") as tmp:
+        tmp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    return Path(path)
 
 
 def finish(

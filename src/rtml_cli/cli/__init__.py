@@ -262,9 +262,18 @@ def _root(
 
 def _register() -> None:
     # One module per command group; each exposes ``register(app)``.
-    from rtml_cli.cli import data, drift, evaluate, precompute, report, retrain, simulate
+    from rtml_cli.cli import (
+        data,
+        drift,
+        evaluate,
+        migrate,
+        precompute,
+        report,
+        retrain,
+        simulate,
+    )
 
-    for module in (data, precompute, simulate, evaluate, retrain, drift, report):
+    for module in (data, precompute, simulate, evaluate, retrain, drift, report, migrate):
         module.register(app)
 
 

@@ -65,6 +65,17 @@ def report_cmd(
             "document does not carry (0: none).",
         ),
     ] = 1000,
+    hit_to_click: Annotated[
+        float | None,
+        typer.Option(
+            "--hit-to-click",
+            min=0.0,
+            max=1.0,
+            help="Your assumed share of hits@K that become clicks (e.g. 0.12): adds expected "
+            "extra clicks per 1,000 requests, stated as your assumption. Without it the report "
+            "shows no click figure.",
+        ),
+    ] = None,
     seed: SeedOption = 0,
     quiet: QuietOption = False,
 ) -> None:
@@ -93,6 +104,7 @@ def report_cmd(
         seed=seed,
         charts=charts,
         command=command_line(),
+        hit_to_click=hit_to_click,
     )
     report = build_report(loaded, options)
     written = write_report(report, out, fmt.value)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -207,6 +210,23 @@ def simulate_cmd(
 
 def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **options: Any) -> Any:
     """``simulate``, with a progress bar on stderr when ``show``."""
+    from rtml_cli.online import simulate
+    from rtml_cli.online.strategies import trains
+    from rtml_cli.output import info
+
+    if show and trains(names):
+        info("training online-ranker on the window before the as-of…")
+    with replay_progress(show) as progress:
+        return simulate(events, artifacts, strategies=names, progress=progress, **options)
+
+
+@contextlib.contextmanager
+def replay_progress(show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback for ``simulate`` that draws requests done and requests/s on
+    stderr (None when not ``show``); also used by ``rtml migrate``."""
+    if not show:
+        yield None
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -215,14 +235,8 @@ def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **option
         TimeElapsedColumn,
     )
 
-    from rtml_cli.online import simulate
-    from rtml_cli.online.strategies import trains
-    from rtml_cli.output import info, stderr_console
+    from rtml_cli.output import stderr_console
 
-    if not show:
-        return simulate(events, artifacts, strategies=names, **options)
-    if trains(names):
-        info("training online-ranker on the window before the as-of…")
     with Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -233,8 +247,6 @@ def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **option
         transient=True,
     ) as bar:
         task = bar.add_task("replay", total=None, rate="–")
-        import time
-
         started = [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -245,7 +257,7 @@ def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **option
             rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "–"
             bar.update(task, completed=done, total=total, rate=rate)
 
-        return simulate(events, artifacts, strategies=names, progress=progress, **options)
+        yield progress
 
 
 def _ci(pair: list[float] | None, signed: bool = False) -> str:

@@ -21,6 +21,9 @@ class Options:
     seed: int = 0
     charts: bool = True
     command: str | None = None  # the report's own command line, for the appendix
+    # --hit-to-click: the share of hits@K that would become clicks (an assumption the user
+    # states); without it the report shows no click figure
+    hit_to_click: float | None = None
 
 
 @dataclass

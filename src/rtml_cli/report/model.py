@@ -15,7 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: How a number is printed, by what it is.
-FORMATS = ("rate", "delta", "count", "percent", "ratio", "ms", "seconds", "hours", "value", "k")
+FORMATS = (
+    "rate",
+    "delta",
+    "count",
+    "percent",
+    "ratio",
+    "ms",
+    "seconds",
+    "hours",
+    "value",
+    "k",
+    "tenths",
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ def fmt_number(value: float, fmt: str) -> str:
         return f"{value:.3g} ms" if abs(value) < 100 else f"{value:,.0f} ms"
     if fmt == "seconds":
         return f"{value:.3g} s" if abs(value) < 100 else f"{value:,.0f} s"
+    if fmt == "tenths":
+        return f"{value:,.1f}".replace("-", "\u2212")
     if fmt == "hours":
         return f"{value:g} h"
     return f"{value:.4g}"

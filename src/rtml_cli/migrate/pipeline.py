@@ -1,0 +1,513 @@
+"""``run_migrate``: the steps of ``rtml migrate``, each resumable and skippable.
+
+Every step writes its outputs under DIR, atomically, and then records in ``DIR/migrate.json``
+a fingerprint of what it was run on (its options, the inputs' paths, sizes and modification
+times, and the fingerprints of the steps it reads from). A rerun reuses a step whose
+fingerprint and outputs are unchanged, so a run killed in the replay resumes at the replay,
+and changing ``--holdout`` reruns precompute and everything after it, not the import.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rtml_cli.errors import InputMissing
+from rtml_cli.fsutil import OutputKind, directory_output
+from rtml_cli.migrate.plan import (
+    STEPS,
+    MigrateOptions,
+    Split,
+    events_span,
+    fingerprint,
+    input_stamp,
+    plan_split,
+)
+
+MIGRATE_OUTPUT: OutputKind = directory_output("migrate")
+STATE = "migrate.json"
+#: Where each step writes, relative to DIR.
+LAYOUT = {
+    "import": {"events": "events.parquet", "document": "json/import.json"},
+    "validate": {"document": "json/validate-events.json"},
+    "precompute": {"artifacts": "artifacts", "document": "json/precompute.json"},
+    "simulate": {"results": "results.parquet", "document": "json/simulate.json"},
+    "drift": {"document": "json/drift-popularity.json"},
+    "evaluate": {"document": "json/bandits-results.json"},
+    "report": {"html": "report.html", "markdown": "report.md"},
+}
+
+
+@dataclass
+class StepRecord:
+    """What one step did: ``ran``, ``reused`` (done earlier with the same inputs), ``skipped``
+    (--skip) or ``not needed``; its outputs and its fingerprint."""
+
+    step: str
+    status: str
+    seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+    fingerprint: str | None = None
+    note: str = ""
+
+
+@dataclass
+class MigrateResult:
+    out: Path
+    split: Split | None
+    steps: list[StepRecord]
+    verdict: list[dict[str, Any]]
+    strategies: list[str]
+    control: str | None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def output(self, step: str, key: str) -> str | None:
+        for record in self.steps:
+            if record.step == step:
+                return record.outputs.get(key)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "split": self.split.to_dict() if self.split else None,
+            "strategies": self.strategies,
+            "control": self.control,
+            "steps": [vars(r) for r in self.steps],
+            "verdict": self.verdict,
+            "report": {
+                "html": self.output("report", "html"),
+                "markdown": self.output("report", "markdown"),
+            },
+            "warnings": self.warnings,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+Log = Callable[[str], None]
+
+
+class _Run:
+    """One ``rtml migrate`` run: the options, DIR's state and the records so far."""
+
+    def __init__(self, options: MigrateOptions, log: Log, replay_progress: Any) -> None:
+        self.o = options
+        self.out = Path(options.out)
+        self.log = log
+        self.replay_progress = replay_progress
+        self.previous = _read_state(self.out)
+        self.records: list[StepRecord] = []
+        self.fps: dict[str, str | None] = {}
+        self.warnings: list[str] = []
+        self.split: Split | None = None
+        self.strategies: list[str] = []
+        self.control: str | None = None
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------------ plumbing
+    def path(self, step: str, key: str) -> Path:
+        return self.out / LAYOUT[step][key]
+
+    def step(
+        self, name: str, params: dict[str, Any], run: Callable[[], dict[str, str] | None]
+    ) -> StepRecord:
+        """Run ``name`` unless skipped or already done with the same fingerprint."""
+        number = f"[{STEPS.index(name) + 1}/{len(STEPS)}] {name}"
+        fp = fingerprint(name, params)
+        before = self.previous.get(name) or {}
+        earlier = {k: v for k, v in (before.get("outputs") or {}).items() if Path(v).exists()}
+        if name in self.o.skip:
+            record = StepRecord(name, "skipped", outputs=earlier, fingerprint=before.get("fp"))
+            record.note = "earlier outputs used" if earlier else "no earlier outputs"
+            self.log(f"{number}: skipped (--skip {name}); {record.note}")
+            return self._keep(record)
+        if (
+            not self.o.force
+            and before.get("fp") == fp
+            and before.get("status") in ("ran", "reused")
+            and earlier
+            and len(earlier) == len(before.get("outputs") or {})
+        ):
+            self.log(f"{number}: reused (done earlier with the same inputs)")
+            return self._keep(StepRecord(name, "reused", outputs=earlier, fingerprint=fp))
+        self.log(f"{number}…")
+        started = time.perf_counter()
+        outputs = run()
+        seconds = time.perf_counter() - started
+        if outputs is None:
+            record = StepRecord(name, "not needed", seconds=seconds, fingerprint=fp)
+            _remove_files(before.get("outputs") or {})  # an earlier run's, now out of date
+            self.log(f"{number}: not needed")
+        else:
+            record = StepRecord(name, "ran", seconds=seconds, outputs=outputs, fingerprint=fp)
+            self.log(f"{number}: done in {seconds:.1f}s")
+        return self._keep(record)
+
+    def _keep(self, record: StepRecord) -> StepRecord:
+        self.records.append(record)
+        self.fps[record.step] = record.fingerprint
+        self.save()
+        return record
+
+    def needed(self, step: str, key: str, why: str) -> Path:
+        """An output of an earlier step that a later one reads; ``InputMissing`` when the
+        step was skipped and never ran in DIR."""
+        for record in self.records:
+            if record.step == step and key in record.outputs:
+                return Path(record.outputs[key])
+        raise InputMissing(
+            f"{why} needs the {key} of step {step}, which was skipped and never ran in "
+            f"{self.out}: run once without --skip {step}"
+        )
+
+    def result(self, verdict: list[dict[str, Any]] | None = None) -> MigrateResult:
+        return MigrateResult(
+            self.out,
+            self.split,
+            list(self.records),
+            verdict if verdict is not None else self.previous_verdict(),
+            self.strategies,
+            self.control,
+            self.warnings,
+            time.perf_counter() - self.started,
+        )
+
+    def previous_verdict(self) -> list[dict[str, Any]]:
+        return list(self.previous.get("_verdict") or [])
+
+    def save(self, verdict: list[dict[str, Any]] | None = None) -> None:
+        from rtml_cli.output import save_document
+
+        doc = self.result(verdict).to_dict()
+        save_document(self.out / STATE, "migrate", doc)
+
+
+def _remove_files(outputs: dict[str, str]) -> None:
+    """Remove the files an earlier run of a step wrote (recorded in DIR's state)."""
+    for value in outputs.values():
+        path = Path(value)
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+
+
+def _read_state(out: Path) -> dict[str, Any]:
+    """The steps recorded by an earlier run in ``out`` (name → {fp, status, outputs})."""
+    import json
+
+    try:
+        doc = json.loads((out / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("kind") != "migrate":
+        return {}
+    found: dict[str, Any] = {
+        s["step"]: {"fp": s.get("fingerprint"), "status": s.get("status"), "outputs": s["outputs"]}
+        for s in doc.get("steps") or []
+        if isinstance(s, dict) and "step" in s and isinstance(s.get("outputs"), dict)
+    }
+    found["_verdict"] = doc.get("verdict") or []
+    return found
+
+
+# ------------------------------------------------------------------------------ the steps
+def run_migrate(
+    options: MigrateOptions, *, log: Log = lambda _m: None, replay_progress: Any = None
+) -> MigrateResult:
+    """From a team's log to the report: import, validate, precompute as of the holdout's
+    start, replay the holdout with every stage's strategies (and the team's baseline), check
+    popularity drift, evaluate bandits vs an A/B test, write the report. See the module."""
+    from rtml_cli.fsutil import check_output, write_output_marker
+
+    options.check()
+    out = check_output(options.out, MIGRATE_OUTPUT, option="--out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "json").mkdir(exist_ok=True)
+    write_output_marker(out, "migrate")
+    run = _Run(options, log, replay_progress)
+    events = _import(run)
+    _validate(run, events)
+    run.split = _split(run, events)
+    artifacts = _precompute(run, events)
+    results = _simulate(run, events, artifacts)
+    _drift(run, events)
+    _evaluate(run, results)
+    verdict = _report(run, artifacts, results)
+    run.save(verdict)
+    return run.result(verdict)
+
+
+def _import(run: _Run) -> str:
+    o = run.o
+    stamp = input_stamp(o.events)
+    params = {
+        "events": stamp,
+        "mapping": o.mapping,
+        "event_map": o.event_map,
+        "ignore": o.ignore_events,
+        "session_gap": o.session_gap,
+    }
+
+    def go() -> dict[str, str] | None:
+        if not o.needs_import:
+            return None
+        from rtml_cli.data.importers import import_log
+        from rtml_cli.output import save_document
+
+        target = run.path("import", "events")
+        result = import_log(
+            "csv" if o.is_csv else "parquet",
+            o.events,
+            target,
+            mapping=o.mapping or None,
+            session_gap=o.session_gap,
+            event_map=o.event_map or None,
+            ignore_events=list(o.ignore_events),
+        )
+        run.warnings += result.warnings
+        doc = save_document(run.path("import", "document"), "data import", result.to_dict)
+        return {"events": str(target), "document": str(doc)}
+
+    record = run.step("import", params, go)
+    if "events" in record.outputs:
+        return record.outputs["events"]
+    if o.needs_import:
+        run.needed("import", "events", "a CSV or mapped log")
+    if run.fps.get("import") is None:  # skipped: the log as given
+        run.fps["import"] = fingerprint(stamp)
+    return o.events
+
+
+def _validate(run: _Run, events: str) -> None:
+    def go() -> dict[str, str]:
+        from rtml_cli.data.validate import validate
+        from rtml_cli.output import save_document
+
+        report = validate(events, kind="events", session_gap=run.o.session_gap)
+        doc = save_document(run.path("validate", "document"), "data validate", report.to_dict)
+        report.raise_for_problems()  # exit 65, every problem listed; its document is kept
+        return {"document": str(doc)}
+
+    run.step("validate", {"events": run.fps["import"], "gap": run.o.session_gap}, go)
+
+
+def _split(run: _Run, events: str) -> Split:
+    from rtml_cli.fsutil import parquet_files
+
+    first, last, count_before = events_span(parquet_files(events, what="EVENTS"))
+    split = plan_split(first, last, count_before, holdout=run.o.holdout, as_of=run.o.as_of)
+    run.log(
+        f"history: {split.history_events:,} events before {split.as_of:%Y-%m-%d %H:%M:%S} UTC; "
+        f"holdout ({split.how}): {split.holdout_events:,} events to "
+        f"{split.last_event:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    return split
+
+
+def _precompute(run: _Run, events: str) -> Path:
+    assert run.split is not None
+    o = run.o
+    params = {
+        "events": run.fps["import"],
+        "items": input_stamp(o.items),
+        "as_of": run.split.as_of,
+        "seed": o.seed,
+    }
+
+    def go() -> dict[str, str]:
+        from rtml_cli.batch.precompute import run_precompute
+        from rtml_cli.output import save_document
+
+        result = run_precompute(
+            events,
+            run.path("precompute", "artifacts"),
+            items=o.items,
+            as_of=run.split.as_of if run.split else None,
+            seed=o.seed,
+        )
+        run.warnings += result.warnings
+        doc = save_document(run.path("precompute", "document"), "precompute", result.summary)
+        return {"artifacts": str(result.run_dir), "document": str(doc)}
+
+    run.step("precompute", params, go)
+    return run.needed("precompute", "artifacts", "the replay")
+
+
+def _strategy_names(run: _Run) -> list[str]:
+    from rtml_cli.online.strategies import DEFAULT_STRATEGIES, expand_names
+
+    given = ",".join(run.o.strategies) if run.o.strategies else ",".join(DEFAULT_STRATEGIES)
+    names = expand_names(given)
+    if run.o.baseline_recs is not None and "baseline" not in names:
+        names.insert(0, "baseline")
+    return names
+
+
+def _simulate(run: _Run, events: str, artifacts: Path) -> Path | None:
+    assert run.split is not None
+    o = run.o
+    run.strategies = _strategy_names(run)
+    # the comparator of every verdict: the team's own lists, else rtml's nightly batch list
+    run.control = next((s for s in ("baseline", "batch") if s in run.strategies), None)
+    params = {
+        "events": run.fps["import"],
+        "artifacts": run.fps["precompute"],
+        "strategies": run.strategies,
+        "k": o.k,
+        "sample": o.sample,
+        "baseline": input_stamp(o.baseline_recs),
+        "seed": o.seed,
+        "bootstrap": o.bootstrap,
+        "window": [run.split.as_of, run.split.end],
+    }
+
+    def go() -> dict[str, str]:
+        from rtml_cli.data.world import find_world
+        from rtml_cli.online import simulate, write_results
+        from rtml_cli.output import save_document
+
+        assert run.split is not None
+        result = simulate(
+            events,
+            artifacts,
+            strategies=run.strategies,
+            k=o.k,
+            start=run.split.as_of,
+            end=run.split.end,
+            seed=o.seed,
+            sample=o.sample,
+            bootstrap=o.bootstrap,
+            baseline_recs=o.baseline_recs,
+            world=find_world(o.events) if not o.needs_import else None,
+            progress=run.replay_progress,
+        )
+        run.warnings += result.info["warnings"]
+        target = write_results(result.frame, run.path("simulate", "results"), result.info)
+        doc = result.to_dict()
+        doc["results"] = str(target)
+        saved = save_document(run.path("simulate", "document"), "simulate", doc)
+        return {"results": str(target), "document": str(saved)}
+
+    record = run.step("simulate", params, go)
+    return Path(record.outputs["results"]) if "results" in record.outputs else None
+
+
+def _drift(run: _Run, events: str) -> None:
+    """Has popularity moved between the history and the holdout? (Whether a model trained
+    on the history goes stale during the holdout: the continual-learning question.)"""
+    assert run.split is not None
+    holdout = run.split.end - run.split.as_of
+    history = run.split.as_of - run.split.first_event
+    params = {"events": run.fps["import"], "split": run.split.as_of, "end": run.split.end}
+
+    def go() -> dict[str, str] | None:
+        from rtml_cli.continual.drift import DETECTORS, parse_detectors, popularity_report
+        from rtml_cli.output import save_document
+
+        reference = min(holdout, history)
+        if reference < timedelta(hours=1):
+            return None
+        psi = DETECTORS.get("psi").default_threshold
+        report = popularity_report(
+            events,
+            current=holdout,
+            reference=reference,
+            detectors=parse_detectors("psi", {"psi": psi, "ks": None, "js": None}),
+            end=run.split.end if run.split else None,
+        )
+        doc = save_document(run.path("drift", "document"), "drift popularity", report.to_dict())
+        return {"document": str(doc)}
+
+    run.step("drift", params, go)
+
+
+def _arms(run: _Run, results: Path) -> list[str]:
+    """The control (the team's baseline, else rtml's batch list) and the best strategy of
+    each later stage, by HR over the replay."""
+    import polars as pl
+
+    from rtml_cli.report.replay import is_variant, stage_of
+
+    frame = pl.read_parquet(results, columns=["strategy", "hit"])
+    hr = dict(frame.group_by("strategy").agg(pl.col("hit").mean()).iter_rows())
+    names = [s for s in run.strategies if s in hr and not is_variant(s)]
+    control = run.control if run.control in names else None
+    arms = [control] if control else []
+    for stage in (2, 3):
+        staged = [s for s in names if stage_of(s) == stage]
+        if staged:
+            arms.append(max(staged, key=lambda s: hr[s] or 0.0))
+    return [a for a in dict.fromkeys(arms) if a]
+
+
+def _evaluate(run: _Run, results: Path | None) -> None:
+    o = run.o
+    params = {"simulate": run.fps.get("simulate"), "seeds": o.seeds, "seed": o.seed}
+
+    def go() -> dict[str, str] | None:
+        from rtml_cli.evaluation.routing import evaluate_routing
+        from rtml_cli.output import save_document
+
+        if results is None:
+            return None
+        arms = _arms(run, results)
+        if len(arms) < 2:
+            run.log("evaluate: fewer than two strategies to compare; no bandit evaluation")
+            return None
+        report, _runs = evaluate_routing(
+            results=str(results),
+            arms=arms,
+            reward="hit",
+            control=arms[0],
+            seeds=o.seeds,
+            seed=o.seed,
+            log=run.log,
+        )
+        doc = save_document(run.path("evaluate", "document"), "evaluate bandits", report)
+        return {"document": str(doc)}
+
+    run.step("evaluate", params, go)
+
+
+def _report(run: _Run, artifacts: Path, results: Path | None) -> list[dict[str, Any]]:
+    o = run.o
+    params = {
+        "inputs": [run.fps.get(s) for s in STEPS if s != "report"],
+        "hit_to_click": o.hit_to_click,
+        "bootstrap": o.bootstrap,
+        "seed": o.seed,
+    }
+    made: dict[str, list[dict[str, Any]]] = {}
+
+    def go() -> dict[str, str]:
+        from rtml_cli.output import command_line
+        from rtml_cli.plotting import available
+        from rtml_cli.report import Options, build_report, load_inputs, write_report
+
+        inputs: list[Any] = [run.out / "json", artifacts]
+        if results is not None:
+            inputs.append(results)
+        loaded = load_inputs(inputs)
+        report = build_report(
+            loaded,
+            Options(
+                bootstrap=o.bootstrap,
+                seed=o.seed,
+                charts=available(),
+                command=command_line(),
+                hit_to_click=o.hit_to_click,
+            ),
+        )
+        html = write_report(report, run.path("report", "html"), "html")[0]
+        markdown = write_report(report, run.path("report", "markdown"), "md")[0]
+        made["verdict"] = [
+            {"topic": c.topic, "text": c.text, "cannot_tell": c.cannot_tell} for c in report.verdict
+        ]
+        return {"html": str(html), "markdown": str(markdown)}
+
+    run.step("report", params, go)
+    return made.get("verdict", run.previous_verdict())
