@@ -88,4 +88,10 @@ step "The migration report, as one self-contained HTML page" \
 step "The same report as Markdown, its charts beside it" \
   "$RTML" report "$DOCS" "$OUT/results.parquet" "$OUT/replay-artifacts" --out "$OUT/report.md" \
     --format md --quiet
+# --- your own log: the same answer in one command ---------------------------------
+# What a team runs on its own export (see README, "Your own logs"): validate, precompute as
+# of the holdout's start, replay the holdout, drift, bandits, report — resumable.
+step "Your own log in one command: rtml migrate (last day held out)" \
+  "$RTML" migrate sample_data/shop/events.parquet --items sample_data/shop/items.parquet \
+    --out "$OUT/migrate" --holdout 1d --seeds 20
 printf '\nReport: %s\n        %s (charts in %s)\n' "$OUT/report.html" "$OUT/report.md" "$OUT/report_files/"

@@ -513,6 +513,7 @@ ALLOWED_LITERALS = (
     "95% intervals",
     "90% of ",
     "99% of requests",
+    "per 1,000 requests",
 )
 
 

@@ -171,6 +171,25 @@ def test_stage_claims_state_protocol_denominators_and_intervals(files) -> None:
     assert "next-unseen" in stages and "with truth" in stages
 
 
+def test_clicks_appear_only_as_the_users_stated_assumption(files) -> None:
+    """--hit-to-click turns the best online strategy's extra hits into clicks per 1,000
+    requests, saying it is an assumption; without it no claim speaks of clicks."""
+    from dataclasses import replace
+
+    _, plain = _report(files.values())
+    replay = [c for c in plain.verdict if c.topic.startswith("Stage") or c.topic == "Latency"]
+    assert replay and not any("click" in c.text.lower() for c in replay)
+    assert "Business translation" not in [c.topic for c in plain.verdict]
+    options = replace(FAST, hit_to_click=0.12)
+    inputs, report = _report(files.values(), options)
+    claim = next(c for c in report.verdict if c.topic == "Business translation")
+    check_claim(claim, inputs, options)
+    assert claim.text.startswith("Assuming 12% of hits@20 become clicks (your --hit-to-click")
+    assert "more clicks per 1,000 requests with a truth than batch (95% CI" in claim.text
+    extra = next(n for n in claim.numbers if n.origin[0] == "scale")
+    assert extra.origin[2] == 120.0  # 1,000 requests x 12%
+
+
 def test_next_item_protocol_is_named(tmp_path) -> None:
     frame = tiny_frame()
     results = write_results(tmp_path / "r.parquet", frame, protocol="next-item")
