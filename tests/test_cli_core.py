@@ -77,3 +77,28 @@ def test_internal_error_is_exit_1_without_traceback(invoke, monkeypatch):
     assert result.exit_code == ExitCode.INTERNAL
     assert "internal error: ZeroDivisionError" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_paragraphs_are_reflowed_to_the_terminal_width():
+    from rtml_cli.cli import reflow
+
+    text = "First line\ncontinues.\n\nSecond paragraph\nwraps here.\n- a list item\n- another"
+    assert reflow(text) == (
+        "First line continues.\n\nSecond paragraph wraps here.\n- a list item\n- another"
+    )
+
+
+def test_help_at_80_columns_has_no_ragged_lines(invoke, monkeypatch):
+    """Typer kept the docstring's line breaks after its first paragraph: at 80 columns a
+    source line of 90 characters became one full line and a stub of a few words."""
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke("simulate", "--help")
+    assert result.exit_code == 0
+    description = result.stdout.split("╭")[0]
+    lines = [line.strip() for line in description.splitlines()]
+    stubs = [
+        (a, b)
+        for a, b in zip(lines, lines[1:], strict=False)
+        if a and b and len(a) < 40 and b[0].islower()
+    ]
+    assert not stubs, stubs

@@ -266,3 +266,21 @@ def test_the_split_leaves_history_and_a_holdout_or_refuses(span_h, holdout_h, as
     assert first < split.as_of <= last < split.end
     assert split.history_events > 0 and split.holdout_events > 0
     assert split.history_events + split.holdout_events == span_h + 1
+
+
+def test_mapping_options_come_from_the_config_file(persona, tmp_path, invoke):
+    config = tmp_path / "rtml.toml"
+    config.write_text(f'[migrate]\nmap = ["{PERSONA_MAP}"]\nmap-event = ["add_to_cart=cart"]\n')
+    out = tmp_path / "m"
+    # the import runs from the file's options; the 30-day holdout then stops the run
+    result = invoke(
+        "--config", config, "migrate", persona["events"], "--out", out, "--holdout", "30d"
+    )
+    assert result.exit_code == ExitCode.USAGE, result.stderr
+    imported = json.loads((out / "json" / "import.json").read_text())
+    assert imported["events_mapped"]["add_to_cart"]["to"] == "cart"
+    state = json.loads((out / "migrate.json").read_text())
+    assert [(s["step"], s["status"]) for s in state["steps"]] == [
+        ("import", "ran"),
+        ("validate", "ran"),
+    ]

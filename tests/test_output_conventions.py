@@ -200,6 +200,25 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[object]], Figures | None
         ],
         lambda doc: [fmt_cell(r["hr"], 3) for r in doc["schedules"]],
     ),
+    "migrate": (
+        lambda w: [
+            "migrate",
+            EVENTS,
+            "--out",
+            w["root"] / "migrate",
+            "--holdout",
+            "12h",
+            "--strategies",
+            "popular,batch,session-embedding",
+            "--seeds",
+            "5",
+            "--bootstrap",
+            "0",
+            "--skip",
+            "report",
+        ],
+        lambda doc: [s["step"] for s in doc["steps"]],
+    ),
 }
 
 
@@ -419,6 +438,7 @@ DOCUMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "drift compare": ("drift compare", ("features", "skipped")),
     "drift popularity": ("drift popularity", ()),
     "retrain": ("retrain", ("schedules", "steps", "updates", "checks")),
+    "migrate": ("migrate", ("steps",)),
 }
 
 

@@ -11,6 +11,7 @@ memory, Ctrl-C inside DuckDB) are recognised through whatever wrapped them
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import sys
@@ -86,9 +87,29 @@ def _no_metavar(param: Any) -> Any:
     return param
 
 
+def reflow(text: str) -> str:
+    """A docstring's paragraphs as single lines, so help wraps at the terminal's width
+    (Typer keeps the source's line breaks after the first paragraph: ragged at 80 columns).
+    Lines that start a list item (``- ``, ``* ``) or are indented keep their break."""
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        lines = paragraph.splitlines()
+        out = lines[:1]
+        for line in lines[1:]:
+            if line.startswith(("- ", "* ", "  ")):
+                out.append("\n" + line)
+            else:
+                out.append(" " + line.strip())
+        paragraphs.append("".join(out))
+    return "\n\n".join(paragraphs)
+
+
 def _flags_without_metavar(command: Any) -> None:
     """Help shows ``--quiet``, not ``--quiet <bool>``: a flag takes no value (recent Typer's
-    rich help prints every option's type, flags and ``--help`` included)."""
+    rich help prints every option's type, flags and ``--help`` included). Also reflows the
+    command's help text (see :func:`reflow`)."""
+    if getattr(command, "help", None):
+        command.help = reflow(inspect.cleandoc(command.help))
     for param in getattr(command, "params", []):
         _no_metavar(param)
     if not hasattr(command, "_rtml_help_option"):

@@ -36,7 +36,7 @@ def migrate_cmd(
         typer.Option(
             "--holdout",
             help="Replay the last this much of the log (precompute sees only what came "
-            "before) [default: 7d].",
+            "before; default 7d).",
         ),
     ] = None,
     as_of: Annotated[
@@ -82,8 +82,8 @@ def migrate_cmd(
         typer.Option(
             "--strategies",
             "-s",
-            help="Comma-separated strategies to replay [default: every stage's defaults, and "
-            "baseline with --baseline-recs].",
+            help="Comma-separated strategies to replay (default: every stage's defaults, and "
+            "baseline with --baseline-recs).",
         ),
     ] = None,
     k: KOption = 20,
@@ -139,7 +139,7 @@ def migrate_cmd(
     from rtml_cli.cli.simulate import replay_progress
     from rtml_cli.data.importers import parse_event_map, parse_mapping
     from rtml_cli.migrate import MigrateOptions, run_migrate
-    from rtml_cli.output import finish, info, warn
+    from rtml_cli.output import Rows, finish, info, warn
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
     options = MigrateOptions(
@@ -170,7 +170,14 @@ def migrate_cmd(
         )
     for message in result.warnings:
         warn(message)
-    finish(result.to_dict, fmt, lambda: _render(result), kind="migrate", quiet=quiet)
+    finish(
+        result.to_dict,
+        fmt,
+        lambda: _render(result),
+        kind="migrate",
+        rows=Rows(tables=("steps",)),
+        quiet=quiet,
+    )
 
 
 def _words(text: str | None) -> tuple[str, ...]:
@@ -197,7 +204,7 @@ def _render(result: Any) -> None:
             f"{split.last_event:%Y-%m-%d %H:%M:%S} UTC. Verdicts compare with {against}."
         )
     steps = make_table(
-        f"rtml migrate: {result.out}", ["step", "status", "s", "outputs (in DIR)"], rows
+        f"rtml migrate: {result.out}", ["step", "status", "seconds", "outputs (in DIR)"], rows
     )
     if caption:
         steps.caption = caption

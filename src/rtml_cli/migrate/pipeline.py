@@ -114,9 +114,15 @@ class _Run:
         return self.out / LAYOUT[step][key]
 
     def step(
-        self, name: str, params: dict[str, Any], run: Callable[[], dict[str, str] | None]
+        self,
+        name: str,
+        params: dict[str, Any],
+        run: Callable[[], dict[str, str] | None],
+        *,
+        needed: bool = True,
     ) -> StepRecord:
-        """Run ``name`` unless skipped or already done with the same fingerprint."""
+        """Run ``name`` unless skipped, not ``needed`` or already done with the same
+        fingerprint. ``run`` returns the step's outputs, or None when it found nothing to do."""
         number = f"[{STEPS.index(name) + 1}/{len(STEPS)}] {name}"
         fp = fingerprint(name, params)
         before = self.previous.get(name) or {}
@@ -135,9 +141,10 @@ class _Run:
         ):
             self.log(f"{number}: reused (done earlier with the same inputs)")
             return self._keep(StepRecord(name, "reused", outputs=earlier, fingerprint=fp))
-        self.log(f"{number}…")
+        if needed:
+            self.log(f"{number}…")
         started = time.perf_counter()
-        outputs = run()
+        outputs = run() if needed else None
         seconds = time.perf_counter() - started
         if outputs is None:
             record = StepRecord(name, "not needed", seconds=seconds, fingerprint=fp)
@@ -252,9 +259,7 @@ def _import(run: _Run) -> str:
         "session_gap": o.session_gap,
     }
 
-    def go() -> dict[str, str] | None:
-        if not o.needs_import:
-            return None
+    def go() -> dict[str, str]:
         from rtml_cli.data.importers import import_log
         from rtml_cli.output import save_document
 
@@ -272,7 +277,7 @@ def _import(run: _Run) -> str:
         doc = save_document(run.path("import", "document"), "data import", result.to_dict)
         return {"events": str(target), "document": str(doc)}
 
-    record = run.step("import", params, go)
+    record = run.step("import", params, go, needed=o.needs_import)
     if "events" in record.outputs:
         return record.outputs["events"]
     if o.needs_import:
