@@ -137,7 +137,10 @@ def test_the_verdict_carries_intervals_and_the_teams_baseline(persona):
     # no click figure without --hit-to-click: replay rewards are hits, not clicks
     assert not any("click" in c["text"].lower() for c in verdict)
     markdown = (persona["out"] / "report.md").read_text()
-    assert "`baseline`" in markdown
+    sim = json.loads((persona["out"] / "json" / "simulate.json").read_text())
+    own = sim["info"]["rankers"]["baseline"]["served_from"]["own"]
+    assert f"{own:,} requests got the visitor's own list" in markdown
+    assert "1 of the" in markdown and "list rows name items the log does not know" in markdown
 
 
 def test_unknown_baseline_users_and_items_are_counted_not_errors(persona):

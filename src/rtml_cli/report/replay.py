@@ -540,6 +540,9 @@ def _stages_section(replay: Replay) -> Section:
         + _intervals_text(replay)
     )
     blocks: list[Any] = [Para(intro)]
+    served = _baseline_para(replay)
+    if served is not None:
+        blocks.append(served)
     rows, chart_rows = [], []
     for name in replay.strategies:
         hr = replay.value(name)
@@ -581,6 +584,24 @@ def _stages_section(replay: Replay) -> Section:
     blocks += _segment_blocks(replay, k)
     blocks += _slice_blocks(replay, k)
     return Section("stages", "Stage 1 → 2 → 3", blocks)
+
+
+def _baseline_para(replay: Replay) -> Para | None:
+    """Whom the team's lists (``baseline``) served: their own list, the team's fallback list
+    or rtml's popularity list, and the list rows naming items the log does not know."""
+    stats = (replay.info.get("rankers") or {}).get("baseline") or {}
+    served = stats.get("served_from")
+    if not served:
+        return None
+    text = (
+        f"`baseline` is your team's own lists (--baseline-recs), served as of each request: "
+        f"{served.get('own', 0):,} requests got the visitor's own list, "
+        f"{served.get('fallback', 0):,} your fallback list and {served.get('popular', 0):,} "
+        f"the popularity list (no list and no fallback); {stats.get('users_with_lists', 0):,} "
+        f"visitors have lists, and {stats.get('unknown_item_rows', 0):,} of the "
+        f"{stats.get('rows', 0):,} list rows name items the log does not know (left out)."
+    )
+    return Para(text)
 
 
 def _intervals_text(replay: Replay) -> str:
