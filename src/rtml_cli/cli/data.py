@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from rtml_cli.cli.options import FormatOption, QuietOption, SeedOption
+from rtml_cli.cli.options import (
+    EventMapOption,
+    FormatOption,
+    IgnoreEventsOption,
+    MapOption,
+    QuietOption,
+    SeedOption,
+    SessionGapOption,
+)
 from rtml_cli.output import OutputFormat, fmt_cell
 
 data_app = typer.Typer(
@@ -183,13 +191,7 @@ def import_cmd(
             case_sensitive=False,
         ),
     ] = None,
-    mapping: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--map",
-            help="Contract column = source column, e.g. ts=event_time,user_id=uid (repeatable).",
-        ),
-    ] = None,
+    mapping: MapOption = None,
     ts_unit: Annotated[
         TsUnit | None,
         typer.Option(
@@ -199,12 +201,7 @@ def import_cmd(
             case_sensitive=False,
         ),
     ] = None,
-    session_gap: Annotated[
-        str,
-        typer.Option(
-            "--session-gap", help="Inactivity gap that ends a session when the source has none."
-        ),
-    ] = "30m",
+    session_gap: SessionGapOption = "30m",
     items_out: Annotated[
         Path | None,
         typer.Option(
@@ -221,22 +218,8 @@ def import_cmd(
         str,
         typer.Option("--event", help="Event name for sources without an event column."),
     ] = "view",
-    event_map: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--map-event",
-            help="Source event value = contract event (view, cart, purchase), e.g. "
-            "add_to_cart=cart (repeatable, or comma-separated). Other values outside the "
-            "contract are an error.",
-        ),
-    ] = None,
-    ignore_events: Annotated[
-        str | None,
-        typer.Option(
-            "--ignore-events",
-            help="Comma-separated source event values whose rows are dropped (counted).",
-        ),
-    ] = None,
+    event_map: EventMapOption = None,
+    ignore_events: IgnoreEventsOption = None,
     fmt: Annotated[
         str,
         typer.Option(

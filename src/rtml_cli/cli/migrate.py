@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from rtml_cli.cli.options import FormatOption, ItemsOption, KOption, QuietOption, SeedOption
+from rtml_cli.cli.options import (
+    BaselineRecsOption,
+    EventMapOption,
+    FormatOption,
+    IgnoreEventsOption,
+    ItemsOption,
+    KOption,
+    MapOption,
+    QuietOption,
+    SeedOption,
+    SessionGapOption,
+)
 from rtml_cli.migrate.plan import STEPS
 from rtml_cli.output import OutputFormat
 
@@ -43,40 +54,11 @@ def migrate_cmd(
         str | None,
         typer.Option("--as-of", help="Split at this time instead of --holdout (ISO 8601)."),
     ] = None,
-    baseline_recs: Annotated[
-        Path | None,
-        typer.Option(
-            "--baseline-recs",
-            help="Your team's own precomputed lists (Parquet/CSV: user_id, rank, item_id, "
-            "optional as_of; null user_id = fallback list): the comparator of every verdict.",
-        ),
-    ] = None,
-    mapping: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--map",
-            help="Contract column = your column, e.g. ts=event_time,user_id=visitor_id "
-            "(repeatable); as in `rtml data import`.",
-        ),
-    ] = None,
-    event_map: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--map-event",
-            help="Your event value = contract event, e.g. add_to_cart=cart (repeatable). "
-            "Other values outside the contract are an error.",
-        ),
-    ] = None,
-    ignore_events: Annotated[
-        str | None,
-        typer.Option("--ignore-events", help="Comma-separated event values to drop."),
-    ] = None,
-    session_gap: Annotated[
-        str,
-        typer.Option(
-            "--session-gap", help="Cut sessions at this silence when the log has no session ids."
-        ),
-    ] = "30m",
+    baseline_recs: BaselineRecsOption = None,
+    mapping: MapOption = None,
+    event_map: EventMapOption = None,
+    ignore_events: IgnoreEventsOption = None,
+    session_gap: SessionGapOption = "30m",
     strategies: Annotated[
         str | None,
         typer.Option(

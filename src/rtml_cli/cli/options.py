@@ -14,13 +14,18 @@ import typer
 from rtml_cli.output import FormatOption, QuietOption
 
 __all__ = [
+    "BaselineRecsOption",
     "EndOption",
+    "EventMapOption",
     "FormatOption",
+    "IgnoreEventsOption",
     "ItemsOption",
     "KOption",
+    "MapOption",
     "PlotOption",
     "QuietOption",
     "SeedOption",
+    "SessionGapOption",
     "StartOption",
     "StrategyModuleOption",
     "WorldOption",
@@ -57,5 +62,45 @@ StrategyModuleOption = Annotated[
         help="A Python file whose import registers your own strategies "
         "(rtml_cli.online.plugins.register_strategy), checked against the strategy contract "
         "before any work; repeatable.",
+    ),
+]
+
+# The team's own lists (rtml simulate, rtml migrate)
+BaselineRecsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--baseline-recs",
+        help="Your team's own precomputed lists (Parquet/CSV: user_id, rank, item_id, "
+        "optional as_of; null user_id = fallback list), served as strategy 'baseline'.",
+    ),
+]
+# Reading a team's export (rtml data import, rtml migrate)
+MapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map",
+        help="Contract column = source column, e.g. ts=event_time,user_id=uid (repeatable).",
+    ),
+]
+EventMapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map-event",
+        help="Source event value = contract event (view, cart, purchase), e.g. "
+        "add_to_cart=cart (repeatable, or comma-separated). Other values outside the "
+        "contract are an error.",
+    ),
+]
+IgnoreEventsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ignore-events",
+        help="Comma-separated source event values whose rows are dropped (counted).",
+    ),
+]
+SessionGapOption = Annotated[
+    str,
+    typer.Option(
+        "--session-gap", help="Inactivity gap that ends a session when the source has none."
     ),
 ]

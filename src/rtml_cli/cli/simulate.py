@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from rtml_cli.cli.options import (
+    BaselineRecsOption,
     EndOption,
     FormatOption,
     KOption,
@@ -120,14 +121,7 @@ def simulate_cmd(
             "number of sessions (5000); the streaming state still counts every event.",
         ),
     ] = None,
-    baseline_recs: Annotated[
-        Path | None,
-        typer.Option(
-            "--baseline-recs",
-            help="Your team's own precomputed lists (Parquet/CSV: user_id, rank, item_id, "
-            "optional as_of; null user_id = fallback list), served as strategy 'baseline'.",
-        ),
-    ] = None,
+    baseline_recs: BaselineRecsOption = None,
     bootstrap: Annotated[
         int,
         typer.Option(
