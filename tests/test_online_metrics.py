@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtml_cli.online.metrics import request_metrics
+from rtml_cli.online.metrics import _member, request_metrics
 from rtml_cli.online.replay import Truth
 
 
@@ -39,3 +39,12 @@ def test_metric_bounds_and_relations(seed, n, k):
     assert not m["hit_purchase"][purchase < 0].any()
     expected = np.array([purchase[r] in lists[r] for r in range(n)]) & (purchase >= 0)
     assert np.array_equal(m["hit_purchase"], expected)
+
+
+_ints = st.lists(st.integers(-5, 40), max_size=60)
+
+
+@given(keys=_ints, pool=_ints)
+def test_member_is_isin(keys, pool):
+    keys_a, pool_a = np.array(keys, np.int64), np.array(pool, np.int64)
+    assert np.array_equal(_member(keys_a, pool_a), np.isin(keys_a, pool_a))

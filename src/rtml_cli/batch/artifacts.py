@@ -441,8 +441,8 @@ class Artifacts:
         import polars as pl
 
         frame = self.neighbors.with_columns(
-            pl.Series("src", self.to_idx(self.neighbors["item_id"].to_list())),
-            pl.Series("dst", self.to_idx(self.neighbors["neighbor_id"].to_list())),
+            pl.Series("src", self.idx_of(self.neighbors["item_id"])),
+            pl.Series("dst", self.idx_of(self.neighbors["neighbor_id"])),
         ).filter((pl.col("src") >= 0) & (pl.col("dst") >= 0))
         frame = frame.sort(["src", "rank"])
         src = frame["src"].to_numpy()

@@ -27,7 +27,7 @@ def request_metrics(lists: np.ndarray, truth, n_items: int) -> dict[str, np.ndar
     width = np.int64(top) + 1  # every item code (unknown ones too) is below this
     later_keys = truth.later_req * width + truth.later_code
     list_keys = (np.arange(n, dtype=np.int64)[:, None] * width + lists).ravel()
-    found = np.isin(later_keys, list_keys)
+    found = _member(later_keys, list_keys)
     hit_later = np.bincount(truth.later_req[found], minlength=n) > 0
     has_purchase = truth.purchase_code >= 0
     hit_purchase = (lists == truth.purchase_code[:, None]).any(axis=1) & has_purchase
@@ -41,6 +41,16 @@ def request_metrics(lists: np.ndarray, truth, n_items: int) -> dict[str, np.ndar
         "hit_purchase": hit_purchase,
         "has_purchase": has_purchase,
     }
+
+
+def _member(keys: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """``np.isin(keys, pool)`` by sorting only ``pool`` and binary-searching ``keys`` (isin
+    sorts both together: 6 s of a 25 s replay of 88k requests, 0.3 s this way)."""
+    if not len(pool):
+        return np.zeros(len(keys), bool)
+    pool = np.sort(pool)
+    at = np.searchsorted(pool, keys).clip(max=len(pool) - 1)
+    return pool[at] == keys
 
 
 def _pct(values: np.ndarray, q: float) -> float | None:
