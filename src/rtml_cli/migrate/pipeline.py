@@ -430,9 +430,30 @@ def _drift(run: _Run, events: str) -> None:
     run.step("drift", params, go)
 
 
-def _arms(run: _Run, results: Path) -> list[str]:
+def _horizon(frame: Any, arms: list[str], control_rate: float, mde: float | None) -> int | None:
+    """Requests per bandit-vs-A/B run: twice what the fixed A/B test needs (so that it can
+    finish, as in planning mode) when the replay holds fewer; None: every request once."""
+    import math
+
+    import polars as pl
+
+    from rtml_cli.evaluation.routing.abtest import sample_size_two_proportions
+
+    if mde is None:
+        return None
+    stream = frame.filter(pl.col("strategy") == arms[0])["hit"].drop_nulls().len()
+    n_control, _ = sample_size_two_proportions(
+        control_rate, min(control_rate + mde, 1.0), alpha=0.05 / max(len(arms) - 1, 1)
+    )
+    needed = 2 * math.ceil(n_control * len(arms))
+    return needed if needed > stream else None
+
+
+def _arms(run: _Run, results: Path) -> tuple[list[str], float | None, int | None]:
     """The control (the team's baseline, else rtml's batch list) and the best strategy of
-    each later stage, by HR over the replay."""
+    each later stage, by HR over the replay; and the A/B test's minimum detectable effect:
+    the HR gap between the best arm and the runner-up, the decision that is hard to make
+    (the gap to the control alone would power the test for the easy one)."""
     import polars as pl
 
     from rtml_cli.report.replay import is_variant, stage_of
@@ -446,12 +467,17 @@ def _arms(run: _Run, results: Path) -> list[str]:
         staged = [s for s in names if stage_of(s) == stage]
         if staged:
             arms.append(max(staged, key=lambda s: hr[s] or 0.0))
-    return [a for a in dict.fromkeys(arms) if a]
+    arms = [a for a in dict.fromkeys(arms) if a]
+    rates = sorted((hr[a] or 0.0 for a in arms), reverse=True)
+    gap = rates[0] - rates[1] if len(rates) > 1 else 0.0
+    mde = gap if gap > 0 else None
+    horizon = _horizon(frame, arms, hr[arms[0]] or 0.0, mde) if len(arms) > 1 else None
+    return arms, mde, horizon
 
 
 def _evaluate(run: _Run, results: Path | None) -> None:
     o = run.o
-    params = {"simulate": run.fps.get("simulate"), "seeds": o.seeds, "seed": o.seed}
+    params = {"simulate": run.fps.get("simulate"), "seeds": o.seeds, "seed": o.seed, "v": 2}
 
     def go() -> dict[str, str] | None:
         from rtml_cli.evaluation.routing import evaluate_routing
@@ -459,7 +485,7 @@ def _evaluate(run: _Run, results: Path | None) -> None:
 
         if results is None:
             return None
-        arms = _arms(run, results)
+        arms, mde, horizon = _arms(run, results)
         if len(arms) < 2:
             run.log("evaluate: fewer than two strategies to compare; no bandit evaluation")
             return None
@@ -468,6 +494,9 @@ def _evaluate(run: _Run, results: Path | None) -> None:
             arms=arms,
             reward="hit",
             control=arms[0],
+            mde=mde,
+            requests=horizon,
+            resample="bootstrap" if horizon else "permute",
             seeds=o.seeds,
             seed=o.seed,
             log=run.log,
