@@ -14,13 +14,16 @@ import typer
 from rtml_cli.output import FormatOption, QuietOption
 
 __all__ = [
+    "AddressOption",
     "EndOption",
+    "EngineOption",
     "FormatOption",
     "ItemsOption",
     "KOption",
     "PlotOption",
     "QuietOption",
     "SeedOption",
+    "ShardsOption",
     "StartOption",
     "StrategyModuleOption",
     "WorldOption",
@@ -57,5 +60,29 @@ StrategyModuleOption = Annotated[
         help="A Python file whose import registers your own strategies "
         "(rtml_cli.online.plugins.register_strategy), checked against the strategy contract "
         "before any work; repeatable.",
+    ),
+]
+# Distributed replay (simulate, retrain): online.distributed; values checked there (exit 2).
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local: in this process; ray: the shards as Ray tasks (pip install 'rtml[ray]').",
+    ),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="--engine ray: the Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: a "
+        "local Ray instance. Exit 69 if it does not answer.",
+    ),
+]
+ShardsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--shards",
+        help="Split the replay into N shards by session (CRC-32 of session_id), one task "
+        "each; default: the cluster's CPUs with --engine ray, none with local.",
     ),
 ]

@@ -42,7 +42,8 @@ CONNECT_TIMEOUT_S = 3.0
 #: its own worker process (SIGKILL), so the tests see Ray retry it.
 KILL_SHARD_ENV = "RTML_TEST_KILL_SHARD"
 
-ShardFn = Callable[[int, int, int, int], None]  # (shards done, shards, requests done, total)
+#: ``on_shard(shards done, shards, requests done, requests, seconds since the tasks started)``
+ShardFn = Callable[[int, int, int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,8 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
-def _validate_engine(engine: str, address: str | None, shards: int | None) -> None:
+def check_engine_options(engine: str, address: str | None, shards: int | None) -> None:
+    """``--engine``, ``--address``, ``--shards`` as one-line ``UsageError``s (exit 2)."""
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if shards is not None and shards < 1:
@@ -235,7 +237,7 @@ def open_executor(
     """The executor of ``--engine``: checks the options (``UsageError``), imports Ray and
     connects (``Unavailable`` when ``address`` does not answer) before any work is done;
     a Ray instance this function started is shut down on exit."""
-    _validate_engine(engine, address, shards)
+    check_engine_options(engine, address, shards)
     if engine == "local":
         yield LocalExecutor()
         return
@@ -425,6 +427,7 @@ def _collect(
         latency=np.zeros((n_strat, n), dtype=np.int64),
     )
     done_requests = 0
+    started = time.perf_counter()
     for finished, shard in enumerate(executor.run(jobs), start=1):
         at = position[shard.request_id]
         out.lists[:, at, :] = shard.lists
@@ -435,7 +438,7 @@ def _collect(
         out.hosts.add(shard.host)
         done_requests += len(at)
         if on_shard is not None:
-            on_shard(finished, len(jobs), done_requests, n)
+            on_shard(finished, len(jobs), done_requests, n, time.perf_counter() - started)
     return out
 
 
