@@ -70,9 +70,21 @@ class ShardOutput:
     lists: np.ndarray  # (strategies, requests, k) item_idx, -1 padded
     latency: np.ndarray  # (strategies, requests) ns
     reports: dict[str, Any]
-    setup_seconds: float
+    setup_seconds: float  # building the strategies (the ranker's training)
     replay_seconds: float
+    read_seconds: float = 0.0  # loading the artifacts, reading the shard and the count table
+    read_bytes: int = 0  # the Parquet files it read (not the artifacts)
     host: str = ""
+
+    def timings(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "requests": len(self.request_id),
+            "read_bytes": self.read_bytes,
+            "read_seconds": round(self.read_seconds, 3),
+            "setup_seconds": round(self.setup_seconds, 3),
+            "replay_seconds": round(self.replay_seconds, 3),
+        }
 
 
 def run_shard(job: ShardJob) -> ShardOutput:
@@ -82,9 +94,10 @@ def run_shard(job: ShardJob) -> ShardOutput:
     from rtml_cli.online import strategies as _registered  # noqa: F401  (the built-ins)
     from rtml_cli.online.engine import _build_with, _serve
     from rtml_cli.online.plugins import load_strategies
-    from rtml_cli.online.shardio import read_replay
+    from rtml_cli.online.shardio import EVENTS_FILE, read_replay
 
     settings = job.settings
+    reading = time.perf_counter()
     if job.strategy_modules:
         load_strategies(settings.names, list(job.strategy_modules))
     art = load_artifacts(job.run_dir)
@@ -92,6 +105,13 @@ def run_shard(job: ShardJob) -> ShardOutput:
     training = None
     if job.training is not None and job.training_stream is not None:
         training = read_replay(Path(job.training), Path(job.training_stream))
+    read_seconds = time.perf_counter() - reading
+    files = [job.events + "/" + EVENTS_FILE, job.stream, job.training, job.training_stream]
+    read_bytes = sum(
+        os.path.getsize(f if f.endswith(".parquet") else f + "/" + EVENTS_FILE)
+        for f in files
+        if f is not None
+    )
     served, setup_seconds = _build_with(art, settings, lambda: training)
     lists, latency, replay_seconds = _serve(data, served, settings.k, None, settings.protocol)
     return ShardOutput(
@@ -102,6 +122,8 @@ def run_shard(job: ShardJob) -> ShardOutput:
         reports={s.name: s.report() for s in served},
         setup_seconds=setup_seconds,
         replay_seconds=replay_seconds,
+        read_seconds=read_seconds,
+        read_bytes=read_bytes,
         host=socket.gethostname(),
     )
 
@@ -286,7 +308,7 @@ class _Collected:
     latency: np.ndarray
     reports: dict[str, Any] = field(default_factory=dict)
     setup_seconds: float = 0.0
-    task_seconds: list[float] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
     hosts: set[str] = field(default_factory=set)
 
 
@@ -317,12 +339,15 @@ def simulate_sharded(
     n = shards if shards is not None else executor.workers()
     if n < 1:
         raise UsageError(f"--shards must be at least 1, got {n}")
+    clock = time.perf_counter()
     run = eng._prepare(events, artifacts, settings, start=start, end=end, world=world)
-    started = time.perf_counter()
+    prepared = time.perf_counter()
     with scratch_dir("shards") as work:
         jobs = _write_jobs(run, settings, n, work, [str(m) for m in strategy_modules])
+        written = time.perf_counter()
+        sizes = _file_sizes(work)
         collected = _collect(executor, jobs, run.data, settings, on_shard)
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - written
     served: list[Any] = [_Reported(name, collected.reports.get(name)) for name in settings.names]
     result = eng._summarise(
         run, settings, served, collected.lists, collected.latency, collected.setup_seconds, wall
@@ -331,9 +356,30 @@ def simulate_sharded(
         **executor.describe(),
         "shards": n,
         "hosts": len(collected.hosts),
-        "task_replay_seconds": [round(s, 3) for s in collected.task_seconds],
+        "prepare_seconds": round(prepared - clock, 3),  # the driver: read and prepare once
+        "write_seconds": round(written - prepared, 3),  # the driver: shard files, count table
+        "tasks_seconds": round(wall, 3),  # from the first task submitted to the last result
+        "tasks": sorted(collected.tasks, key=lambda t: t["shard"]),
+        "bytes": sizes,
     }
     return result
+
+
+def _file_sizes(work: Path) -> dict[str, int]:
+    """Bytes of what the tasks read: the count table, the training window, the shards."""
+    from rtml_cli.online import shardio
+
+    def size(path: Path) -> int:
+        return path.stat().st_size if path.exists() else 0
+
+    shards = [size(d / shardio.EVENTS_FILE) for d in sorted(work.glob("shard=*"))]
+    return {
+        "stream_table": size(work / shardio.STREAM_FILE),
+        "training": size(work / "training" / shardio.EVENTS_FILE)
+        + size(work / "training-stream.parquet"),
+        "shard_files": sum(shards),
+        "largest_shard_file": max(shards, default=0),
+    }
 
 
 def _simulate_defaults() -> dict[str, Any]:
@@ -434,7 +480,7 @@ def _collect(
         out.latency[:, at] = shard.latency
         _merge_reports(out.reports, shard.reports)
         out.setup_seconds = max(out.setup_seconds, shard.setup_seconds)
-        out.task_seconds.append(shard.replay_seconds)
+        out.tasks.append(shard.timings())
         out.hosts.add(shard.host)
         done_requests += len(at)
         if on_shard is not None:
