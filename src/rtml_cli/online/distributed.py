@@ -74,6 +74,7 @@ class ShardOutput:
     replay_seconds: float
     read_seconds: float = 0.0  # loading the artifacts, reading the shard and the count table
     read_bytes: int = 0  # the Parquet files it read (not the artifacts)
+    cpu_seconds: float = 0.0  # the task process's CPU time (below wall time on a busy machine)
     host: str = ""
 
     def timings(self) -> dict[str, Any]:
@@ -84,6 +85,7 @@ class ShardOutput:
             "read_seconds": round(self.read_seconds, 3),
             "setup_seconds": round(self.setup_seconds, 3),
             "replay_seconds": round(self.replay_seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
         }
 
 
@@ -97,6 +99,7 @@ def run_shard(job: ShardJob) -> ShardOutput:
     from rtml_cli.online.shardio import EVENTS_FILE, read_replay
 
     settings = job.settings
+    cpu = time.process_time()
     reading = time.perf_counter()
     if job.strategy_modules:
         load_strategies(settings.names, list(job.strategy_modules))
@@ -124,6 +127,7 @@ def run_shard(job: ShardJob) -> ShardOutput:
         replay_seconds=replay_seconds,
         read_seconds=read_seconds,
         read_bytes=read_bytes,
+        cpu_seconds=time.process_time() - cpu,
         host=socket.gethostname(),
     )
 
