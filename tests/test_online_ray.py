@@ -261,6 +261,36 @@ def test_retrain_ray_equals_local(ray_cluster, tmp_path) -> None:
     assert left["schedules"][0]["requests"] > 0
 
 
+def test_plugin_strategy_runs_in_the_tasks(ray_cluster, shop, tmp_path) -> None:
+    """A --strategy-module file is imported by every task, and serves what it serves locally."""
+    from rtml_cli.online.strategies import REGISTRY
+
+    plugin = Path(__file__).resolve().parent.parent / "examples/plugin/src/rtml_category_popular.py"
+    before = set(REGISTRY.names())
+    args = ["--strategies", "popular,category-popular", "--strategy-module", plugin]
+    try:
+        local = _simulate(shop, *args, "--out", tmp_path / "local.parquet")
+        assert local.exit_code == ExitCode.OK, local.stderr
+        ray_run = _simulate(
+            shop,
+            *args,
+            "--engine",
+            "ray",
+            "--address",
+            ray_cluster.address,
+            "--shards",
+            "2",
+            "--out",
+            tmp_path / "ray.parquet",
+        )
+        assert ray_run.exit_code == ExitCode.OK, ray_run.stderr
+    finally:
+        for name in set(REGISTRY.names()) - before:
+            REGISTRY.remove(name)
+    _same_results(tmp_path / "local.parquet", tmp_path / "ray.parquet")
+    assert _results(json.loads(local.stdout)) == _results(json.loads(ray_run.stdout))
+
+
 # --------------------------------------------------------------------------- without a cluster
 
 
