@@ -353,9 +353,11 @@ def simulate_sharded(
         collected = _collect(executor, jobs, run.data, settings, on_shard)
     wall = time.perf_counter() - written
     served: list[Any] = [_Reported(name, collected.reports.get(name)) for name in settings.names]
+    summarising = time.perf_counter()
     result = eng._summarise(
         run, settings, served, collected.lists, collected.latency, collected.setup_seconds, wall
     )
+    summarised = time.perf_counter() - summarising
     result.info["engine"] = {
         **executor.describe(),
         "shards": n,
@@ -363,6 +365,7 @@ def simulate_sharded(
         "prepare_seconds": round(prepared - clock, 3),  # the driver: read and prepare once
         "write_seconds": round(written - prepared, 3),  # the driver: shard files, count table
         "tasks_seconds": round(wall, 3),  # from the first task submitted to the last result
+        "summarise_seconds": round(summarised, 3),  # the driver: metrics, intervals
         "tasks": sorted(collected.tasks, key=lambda t: t["shard"]),
         "bytes": sizes,
     }
