@@ -116,7 +116,7 @@ def write_stream(data: ReplayData, path: Path) -> Path:
             "kind": pa.array(data.stream_kind, pa.int8()),
         }
     )
-    con = connect()
+    con = connect(spill=path.parent)  # a big window's GROUP BY spills next to the table
     try:
         con.register("stream_events", events)
         con.execute(
