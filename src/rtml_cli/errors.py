@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     DRIFT = 10  # `rtml drift`: drift detected (a result, not an error)
     DATA_ERR = 65  # input data is malformed or violates a contract
     NO_INPUT = 66  # an input file or directory does not exist
+    UNAVAILABLE = 69  # a service rtml needs (the Ray cluster at --address) cannot be reached
     RESOURCE = 71  # out of memory (or threads): sysexits EX_OSERR
     CANT_CREATE = 73  # an output cannot be written (also: no space left on device)
     TEMP_FAIL = 75  # temporary failure, e.g. another run holds the lock
@@ -75,6 +76,13 @@ class DataError(RtmlError):
 class PluginError(DataError):
     """A plug-in (a strategy from an entry point or a --strategy-module file) cannot be
     imported, or fails its contract; the message names the plug-in and what failed."""
+
+
+class Unavailable(RtmlError):
+    """A service the run needs cannot be reached: e.g. no Ray cluster answers at --address
+    (sysexits EX_UNAVAILABLE). Nothing was written; retry when it is up."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class InputMissing(RtmlError):

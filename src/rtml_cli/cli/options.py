@@ -14,8 +14,10 @@ import typer
 from rtml_cli.output import FormatOption, QuietOption
 
 __all__ = [
+    "AddressOption",
     "BaselineRecsOption",
     "EndOption",
+    "EngineOption",
     "EventMapOption",
     "FormatOption",
     "IgnoreEventsOption",
@@ -26,6 +28,7 @@ __all__ = [
     "QuietOption",
     "SeedOption",
     "SessionGapOption",
+    "ShardsOption",
     "StartOption",
     "StrategyModuleOption",
     "WorldOption",
@@ -102,5 +105,29 @@ SessionGapOption = Annotated[
     str,
     typer.Option(
         "--session-gap", help="Inactivity gap that ends a session when the source has none."
+    ),
+]
+# Distributed replay (simulate, retrain): online.distributed; values checked there (exit 2).
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local: in this process; ray: the shards as Ray tasks (pip install 'rtml[ray]').",
+    ),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="--engine ray: the Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: a "
+        "local Ray instance. Exit 69 if it does not answer.",
+    ),
+]
+ShardsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--shards",
+        help="Split the replay into N shards by session (CRC-32 of session_id), one task "
+        "each; default: the cluster's CPUs with --engine ray, none with local.",
     ),
 ]

@@ -8,13 +8,16 @@ from typing import Annotated
 import typer
 
 from rtml_cli.cli.options import (
+    AddressOption,
     EndOption,
+    EngineOption,
     FormatOption,
     ItemsOption,
     KOption,
     PlotOption,
     QuietOption,
     SeedOption,
+    ShardsOption,
     StartOption,
     StrategyModuleOption,
     WorldOption,
@@ -106,6 +109,9 @@ def retrain_cmd(
     ] = None,
     plot: PlotOption = None,
     seed: SeedOption = 0,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
+    shards: ShardsOption = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
@@ -116,7 +122,7 @@ def retrain_cmd(
     of the last step (default: the last whole step of data); --items defaults to
     items.parquet next to EVENTS, --world to the world.json next to EVENTS (its shift_time
     marks the known shift); --plot draws HR@K per step and schedule; --seed seeds precompute
-    and replay."""
+    and replay; --engine ray runs every replay as --shards Ray tasks (same results)."""
     import sys
 
     from rtml_cli.continual.outputs import RETRAIN_OUTPUT, write_retrain_outputs
@@ -166,6 +172,9 @@ def retrain_cmd(
             precompute_params=params,
             seed=seed,
             on_tick=on_tick,
+            engine=engine,
+            address=address,
+            shards=shards,
         )
     if out is not None:
         write_retrain_outputs(summary, out)

@@ -12,12 +12,15 @@ from typing import Annotated, Any
 import typer
 
 from rtml_cli.cli.options import (
+    AddressOption,
     BaselineRecsOption,
     EndOption,
+    EngineOption,
     FormatOption,
     KOption,
     QuietOption,
     SeedOption,
+    ShardsOption,
     StartOption,
     StrategyModuleOption,
     WorldOption,
@@ -130,6 +133,9 @@ def simulate_cmd(
         ),
     ] = 1000,
     world: WorldOption = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
+    shards: ShardsOption = None,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
@@ -140,10 +146,12 @@ def simulate_cmd(
     strategy for `rtml evaluate`. The window is [--start, --end) (--from/--to also work),
     from the artifacts' as-of to the end of the log by default. --seed seeds the ranker's
     training sample. --world (default: the world.json next to EVENTS, if any) adds the
-    ground-truth burst slice.
+    ground-truth burst slice. --engine ray runs the replay as --shards tasks on a Ray cluster
+    (--address; default: a local Ray instance), with the same results.
     """
     from rtml_cli.data.world import find_world
     from rtml_cli.online import write_results
+    from rtml_cli.online.distributed import check_engine_options
     from rtml_cli.online.plugins import load_strategies
     from rtml_cli.online.replay import parse_shard
     from rtml_cli.online.strategies import expand_names
@@ -153,6 +161,7 @@ def simulate_cmd(
     names = expand_names(
         strategies, ablation=ablation, freshness_sweep=freshness_sweep, freshness=lag
     )
+    check_engine_options(engine, address, shards)
     load_strategies(names, strategy_module or [])  # plug-ins, checked before any work
     shard_spec = parse_shard(shard)
     if out is not None:
@@ -168,6 +177,7 @@ def simulate_cmd(
         artifacts,
         names,
         show=fmt is OutputFormat.table and not quiet,
+        engine=(engine, address, shards, strategy_module or []),
         k=k,
         freshness=lag,
         n_candidates=candidates,
@@ -202,8 +212,20 @@ def simulate_cmd(
     )
 
 
-def _run(events: str, artifacts: Path, names: list[str], *, show: bool, **options: Any) -> Any:
-    """``simulate``, with a progress bar on stderr when ``show``."""
+def _run(
+    events: str,
+    artifacts: Path,
+    names: list[str],
+    *,
+    show: bool,
+    engine: tuple[str, str | None, int | None, list[Path]],
+    **options: Any,
+) -> Any:
+    """``simulate``, with a progress bar on stderr when ``show``; sharded (``--engine``,
+    ``--shards``) by ``online.distributed``, with a line per finished shard."""
+    name, address, shards, modules = engine
+    if name != "local" or shards is not None:
+        return _run_sharded(events, artifacts, names, show, name, address, shards, modules, options)
     from rtml_cli.online import simulate
     from rtml_cli.online.strategies import trains
     from rtml_cli.output import info
@@ -252,6 +274,43 @@ def replay_progress(show: bool) -> Iterator[Callable[[int, int], None] | None]:
             bar.update(task, completed=done, total=total, rate=rate)
 
         yield progress
+
+
+def _run_sharded(
+    events: str,
+    artifacts: Path,
+    names: list[str],
+    show: bool,
+    engine: str,
+    address: str | None,
+    shards: int | None,
+    modules: list[Path],
+    options: dict[str, Any],
+) -> Any:
+    from rtml_cli.online.distributed import open_executor, simulate_sharded
+    from rtml_cli.output import info
+
+    def on_shard(done: int, total: int, requests: int, all_requests: int, seconds: float) -> None:
+        rate = f"{requests / seconds:,.0f}" if seconds > 0 else "–"
+        info(
+            f"shards done: {done}/{total}; {requests:,} of {all_requests:,} requests, "
+            f"{rate} requests/s",
+            quiet=not show,
+        )
+
+    with open_executor(engine, address, shards) as executor:
+        if show:
+            info(f"replaying on {engine} in {shards or executor.workers()} shard(s)…")
+        return simulate_sharded(
+            events,
+            artifacts,
+            executor=executor,
+            shards=shards,
+            strategy_modules=modules,
+            on_shard=on_shard,
+            strategies=names,
+            **options,
+        )
 
 
 def _ci(pair: list[float] | None, signed: bool = False) -> str:

@@ -163,6 +163,9 @@ class ReplayEvaluator:
     k: int = 20
     sample: int = 1  # replay the sessions of shard 1 of ``sample`` only
     seed: int = 0
+    # ``online.distributed``: run each replay as ``shards`` tasks there (None: in process)
+    executor: Any = None
+    shards: int | None = None
 
     def __post_init__(self) -> None:
 
@@ -199,17 +202,23 @@ class ReplayEvaluator:
         frame = self._window(start, end)
         if frame is None:
             return ZERO
+        options: dict[str, Any] = dict(
+            strategies=[self.strategy],
+            k=self.k,
+            start=start,
+            end=end,
+            shard=(1, self.sample) if self.sample > 1 else None,
+            seed=self.seed,
+        )
         try:
-            result = simulate(
-                frame,
-                model,
-                strategies=[self.strategy],
-                k=self.k,
-                start=start,
-                end=end,
-                shard=(1, self.sample) if self.sample > 1 else None,
-                seed=self.seed,
-            )
+            if self.executor is not None:
+                from rtml_cli.online.distributed import simulate_sharded
+
+                result = simulate_sharded(
+                    frame, model, executor=self.executor, shards=self.shards, **options
+                )
+            else:
+                result = simulate(frame, model, **options)
         except DataError as exc:
             if "no requests to replay" in str(exc):
                 return ZERO
@@ -351,17 +360,69 @@ def run_retrain(
     seed: int = 0,
     work_dir: str | Path | None = None,
     on_tick=None,
+    engine: str = "local",
+    address: str | None = None,
+    shards: int | None = None,
 ) -> tuple[Simulation, dict[str, Any]]:
     """Simulate every schedule over ``[start, end)`` of EVENTS; returns the simulation and
-    its summary (``continual.report.summarize``) with the run's parameters added."""
-    import polars as pl
-
-    from rtml_cli.continual.report import summarize
-
+    its summary (``continual.report.summarize``) with the run's parameters added.
+    ``engine``/``address``/``shards``: run every replay as shard tasks
+    (``online.distributed``; local with ``shards=None``: in this process, unsharded)."""
     if k < 1:
         raise UsageError(f"--k must be at least 1, got {k}")
     if sample < 1:
         raise UsageError(f"--sample must be at least 1 (replay one session in N), got {sample}")
+    from rtml_cli.online.distributed import check_engine_options, open_executor
+
+    check_engine_options(engine, address, shards)
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if engine != "local" or shards is not None:
+            executor = stack.enter_context(open_executor(engine, address, shards))
+        sim, summary = _run_retrain(
+            events,
+            schedules,
+            step=step,
+            start=start,
+            end=end,
+            k=k,
+            strategy=strategy,
+            sample=sample,
+            items=items,
+            world=world,
+            precompute_params=precompute_params,
+            seed=seed,
+            work_dir=work_dir,
+            on_tick=on_tick,
+            evaluator=(executor, shards),
+        )
+    summary["params"]["engine"] = engine
+    summary["params"]["shards"] = shards
+    return sim, summary
+
+
+def _run_retrain(
+    events: str | Path,
+    schedules: list[Schedule],
+    *,
+    step: timedelta,
+    start: datetime | None,
+    end: datetime | None,
+    k: int,
+    strategy: str,
+    sample: int,
+    items: str | Path | None,
+    world: str | Path | None,
+    precompute_params: dict[str, Any] | None,
+    seed: int,
+    work_dir: str | Path | None,
+    on_tick: Any,
+    evaluator: tuple[Any, int | None],
+) -> tuple[Simulation, dict[str, Any]]:
+    import polars as pl
+
+    from rtml_cli.continual.report import summarize
+
     inputs = load_inputs(events, world)
     start, end = default_window(inputs.first, inputs.last, step, start, end)
     check_window(inputs, start, end, step)
@@ -383,11 +444,12 @@ def run_retrain(
             dict(precompute_params or {}),
             seed,
         )
-        evaluator = ReplayEvaluator(inputs.events, strategy, k, sample, seed)
+        executor, shards = evaluator
+        replayer = ReplayEvaluator(inputs.events, strategy, k, sample, seed, executor, shards)
         sim = simulate_schedules(
             schedules,
             trainer=trainer,
-            evaluator=evaluator,
+            evaluator=replayer,
             start=start,
             end=end,
             step=step,

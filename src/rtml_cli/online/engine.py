@@ -364,14 +364,22 @@ def _training_data(run: _Replay, window: timedelta) -> Callable[[], ReplayData |
 
 def _build(run: _Replay, settings: _Settings) -> tuple[list[Strategy], float]:
     """Every strategy of the run, prepared (the ranker trained); and the seconds it took."""
+    return _build_with(run.art, settings, _training_data(run, settings.train_window))
+
+
+def _build_with(
+    art: Any, settings: _Settings, training: Callable[[], ReplayData | None]
+) -> tuple[list[Strategy], float]:
+    """``_build`` from the artifacts and the training window (a distributed replay's tasks
+    read both from disk: ``online.distributed``)."""
     env = Env(
-        run.art,
+        art,
         n_candidates=settings.n_candidates,
         decay=settings.decay,
         search_k=settings.search_k,
         freshness=settings.freshness,
         seed=settings.seed,
-        training=_training_data(run, settings.train_window),
+        training=training,
         max_train_requests=settings.max_train_requests,
         protocol=settings.protocol,
         baseline_recs=settings.baseline_recs,
