@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -119,9 +121,9 @@ def test_the_persona_csv_goes_to_a_report_with_one_mapping_option(persona):
     assert split["holdout"] == "1d" and split["history_events"] > split["holdout_events"] > 0
     assert doc["control"] == "baseline" and doc["strategies"][0] == "baseline"
     assert {"batch", "session-embedding", "online-ranker"} <= set(doc["strategies"])
-    for step in steps.values():
+    for step in steps.values():  # outputs are relative to DIR (DIR can move)
         for path in step["outputs"].values():
-            assert Path(path).exists(), path
+            assert not Path(path).is_absolute() and (out / path).exists(), path
     assert (out / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
     assert (out / "report.md").read_text().startswith("<!-- rtml report -->")
     assert doc["report"] == {"html": str(out / "report.html"), "markdown": str(out / "report.md")}
@@ -287,3 +289,105 @@ def test_mapping_options_come_from_the_config_file(persona, tmp_path, invoke):
         ("import", "ran"),
         ("validate", "ran"),
     ]
+
+
+# ------------------------------------------------------------- review: resume and refusals
+def _copy_dir(persona, tmp_path) -> Path:
+    """A copy of the persona's finished DIR (its recorded paths are relative to DIR)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(persona["out"], copy, symlinks=True)
+    return copy
+
+
+def _args(persona, out, *extra):
+    args = list(persona["args"])
+    args[args.index("--out") + 1] = str(out)
+    return [*args, *extra]
+
+
+def test_a_copied_dir_resumes_from_its_own_files_in_another_working_directory(
+    persona, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from rtml_cli.cli import app
+
+    copy = _copy_dir(persona, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(app, _args(persona, Path("..") / "copy"))
+    assert result.exit_code == ExitCode.OK, result.stderr
+    doc = json.loads(result.stdout)
+    # (the report may rerun: an earlier test asked for --hit-to-click in the same DIR)
+    assert {s["status"] for s in doc["steps"] if s["step"] != "report"} == {"reused"}
+    assert doc["report"]["html"] == str(copy.resolve() / "report.html")
+
+
+def test_a_new_seed_at_the_same_split_rebuilds_precompute_and_skipping_the_report_prints_no_verdict(
+    persona, tmp_path
+):
+    """The precompute run of the same as-of made with another seed is rebuilt, not refused
+    (exit 73); with --skip report the earlier verdict is not shown as this run's."""
+    from typer.testing import CliRunner
+
+    from rtml_cli.cli import app
+
+    copy = _copy_dir(persona, tmp_path)
+    args = _args(persona, copy, "--seed", "1", "--skip", "drift,evaluate,report")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == ExitCode.OK, result.stderr
+    doc = json.loads(result.stdout)
+    status = {s["step"]: s["status"] for s in doc["steps"]}
+    assert status["precompute"] == "ran" and status["simulate"] == "ran"
+    assert status["report"] == "skipped" and doc["verdict"] == []
+    skipped = next(s for s in doc["steps"] if s["step"] == "evaluate")
+    assert skipped["note"] == "earlier outputs used, made from other inputs than this run's"
+    assert "--skip evaluate: its outputs" in result.stderr
+
+
+def test_bad_strategies_and_baseline_files_are_refused_before_dir_exists(persona, tmp_path, invoke):
+    out = tmp_path / "never"
+    common = ["migrate", persona["events"], "--out", out, "--map", PERSONA_MAP]
+    bogus = invoke(*common, "--map-event", "add_to_cart=cart", "--strategies", "bogus")
+    assert bogus.exit_code == ExitCode.USAGE and "bogus" in bogus.stderr
+    gone = invoke(*common, "--baseline-recs", tmp_path / "nope.csv")
+    assert gone.exit_code == ExitCode.NO_INPUT
+    ranks = tmp_path / "no_rank.csv"
+    ranks.write_text("user_id,item_id\nu1,SKU-1\n")
+    norank = invoke(*common, "--baseline-recs", ranks)
+    assert norank.exit_code == ExitCode.DATA_ERR and "lacks column(s) rank" in norank.stderr
+    missing = invoke("migrate", tmp_path / "no-such.csv", "--out", out)
+    assert missing.exit_code == ExitCode.NO_INPUT
+    assert not out.exists()
+
+
+def test_a_dir_that_cannot_be_written_is_exit_73_not_an_internal_error(
+    persona, tmp_path, invoke, monkeypatch
+):
+    import rtml_cli.fsutil as fsutil
+
+    def denied(directory, command):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fsutil, "write_output_marker", denied)
+    result = invoke("migrate", persona["events"], "--out", tmp_path / "ro", "--map", PERSONA_MAP)
+    assert result.exit_code == ExitCode.CANT_CREATE
+    assert result.stderr.startswith("rtml: error: cannot write to --out")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_csv_lists_the_steps_and_the_verdict(persona):
+    from typer.testing import CliRunner
+
+    from rtml_cli.cli import app
+
+    args = [a if a != "json" else "csv" for a in persona["args"]]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
+    assert result.exit_code == ExitCode.OK, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    tables = [r["table"] for r in rows]
+    assert tables.count("steps") == 7 and tables.count("verdict") >= 3
+    assert any("(baseline)" in r["text"] for r in rows if r["table"] == "verdict")

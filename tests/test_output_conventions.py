@@ -438,7 +438,7 @@ DOCUMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "drift compare": ("drift compare", ("features", "skipped")),
     "drift popularity": ("drift popularity", ()),
     "retrain": ("retrain", ("schedules", "steps", "updates", "checks")),
-    "migrate": ("migrate", ("steps",)),
+    "migrate": ("migrate", ("steps", "verdict")),
 }
 
 

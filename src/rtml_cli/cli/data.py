@@ -16,6 +16,7 @@ from rtml_cli.cli.options import (
     QuietOption,
     SeedOption,
     SessionGapOption,
+    split_words,
 )
 from rtml_cli.output import OutputFormat, fmt_cell
 
@@ -256,7 +257,7 @@ def import_cmd(
         policy=policy,
         event=event,
         event_map=parse_event_map(event_map),
-        ignore_events=[v.strip() for v in (ignore_events or "").split(",") if v.strip()],
+        ignore_events=split_words(ignore_events),
     )
     for message in result.warnings:
         warn(message)

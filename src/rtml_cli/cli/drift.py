@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from rtml_cli.cli import default_command_group
-from rtml_cli.cli.options import EndOption, FormatOption, ItemsOption, QuietOption
+from rtml_cli.cli.options import EndOption, FormatOption, ItemsOption, QuietOption, split_words
 from rtml_cli.continual.detectors import DETECTORS
 from rtml_cli.errors import ExitCode
 from rtml_cli.output import OutputFormat
@@ -139,7 +139,7 @@ def compare_cmd(
     from rtml_cli.output import Rows, finish, make_table, print_tables
 
     dets = parse_detectors(detectors, _thresholds(psi_threshold, ks_alpha, js_threshold))
-    wanted = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    wanted = split_words(features) if features else None
     report = compare_files(
         reference,
         current,

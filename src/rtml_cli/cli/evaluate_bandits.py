@@ -147,9 +147,9 @@ def bandits_cmd(
 
 
 def _split_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    return [part.strip() for part in text.split(",") if part.strip()]
+    from rtml_cli.cli.options import split_words
+
+    return None if text is None else split_words(text)
 
 
 def _split_floats(text: str | None, option: str) -> list[float] | None:

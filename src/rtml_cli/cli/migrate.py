@@ -18,6 +18,7 @@ from rtml_cli.cli.options import (
     QuietOption,
     SeedOption,
     SessionGapOption,
+    split_words,
 )
 from rtml_cli.migrate.plan import STEPS
 from rtml_cli.output import OutputFormat
@@ -124,6 +125,9 @@ def migrate_cmd(
     from rtml_cli.output import Rows, finish, info, warn
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
+    def _split(text: str | None) -> tuple[str, ...]:
+        return tuple(split_words(text))
+
     options = MigrateOptions(
         events=events,
         out=out,
@@ -133,23 +137,24 @@ def migrate_cmd(
         baseline_recs=baseline_recs,
         mapping=parse_mapping(mapping),
         event_map=parse_event_map(event_map),
-        ignore_events=_words(ignore_events),
+        ignore_events=_split(ignore_events),
         session_gap=parse_duration(session_gap),
-        strategies=_words(strategies),
+        strategies=_split(strategies),
         k=k,
         sample=sample,
         hit_to_click=hit_to_click,
         seeds=seeds,
         bootstrap=bootstrap,
         seed=seed,
-        skip=frozenset(_words(skip)),
+        skip=frozenset(_split(skip)),
         force=force,
     )
     show = fmt is OutputFormat.table and not quiet
-    with replay_progress(show) as progress:
-        result = run_migrate(
-            options, log=lambda message: info(message, quiet=quiet), replay_progress=progress
-        )
+    result = run_migrate(
+        options,
+        log=lambda message: info(message, quiet=quiet),
+        replay_progress=lambda: replay_progress(show),
+    )
     for message in result.warnings:
         warn(message)
     finish(
@@ -157,13 +162,9 @@ def migrate_cmd(
         fmt,
         lambda: _render(result),
         kind="migrate",
-        rows=Rows(tables=("steps",)),
+        rows=Rows(tables=("steps", "verdict")),
         quiet=quiet,
     )
-
-
-def _words(text: str | None) -> tuple[str, ...]:
-    return tuple(w.strip() for w in (text or "").split(",") if w.strip())
 
 
 def _render(result: Any) -> None:
@@ -193,6 +194,8 @@ def _render(result: Any) -> None:
     verdict = Text("Verdict (95% intervals; the report explains each figure):\n")
     for claim in result.verdict:
         verdict.append(f"• {claim['topic']}: {claim['text']}\n")
+    if not result.verdict:
+        verdict = Text("No verdict: the report step did not run in this run (--skip report).\n")
     html, markdown = result.output("report", "html"), result.output("report", "markdown")
     if html:
         verdict.append(f"Report: {html}\n        {markdown}")

@@ -14,6 +14,7 @@ import typer
 from rtml_cli.output import FormatOption, QuietOption
 
 __all__ = [
+    "split_words",
     "AddressOption",
     "BaselineRecsOption",
     "EndOption",
@@ -131,3 +132,8 @@ ShardsOption = Annotated[
         "each; default: the cluster's CPUs with --engine ray, none with local.",
     ),
 ]
+
+
+def split_words(text: str | None) -> list[str]:
+    """A comma-separated option value as its words (``"a, b,,c"`` → ``["a", "b", "c"]``)."""
+    return [word.strip() for word in (text or "").split(",") if word.strip()]

@@ -9,8 +9,10 @@ and changing ``--holdout`` reruns precompute and everything after it, not the im
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -78,7 +80,7 @@ class MigrateResult:
             "split": self.split.to_dict() if self.split else None,
             "strategies": self.strategies,
             "control": self.control,
-            "steps": [vars(r) for r in self.steps],
+            "steps": [_portable(vars(r), self.out) for r in self.steps],
             "verdict": self.verdict,
             "report": {
                 "html": self.output("report", "html"),
@@ -95,18 +97,24 @@ Log = Callable[[str], None]
 class _Run:
     """One ``rtml migrate`` run: the options, DIR's state and the records so far."""
 
-    def __init__(self, options: MigrateOptions, log: Log, replay_progress: Any) -> None:
-        self.o = options
-        self.out = Path(options.out)
+    def __init__(
+        self,
+        options: MigrateOptions,
+        log: Log,
+        replay_progress: Callable[[], AbstractContextManager[Any]] | None,
+    ) -> None:
+        self.opts = options
+        self.out = Path(options.out).resolve()  # recorded paths do not depend on the cwd
         self.log = log
-        self.replay_progress = replay_progress
-        self.previous = _read_state(self.out)
+        self.replay_progress = replay_progress or (lambda: contextlib.nullcontext(None))
+        self.earlier, self.earlier_verdict = _read_state(self.out)
         self.records: list[StepRecord] = []
         self.fps: dict[str, str | None] = {}
         self.warnings: list[str] = []
         self.split: Split | None = None
         self.strategies: list[str] = []
         self.control: str | None = None
+        self.verdict: list[dict[str, Any]] = []
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------------------ plumbing
@@ -125,16 +133,13 @@ class _Run:
         fingerprint. ``run`` returns the step's outputs, or None when it found nothing to do."""
         number = f"[{STEPS.index(name) + 1}/{len(STEPS)}] {name}"
         fp = fingerprint(name, params)
-        before = self.previous.get(name) or {}
+        before = self.earlier.get(name) or {}
         earlier = {k: v for k, v in (before.get("outputs") or {}).items() if Path(v).exists()}
-        if name in self.o.skip:
-            record = StepRecord(name, "skipped", outputs=earlier, fingerprint=before.get("fp"))
-            record.note = "earlier outputs used" if earlier else "no earlier outputs"
-            self.log(f"{number}: skipped (--skip {name}); {record.note}")
-            return self._keep(record)
+        if name in self.opts.skip:
+            return self._skip(name, number, fp, before, earlier)
         if (
-            not self.o.force
-            and before.get("fp") == fp
+            not self.opts.force
+            and before.get("fingerprint") == fp
             and before.get("status") in ("ran", "reused")
             and earlier
             and len(earlier) == len(before.get("outputs") or {})
@@ -145,14 +150,33 @@ class _Run:
             self.log(f"{number}…")
         started = time.perf_counter()
         outputs = run() if needed else None
-        seconds = time.perf_counter() - started
         if outputs is None:
-            record = StepRecord(name, "not needed", seconds=seconds, fingerprint=fp)
+            record = StepRecord(name, "not needed", fingerprint=fp)
             _remove_files(before.get("outputs") or {})  # an earlier run's, now out of date
             self.log(f"{number}: not needed")
         else:
+            seconds = time.perf_counter() - started
             record = StepRecord(name, "ran", seconds=seconds, outputs=outputs, fingerprint=fp)
             self.log(f"{number}: done in {seconds:.1f}s")
+        return self._keep(record)
+
+    def _skip(
+        self, name: str, number: str, fp: str, before: dict[str, Any], earlier: dict[str, str]
+    ) -> StepRecord:
+        """--skip: the earlier outputs stand in for the step's (said when they were made from
+        other inputs than this run's)."""
+        record = StepRecord(name, "skipped", outputs=earlier, fingerprint=before.get("fingerprint"))
+        if not earlier:
+            record.note = "no earlier outputs"
+        elif before.get("fingerprint") == fp:
+            record.note = "earlier outputs used (same inputs)"
+        else:
+            record.note = "earlier outputs used, made from other inputs than this run's"
+            self.warnings.append(
+                f"--skip {name}: its outputs in {self.out} were made from "
+                "other inputs or options than this run's"
+            )
+        self.log(f"{number}: skipped (--skip {name}); {record.note}")
         return self._keep(record)
 
     def _keep(self, record: StepRecord) -> StepRecord:
@@ -172,26 +196,51 @@ class _Run:
             f"{self.out}: run once without --skip {step}"
         )
 
-    def result(self, verdict: list[dict[str, Any]] | None = None) -> MigrateResult:
+    def documents(self) -> list[Path]:
+        """The JSON documents of this run's steps (ran, reused, or skipped with earlier
+        outputs): what the report reads, never a leftover of another run in DIR/json."""
+        return [
+            Path(r.outputs["document"])
+            for r in self.records
+            if r.step != "report" and "document" in r.outputs
+        ]
+
+    def result(self) -> MigrateResult:
         return MigrateResult(
             self.out,
             self.split,
             list(self.records),
-            verdict if verdict is not None else self.previous_verdict(),
+            self.verdict,
             self.strategies,
             self.control,
             self.warnings,
             time.perf_counter() - self.started,
         )
 
-    def previous_verdict(self) -> list[dict[str, Any]]:
-        return list(self.previous.get("_verdict") or [])
-
-    def save(self, verdict: list[dict[str, Any]] | None = None) -> None:
+    def save(self) -> None:
+        """DIR/migrate.json: this run's steps so far, then the earlier run's records of the
+        steps this run has not reached (so a failed run does not make the next one redo
+        them; each is reused only if its fingerprint still matches)."""
         from rtml_cli.output import save_document
 
-        doc = self.result(verdict).to_dict()
+        doc = self.result().to_dict()
+        done = {r.step for r in self.records}
+        doc["steps"] += [
+            _portable({**record, "note": "recorded by an earlier run"}, self.out)
+            for name, record in self.earlier.items()
+            if name not in done
+        ]
         save_document(self.out / STATE, "migrate", doc)
+
+
+def _portable(record: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A step's record with its outputs relative to DIR (DIR can be moved or copied and
+    resumed; a copy never reuses the original's files)."""
+    outputs = {}
+    for key, value in (record.get("outputs") or {}).items():
+        path = Path(value)
+        outputs[key] = str(path.relative_to(out)) if path.is_relative_to(out) else value
+    return {**record, "outputs": outputs}
 
 
 def _remove_files(outputs: dict[str, str]) -> None:
@@ -202,54 +251,76 @@ def _remove_files(outputs: dict[str, str]) -> None:
             path.unlink()
 
 
-def _read_state(out: Path) -> dict[str, Any]:
-    """The steps recorded by an earlier run in ``out`` (name → {fp, status, outputs})."""
+def _read_state(out: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The steps an earlier run recorded in ``out`` (name → its record) and its verdict."""
     import json
 
     try:
         doc = json.loads((out / STATE).read_text())
     except (OSError, ValueError):
-        return {}
+        return {}, []
     if not isinstance(doc, dict) or doc.get("kind") != "migrate":
-        return {}
-    found: dict[str, Any] = {
-        s["step"]: {"fp": s.get("fingerprint"), "status": s.get("status"), "outputs": s["outputs"]}
+        return {}, []
+    steps = {
+        s["step"]: {
+            **{k: s.get(k) for k in ("step", "status", "seconds", "fingerprint")},
+            "outputs": {k: str(out / v) for k, v in s["outputs"].items()},  # relative to DIR
+        }
         for s in doc.get("steps") or []
-        if isinstance(s, dict) and "step" in s and isinstance(s.get("outputs"), dict)
+        if isinstance(s, dict) and s.get("step") in STEPS and isinstance(s.get("outputs"), dict)
     }
-    found["_verdict"] = doc.get("verdict") or []
-    return found
+    return steps, list(doc.get("verdict") or [])
+
+
+def _prepare_out(options: MigrateOptions) -> Path:
+    """Check and create DIR before any work: an output rtml may write (exit 73 otherwise)."""
+    from rtml_cli.errors import OutputError
+    from rtml_cli.fsutil import check_output, writable_dir, write_output_marker
+
+    out = check_output(options.out, MIGRATE_OUTPUT, option="--out")
+    writable_dir(out / "json")
+    try:
+        write_output_marker(out, "migrate")
+    except OSError as exc:
+        raise OutputError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
+    return out
 
 
 # ------------------------------------------------------------------------------ the steps
 def run_migrate(
-    options: MigrateOptions, *, log: Log = lambda _m: None, replay_progress: Any = None
+    options: MigrateOptions,
+    *,
+    log: Log = lambda _m: None,
+    replay_progress: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> MigrateResult:
     """From a team's log to the report: import, validate, precompute as of the holdout's
     start, replay the holdout with every stage's strategies (and the team's baseline), check
-    popularity drift, evaluate bandits vs an A/B test, write the report. See the module."""
-    from rtml_cli.fsutil import check_output, write_output_marker
+    popularity drift, evaluate bandits vs an A/B test, write the report. See the module.
+
+    Options and inputs are checked before DIR is touched; DIR is locked for the run (a
+    second run on it exits 75). ``replay_progress()`` gives a context manager around the
+    replay that yields its ``progress(done, total)`` callback (or None)."""
+    from rtml_cli.fsutil import root_lock
 
     options.check()
-    out = check_output(options.out, MIGRATE_OUTPUT, option="--out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "json").mkdir(exist_ok=True)
-    write_output_marker(out, "migrate")
-    run = _Run(options, log, replay_progress)
-    events = _import(run)
-    _validate(run, events)
-    run.split = _split(run, events)
-    artifacts = _precompute(run, events)
-    results = _simulate(run, events, artifacts)
-    _drift(run, events)
-    _evaluate(run, results)
-    verdict = _report(run, artifacts, results)
-    run.save(verdict)
-    return run.result(verdict)
+    input_stamp(options.events)  # a missing log: exit 66 before DIR exists
+    out = _prepare_out(options)
+    with root_lock(out):
+        run = _Run(options, log, replay_progress)
+        events = _import(run)
+        _validate(run, events)
+        run.split = _split(run, events)
+        artifacts = _precompute(run, events)
+        results = _simulate(run, events, artifacts)
+        _drift(run, events)
+        _evaluate(run, results)
+        _report(run, artifacts, results)
+        run.save()
+        return run.result()
 
 
 def _import(run: _Run) -> str:
-    o = run.o
+    o = run.opts
     stamp = input_stamp(o.events)
     params = {
         "events": stamp,
@@ -292,19 +363,24 @@ def _validate(run: _Run, events: str) -> None:
         from rtml_cli.data.validate import validate
         from rtml_cli.output import save_document
 
-        report = validate(events, kind="events", session_gap=run.o.session_gap)
+        report = validate(events, kind="events", session_gap=run.opts.session_gap)
         doc = save_document(run.path("validate", "document"), "data validate", report.to_dict)
+        if any("unknown events" in p or "event value" in p for p in report.problems):
+            report.problems.append(
+                "with rtml migrate: give --map-event VALUE=EVENT (or --ignore-events VALUE) "
+                "and run it again"
+            )
         report.raise_for_problems()  # exit 65, every problem listed; its document is kept
         return {"document": str(doc)}
 
-    run.step("validate", {"events": run.fps["import"], "gap": run.o.session_gap}, go)
+    run.step("validate", {"events": run.fps["import"], "gap": run.opts.session_gap}, go)
 
 
 def _split(run: _Run, events: str) -> Split:
     from rtml_cli.fsutil import parquet_files
 
     first, last, count_before = events_span(parquet_files(events, what="EVENTS"))
-    split = plan_split(first, last, count_before, holdout=run.o.holdout, as_of=run.o.as_of)
+    split = plan_split(first, last, count_before, holdout=run.opts.holdout, as_of=run.opts.as_of)
     run.log(
         f"history: {split.history_events:,} events before {split.as_of:%Y-%m-%d %H:%M:%S} UTC; "
         f"holdout ({split.how}): {split.holdout_events:,} events to "
@@ -315,11 +391,11 @@ def _split(run: _Run, events: str) -> Split:
 
 def _precompute(run: _Run, events: str) -> Path:
     assert run.split is not None
-    o = run.o
+    o, split = run.opts, run.split
     params = {
         "events": run.fps["import"],
         "items": input_stamp(o.items),
-        "as_of": run.split.as_of,
+        "as_of": split.as_of,
         "seed": o.seed,
     }
 
@@ -331,8 +407,12 @@ def _precompute(run: _Run, events: str) -> Path:
             events,
             run.path("precompute", "artifacts"),
             items=o.items,
-            as_of=run.split.as_of if run.split else None,
+            as_of=split.as_of,
             seed=o.seed,
+            # migrate owns this ROOT and its fingerprint says the run must be made: a run of
+            # the same as-of made from other inputs (--items, --seed) is rebuilt, not refused
+            force=True,
+            keep=3,  # other holdouts tried in DIR: the three newest runs are kept
         )
         run.warnings += result.warnings
         doc = save_document(run.path("precompute", "document"), "precompute", result.summary)
@@ -345,16 +425,16 @@ def _precompute(run: _Run, events: str) -> Path:
 def _strategy_names(run: _Run) -> list[str]:
     from rtml_cli.online.strategies import DEFAULT_STRATEGIES, expand_names
 
-    given = ",".join(run.o.strategies) if run.o.strategies else ",".join(DEFAULT_STRATEGIES)
+    given = ",".join(run.opts.strategies) if run.opts.strategies else ",".join(DEFAULT_STRATEGIES)
     names = expand_names(given)
-    if run.o.baseline_recs is not None and "baseline" not in names:
+    if run.opts.baseline_recs is not None and "baseline" not in names:
         names.insert(0, "baseline")
     return names
 
 
 def _simulate(run: _Run, events: str, artifacts: Path) -> Path | None:
     assert run.split is not None
-    o = run.o
+    o = run.opts
     run.strategies = _strategy_names(run)
     # the comparator of every verdict: the team's own lists, else rtml's nightly batch list
     run.control = next((s for s in ("baseline", "batch") if s in run.strategies), None)
@@ -376,20 +456,21 @@ def _simulate(run: _Run, events: str, artifacts: Path) -> Path | None:
         from rtml_cli.output import save_document
 
         assert run.split is not None
-        result = simulate(
-            events,
-            artifacts,
-            strategies=run.strategies,
-            k=o.k,
-            start=run.split.as_of,
-            end=run.split.end,
-            seed=o.seed,
-            sample=o.sample,
-            bootstrap=o.bootstrap,
-            baseline_recs=o.baseline_recs,
-            world=find_world(o.events) if not o.needs_import else None,
-            progress=run.replay_progress,
-        )
+        with run.replay_progress() as progress:  # a progress bar only while replaying
+            result = simulate(
+                events,
+                artifacts,
+                strategies=run.strategies,
+                k=o.k,
+                start=run.split.as_of,
+                end=run.split.end,
+                seed=o.seed,
+                sample=o.sample,
+                bootstrap=o.bootstrap,
+                baseline_recs=o.baseline_recs,
+                world=find_world(o.events) if not o.needs_import else None,
+                progress=progress,
+            )
         run.warnings += result.info["warnings"]
         target = write_results(result.frame, run.path("simulate", "results"), result.info)
         doc = result.to_dict()
@@ -405,9 +486,10 @@ def _drift(run: _Run, events: str) -> None:
     """Has popularity moved between the history and the holdout? (Whether a model trained
     on the history goes stale during the holdout: the continual-learning question.)"""
     assert run.split is not None
-    holdout = run.split.end - run.split.as_of
-    history = run.split.as_of - run.split.first_event
-    params = {"events": run.fps["import"], "split": run.split.as_of, "end": run.split.end}
+    split = run.split
+    holdout = split.end - split.as_of
+    history = split.as_of - split.first_event
+    params = {"events": run.fps["import"], "split": split.as_of, "end": split.end}
 
     def go() -> dict[str, str] | None:
         from rtml_cli.continual.drift import DETECTORS, parse_detectors, popularity_report
@@ -422,7 +504,7 @@ def _drift(run: _Run, events: str) -> None:
             current=holdout,
             reference=reference,
             detectors=parse_detectors("psi", {"psi": psi, "ks": None, "js": None}),
-            end=run.split.end if run.split else None,
+            end=split.end,
         )
         doc = save_document(run.path("drift", "document"), "drift popularity", report.to_dict())
         return {"document": str(doc)}
@@ -476,7 +558,7 @@ def _arms(run: _Run, results: Path) -> tuple[list[str], float | None, int | None
 
 
 def _evaluate(run: _Run, results: Path | None) -> None:
-    o = run.o
+    o = run.opts
     params = {"simulate": run.fps.get("simulate"), "seeds": o.seeds, "seed": o.seed, "v": 2}
 
     def go() -> dict[str, str] | None:
@@ -507,8 +589,10 @@ def _evaluate(run: _Run, results: Path | None) -> None:
     run.step("evaluate", params, go)
 
 
-def _report(run: _Run, artifacts: Path, results: Path | None) -> list[dict[str, Any]]:
-    o = run.o
+def _report(run: _Run, artifacts: Path, results: Path | None) -> None:
+    """The report from this run's outputs; the verdict only when the report is this run's
+    (ran, or reused with the same inputs), never an earlier run's."""
+    o = run.opts
     params = {
         "inputs": [run.fps.get(s) for s in STEPS if s != "report"],
         "hit_to_click": o.hit_to_click,
@@ -522,7 +606,7 @@ def _report(run: _Run, artifacts: Path, results: Path | None) -> list[dict[str, 
         from rtml_cli.plotting import available
         from rtml_cli.report import Options, build_report, load_inputs, write_report
 
-        inputs: list[Any] = [run.out / "json", artifacts]
+        inputs: list[Any] = [*run.documents(), artifacts]
         if results is not None:
             inputs.append(results)
         loaded = load_inputs(inputs)
@@ -536,12 +620,16 @@ def _report(run: _Run, artifacts: Path, results: Path | None) -> list[dict[str, 
                 hit_to_click=o.hit_to_click,
             ),
         )
-        html = write_report(report, run.path("report", "html"), "html")[0]
+        # Markdown first: if it cannot be written, the HTML is not replaced either
         markdown = write_report(report, run.path("report", "markdown"), "md")[0]
+        html = write_report(report, run.path("report", "html"), "html")[0]
         made["verdict"] = [
             {"topic": c.topic, "text": c.text, "cannot_tell": c.cannot_tell} for c in report.verdict
         ]
         return {"html": str(html), "markdown": str(markdown)}
 
-    run.step("report", params, go)
-    return made.get("verdict", run.previous_verdict())
+    record = run.step("report", params, go)
+    if record.status == "ran":
+        run.verdict = made["verdict"]
+    elif record.status == "reused":
+        run.verdict = run.earlier_verdict

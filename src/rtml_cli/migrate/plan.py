@@ -67,7 +67,13 @@ class MigrateOptions:
 
         parse_sample(self.sample)
         if self.strategies:
-            expand_names(",".join(self.strategies))  # unknown names: one line, exit 2
+            from rtml_cli.online.plugins import load_strategies
+
+            load_strategies(expand_names(",".join(self.strategies)), [])  # unknown: exit 2
+        if self.baseline_recs is not None:
+            from rtml_cli.online.baseline import check_baseline_file
+
+            check_baseline_file(self.baseline_recs)  # missing (66) or lacks columns (65)
 
     @property
     def is_csv(self) -> bool:
@@ -112,14 +118,15 @@ def plan_split(
     span = last - first
     spans = f"the log spans {_span_text(span)}, {_when(first)} … {_when(last)}"
     if as_of is None:
+        length = format_duration(holdout) if holdout else "7d"
+        asked = f"--holdout {length}" if holdout else "the default holdout of 7d"
         holdout = holdout or DEFAULT_HOLDOUT
         if holdout >= span:
             raise UsageError(
-                f"--holdout {format_duration(holdout)} is as long as the log or longer "
-                f"({spans}): give a shorter --holdout or an --as-of inside the log"
+                f"{asked} is as long as the log or longer ({spans}): give a shorter "
+                "--holdout or an --as-of inside the log"
             )
         split = (last - holdout).replace(microsecond=0)
-        how = length = format_duration(holdout)
         how = f"--holdout {length}"
     else:
         if as_of <= first:
@@ -134,7 +141,7 @@ def plan_split(
             )
         split = as_of
         how = f"--as-of {_when(as_of)}"
-        length = format_duration(timedelta(seconds=round((last - as_of).total_seconds())))
+        length = _span_text(last - as_of)
     end = last + timedelta(microseconds=1)
     total = count_before(end)
     before = count_before(split)
@@ -201,6 +208,9 @@ def _when(value: datetime) -> str:
 
 
 def _span_text(span: timedelta) -> str:
+    """``26d 3h``, ``5.5h`` or ``12m``: a span as people read it."""
     days, rest = divmod(span.total_seconds(), 86400)
     hours = rest / 3600
-    return f"{int(days)}d {hours:.0f}h" if days else f"{hours:.1f}h"
+    if days:
+        return f"{int(days)}d {hours:.0f}h"
+    return f"{hours:.1f}h" if hours >= 1 else f"{rest / 60:.0f}m"

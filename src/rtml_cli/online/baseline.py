@@ -52,24 +52,44 @@ def _newest(entry: tuple[list[int], list[np.ndarray]] | None, ts: int) -> np.nda
     return lists[i] if i >= 0 else None
 
 
+_COLUMNS = ("user_id", "rank", "item_id")
+
+
+def _read(path: Path, *, schema_only: bool = False) -> Any:
+    """The file as a frame (or, with ``schema_only``, its column names), CSV or Parquet."""
+    import polars as pl
+
+    if not path.exists():
+        raise InputMissing(f"--baseline-recs {path} does not exist")
+    try:
+        if path.suffix in (".csv", ".gz"):
+            frame = pl.scan_csv(path) if schema_only else pl.read_csv(path)
+        else:
+            frame = pl.scan_parquet(path) if schema_only else pl.read_parquet(path)
+        columns = frame.collect_schema().names() if schema_only else frame.columns
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read --baseline-recs {path}: {str(exc).splitlines()[0]}") from exc
+    missing = [c for c in _COLUMNS if c not in columns]
+    if missing:
+        raise DataError(
+            f"--baseline-recs {path} lacks column(s) {', '.join(missing)}: expected user_id, "
+            "rank, item_id and optionally as_of"
+        )
+    return columns if schema_only else frame
+
+
+def check_baseline_file(path: str | Path) -> None:
+    """Before any work: the file exists (66), is readable and has the columns (65)."""
+    _read(Path(path), schema_only=True)
+
+
 def load_baseline(path: str | Path, to_idx: Any) -> BaselineLists:
     """Read the team's lists (Parquet or CSV) and map their items to ``item_idx`` with
     ``to_idx``; items the artifacts do not know are dropped and counted."""
     import polars as pl
 
     path = Path(path)
-    if not path.exists():
-        raise InputMissing(f"--baseline-recs {path} does not exist")
-    try:
-        frame = pl.read_csv(path) if path.suffix in (".csv", ".gz") else pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"cannot read --baseline-recs {path}: {str(exc).splitlines()[0]}") from exc
-    missing = [c for c in ("user_id", "rank", "item_id") if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"--baseline-recs {path} lacks column(s) {', '.join(missing)}: expected user_id, "
-            "rank, item_id and optionally as_of"
-        )
+    frame = _read(path)
     if frame.height == 0:
         raise DataError(f"--baseline-recs {path} has no rows")
     frame = frame.with_columns(

@@ -322,8 +322,10 @@ def stage3_claims(replay: Replay) -> list[Claim]:
 
 
 def clicks_claim(replay: Replay) -> Claim | None:
-    """With ``--hit-to-click``: the best online strategy's extra hits as expected clicks per
-    1,000 requests with a truth, stated as the user's assumption. None without it."""
+    """With ``--hit-to-click``: the Stage-3 headline strategy's extra hits over the Stage-1
+    comparator (online-ranker when it was replayed, else the best Stage-2 strategy) as
+    expected clicks per 1,000 requests with a truth, stated as the user's assumption. None
+    without it."""
     rate = replay.ctx.options.hit_to_click
     s1 = replay.headline(1)
     best = replay.headline(3) or replay.headline(2)
