@@ -19,6 +19,8 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtml_cli.batch.precompute import run_precompute
 from tests.test_batch_precompute import START, catalogue, make_events
@@ -124,6 +126,68 @@ def test_cooccurrence_and_embeddings_match_the_golden_snapshot(runs, mode):
     golden = np.load(GOLDEN / mode / "item_embeddings.npy")
     assert emb.dtype == golden.dtype and emb.shape == golden.shape
     np.testing.assert_allclose(emb, golden, rtol=1e-4, atol=1e-5)
+
+
+# --- the co-occurrence in SQL against the numpy reference it replaced -------------------
+
+
+def _old_session_arrays(con, as_of, half_life_s):
+    """What precompute fetched into numpy before issue #10 (kept as the reference)."""
+    from rtml_cli.batch.features import decay_sql
+
+    frame = con.sql(
+        f"""SELECT hash(e.session_id) AS s, i.item_idx,
+                   CAST({decay_sql(as_of, half_life_s)} AS FLOAT) AS w
+            FROM ev e JOIN idx i ON e.item_id = i.item_id
+            ORDER BY s, e.ts, i.item_idx"""
+    ).fetchnumpy()
+    return (
+        np.asarray(frame["s"]),
+        np.asarray(frame["item_idx"], dtype=np.int64),
+        np.asarray(frame["w"], dtype=np.float32),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 6), st.integers(0, 5)), min_size=1, max_size=12),
+        min_size=1,
+        max_size=10,
+    ),
+    st.integers(1, 5),
+    st.integers(2, 8),
+)
+def test_cooccurrence_sql_matches_the_numpy_reference(sessions, window, max_len):
+    """Same counts for any sessions: repeated items, equal timestamps, capped sessions."""
+    from rtml_cli.batch.embeddings import cooccurrence
+    from rtml_cli.batch.features import cooccurrence_sql
+    from rtml_cli.duck import connect
+
+    rows = [
+        (START + timedelta(hours=3 * s, minutes=minute), f"s{s}", item)
+        for s, seq in enumerate(sessions)
+        for item, minute in seq
+    ]
+    events = pl.DataFrame(rows, schema=["ts", "session_id", "item_id"], orient="row")
+    events = events.with_columns(pl.col("ts").dt.replace_time_zone(None))
+    index = pl.DataFrame({"item_idx": range(7), "item_id": range(7)})
+    as_of, half_life = START + timedelta(days=40), 86_400.0 * 7
+    con = connect()
+    try:
+        con.register("ev", events)
+        con.register("idx", index)
+        got, n_events = cooccurrence_sql(
+            con, as_of, half_life, None, 7, window=window, max_session_len=max_len
+        )
+        want = cooccurrence(
+            *_old_session_arrays(con, as_of, half_life), 7, window=window, max_session_len=max_len
+        )
+    finally:
+        con.close()
+    assert n_events == len(rows)
+    np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-12)
+    assert got.has_canonical_format
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
