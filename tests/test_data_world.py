@@ -485,6 +485,33 @@ def test_same_seed_same_bytes(tiny, tmp_path):
     assert summary["n_events"] == pl.read_parquet(first / "events.parquet").height
 
 
+def test_scale_copies_users_and_sessions_under_new_ids(tiny, tmp_path, invoke):
+    """`--scale 3`: three times the events, users and sessions (the copies' ids are new),
+    the same items and times; deterministic; scale 1 is the world as it was."""
+    first, summary = tiny
+    out = tmp_path / "scaled"
+    result = invoke(
+        "data", "sample", "--size", "tiny", "--seed", "3", "--scale", "3", "--out", out,
+        "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    scaled = json.loads(result.stdout)
+    base = pl.read_parquet(first / "events.parquet")
+    events = pl.read_parquet(out / "events.parquet")
+    assert events.height == 3 * base.height == scaled["n_events"]
+    assert scaled["scale"] == 3 and "scale" not in summary
+    assert scaled["n_users"] == 3 * summary["n_users"]
+    for column, factor in (("user_id", 3), ("session_id", 3), ("item_id", 1)):
+        unique = events[column].drop_nulls().n_unique()
+        assert unique == factor * base[column].drop_nulls().n_unique(), column
+    assert events["ts"].sort().gather_every(3).equals(base["ts"].sort())
+    again = tmp_path / "again"
+    generate_world(again, seed=3, size="tiny", scale=3)
+    assert (again / "events.parquet").read_bytes() == (out / "events.parquet").read_bytes()
+    bad = invoke("data", "sample", "--scale", "0", "--out", tmp_path / "bad")
+    assert bad.exit_code == 2
+
+
 def test_regenerating_the_committed_world_gives_the_same_data(tmp_path, events):
     out = tmp_path / "shop"
     generate_world(out, seed=7, size="small")

@@ -264,10 +264,10 @@ def user_items(con, as_of: datetime, half_life_s: float, since: datetime | None,
     return carried.with_columns(decay).merge_sorted(merged, ["user_id", "item_id"])
 
 
-def user_features(totals, history, categories, as_of: datetime):
+def user_features(totals, top, as_of: datetime):
     """Per known user: activity counts, recency and top-3 categories of their weighted history.
 
-    ``categories`` maps item_id -> category (None when there is no catalogue).
+    ``top`` is :func:`user_top_categories` (None when there is no catalogue).
     """
     import polars as pl
 
@@ -276,34 +276,165 @@ def user_features(totals, history, categories, as_of: datetime):
             "recency_days"
         )
     )
-    if categories is not None:
-        top = (
-            history.select("user_id", "item_id", "weight")
-            .join(categories, on="item_id", how="inner")
-            .filter(pl.col("category").is_not_null())
-            .group_by("user_id", "category")
-            .agg(pl.col("weight").sum())
-            .sort(["user_id", "weight", "category"], descending=[False, True, False])
-            .group_by("user_id", maintain_order=True)
-            .agg(pl.col("category").head(3).alias("top_categories"))
-        )
+    if top is not None:
         frame = frame.join(top, on="user_id", how="left")
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("top_categories"))
     return frame.sort("user_id")
 
 
-def session_arrays(con, as_of: datetime, half_life_s: float, since: datetime | None):
-    """(session key, item_idx, decay weight) sorted by session then time, from table ``idx``."""
-    frame = con.sql(
-        f"""SELECT hash(e.session_id) AS s, i.item_idx,
-                   CAST({decay_sql(as_of, half_life_s)} AS FLOAT) AS w
-            FROM ev e JOIN idx i ON e.item_id = i.item_id
-            WHERE {_since(since)}
-            ORDER BY s, e.ts, i.item_idx"""
-    ).fetchnumpy()
-    return (
-        np.asarray(frame["s"]),
-        np.asarray(frame["item_idx"], dtype=np.int64),
-        np.asarray(frame["w"], dtype=np.float32),
+HISTORY = "_history"  # the DuckDB table of per (user, item) histories (user_items_table)
+
+
+def user_items_table(con, as_of: datetime, half_life_s: float, since: datetime | None, old=None):
+    """DuckDB table ``_history``: :func:`user_items`, sorted by user_id, item_id.
+
+    A full run builds it without leaving DuckDB (it has a row per user and item: it grows
+    with the events); a warm start merges the previous run's history as
+    :func:`user_items` does and hands the result to DuckDB.
+    """
+    if old is None:
+        weight = exact_sum_sql(f"{EVENT_WEIGHT_SQL} * {decay_sql(as_of, half_life_s)}")
+        con.sql(
+            f"""CREATE OR REPLACE TEMP TABLE {HISTORY} AS
+                SELECT user_id, item_id, {weight} AS weight,
+                       bool_or(event = 'purchase') AS purchased, max(ts) AS last_ts
+                FROM ev WHERE user_id IS NOT NULL AND {_since(since)}
+                GROUP BY user_id, item_id ORDER BY user_id, item_id"""
+        )
+        return
+    frame = user_items(con, as_of, half_life_s, since, old)
+    con.register("_history_frame", frame)
+    try:
+        con.sql(
+            f"""CREATE OR REPLACE TEMP TABLE {HISTORY} AS
+                SELECT user_id, item_id, weight, purchased, CAST(last_ts AS TIMESTAMP) AS last_ts
+                FROM _history_frame"""
+        )
+    finally:
+        con.unregister("_history_frame")
+
+
+def write_user_items(con, path) -> None:
+    """``state/user_items.parquet`` from table ``_history`` (what a warm start reads back)."""
+    from rtml_cli.duck import sql_str
+
+    con.sql(
+        f"""COPY (SELECT user_id, item_id, weight, purchased,
+                         CAST(last_ts AS TIMESTAMPTZ) AS last_ts FROM {HISTORY})
+            TO {sql_str(str(path))} (FORMAT PARQUET)"""
     )
+
+
+def user_top_categories(con, categories, active=None):
+    """Per user in ``_history``: the 3 categories of most history weight (ties by name).
+
+    ``categories`` maps item_id -> category; ``active`` (a frame of user_id) limits it
+    to those users.
+    """
+    con.register("_categories", categories.select("item_id", "category"))
+    scope = ""
+    if active is not None:
+        con.register("_top_users", active.select("user_id"))
+        scope = "SEMI JOIN _top_users a ON h.user_id = a.user_id"
+    try:
+        return con.sql(
+            f"""SELECT user_id,
+                       list(category ORDER BY weight DESC, category)[1:3] AS top_categories
+                FROM (SELECT h.user_id, c.category, {exact_sum_sql("h.weight")} AS weight
+                      FROM {HISTORY} h {scope} JOIN _categories c ON h.item_id = c.item_id
+                      WHERE c.category IS NOT NULL GROUP BY h.user_id, c.category)
+                GROUP BY user_id"""
+        ).pl()
+    finally:
+        con.unregister("_categories")
+        if active is not None:
+            con.unregister("_top_users")
+
+
+# Float sums over events are taken as integers (the value times 2**60, 128-bit): exact, so
+# the result is the same in any order DuckDB's parallel aggregation adds them (a float sum
+# is not, and identical runs must write identical files); 2**60 keeps every bit of a float32
+# weight above 2**-37 and of a float64 weight above 2**-8.
+FIXED_POINT = 2**60
+_SCALE = f"CAST({FIXED_POINT} AS DOUBLE)"
+
+
+def exact_sum_sql(value: str) -> str:
+    """SQL for the sum of the DOUBLE expression ``value``, exact and independent of order."""
+    return f"CAST(sum(CAST(({value}) * {_SCALE} AS HUGEINT)) AS DOUBLE) / {_SCALE}"
+
+
+def cooccurrence_sql(
+    con,
+    as_of: datetime,
+    half_life_s: float,
+    since: datetime | None,
+    n_items: int,
+    *,
+    window: int,
+    max_session_len: int,
+):
+    """Session co-occurrence counts in DuckDB from table ``idx``: (CSR matrix, events read).
+
+    The same counts as :func:`rtml_cli.batch.embeddings.cooccurrence` over the events
+    sorted by session then time (consecutive repeats collapsed, each session capped at its
+    first ``max_session_len`` items, a pair weighted by the time decay of its later event),
+    but the per-event work (sort, windows, pairs) stays in DuckDB, which spills past its
+    memory cap: Python only receives the item x item counts.
+    """
+    import scipy.sparse as sp
+
+    leads = ", ".join(
+        f"lead(item_idx, {lag}) OVER w AS b{lag}, lead(w, {lag}) OVER w AS w{lag}"
+        for lag in range(1, window + 1)
+    )
+    lags = range(1, window + 1)
+    con.sql(
+        f"""CREATE OR REPLACE TEMP TABLE _cooc_directed AS
+            WITH ordered AS (
+                SELECT hash(e.session_id) AS s, e.ts, i.item_idx,
+                       CAST({decay_sql(as_of, half_life_s)} AS FLOAT) AS w,
+                       lag(i.item_idx) OVER (PARTITION BY hash(e.session_id)
+                                             ORDER BY e.ts, i.item_idx) AS prev
+                FROM ev e JOIN idx i ON e.item_id = i.item_id
+                WHERE {_since(since)}),
+            walk AS (
+                SELECT item_idx AS a, row_number() OVER w - 1 AS pos, {leads}
+                FROM ordered WHERE prev IS NULL OR prev <> item_idx
+                WINDOW w AS (PARTITION BY s ORDER BY ts, item_idx)),
+            pairs AS (
+                SELECT a, pos, unnest([{", ".join(f"b{k}" for k in lags)}]) AS b,
+                       unnest([{", ".join(f"w{k}" for k in lags)}]) AS w,
+                       unnest([{", ".join(str(k) for k in lags)}]) AS lag
+                FROM walk WHERE pos < {int(max_session_len) - 1})
+            SELECT a, b, sum(CAST(CAST(w AS DOUBLE) * {_SCALE} AS HUGEINT)) AS v
+            FROM pairs
+            WHERE b IS NOT NULL AND a <> b AND pos + lag < {int(max_session_len)}
+            GROUP BY a, b"""
+    )
+    try:
+        frame = con.sql(
+            f"""SELECT i, j, CAST(sum(v) AS DOUBLE) / {_SCALE} AS c FROM (
+                    SELECT a AS i, b AS j, v FROM _cooc_directed
+                    UNION ALL SELECT b, a, v FROM _cooc_directed)
+                GROUP BY i, j ORDER BY i, j"""
+        ).fetchnumpy()
+    finally:
+        con.sql("DROP TABLE IF EXISTS _cooc_directed")
+    rows = np.asarray(frame["i"], dtype=np.int64)
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_items), out=indptr[1:])
+    counts = sp.csr_matrix(
+        (
+            np.asarray(frame["c"], dtype=np.float64),
+            np.asarray(frame["j"], dtype=np.int32),
+            indptr.astype(np.int32) if indptr[-1] < 2**31 else indptr,
+        ),
+        shape=(n_items, n_items),
+    )
+    del frame, rows
+    events = con.sql(
+        f"SELECT count(*) FROM ev e SEMI JOIN idx i ON e.item_id = i.item_id WHERE {_since(since)}"
+    ).fetchall()[0][0]
+    return counts, int(events)

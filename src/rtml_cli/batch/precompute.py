@@ -374,7 +374,6 @@ class _Run:
     aggregates: Any = None
     item_frame: Any = None
     user_totals: Any = None
-    history: Any = None
     user_frame: Any = None
     active: Any = None
     is_active: Any = None
@@ -387,7 +386,7 @@ class _Run:
     neighbors: Any = None
     sim_top: Any = None
     popular: Any = None
-    recs: Any = None
+    n_recs: int = 0  # Stage-1 rows, written by the recs step
     # sessions (V-SKNN tables, sequential rules)
     session_params: SessionParams = field(default_factory=SessionParams)
     sessions: SessionTablesResult | None = None
@@ -714,7 +713,8 @@ def _features(run: _Run) -> None:
     run.user_totals = feat.merge_user_totals(
         fresh_users, warm.user_totals if warm is not None else None
     )
-    run.history = feat.user_items(
+    # per (user, item): stays in DuckDB (table _history) for the user features and the recs
+    feat.user_items_table(
         run.con, as_of, run.half_life_s, run.since, warm.user_items if warm is not None else None
     )
     run.user_frame = _user_frame(run)
@@ -752,15 +752,14 @@ def _user_frame(run: _Run) -> Any:
     from rtml_cli.batch import features as feat
 
     categories = run.item_frame.select("item_id", "category") if run.catalogue is not None else None
+    active = run.active if run.warm is not None else None
+    top = feat.user_top_categories(run.con, categories, active) if categories is not None else None
     if run.warm is None:
-        return feat.user_features(run.user_totals, run.history, categories, run.as_of)
+        return feat.user_features(run.user_totals, top, run.as_of)
     # users without new events keep their features (uniform decay keeps their
     # top categories); only recency moves with the as-of
     refreshed = feat.user_features(
-        run.user_totals.join(run.active, on="user_id", how="semi"),
-        run.history.join(run.active, on="user_id", how="semi"),
-        categories,
-        run.as_of,
+        run.user_totals.join(run.active, on="user_id", how="semi"), top, run.as_of
     )
     kept = run.warm.user_features.filter(~run.is_active).with_columns(
         ((pl.lit(run.as_of) - pl.col("last_seen")).dt.total_microseconds() / 86_400e6).alias(
@@ -772,25 +771,22 @@ def _user_frame(run: _Run) -> Any:
 
 def _cooccurrence(run: _Run) -> None:
     """Time-decayed session co-occurrence counts (a warm start decays and adds its own)."""
-    from rtml_cli.batch import embeddings as emb
     from rtml_cli.batch import features as feat
 
     run.steps.start("cooccurrence")
     run.con.register("idx", run.index)
-    sessions, item_idx, weights = feat.session_arrays(
-        run.con, run.as_of, run.half_life_s, run.since
-    )
-    run.con.unregister("idx")
-    run.pairs_events = int(item_idx.size)
-    counts = emb.cooccurrence(
-        sessions,
-        item_idx,
-        weights,
-        run.n_items,
-        window=run.window,
-        max_session_len=run.max_session_len,
-    )
-    del sessions, item_idx, weights
+    try:
+        counts, run.pairs_events = feat.cooccurrence_sql(
+            run.con,
+            run.as_of,
+            run.half_life_s,
+            run.since,
+            run.n_items,
+            window=run.window,
+            max_session_len=run.max_session_len,
+        )
+    finally:
+        run.con.unregister("idx")
     warm = run.warm
     if warm is not None:
         factor = 0.5 ** ((run.as_of - warm.as_of).total_seconds() / run.half_life_s)
@@ -861,7 +857,7 @@ def _recs(run: _Run) -> None:
     """Popular items and Stage-1 lists (a warm start refreshes active users only)."""
     import polars as pl
 
-    from rtml_cli.batch.recs import batch_recs
+    from rtml_cli.batch.recs import write_batch_recs
 
     run.steps.start("recs")
     by_popularity = run.item_frame.sort("popularity_rank")
@@ -871,19 +867,21 @@ def _recs(run: _Run) -> None:
         pl.col("popularity_rank").cast(pl.Int32).alias("rank"),
         pl.col("popularity_score").cast(pl.Float32).alias("score"),
     )
+    path = run.tmp_dir / "batch_recs.parquet"
     if run.warm is None:
-        run.recs = batch_recs(run.history, run.index, run.sim_top, popular_idx, run.top_k)
+        run.n_recs = write_batch_recs(run.con, run.index, run.sim_top, popular_idx, run.top_k, path)
         return
-    fresh_recs = batch_recs(
-        run.history.join(run.active, on="user_id", how="semi"),
+    # rows stay grouped by user (kept, then refreshed users); no 15M-row re-sort
+    run.n_recs = write_batch_recs(
+        run.con,
         run.index,
         run.sim_top,
         popular_idx,
         run.top_k,
+        path,
+        active=run.active,
+        kept=run.warm.batch_recs.filter(~run.is_active),
     )
-    kept = run.warm.batch_recs.filter(~run.is_active)
-    # rows stay grouped by user (kept, then refreshed users); no 15M-row re-sort
-    run.recs = pl.concat([kept, fresh_recs.select(kept.columns)])
 
 
 def _sessions(run: _Run) -> None:
@@ -923,7 +921,6 @@ def _write(run: _Run) -> None:
     run.user_frame.write_parquet(tmp / "user_features.parquet")
     np.save(tmp / "item_embeddings.npy", run.factors.embeddings)
     run.neighbors.write_parquet(tmp / "item_neighbors.parquet")
-    run.recs.write_parquet(tmp / "batch_recs.parquet")
     run.popular.write_parquet(tmp / "popular.parquet")
     state = tmp / "state"
     state.mkdir(exist_ok=True)  # the sessions step put the rule counts there
@@ -932,7 +929,7 @@ def _write(run: _Run) -> None:
         state / "item_totals.parquet"
     )
     run.user_totals.write_parquet(state / "user_totals.parquet")
-    run.history.write_parquet(state / "user_items.parquet")
+    feat.write_user_items(run.con, state / "user_items.parquet")
     sessions = _require(run.sessions, "the session tables", "sessions")
     write_json(
         state / "state.json",
@@ -970,7 +967,7 @@ def _manifest(run: _Run) -> dict[str, Any]:
             "users": run.user_frame.height,
             "cooccurrence_nnz": int(run.counts.nnz),
             "neighbors": run.neighbors.height,
-            "batch_recs": run.recs.height,
+            "batch_recs": run.n_recs,
             "popular": run.popular.height,
             **(run.sessions.rows() if run.sessions is not None else {}),
         },

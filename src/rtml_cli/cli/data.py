@@ -95,6 +95,16 @@ def sample_cmd(
             "medium (~2M events), large (>=10M events, >=100k items).",
         ),
     ] = WorldSizeChoice.small,
+    scale: Annotated[
+        int,
+        typer.Option(
+            "--scale",
+            min=1,
+            help="Write the event log N times over (copies of the users and sessions with "
+            "new ids, a day at a time in bounded memory): a benchmark load, e.g. --size large "
+            "--scale 10 is ~105M events and ~3M users. Ground truth describes the first copy.",
+        ),
+    ] = 1,
     fmt: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
 ) -> None:
@@ -108,6 +118,7 @@ def sample_cmd(
             out,
             seed=seed,
             size=size.value,
+            scale=scale,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     info(f"wrote sample world to {out} in {summary['elapsed_s']}s", quiet=quiet)

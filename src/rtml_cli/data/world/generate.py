@@ -28,11 +28,15 @@ def generate_world(
     seed: int = 0,
     size: str = "small",
     on_progress: Callable[[int, int], None] | None = None,
+    scale: int = 1,
 ) -> dict:
     """Generate the sample world into ``out_dir`` (replaced atomically); return its summary.
 
     The summary is what ``world.json`` holds, plus ``elapsed_s``. ``on_progress(done,
-    total)`` is called after each generated day and at the end.
+    total)`` is called after each generated day and at the end. ``scale`` > 1 writes the
+    event log ``scale`` times over (copies of the users and sessions under new ids, a day at
+    a time: memory stays that of one day), a load for benchmarks; the ground truth files
+    (sessions, users, bandit logs) describe the first copy.
     """
     import pyarrow.parquet as pq
 
@@ -40,6 +44,8 @@ def generate_world(
         raise UsageError(f"unknown world size {size!r}: use one of {', '.join(SIZES)}")
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}")
+    if scale < 1:
+        raise UsageError(f"--scale must be >= 1, got {scale}")
     cfg = SIZES[size]
     out = Path(out_dir)
     check_output(out, SAMPLE_WORLD_OUTPUT, option="--out")
@@ -55,7 +61,7 @@ def generate_world(
     with atomic_path(out, SAMPLE_WORLD_OUTPUT, option="--out") as tmp:
         tmp.mkdir()
         stats = _write_events(
-            tmp / "events.parquet", cfg, cat, users, bursts, seed, item_ids, on_progress
+            tmp / "events.parquet", cfg, cat, users, bursts, seed, item_ids, on_progress, scale
         )
         segment = _segments(stats, cutoff_us)
         n_users = _write_ground_truth(tmp, cat, users, stats, segment)
@@ -80,6 +86,14 @@ def generate_world(
             cfg, size, seed, cat, users, bursts, item_ids, stats, segment, n_users,
             (model, arms, user_weights),
         )  # fmt: skip
+        if scale > 1:  # a scale-1 world.json stays as it was
+            summary.update(
+                scale=scale,
+                n_events=summary["n_events"] * scale,
+                event_counts={k: v * scale for k, v in summary["event_counts"].items()},
+                n_sessions=summary["n_sessions"] * scale,
+                n_users=summary["n_users"] * scale,
+            )
         (tmp / "README.md").write_text(_readme(out, summary))
         # world.json last: a directory with it is a complete world
         write_json(tmp / "world.json", summary)

@@ -187,11 +187,23 @@ class _EventStats:
     first_seen: np.ndarray  # per user: start of their first session (int64 max if never)
 
 
-def _write_events(path, cfg, cat, users, bursts, seed, item_ids, on_progress) -> _EventStats:
+# --scale: copy k of a user or session has its number + k * stride (more digits than any
+# number of the world itself, so every copy's ids are new)
+USER_STRIDE = 10_000_000
+SESSION_STRIDE = 1_000_000_000
+
+
+def _write_events(
+    path, cfg, cat, users, bursts, seed, item_ids, on_progress, scale: int = 1
+) -> _EventStats:
     """Generate sessions a day at a time and append them to ``path`` in ``ts`` order.
 
     A session that starts before midnight may end after it, so events at or after
     the end of the day are carried over and merged with the next day's events.
+    With ``scale`` > 1 each day is written ``scale`` times (a row group each), copy k
+    with its user and session numbers offset by k times ``USER_STRIDE`` and
+    ``SESSION_STRIDE``: ``scale`` times the users, sessions and events in the memory of
+    one day. The returned statistics describe the first copy.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -232,17 +244,16 @@ def _write_events(path, cfg, cat, users, bursts, seed, item_ids, on_progress) ->
             emit = {k: v[:cut] for k, v in merged.items()}
             carry = {k: v[cut:] for k, v in merged.items()}
             counts += np.bincount(emit["code"], minlength=3)
-            table = pa.table(
-                {
-                    "ts": _timestamps(emit["ts"]),
-                    "user_id": _ids("u", emit["user"], 6),
-                    "session_id": _ids("s", emit["sess"], 8),
-                    "item_id": pa.array(item_ids[emit["item"]]),
-                    "event": _labels(emit["code"], list(_EVENTS)),
-                },
-                schema=schema,
-            )
-            writer.write_table(table)
+            columns = {
+                "ts": _timestamps(emit["ts"]),
+                "item_id": pa.array(item_ids[emit["item"]]),
+                "event": _labels(emit["code"], list(_EVENTS)),
+            }
+            for copy in range(scale):
+                user = np.where(emit["user"] >= 0, emit["user"] + copy * USER_STRIDE, -1)
+                columns["user_id"] = _ids("u", user, 6)
+                columns["session_id"] = _ids("s", emit["sess"] + copy * SESSION_STRIDE, 8)
+                writer.write_table(pa.table(columns, schema=schema))
             if on_progress:
                 on_progress(day + 1, cfg.days + 2)
     all_sessions = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
