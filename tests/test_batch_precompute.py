@@ -550,3 +550,17 @@ def test_max_staleness_refuses_a_stopped_feed(tmp_path, invoke):
     assert "more than --max-staleness 1h" in stale.stderr
     assert not (tmp_path / "stale" / "latest").exists()
     assert invoke(*args, "0s", "--out", tmp_path / "x").exit_code == ExitCode.USAGE
+
+
+def test_precomputes_default_memory_cap_is_a_share_of_ram(monkeypatch):
+    """Issue #10: the cap is RTML_MEMORY_LIMIT, else an eighth of the machine's memory (at
+    least 1 GB); a flat 1 GB ran out of memory at ~100M events."""
+    import os
+
+    from rtml_cli.duck import share_of_ram
+
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert float(share_of_ram().removesuffix("GB")) == pytest.approx(
+        max(1.0, total / 8 / 2**30), abs=0.06
+    )
+    assert share_of_ram(fraction=0.0) == "1.0GB"

@@ -17,6 +17,17 @@ def sql_str(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
+def share_of_ram(fraction: float = 1 / 8, floor_gb: float = 1.0) -> str:
+    """``fraction`` of the machine's physical memory, at least ``floor_gb`` (e.g. ``3GB`` on
+    a 24 GB machine): the default cap of the jobs whose data grows with the log."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: the floor
+        total = 0
+    gb = max(floor_gb, total * fraction / 2**30)
+    return f"{gb:.1f}GB"
+
+
 def connect(spill: Path | None = None, *, memory_limit: str | None = None):
     """A DuckDB connection in UTC that spills to ``spill`` under a memory cap.
 

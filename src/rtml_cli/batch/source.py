@@ -39,12 +39,15 @@ def fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def connect(spill: Path, memory_limit: str = "1GB"):
-    """Precompute's DuckDB connection (``rtml_cli.duck.connect``): 1 GB unless
-    ``RTML_MEMORY_LIMIT`` says otherwise, spilling to ``spill`` under ROOT."""
+def connect(spill: Path, memory_limit: str | None = None):
+    """Precompute's DuckDB connection (``rtml_cli.duck.connect``): an eighth of the machine's
+    memory, at least 1 GB (``duck.share_of_ram``), unless ``RTML_MEMORY_LIMIT`` says
+    otherwise, spilling to ``spill`` under ROOT. (A flat 1 GB ran out of memory at ~100M
+    events; 3 GB, an eighth of 24 GB, ran them at 4.75 GB peak RSS.)"""
     from rtml_cli.duck import connect as duck_connect
+    from rtml_cli.duck import share_of_ram
 
-    return duck_connect(spill, memory_limit=memory_limit)
+    return duck_connect(spill, memory_limit=memory_limit or share_of_ram())
 
 
 @dataclass
