@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +104,16 @@ def test_results_mode_labels_the_mde_a_proxy(invoke, tmp_path):
     assert "in hit (a proxy metric, not clicks)" in flat
     doc = json.loads(invoke("evaluate", path, "--seeds", "5", "-f", "json", "-q").stdout)
     assert "clicks" not in doc["verdict"]
+
+
+def test_the_ab_test_is_powered_for_the_best_arm_against_the_runner_up():
+    """Three arms: sized for the gap to the control (0.06) the A/B test would pick between
+    the two best (0.10 vs 0.11) on noise; its default MDE is their gap (issue #17)."""
+    from rtml_cli.evaluation.routing import evaluate_routing
+
+    report, _ = evaluate_routing(
+        arm_specs=["control=0.04", "a=0.10", "b=0.11"], seeds=2, policies=("ab",), seed=0
+    )
+    assert report["ab_plan"]["mde"] == pytest.approx(0.01)
+    two, _ = evaluate_routing(arm_specs=["control=0.04", "new=0.05"], seeds=2, policies=("ab",))
+    assert two["ab_plan"]["mde"] == pytest.approx(0.01)

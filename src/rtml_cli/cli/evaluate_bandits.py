@@ -64,7 +64,7 @@ def bandits_cmd(
         float | None,
         typer.Option(
             help="A/B minimum detectable effect, absolute (0.005 = +0.5 points). Default: the "
-            "true gap between the best arm and the control."
+            "true gap between the best arm and the runner-up (with two arms: the control)."
         ),
     ] = None,
     alpha: Annotated[float, typer.Option(help="A/B significance level (two-sided).")] = 0.05,

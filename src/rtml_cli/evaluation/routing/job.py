@@ -127,13 +127,18 @@ def _settings(
     mde: float | None,
     **rest: Any,
 ) -> Settings:
-    """The policies' settings; the A/B test's MDE defaults to the largest true gap to the
-    control."""
+    """The policies' settings. The A/B test's MDE defaults to the true gap between the best
+    arm and the runner-up: the decision the test must get right (with two arms, the gap to
+    the control). Sized for the largest gap to the control instead, a test of three arms
+    was powered for the easy comparison and then picked between the two best on noise
+    (issue #17). On a tie at the top, the largest gap to the control."""
     control_index = _control_index(names, control)
     weights = _weights(split, len(names))
     if mde is None:
+        ranked = np.sort(np.asarray(means, dtype=float))[::-1]
         gaps = np.abs(np.delete(means, control_index) - means[control_index])
-        mde = float(gaps.max())
+        top = float(ranked[0] - ranked[1]) if len(ranked) > 1 else 0.0
+        mde = top if top > 0 else float(gaps.max())
         if mde <= 0:
             raise UsageError(
                 "every arm has the same mean reward as the control; give the effect to "
