@@ -153,12 +153,17 @@ def document(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
 def save_document(path: str | Path, kind: str, doc: Any) -> Path:
     """Write ``doc`` as an rtml JSON document of ``kind`` at ``path`` (atomically): what
     ``rtml --save-json`` writes, for a command that runs others (``rtml migrate``)."""
+    payload = document(kind, _jsonable(doc() if callable(doc) else doc))
+    _write_document(Path(path), payload, option="--out")
+    return Path(path)
+
+
+def _write_document(path: Path, payload: dict[str, Any], *, option: str) -> None:
+    """One JSON document at ``path``, atomically (replacing only a JSON file)."""
     from rtml_cli.fsutil import JSON_OUTPUT, atomic_path
 
-    payload = document(kind, _jsonable(doc() if callable(doc) else doc))
-    with atomic_path(Path(path), JSON_OUTPUT, option="--out") as tmp:
+    with atomic_path(path, JSON_OUTPUT, option=option) as tmp:
         tmp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
-    return Path(path)
 
 
 def finish(
@@ -185,10 +190,7 @@ def finish(
         return
     payload = document(kind, _jsonable(doc() if callable(doc) else doc))
     if _RUN["save_json"] is not None:
-        from rtml_cli.fsutil import JSON_OUTPUT, atomic_path
-
-        with atomic_path(_RUN["save_json"], JSON_OUTPUT, option="--save-json") as tmp:
-            tmp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+        _write_document(_RUN["save_json"], payload, option="--save-json")
         _RUN["saved"] = True
     if fmt is OutputFormat.table:
         if not quiet:

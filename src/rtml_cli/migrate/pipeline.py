@@ -423,13 +423,11 @@ def _precompute(run: _Run, events: str) -> Path:
 
 
 def _strategy_names(run: _Run) -> list[str]:
+    from rtml_cli.online.engine import served_names
     from rtml_cli.online.strategies import DEFAULT_STRATEGIES, expand_names
 
     given = ",".join(run.opts.strategies) if run.opts.strategies else ",".join(DEFAULT_STRATEGIES)
-    names = expand_names(given)
-    if run.opts.baseline_recs is not None and "baseline" not in names:
-        names.insert(0, "baseline")
-    return names
+    return served_names(expand_names(given), run.opts.baseline_recs)
 
 
 def _simulate(run: _Run, events: str, artifacts: Path) -> Path | None:

@@ -58,11 +58,10 @@ class MigrateOptions:
             raise UsageError("--hit-to-click must be in (0, 1], e.g. 0.12")
         if self.k < 1:
             raise UsageError("-k must be at least 1")
-        if self.bootstrap and self.bootstrap < 100:
-            raise UsageError(
-                f"--bootstrap must be 0 (no intervals) or at least 100, got {self.bootstrap}"
-            )
+        from rtml_cli.online.engine import check_bootstrap
         from rtml_cli.online.replay import parse_sample
+
+        check_bootstrap(self.bootstrap)
         from rtml_cli.online.strategies import expand_names
 
         parse_sample(self.sample)

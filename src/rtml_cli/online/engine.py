@@ -198,6 +198,21 @@ class _Replay:
     world: dict[str, Any] | None  # a sample world's ground truth (world.json)
 
 
+def check_bootstrap(replicates: int) -> None:
+    """0 (no intervals) or at least 100 session-bootstrap replicates; else ``UsageError``."""
+    if replicates and replicates < 100:
+        raise UsageError(f"--bootstrap must be 0 (no intervals) or at least 100, got {replicates}")
+
+
+def served_names(strategies: Sequence[str], baseline_recs: Any = None) -> list[str]:
+    """The strategies a replay serves: the given names, with the team's lists (``baseline``)
+    first when ``baseline_recs`` is given, since they are the reference of every verdict."""
+    names = [s.strip() for s in strategies if s.strip()]
+    if baseline_recs is not None and "baseline" not in names:
+        names.insert(0, "baseline")
+    return names
+
+
 def _validate(
     strategies: Sequence[str],
     *,
@@ -217,17 +232,13 @@ def _validate(
         raise UsageError(f"--decay must be in (0, 1], got {decay}")
     if freshness < timedelta(0):
         raise UsageError("--freshness cannot be negative")
-    boot = rest.get("bootstrap", 0)
-    if boot and boot < 100:
-        raise UsageError(f"--bootstrap must be 0 (no intervals) or at least 100, got {boot}")
+    check_bootstrap(rest.get("bootstrap", 0))
     rest["sample"] = replay.parse_sample(rest.get("sample"))
     if rest.get("protocol") not in PROTOCOLS:
         raise UsageError(
             f"--protocol must be one of {', '.join(PROTOCOLS)}, got {rest.get('protocol')!r}"
         )
-    names = [s.strip() for s in strategies if s.strip()]
-    if rest.get("baseline_recs") is not None and "baseline" not in names:
-        names.insert(0, "baseline")  # the team's lists are the reference
+    names = served_names(strategies, rest.get("baseline_recs"))
     if not names:
         raise UsageError("no strategy given: e.g. --strategies popular,session-embedding")
     if len(set(names)) != len(names):
