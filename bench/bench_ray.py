@@ -47,12 +47,14 @@ PROJECT_WORKERS = 100
 
 NOTES = """\
 Notes. What does not shrink with a second worker, whatever the load: starting Python and
-connecting to the cluster, the driver's prepare, shard writes and summary (1,000 bootstrap
-replicates over every request), and each task's fixed work — loading the artifacts and
-training the same `online-ranker` (every task trains it, in parallel, from the shared
-training window). Only the replay loop divides by the workers, so the whole command's
-ratio stays below the tasks' ratio; on a shared machine (load average above the core
-count) two workers also do not get two cores, which the CPU seconds per task show. The
+connecting to the cluster, the driver's prepare, its one build of the strategies (training
+the `online-ranker`, indexing the per-user lists; the tasks take them built, by reference
+from the object store), its shard writes and summary (1,000 bootstrap replicates over
+every request), and each task's fixed work — starting a worker, loading the artifacts,
+reading its shard and the count table. Only the replay loop divides by the workers, so the
+whole command's ratio stays below the tasks' ratio; on a shared machine (load average
+above the core count) two workers also do not get two cores, which the CPU seconds per
+task show. The
 projection says where the design stops scaling before the workers do: every task reads
 the whole count table (tens of GB for a billion requests' window), and the driver
 prepares and summarises every request on one machine. Both are the next steps: shards by
@@ -107,6 +109,7 @@ def projection(ray2: dict) -> list[str]:
     tasks = eng["tasks"]
     replay_us = sum(t["replay_seconds"] for t in tasks) / n * 1e6  # per request, one worker
     fixed = max(t["read_seconds"] + t["setup_seconds"] for t in tasks)
+    build = eng.get("build_seconds") or 0.0  # the driver's, once (None: every task built)
     shard_bytes = eng["bytes"]["shard_files"] / n  # per request
     stream_bytes = eng["bytes"]["stream_table"] / n  # per request of the window
     per_worker = PROJECT_REQUESTS / PROJECT_WORKERS
@@ -116,7 +119,9 @@ def projection(ray2: dict) -> list[str]:
     task_s = fixed + per_worker * replay_us / 1e6
     return [
         f"| replay, per request and worker (measured) | {replay_us:,.0f} µs |",
-        f"| fixed per task: artifacts, shard, count table, training (measured) | {fixed:.1f} s |",
+        f"| fixed per task: artifacts, shard, count table, built strategies (measured) | "
+        f"{fixed:.1f} s |",
+        f"| driver, once: build the strategies (train the ranker; measured) | {build:.1f} s |",
         f"| each task's replay, {per_worker:,.0f} requests | {task_s / 3600:,.1f} h |",
         f"| bytes of its shard file per task ({shard_bytes:.0f} B per request) | "
         f"{mib(shard_bytes * per_worker)} |",
@@ -132,7 +137,7 @@ def phases(name: str, doc: dict) -> str:
     if not eng:
         info = doc["info"]
         return (
-            f"| {name} | – | – | – | – | in process: setup {info['setup_seconds']:.1f} s, "
+            f"| {name} | – | – | – | – | – | in process: setup {info['setup_seconds']:.1f} s, "
             f"replay {info['replay_seconds']:.1f} s |"
         )
     tasks = "; ".join(
@@ -141,8 +146,10 @@ def phases(name: str, doc: dict) -> str:
         f"replay {t['replay_seconds']:.1f} s, CPU {t['cpu_seconds']:.1f} s"
         for t in eng["tasks"]
     )
+    build = eng.get("build_seconds")
+    built = "in the tasks" if build is None else f"{build:.1f} s ({mib(eng['built_bytes'])})"
     return (
-        f"| {name} | {eng['prepare_seconds']:.1f} s | {eng['write_seconds']:.1f} s | "
+        f"| {name} | {eng['prepare_seconds']:.1f} s | {built} | {eng['write_seconds']:.1f} s | "
         f"{eng['tasks_seconds']:.1f} s | {eng['summarise_seconds']:.1f} s | {tasks} |"
     )
 
@@ -246,9 +253,10 @@ def main() -> None:
             f"{'yes' if equal else '**NO**'}. Were the two cores idle (each task's wall time "
             f"= its CPU time, the driver's as measured): {est1 / est2:.2f}x (estimate).",
             "",
-            "| run | driver: prepare | driver: write shards + count table | tasks (first "
-            "submitted to last result) | driver: summarise | per task |",
-            "|---|---|---|---|---|---|",
+            "| run | driver: prepare | driver: build the strategies (pickled) | driver: write "
+            "shards + count table | tasks (first submitted to last result) | driver: summarise "
+            "| per task (setup: unpickling the built strategies) |",
+            "|---|---|---|---|---|---|---|",
             phases("local", local),
             phases("ray, 1 worker", ray1),
             phases("ray, 2 workers", ray2),

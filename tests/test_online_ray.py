@@ -299,7 +299,71 @@ def test_local_shards_equal_one_run(shop, local_run, tmp_path) -> None:
     result = _simulate(shop, "--shards", "4", "--out", out)
     assert result.exit_code == ExitCode.OK, result.stderr
     _same_results(local_run[0], out)
-    assert _results(json.loads(result.stdout)) == _results(local_run[1])
+    doc = json.loads(result.stdout)
+    assert _results(doc) == _results(local_run[1])
+    engine = doc["info"]["engine"]
+    assert engine["build_seconds"] is not None and engine["built_bytes"] > 0  # built once
+    assert engine["bytes"]["training"] == 0  # the tasks need no training window
+
+
+def test_unpicklable_strategies_are_built_in_the_tasks(shop, local_run, tmp_path, monkeypatch):
+    """A strategy that cannot be pickled: every task builds it from the training window."""
+    from rtml_cli.online import distributed
+
+    monkeypatch.setattr(distributed, "pack_strategies", lambda served, env: None)
+    out = tmp_path / "results.parquet"
+    result = _simulate(shop, "--shards", "2", "--out", out)
+    assert result.exit_code == ExitCode.OK, result.stderr
+    _same_results(local_run[0], out)
+    doc = json.loads(result.stdout)
+    assert _results(doc) == _results(local_run[1])
+    engine = doc["info"]["engine"]
+    assert engine["build_seconds"] is None and engine["bytes"]["training"] > 0
+
+
+def _built(shop: Path):
+    from rtml_cli.batch.artifacts import load_artifacts
+    from rtml_cli.online import engine as eng
+    from rtml_cli.online.distributed import _simulate_defaults
+
+    options = {**_simulate_defaults(), "k": 8, "n_candidates": 30}
+    settings = eng._validate([*STRATEGIES.split(","), "batch"], **options)
+    env = eng._env(load_artifacts(shop / "root"), settings, None)
+    return eng._build_in(env, settings)[0], env, settings
+
+
+def test_packed_strategies_bind_the_tasks_artifacts(shop) -> None:
+    """The built strategies travel without the artifacts; unpacked, they share one Env bound
+    to the task's own artifacts and answer as the originals do."""
+    import numpy as np
+
+    from rtml_cli.batch.artifacts import load_artifacts
+    from rtml_cli.online.distributed import pack_strategies, unpack_strategies
+
+    served, env, settings = _built(shop)
+    packed = pack_strategies(served, env)
+    assert packed is not None
+    mine = load_artifacts(shop / "root")
+    unpacked, _ = unpack_strategies(packed, mine)
+    assert [s.name for s in unpacked] == settings.names
+    envs = {id(s.env) for s in unpacked if hasattr(s, "env")}
+    assert len(envs) == 1 and unpacked[0].env.artifacts is mine
+    assert unpacked[0].env.index is mine.index and unpacked[0].env.training is None
+    np.testing.assert_array_equal(unpacked[-2].coef, served[-2].coef)  # the ranker, trained
+
+
+def test_batch_lists_are_the_artifacts_lists(shop) -> None:
+    """The ``batch`` strategy's CSR lists hold each user's precomputed list, known items only."""
+    from rtml_cli.online.stage1 import Batch
+
+    served, env, _ = _built(shop)
+    batch = next(s for s in served if isinstance(s, Batch))
+    recs = env.artifacts.user_recs
+    assert set(batch.rows) == set(recs)
+    for user, items in recs.items():
+        row = batch.rows[user]
+        mine = batch.items[batch.indptr[row] : batch.indptr[row + 1]].tolist()
+        assert mine == [i for i in items.tolist() if i >= 0]
 
 
 def test_local_shards_within_one_shard(shop, tmp_path) -> None:

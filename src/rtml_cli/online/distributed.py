@@ -1,11 +1,21 @@
 """A replay split into shards and run as tasks: in this process, or on a Ray cluster.
 
 ``simulate_sharded`` gives the same ``SimulationResult`` as ``engine.simulate`` (every
-field but the timings): the driver prepares the replay once (``engine._prepare``), writes
-each shard's sessions and the shared streaming count table (``shardio``), runs one task
-per shard — each task loads the artifacts, reads only its own shard's file and the count
-table, builds the strategies and serves its requests — and summarises the lists the tasks
-served, in ``request_id`` order, exactly as a single run does (``engine._summarise``).
+field but the timings): the driver prepares the replay once (``engine._prepare``), builds
+the strategies once (the ranker trained on the training window, the per-user lists
+indexed: ``engine._build_with``, as one run does), writes each shard's sessions and the
+shared streaming count table (``shardio``), runs one task per shard — each task loads the
+artifacts, reads only its own shard's file and the count table, takes the built
+strategies from the driver (by reference: ``ray.put`` once, every task reads the same
+object) and serves its requests — and summarises the lists the tasks served, in
+``request_id`` order, exactly as a single run does (``engine._summarise``).
+
+The built strategies travel pickled with their ``Env`` (the arrays it derives from the
+artifacts), without the artifacts themselves: a reference to the artifacts or to what
+they hold (a table, the Annoy index) is written as its name and bound to the task's own
+loaded artifacts (``pack_strategies``). A strategy that cannot be pickled (a plug-in
+holding a lambda, say) is built by every task instead, from the training window the
+driver then writes, as before.
 
 A shard is the sessions whose CRC-32 of the session id modulo N is its number
 (``replay.shard_of``); strategies only see a request's own session and the stream, so
@@ -19,7 +29,9 @@ the same path on every node: one machine, or a shared filesystem (set ``TMPDIR``
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import pickle
 import signal
 import socket
 import time
@@ -59,6 +71,7 @@ class ShardJob:
     run_dir: str  # the precompute run
     settings: Any  # engine._Settings
     strategy_modules: tuple[str, ...] = ()
+    built: bool = False  # the strategies come built from the driver (``pack_strategies``)
 
 
 @dataclass
@@ -70,7 +83,7 @@ class ShardOutput:
     lists: np.ndarray  # (strategies, requests, k) item_idx, -1 padded
     latency: np.ndarray  # (strategies, requests) ns
     reports: dict[str, Any]
-    setup_seconds: float  # building the strategies (the ranker's training)
+    setup_seconds: float  # the strategies: unpacked (built by the driver) or built here
     replay_seconds: float
     read_seconds: float = 0.0  # loading the artifacts, reading the shard and the count table
     read_bytes: int = 0  # the Parquet files it read (not the artifacts)
@@ -89,8 +102,11 @@ class ShardOutput:
         }
 
 
-def run_shard(job: ShardJob) -> ShardOutput:
-    """One task: load, read the shard, build the strategies, serve its requests."""
+def run_shard(job: ShardJob, built: bytes | None = None) -> ShardOutput:
+    """One task: load, read the shard, take (or build) the strategies, serve its requests.
+
+    ``built``: the driver's ``pack_strategies`` when ``job.built`` (Ray passes the object
+    by reference: every task of a run reads the one copy in the object store)."""
     _test_kill_hook()
     from rtml_cli.batch.artifacts import load_artifacts
     from rtml_cli.online import strategies as _registered  # noqa: F401  (the built-ins)
@@ -115,7 +131,12 @@ def run_shard(job: ShardJob) -> ShardOutput:
         for f in files
         if f is not None
     )
-    served, setup_seconds = _build_with(art, settings, lambda: training)
+    if job.built:
+        if built is None:
+            raise ValueError("the job says its strategies come built, and none were given")
+        served, setup_seconds = unpack_strategies(built, art)
+    else:
+        served, setup_seconds = _build_with(art, settings, lambda: training)
     lists, latency, replay_seconds = _serve(data, served, settings.k, None, settings.protocol)
     return ShardOutput(
         shard=job.shard,
@@ -130,6 +151,69 @@ def run_shard(job: ShardJob) -> ShardOutput:
         cpu_seconds=time.process_time() - cpu,
         host=socket.gethostname(),
     )
+
+
+# --------------------------------------------------------------------------- built strategies
+
+
+def _shared_objects(env: Any) -> dict[int, tuple[str, str]]:
+    """id → name of what every process loads for itself: the artifacts and what they hold
+    (tables, the Annoy index, lookups they cached); and of what a task does not need (the
+    training window and the rankers' work on it: the built strategies have learnt from it
+    already). Scalars are left out: equal ones may be the same object by chance."""
+    from rtml_cli.online.stage3 import _TRAINING_CANDIDATES
+
+    art = env.artifacts
+    named: dict[int, tuple[str, str]] = {id(art): ("art", ""), id(env.training): ("none", "")}
+    # what the rankers computed per training request: done with once they are trained
+    training_work = env.cache.get(_TRAINING_CANDIDATES)
+    if training_work is not None:
+        named[id(training_work)] = ("none", "")
+    for name, value in vars(art).items():
+        if not isinstance(value, (type(None), bool, int, float, complex, str, bytes)):
+            named.setdefault(id(value), ("art", name))
+    return named
+
+
+class _Packer(pickle.Pickler):
+    def __init__(self, file: Any, env: Any) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._named = _shared_objects(env)
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self._named.get(id(obj))
+
+
+class _Unpacker(pickle.Unpickler):
+    def __init__(self, file: Any, art: Any) -> None:
+        super().__init__(file)
+        self._art = art
+
+    def persistent_load(self, pid: Any) -> Any:
+        owner, name = pid
+        if owner == "none":
+            return None
+        return getattr(self._art, name) if name else self._art
+
+
+def pack_strategies(served: Sequence[Any], env: Any) -> bytes | None:
+    """The built strategies and their ``Env`` (its arrays derived from the artifacts
+    included), pickled without the artifacts themselves, which ``unpack_strategies`` binds
+    to the task's own; None when a strategy cannot be pickled."""
+    buffer = io.BytesIO()
+    try:
+        _Packer(buffer, env).dump((env, list(served)))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
+    return buffer.getvalue()
+
+
+def unpack_strategies(built: bytes, art: Any) -> tuple[list[Any], float]:
+    """The driver's built strategies, bound to this task's artifacts (nothing to train or
+    derive: they come trained, with their ``Env``); and the seconds it took."""
+    started = time.perf_counter()
+    _env, served = _Unpacker(io.BytesIO(built), art).load()
+    return served, time.perf_counter() - started
 
 
 def _test_kill_hook() -> None:
@@ -155,9 +239,9 @@ class LocalExecutor:
     def workers(self) -> int:
         return 1
 
-    def run(self, jobs: Sequence[ShardJob]) -> Iterator[ShardOutput]:
+    def run(self, jobs: Sequence[ShardJob], built: bytes | None = None) -> Iterator[ShardOutput]:
         for job in jobs:
-            yield run_shard(job)
+            yield run_shard(job, built)
 
     def describe(self) -> dict[str, Any]:
         return {"engine": "local"}
@@ -176,9 +260,12 @@ class RayExecutor:
     def workers(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
-    def run(self, jobs: Sequence[ShardJob]) -> Iterator[ShardOutput]:
+    def run(self, jobs: Sequence[ShardJob], built: bytes | None = None) -> Iterator[ShardOutput]:
         ray = self.ray
-        pending = [self._remote.remote(job) for job in jobs]
+        # one copy in the object store, which every task (and a retried one) reads; Ray
+        # resolves a reference passed as an argument before the task starts
+        shared = None if built is None else ray.put(built)
+        pending = [self._remote.remote(job, shared) for job in jobs]
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
@@ -346,16 +433,25 @@ def simulate_sharded(
     clock = time.perf_counter()
     run = eng._prepare(events, artifacts, settings, start=start, end=end, world=world)
     prepared = time.perf_counter()
+    training = eng._training_data(run, settings.train_window)
+    env = eng._env(run.art, settings, training)
+    built_here, setup_seconds = eng._build_in(env, settings)  # as one run does
+    built = pack_strategies(built_here, env)
+    del built_here, env
+    built_at = time.perf_counter()
     with scratch_dir("shards") as work:
-        jobs = _write_jobs(run, settings, n, work, [str(m) for m in strategy_modules])
+        modules = [str(m) for m in strategy_modules]
+        jobs = _write_jobs(run, settings, n, work, modules, None if built else training)
         written = time.perf_counter()
         sizes = _file_sizes(work)
-        collected = _collect(executor, jobs, run.data, settings, on_shard)
+        collected = _collect(executor, jobs, run.data, settings, on_shard, built)
     wall = time.perf_counter() - written
+    if built is None:  # every task built the strategies
+        setup_seconds = collected.setup_seconds
     served: list[Any] = [_Reported(name, collected.reports.get(name)) for name in settings.names]
     summarising = time.perf_counter()
     result = eng._summarise(
-        run, settings, served, collected.lists, collected.latency, collected.setup_seconds, wall
+        run, settings, served, collected.lists, collected.latency, setup_seconds, wall
     )
     summarised = time.perf_counter() - summarising
     result.info["engine"] = {
@@ -363,7 +459,10 @@ def simulate_sharded(
         "shards": n,
         "hosts": len(collected.hosts),
         "prepare_seconds": round(prepared - clock, 3),  # the driver: read and prepare once
-        "write_seconds": round(written - prepared, 3),  # the driver: shard files, count table
+        # the driver: build the strategies once (train the ranker), pickle them
+        "build_seconds": round(built_at - prepared, 3) if built is not None else None,
+        "built_bytes": None if built is None else len(built),
+        "write_seconds": round(written - built_at, 3),  # the driver: shard files, count table
         "tasks_seconds": round(wall, 3),  # from the first task submitted to the last result
         "summarise_seconds": round(summarised, 3),  # the driver: metrics, intervals
         "tasks": sorted(collected.tasks, key=lambda t: t["shard"]),
@@ -411,17 +510,24 @@ class _Reported:
         return self._report
 
 
-def _write_jobs(run: Any, settings: Any, n: int, work: Path, modules: list[str]) -> list[ShardJob]:
-    """Write the count table, the training window (when a strategy learns) and every
-    shard's sessions; one job per shard that has requests."""
-    from rtml_cli.online import engine as eng
+def _write_jobs(
+    run: Any,
+    settings: Any,
+    n: int,
+    work: Path,
+    modules: list[str],
+    training_window: Callable[[], Any] | None,
+) -> list[ShardJob]:
+    """Write the count table, the training window (``training_window`` given: the tasks
+    build the strategies, and one may learn) and every shard's sessions; one job per shard
+    that has requests (whose strategies come built unless ``training_window`` is given)."""
     from rtml_cli.online import shardio
 
     data = run.data
     stream = shardio.write_stream(data, work / shardio.STREAM_FILE)
     training_dir = training_stream = None
-    if _learns(settings.names):
-        training = eng._training_data(run, settings.train_window)()
+    if training_window is not None and _learns(settings.names):
+        training = training_window()
         if training is not None:
             training_dir = shardio.write_events(training, work / "training")
             training_stream = shardio.write_stream(training, work / "training-stream.parquet")
@@ -445,6 +551,7 @@ def _write_jobs(run: Any, settings: Any, n: int, work: Path, modules: list[str])
                 run_dir=str(run.art.run_dir),
                 settings=settings,
                 strategy_modules=tuple(modules),
+                built=training_window is None,
             )
         )
     return jobs
@@ -470,6 +577,7 @@ def _collect(
     data: Any,
     settings: Any,
     on_shard: ShardFn | None,
+    built: bytes | None = None,
 ) -> _Collected:
     """Run the jobs; put each shard's lists and latencies at its requests' positions."""
     n, n_strat = data.n_requests, len(settings.names)
@@ -481,7 +589,7 @@ def _collect(
     )
     done_requests = 0
     started = time.perf_counter()
-    for finished, shard in enumerate(executor.run(jobs), start=1):
+    for finished, shard in enumerate(executor.run(jobs, built), start=1):
         at = position[shard.request_id]
         out.lists[:, at, :] = shard.lists
         out.latency[:, at] = shard.latency

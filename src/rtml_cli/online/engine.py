@@ -381,9 +381,14 @@ def _build(run: _Replay, settings: _Settings) -> tuple[list[Strategy], float]:
 def _build_with(
     art: Any, settings: _Settings, training: Callable[[], ReplayData | None]
 ) -> tuple[list[Strategy], float]:
-    """``_build`` from the artifacts and the training window (a distributed replay's tasks
-    read both from disk: ``online.distributed``)."""
-    env = Env(
+    """``_build`` from the artifacts and the training window."""
+    return _build_in(_env(art, settings, training), settings)
+
+
+def _env(art: Any, settings: _Settings, training: Callable[[], ReplayData | None] | None) -> Env:
+    """What the strategies of a run are built from (``online.distributed``'s tasks bind the
+    driver's built strategies to one of their own)."""
+    return Env(
         art,
         n_candidates=settings.n_candidates,
         decay=settings.decay,
@@ -395,6 +400,10 @@ def _build_with(
         protocol=settings.protocol,
         baseline_recs=settings.baseline_recs,
     )
+
+
+def _build_in(env: Env, settings: _Settings) -> tuple[list[Strategy], float]:
+    """Every strategy of the run built from ``env``; and the seconds it took."""
     built_at = time.perf_counter()
     served = [build(name, env) for name in settings.names]
     return served, time.perf_counter() - built_at
