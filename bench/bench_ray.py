@@ -54,15 +54,14 @@ every request), and each task's fixed work — starting a worker, loading the ar
 reading its shard and the count table. Only the replay loop divides by the workers, so the
 whole command's ratio stays below the tasks' ratio; on a shared machine (load average
 above the core count) two workers also do not get two cores, which the CPU seconds per
-task show. The
-projection says where the design stops scaling before the workers do: every task reads
-the whole count table (tens of GB for a billion requests' window), and the driver
-prepares and summarises every request on one machine. Both are the next steps: shards by
-time range as well as by session, each task reading only its range of a time-partitioned
-count table plus the hour before it (or an online store serving the counts), and the
-driver preparing nothing itself (tasks filter the partitioned log) and only adding up
-per-shard metric sums (the bootstrap already works on per-session sums). Reproduce with
-the command in the script's docstring."""
+task show. The projection says where the design stops scaling before the workers do: every
+task reads the whole count table (tens of GB for a billion requests' window), and the
+driver prepares and summarises every request on one machine. Both are the next steps:
+shards by time range as well as by session, each task reading only its range of a
+time-partitioned count table plus the hour before it (or an online store serving the
+counts), and the driver preparing nothing itself (tasks filter the partitioned log) and
+only adding up per-shard metric sums (the bootstrap already works on per-session sums).
+Reproduce with the command in the script's docstring."""
 
 
 def ray_version() -> str:

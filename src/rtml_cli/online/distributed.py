@@ -216,6 +216,15 @@ def unpack_strategies(built: bytes, art: Any) -> tuple[list[Any], float]:
     return served, time.perf_counter() - started
 
 
+def _warm_worker() -> None:
+    """A no-op task that imports what ``run_shard`` imports."""
+    import annoy  # noqa: F401
+    import polars  # noqa: F401
+
+    from rtml_cli.batch import artifacts  # noqa: F401
+    from rtml_cli.online import engine, shardio, strategies  # noqa: F401
+
+
 def _test_kill_hook() -> None:
     marker = os.environ.get(KILL_SHARD_ENV)
     if not marker:
@@ -239,6 +248,9 @@ class LocalExecutor:
     def workers(self) -> int:
         return 1
 
+    def warm(self, tasks: int) -> None:
+        """Nothing to start: the shards run in this process."""
+
     def run(self, jobs: Sequence[ShardJob], built: bytes | None = None) -> Iterator[ShardOutput]:
         for job in jobs:
             yield run_shard(job, built)
@@ -256,6 +268,14 @@ class RayExecutor:
         self.ray = ray
         self.address = address
         self._remote = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(run_shard)
+        self._warm = ray.remote(max_retries=0, num_cpus=1)(_warm_worker)
+        self._warming: list[Any] = []
+
+    def warm(self, tasks: int) -> None:
+        """Start the workers ``tasks`` shard tasks will run on, and import there what a task
+        needs, while the driver prepares and builds (Ray gives a run's later tasks the
+        workers its earlier ones left idle)."""
+        self._warming = [self._warm.remote() for _ in range(min(tasks, self.workers()))]
 
     def workers(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
@@ -431,6 +451,7 @@ def simulate_sharded(
     if n < 1:
         raise UsageError(f"--shards must be at least 1, got {n}")
     clock = time.perf_counter()
+    executor.warm(n)
     run = eng._prepare(events, artifacts, settings, start=start, end=end, world=world)
     prepared = time.perf_counter()
     training = eng._training_data(run, settings.train_window)
