@@ -94,6 +94,29 @@ class WindowedCounts:
         carts = self.counts[:, 2 * items + 1].T
         return np.concatenate([views, carts], axis=1)
 
+    def features_at(self, now_us: int, items: np.ndarray) -> np.ndarray:
+        """``features(items)`` as published at ``now_us`` >= ``self.now``, without moving the
+        state: the counts now plus the events published since, minus those that left each
+        window since. A micro-batch reads each of its requests' own state this way."""
+        if now_us < self.now:
+            raise ValueError("the stream cannot look back before its state")
+        if self._add < 0:
+            return self.brute_force(now_us, items).astype(self.counts.dtype)
+        visible_until = now_us - self.lag_us
+        hi = int(np.searchsorted(self.ts, visible_until, side="left"))
+        out = self.features(items).astype(np.int64)
+        n_w = len(self.window_us)
+        keys = np.stack([2 * items, 2 * items + 1])  # (kind, item)
+        added = _count_in(self.key[self._add : hi], keys)
+        for w, width in enumerate(self.window_us):
+            lo = int(np.searchsorted(self.ts, visible_until - width, side="left"))
+            removed = _count_in(
+                self.key[int(self._remove[w]) : max(lo, int(self._remove[w]))], keys
+            )
+            out[:, w] += added[0] - removed[0]
+            out[:, n_w + w] += added[1] - removed[1]
+        return out.astype(self.counts.dtype)
+
     def brute_force(self, now_us: int, items: np.ndarray) -> np.ndarray:
         """The same counts recomputed from scratch (for tests)."""
         visible_until = now_us - self.lag_us
@@ -104,3 +127,12 @@ class WindowedCounts:
             out[:, w] = counts[2 * items]
             out[:, len(self.windows) + w] = counts[2 * items + 1]
         return out
+
+
+def _count_in(events: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """How often each of ``keys`` occurs in ``events`` (same shape as ``keys``)."""
+    if not len(events):
+        return np.zeros(keys.shape, dtype=np.int64)
+    uniq, counts = np.unique(events, return_counts=True)
+    pos = np.minimum(np.searchsorted(uniq, keys), len(uniq) - 1)
+    return np.where(uniq[pos] == keys, counts[pos], 0)

@@ -1,0 +1,168 @@
+"""Micro-batched serving (``--micro-batch``, ``--ann ivf``): the same lists as one request at a
+time, no peeking, and the IVF searcher's answers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtml_cli.errors import UsageError
+from rtml_cli.online import simulate
+from rtml_cli.online.ivf import IVFIndex
+from tests.online_fixtures import AS_OF, write_shop
+
+# the batching strategies with the IVF searcher, next to per-request ones
+NAMES = ("popular", "session-embedding", "session-embedding-decay", "session-itemknn")
+FAST = dict(k=8, n_candidates=30, max_train_requests=300, train_window=timedelta(days=1))
+IVF = dict(ann="ivf", nprobe=3)  # 3 of the tiny shop's 15 lists: approximate, not exact
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    base = write_shop(tmp_path_factory.mktemp("shop"))
+    return base, pl.read_parquet(base / "events.parquet")
+
+
+@pytest.fixture(scope="module")
+def one_by_one(shop):
+    base, events = shop
+    return simulate(
+        events, base / "root", strategies=NAMES, keep_lists=True, micro_batch=1, **IVF, **FAST
+    )
+
+
+@pytest.mark.parametrize("micro_batch", [7, 256])
+def test_batched_results_equal_one_request_at_a_time(shop, one_by_one, micro_batch):
+    base, events = shop
+    batched = simulate(
+        events, base / "root", strategies=NAMES, micro_batch=micro_batch, **IVF, **FAST
+    )
+    assert batched.frame.drop("latency_us").equals(one_by_one.frame.drop("latency_us"))
+    assert batched.info["micro_batch"] == micro_batch and batched.info["ann"] == "ivf"
+
+
+def test_batched_latency_is_the_call_shared_by_its_requests(shop):
+    base, events = shop
+    result = simulate(
+        events, base / "root", strategies=("session-embedding",), micro_batch=5, **IVF, **FAST
+    )
+    latency = result.frame["latency_us"].to_numpy()
+    n = len(latency) // 5 * 5
+    per_batch = latency[:n].reshape(-1, 5)
+    assert (per_batch == per_batch[:, :1]).all() and (latency > 0).all()
+
+
+def test_ivf_differs_from_annoy_only_in_the_search(shop, one_by_one):
+    base, events = shop
+    annoy = simulate(events, base / "root", strategies=("session-embedding",), **FAST)
+    ivf = one_by_one.summary_for("session-embedding")
+    assert annoy.info["ann"] == "annoy" and annoy.info["nprobe"] is None
+    # the same strategy on the same session vectors: close quality, not identical lists
+    assert abs(annoy.summary_for("session-embedding")["hr"] - ivf["hr"]) < 0.1
+
+
+def test_no_peeking_with_micro_batches(shop, one_by_one):
+    """A batch never lets a request see a later one: scrambling the future changes nothing."""
+    base, events = shop
+    cutoff = AS_OF + timedelta(hours=10)
+    future = events.filter(pl.col("ts") > cutoff)
+    rng = np.random.default_rng(7)
+    scrambled = future.with_columns(
+        pl.Series("item_id", rng.permutation(future["item_id"].to_numpy())),
+        pl.Series("session_id", rng.permutation(future["session_id"].to_numpy())),
+    )
+    mixed = pl.concat([events.filter(pl.col("ts") <= cutoff), scrambled])
+    again = simulate(mixed, base / "root", strategies=NAMES, keep_lists=True, **IVF, **FAST)
+
+    def before(result):
+        frame = result.frame.filter(pl.col("strategy") == NAMES[0])
+        return (frame["ts"] <= cutoff).to_numpy()
+
+    mask, mask_again = before(one_by_one), before(again)
+    assert mask.sum() > 50 and mask.sum() == mask_again.sum()
+    for name in NAMES:
+        assert np.array_equal(again.lists[name][mask_again], one_by_one.lists[name][mask]), name
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (dict(ann="faiss"), "--ann must be one of annoy, ivf"),
+        (dict(nprobe=0), "--nprobe must be at least 1"),
+        (dict(micro_batch=0), "--micro-batch must be at least 1"),
+    ],
+)
+def test_bad_batching_options_are_usage_errors(shop, option, message):
+    base, events = shop
+    with pytest.raises(UsageError, match=message):
+        simulate(events, base / "root", strategies=("popular",), **option, **FAST)
+
+
+def test_cli_ann_ivf(invoke, shop, tmp_path):
+    base, _ = shop
+    result = invoke(
+        "simulate",
+        base / "events.parquet",
+        "--artifacts",
+        base / "root",
+        "--strategies",
+        "session-embedding",
+        "--ann",
+        "ivf",
+        "--nprobe",
+        "4",
+        "--micro-batch",
+        "16",
+        "--bootstrap",
+        "0",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    assert '"ann": "ivf"' in result.stdout and '"micro_batch": 16' in result.stdout
+
+
+# --------------------------------------------------------------------------- the searcher
+
+
+def _unit(seed: int, n: int, dim: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_ivf_probing_every_list_is_exact_search():
+    unit = _unit(0, 500, 8)
+    index = IVFIndex(unit, n_lists=12, seed=1)
+    queries = _unit(1, 40, 8) * 3.0  # length does not matter: cosine
+    exact = np.argsort(-(queries / 3.0) @ unit.T, axis=1, kind="stable")[:, :15]
+    assert np.array_equal(index.search(queries, 15, nprobe=12), exact)
+    assert sorted(index.items.tolist()) == list(range(500))
+
+
+def test_ivf_pads_with_minus_one_when_the_probed_lists_run_dry():
+    index = IVFIndex(_unit(2, 30, 4), n_lists=6, seed=0)
+    out = index.search(_unit(3, 5, 4), 30, nprobe=1)
+    assert (out[:, -1] == -1).all()
+    for row in out:
+        found = row[row >= 0]
+        assert len(found) == len(set(found.tolist())) > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), cut=st.integers(1, 59), nprobe=st.integers(1, 6))
+def test_ivf_answer_does_not_depend_on_the_rest_of_the_batch(seed, cut, nprobe):
+    unit = _unit(seed, 400, 16)
+    index = IVFIndex(unit, n_lists=10, seed=seed)
+    queries = _unit(seed + 1, 60, 16)
+    whole = index.search(queries, 12, nprobe)
+    parts = np.concatenate(
+        [index.search(queries[:cut], 12, nprobe), index.search(queries[cut:], 12, nprobe)]
+    )
+    assert np.array_equal(whole, parts)
+    alone = np.concatenate([index.search(q[None], 12, nprobe) for q in queries[::7]])
+    assert np.array_equal(whole[::7], alone)
