@@ -17,7 +17,14 @@ from rtml_cli.online.ivf import IVFIndex
 from tests.online_fixtures import AS_OF, write_shop
 
 # the batching strategies with the IVF searcher, next to per-request ones
-NAMES = ("popular", "session-embedding", "session-embedding-decay", "session-itemknn")
+NAMES = (
+    "popular",
+    "session-embedding",
+    "session-embedding-decay",
+    "session-itemknn",
+    "online-ranker",
+    "online-ranker-no-batch@5m",
+)
 FAST = dict(k=8, n_candidates=30, max_train_requests=300, train_window=timedelta(days=1))
 IVF = dict(ann="ivf", nprobe=3)  # 3 of the tiny shop's 15 lists: approximate, not exact
 
@@ -125,6 +132,38 @@ def test_cli_ann_ivf(invoke, shop, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert '"ann": "ivf"' in result.stdout and '"micro_batch": 16' in result.stdout
+
+
+def test_batched_ranker_features_are_the_per_request_features(shop):
+    """The vectorised features of every (request, candidate) row are ``features()``'s."""
+    from rtml_cli.batch.artifacts import load_artifacts
+    from rtml_cli.online import replay
+    from rtml_cli.online.base import Env
+    from rtml_cli.online.stage3_batch import batch_candidates, batch_features
+    from rtml_cli.online.strategies import build
+
+    base, events = shop
+    art = load_artifacts(base / "root")
+    env = Env(art, n_candidates=30, ann="ivf", nprobe=3)
+    ranker = build("online-ranker", env)
+    start = replay.to_us(AS_OF)
+    data = replay.prepare(events, art.item_ids, [], start=start, end=None)
+    streams = replay.streams_for(data, {ranker.lag})
+    rows, sesses = data.req_row.tolist(), data.req_sess.tolist()
+    batch = [replay.request_at(data, j, rows, sesses, streams) for j in range(40, 100)]
+    for stream in streams.values():
+        stream.advance(batch[0].ts)
+    cands = batch_candidates(env, batch)
+    together = batch_features(ranker, batch, cands)
+    assert len(np.unique(cands.req)) > 50
+    for r in range(0, len(batch), 6):  # one request at a time, the stream at its own time
+        for stream in streams.values():
+            stream.advance(batch[r].ts)
+        cand, vector, knn = ranker.candidates(batch[r])
+        a, b = cands.bounds[r], cands.bounds[r + 1]
+        assert np.array_equal(cands.item[a:b], cand)
+        alone = ranker.features(batch[r], cand, vector, knn)
+        np.testing.assert_allclose(together[a:b], alone, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- the searcher

@@ -64,6 +64,26 @@ class IVFIndex:
         self.vectors = np.ascontiguousarray(unit[order])  # the same rows, contiguous per list
         self.n_lists = n_lists
 
+    def probe(self, queries: np.ndarray, nprobe: int) -> np.ndarray:
+        """(len(queries), nprobe) ids of each query's nearest lists, ascending."""
+        return self._probe(_unit64(np.asarray(queries, dtype=np.float32)), nprobe)
+
+    def members(self, lists: np.ndarray) -> np.ndarray:
+        """The item_idx of ``lists`` (list by list, ascending within each)."""
+        sizes = self.sizes[lists]
+        ends = np.cumsum(sizes)
+        shift = np.repeat(self.offsets[lists] - (ends - sizes), sizes)
+        return self.items[shift + np.arange(int(ends[-1]) if len(ends) else 0)]
+
+    def _probe(self, q64: np.ndarray, nprobe: int) -> np.ndarray:
+        nprobe = max(1, min(nprobe, self.n_lists))
+        if nprobe >= self.n_lists:
+            return np.broadcast_to(np.arange(self.n_lists), (len(q64), self.n_lists))
+        # float64: a list's rank never hinges on how BLAS rounded for this batch's shape
+        near = q64 @ self.centroids64.T
+        probe = np.argpartition(-near, nprobe - 1, axis=1)[:, :nprobe]
+        return np.sort(probe, axis=1)  # list order within a row: independent of the batch
+
     def search(self, queries: np.ndarray, n: int, nprobe: int) -> np.ndarray:
         """(len(queries), n) item_idx, best cosine first (ties: lower item_idx first), among
         each query's ``nprobe`` nearest lists; -1 where those lists hold fewer than n items."""
@@ -72,17 +92,9 @@ class IVFIndex:
         out = np.full((n_q, n), -1, dtype=np.int64)
         if n_q == 0 or n <= 0 or not len(self.items):
             return out
-        nprobe = max(1, min(nprobe, self.n_lists))
-        q64 = queries.astype(np.float64)
-        q64 /= np.maximum(np.sqrt((q64 * q64).sum(axis=1, keepdims=True)), 1e-12)
+        q64 = _unit64(queries)
         q = q64.astype(np.float32)
-        # float64: a list's rank never hinges on how BLAS rounded for this batch's shape
-        near = q64 @ self.centroids64.T
-        if nprobe < self.n_lists:
-            probe = np.argpartition(-near, nprobe - 1, axis=1)[:, :nprobe]
-        else:
-            probe = np.broadcast_to(np.arange(self.n_lists), (n_q, self.n_lists))
-        probe = np.sort(probe, axis=1)  # list order within a row: independent of the batch
+        probe = self._probe(q64, nprobe)
         sizes = self.sizes[probe]
         starts = np.cumsum(sizes, axis=1) - sizes  # where each probed list goes in its row
         width = int(sizes.sum(axis=1).max())
@@ -125,3 +137,10 @@ class IVFIndex:
         ranked[np.take_along_axis(missing, order, axis=1)] = -1
         out[:, : ranked.shape[1]] = ranked
         return out
+
+
+def _unit64(queries: np.ndarray) -> np.ndarray:
+    """``queries`` in float64, scaled to unit length (zero rows stay zero)."""
+    q64 = np.asarray(queries, dtype=np.float64).copy()
+    q64 /= np.maximum(np.sqrt((q64 * q64).sum(axis=1, keepdims=True)), 1e-12)
+    return q64
