@@ -36,8 +36,8 @@ class IVFIndex:
         unit: np.ndarray,
         *,
         n_lists: int | None = None,
-        iterations: int = 8,
-        sample: int = 50_000,
+        iterations: int = 6,
+        sample: int = 30_000,
         seed: int = 0,
     ) -> None:
         unit = np.ascontiguousarray(unit, dtype=np.float32)
@@ -48,8 +48,12 @@ class IVFIndex:
         centroids = train[np.sort(rng.choice(len(train), n_lists, replace=False))].copy()
         for _ in range(iterations):
             assign = np.argmax(train @ centroids.T, axis=1)
+            order = np.argsort(assign, kind="stable")
+            counts = np.bincount(assign, minlength=n_lists)
             sums = np.zeros_like(centroids)
-            np.add.at(sums, assign, train)
+            filled = np.flatnonzero(counts)
+            starts = np.r_[0, np.cumsum(counts)[:-1]][filled]
+            sums[filled] = np.add.reduceat(train[order], starts, axis=0)
             norms = np.linalg.norm(sums, axis=1, keepdims=True)
             empty = norms[:, 0] < 1e-12
             centroids = np.where(empty[:, None], centroids, sums / np.maximum(norms, 1e-12))

@@ -2,7 +2,8 @@
 
 With ``--ann ivf`` the ranker serves a micro-batch (``Strategy.recommend_batch``) in a few
 vectorised steps instead of one Python pass per request: the batch's session vectors probe
-the IVF once (the candidates of a request are the items of its ``nprobe`` nearest lists),
+the IVF once (the ANN candidates of a request are the items of its nearest lists, about
+``--candidates`` of them: ``candidate_lists``),
 the session-kNN scores of every request come from one pass over the neighbour lists, the
 union of both is one sort of (request, item) keys, and the features of every (request,
 candidate) row are computed together — streaming counts each at its own request's time
@@ -45,10 +46,23 @@ class BatchCandidates:
     knn_best: np.ndarray  # per request: its best kNN score (0 when none)
 
 
-def ivf_items(env: Env, vector: np.ndarray) -> np.ndarray:
-    """The items of the ``env.nprobe`` IVF lists nearest ``vector`` (the ANN candidates)."""
+def candidate_lists(env: Env) -> int:
+    """How many IVF lists give the ranker its ANN candidates: about ``env.n_candidates``
+    items (``--candidates``), as many as the Annoy query returns."""
     index = env.ivf()
-    return index.members(index.probe(vector[None], env.nprobe)[0])
+    return max(1, round(env.n_candidates * index.n_lists / max(env.n_items, 1)))
+
+
+def ivf_items(env: Env, vector: np.ndarray) -> np.ndarray:
+    """The items of the IVF lists nearest ``vector`` (the ranker's ANN candidates)."""
+    index = env.ivf()
+    return index.members(index.probe(vector[None], candidate_lists(env))[0])
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (numpy 2's hashing ``unique`` is ~10x slower on 100k+ keys)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
 
 
 def knn_batch(env: Env, batch: Sequence[Request]) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +111,7 @@ def batch_candidates(env: Env, batch: Sequence[Request]) -> BatchCandidates:
     if len(live):
         vectors[live] = np.stack([session_vector(env, batch[r].items, None) for r in live.tolist()])
         index = env.ivf()
-        lists = index.probe(vectors[live], env.nprobe)
+        lists = index.probe(vectors[live], candidate_lists(env))
         sizes = index.sizes[lists].sum(axis=1)
         members = index.members(lists.ravel())
         parts.append(np.repeat(live, sizes) * n + members)
@@ -107,7 +121,7 @@ def batch_candidates(env: Env, batch: Sequence[Request]) -> BatchCandidates:
         seen = batch[r].seen
         pool = env.popular[: env.n_candidates + len(seen)]
         parts.append(r * n + pool[unseen_mask(pool, seen)][: env.n_candidates])
-    keys = np.unique(np.concatenate(parts))
+    keys = sorted_unique(np.concatenate(parts))
     seen_keys = np.concatenate(
         [r * n + request.seen for r, request in enumerate(batch)] + [np.zeros(0, np.int64)]
     )
@@ -195,7 +209,9 @@ def _category_match(
     if not sum(len(o) for o in owners):
         return np.zeros(len(cand))
     session_keys = np.concatenate(owners) * n_cat + env.item_category[np.concatenate(items)] + 1
-    uniq, counts = np.unique(session_keys, return_counts=True)
+    session_keys = np.sort(session_keys)
+    first = np.flatnonzero(np.r_[True, session_keys[1:] != session_keys[:-1]])
+    uniq, counts = session_keys[first], np.diff(np.r_[first, len(session_keys)])
     cand_cat = env.item_category[cand]
     keys = req * n_cat + cand_cat + 1
     at = np.minimum(np.searchsorted(uniq, keys), len(uniq) - 1)
