@@ -112,20 +112,21 @@ def simulate_cmd(
         typer.Option(
             "--ann",
             case_sensitive=False,
-            help="session-embedding's nearest-neighbour search: annoy (the published index, "
-            "one query per request) or ivf (an in-memory IVF over the same embeddings, built "
-            "at start; one search per micro-batch, recall vs exact in bench/RESULTS.md).",
+            help="Nearest-neighbour search of session-embedding and online-ranker: annoy (the "
+            "published index, one query per request) or ivf (an in-memory IVF over the same "
+            "embeddings, built at start; both then serve micro-batches, one search each; "
+            "recall vs exact in bench/RESULTS.md).",
         ),
     ] = Ann.annoy,
     nprobe: Annotated[
         int,
         typer.Option("--nprobe", help="Lists the ivf search probes (more: slower, more exact)."),
-    ] = 32,
+    ] = 2,
     micro_batch: Annotated[
         int,
         typer.Option(
             "--micro-batch",
-            help="Consecutive requests a batching strategy serves per call (--ann ivf); its "
+            help="Consecutive requests a batching strategy serves per call (with --ann ivf); its "
             "latency is the call's time divided by the batch. Lists do not depend on it.",
         ),
     ] = 256,
