@@ -85,7 +85,14 @@ class IVFIndex:
             return np.broadcast_to(np.arange(self.n_lists), (len(q64), self.n_lists))
         # float64: a list's rank never hinges on how BLAS rounded for this batch's shape
         near = q64 @ self.centroids64.T
-        probe = np.argpartition(-near, nprobe - 1, axis=1)[:, :nprobe]
+        if nprobe > 4:
+            probe = np.argpartition(-near, nprobe - 1, axis=1)[:, :nprobe]
+        else:  # a few argmax passes beat a partition of every row
+            probe = np.empty((len(q64), nprobe), dtype=np.int64)
+            rows = np.arange(len(q64))
+            for p in range(nprobe):
+                probe[:, p] = np.argmax(near, axis=1)
+                near[rows, probe[:, p]] = -np.inf
         return np.sort(probe, axis=1)  # list order within a row: independent of the batch
 
     def search(self, queries: np.ndarray, n: int, nprobe: int) -> np.ndarray:

@@ -44,6 +44,7 @@ from rtml_cli.online.base import STRATEGIES, Env, Factory, Request, Strategy
 from rtml_cli.online.replay import ReplayData, request_at, streams_for, truth_for
 from rtml_cli.online.stage2 import knn_scores, session_vector, top_by_score, unseen_mask
 from rtml_cli.online.stage2_literature import SessionVSKNN
+from rtml_cli.online.stage3_batch import sorted_unique
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "batch": ("log_views_7d", "conversion_rate", "log_popularity"),
@@ -201,14 +202,14 @@ class OnlineRanker(Strategy):
             top = np.argpartition(-ks, env.n_candidates - 1)[: env.n_candidates]
             keep = np.sort(top)
             kc, ks = kc[keep], ks[keep]
-        cand = np.union1d(np.asarray(found, dtype=np.int64), kc)
+        cand = sorted_unique(np.concatenate([np.asarray(found, dtype=np.int64), kc]))
         scores: tuple = (kc, ks)
         if self.vsknn is not None:
             vc, vs = self.vsknn.scores(request)
             if len(vc) > env.n_candidates:
                 keep = np.sort(np.argpartition(-vs, env.n_candidates - 1)[: env.n_candidates])
                 vc, vs = vc[keep], vs[keep]
-            cand = np.union1d(cand, vc)
+            cand = sorted_unique(np.concatenate([cand, vc]))
             scores = (kc, ks, vc, vs)
         if len(request.seen):
             cand = cand[unseen_mask(cand, request.seen)]
