@@ -14,6 +14,7 @@ name and ``rtml_cli.checks.strategies`` runs every one through the same contract
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,11 +128,7 @@ class Env:
     unit: np.ndarray = field(init=False)  # the embeddings scaled to unit length
     popular: np.ndarray = field(init=False)  # every item_idx, most popular first
     popular_list: list[int] = field(init=False)
-    indptr: np.ndarray = field(init=False)  # item-item neighbours, CSR by item_idx
-    nbr: np.ndarray = field(init=False)
-    nbr_score: np.ndarray = field(init=False)
     index: Any = field(init=False)  # the Annoy index over the embeddings
-    item_category: np.ndarray = field(init=False)  # dense category code per item_idx, -1 unknown
     # set-up work strategies of one run share (e.g. the ranker variants' feature matrix)
     cache: dict[str, Any] = field(init=False, default_factory=dict)
 
@@ -147,9 +144,26 @@ class Env:
         rest = np.setdiff1d(np.arange(self.n_items), popular, assume_unique=False)
         self.popular = np.concatenate([popular, rest]).astype(np.int64)
         self.popular_list = self.popular.tolist()
-        self.indptr, self.nbr, self.nbr_score = art.neighbor_lists
         self.index = art.index
-        self.item_category = _item_categories(art)
+
+    # read on first use: a replay of session-embedding alone needs neither
+    @functools.cached_property
+    def indptr(self) -> np.ndarray:
+        """Item-item neighbours, CSR by item_idx: row offsets (with ``nbr``, ``nbr_score``)."""
+        return self.artifacts.neighbor_lists[0]
+
+    @functools.cached_property
+    def nbr(self) -> np.ndarray:
+        return self.artifacts.neighbor_lists[1]
+
+    @functools.cached_property
+    def nbr_score(self) -> np.ndarray:
+        return self.artifacts.neighbor_lists[2]
+
+    @functools.cached_property
+    def item_category(self) -> np.ndarray:
+        """Dense category code per item_idx, -1 unknown."""
+        return _item_categories(self.artifacts)
 
     def ivf(self) -> Any:
         """The IVF searcher over ``unit`` (``online.ivf.IVFIndex``), built on first use, seeded
