@@ -3,6 +3,7 @@ time, no peeking, and the IVF searcher's answers."""
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 import numpy as np
@@ -205,3 +206,50 @@ def test_ivf_answer_does_not_depend_on_the_rest_of_the_batch(seed, cut, nprobe):
     assert np.array_equal(whole, parts)
     alone = np.concatenate([index.search(q[None], 12, nprobe) for q in queries[::7]])
     assert np.array_equal(whole[::7], alone)
+
+
+@functools.cache
+def _served():
+    """The tiny shop's IVF strategies and 120 consecutive requests (built once)."""
+    import tempfile
+    from pathlib import Path
+
+    from rtml_cli.batch.artifacts import load_artifacts
+    from rtml_cli.online import replay
+    from rtml_cli.online.base import Env
+    from rtml_cli.online.strategies import build
+
+    base = write_shop(Path(tempfile.mkdtemp(prefix="rtml-microbatch-")))
+    events = pl.read_parquet(base / "events.parquet")
+    art = load_artifacts(base / "root")
+    as_of = replay.to_us(AS_OF)
+    train = replay.prepare(events, art.item_ids, [], start=as_of - 86_400_000_000, end=as_of)
+    env = Env(art, n_candidates=30, ann="ivf", nprobe=3, training=lambda: train)
+    strategies = [build(name, env) for name in ("session-embedding", "online-ranker")]
+    data = replay.prepare(events, art.item_ids, [], start=as_of, end=None)
+    return strategies, data
+
+
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(1, 119), max_size=6, unique=True))
+def test_any_split_into_micro_batches_serves_the_same_lists(cuts):
+    from rtml_cli.online import replay
+
+    strategies, data = _served()
+    bounds = [0, *sorted(cuts), 120]
+    served = []
+    streams = replay.streams_for(data, {s.lag for s in strategies if s.lag is not None})
+    rows, sesses = data.req_row.tolist(), data.req_sess.tolist()
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        batch = [replay.request_at(data, j, rows, sesses, streams) for j in range(lo, hi)]
+        for stream in streams.values():
+            stream.advance(batch[0].ts)
+        served.append([np.stack(s.recommend_batch(batch, 8)) for s in strategies])
+    together = [np.concatenate([part[i] for part in served]) for i in range(len(strategies))]
+    streams = replay.streams_for(data, {s.lag for s in strategies if s.lag is not None})
+    for j in range(0, 120, 11):  # one request alone, the stream at its own time
+        request = replay.request_at(data, j, rows, sesses, streams)
+        for stream in streams.values():
+            stream.advance(request.ts)
+        for i, strategy in enumerate(strategies):
+            assert np.array_equal(strategy.recommend(request, 8), together[i][j])

@@ -5,7 +5,10 @@ engine (1) moves every streaming view forward to the request time — the stream
 job's work, asynchronous in production, so outside the measured latency — (2) builds
 the ``Request`` from the session's earlier events only, and (3) asks each strategy,
 timing the call with ``time.perf_counter_ns`` (candidate generation, feature lookup
-and computation, ranking). Metrics are computed after the loop, vectorised.
+and computation, ranking). Metrics are computed after the loop, vectorised. A strategy
+that batches (``Strategy.batched``: ``session-embedding`` and ``online-ranker`` with
+``ann="ivf"``) is asked once per micro-batch of consecutive requests instead, each request
+reading only its own state, and each is charged the batch's time divided by its size.
 
 Sharding (``shard=(i, n)``) keeps the requests of sessions whose CRC-32 falls in shard
 ``i``; the stream is still built from all events, so streaming features are the same
