@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=6, help="session-embedding window")
     parser.add_argument("--ranker-hours", type=float, default=1)
     parser.add_argument("--train-window", default="2h")
-    parser.add_argument("--nprobe", default="4,8,16,32", help="IVF probes for the recall table")
+    parser.add_argument("--nprobe", default="1,2,4,8", help="IVF probes for the recall table")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     runs = []

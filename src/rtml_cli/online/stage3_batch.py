@@ -158,11 +158,14 @@ def batch_features(
         log_elapsed = np.array([math.log1p(max(r.ts - r.session_start, 0) / 60e6) for r in batch])[
             req
         ]
-        norms = np.linalg.norm(cands.vectors, axis=1)
-        unit = cands.vectors / np.maximum(norms, 1e-12)[:, None]
-        # einsum, not BLAS: a row's arithmetic must not depend on the batch's shape
-        sim = np.einsum("ij,ij->i", env.unit[cand], unit[req])
-        sim[~cands.has_vector[req]] = 0.0
+        # per request, as ``features`` computes it: the same rows and vector whatever the
+        # batch, so the same arithmetic (and a cache-sized gather instead of the batch's)
+        sim = np.zeros(n_rows, np.float32)
+        for r in np.flatnonzero(cands.has_vector).tolist():
+            a, b = int(cands.bounds[r]), int(cands.bounds[r + 1])
+            vector = cands.vectors[r]
+            unit = vector / max(float(np.linalg.norm(vector)), 1e-12)
+            sim[a:b] = env.unit[cand[a:b]] @ unit
         keys = req * env.n_items + cand
         at = np.minimum(np.searchsorted(cands.knn_keys, keys), max(len(cands.knn_keys) - 1, 0))
         in_knn = np.zeros(n_rows, np.float32)

@@ -58,6 +58,7 @@ class WindowedCounts:
         self._add = -1  # next event to add (-1: not started)
         self._remove = np.zeros(len(windows), dtype=np.int64)
         self.now = np.iinfo(np.int64).min
+        self._slot: np.ndarray | None = None  # features_many's key -> column map
 
     def advance(self, now_us: int) -> None:
         """Move the published state to request time ``now_us`` (µs since the epoch)."""
@@ -161,14 +162,18 @@ class WindowedCounts:
         table = np.zeros((n_req + 1, len(touched), 1 + n_w), dtype=np.int64)
         np.add.at(table, (np.concatenate(first), which, np.concatenate(channel)), 1)
         table = np.cumsum(table, axis=0)[:n_req]
-        for kind in (0, 1):
-            row_keys = 2 * np.asarray(items, dtype=np.int64) + kind
-            at = np.minimum(np.searchsorted(touched, row_keys), len(touched) - 1)
-            hit = touched[at] == row_keys
-            delta = table[req[hit], at[hit]]  # (hits, 1 + n_w)
-            out[np.flatnonzero(hit)[:, None], kind * n_w + np.arange(n_w)] += (
-                delta[:, :1] - delta[:, 1:]
-            )
+        # key -> its column in ``table`` (-1: untouched), a dense map reset after use
+        if self._slot is None:
+            self._slot = np.full(self.counts.shape[1], -1, dtype=np.int64)
+        self._slot[touched] = np.arange(len(touched))
+        try:
+            for kind in (0, 1):
+                at = self._slot[2 * np.asarray(items, dtype=np.int64) + kind]
+                hit = np.flatnonzero(at >= 0)
+                delta = table[req[hit], at[hit]]  # (hits, 1 + n_w)
+                out[hit[:, None], kind * n_w + np.arange(n_w)] += delta[:, :1] - delta[:, 1:]
+        finally:
+            self._slot[touched] = -1
         return out.astype(self.counts.dtype)
 
     def brute_force(self, now_us: int, items: np.ndarray) -> np.ndarray:
