@@ -46,15 +46,15 @@ def one_core() -> int:
     return sorted(os.sched_getaffinity(0))[-1] if hasattr(os, "sched_getaffinity") else 0
 
 
-def run_cli(args, strategy: str, hours: float, extra: list[str]) -> dict:
+def run_cli(args, strategy: str, begin: str, hours: float, extra: list[str]) -> dict:
     """One `rtml simulate` in a child pinned to one core; its info, summary and wall time."""
-    start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+    start = datetime.fromisoformat(begin.replace("Z", "+00:00"))
     end = start + timedelta(hours=hours)
     cpu = one_core()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             str(RTML), "simulate", args.events, "--artifacts", args.artifacts,
-            "--start", args.start, "--end", end.isoformat().replace("+00:00", "Z"),
+            "--start", begin, "--end", end.isoformat().replace("+00:00", "Z"),
             "--strategies", strategy, "--train-window", args.train_window,
             "--out", f"{tmp}/results.parquet", "--format", "json", "--quiet", *extra,
         ]  # fmt: skip
@@ -76,6 +76,7 @@ def run_cli(args, strategy: str, hours: float, extra: list[str]) -> dict:
         "strategy": strategy,
         "options": " ".join(extra) or "(defaults)",
         "hours": hours,
+        "from": begin,
         "requests": info["requests"],
         "wall_s": wall,
         "rps_whole": info["requests"] / wall,
@@ -157,18 +158,19 @@ def report(runs: list[dict], rec: dict, args) -> str:
         "",
         f"`bench/bench_throughput.py` (issue #10 part 3), {platform.machine()}, Python "
         f"{platform.python_version()}, 2 cores shared with other engineers' jobs, each run a "
-        f"child process pinned to one core; replay from {args.start}, K=20, --bootstrap 1000 "
+        f"child process pinned to one core; replay on {args.start[:10]}, K=20, --bootstrap 1000 "
         f"(the default), RESULTS written; `large` world, {rec['items']:,} items. Load average "
         "(1 min) before / after each run is in the last column: above ~1 the core was shared "
         "and every figure is slower than on an idle core.",
         "",
-        "| strategy | options | requests | wall s | whole command req/s | replay loop req/s "
+        "| strategy | options | window | requests | wall s | whole command req/s | replay loop req/s "
         "| setup s | p50 / p99 ms | HR@20 | load |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---|",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {r['strategy']} | `{r['options']}` | {r['requests']:,} | {r['wall_s']:.1f} | "
+            f"| {r['strategy']} | `{r['options']}` | {r['from'][11:16]} +{r['hours']:g} h | "
+            f"{r['requests']:,} | {r['wall_s']:.1f} | "
             f"{r['rps_whole']:,.0f} | {r['rps_loop']:,.0f} | {r['setup_s']:.1f} | "
             f"{r['p50']:.3f} / {r['p99']:.3f} | {r['hr']:.3f} | "
             f"{r['load'][0]:.1f} / {r['load'][1]:.1f} |"
@@ -194,20 +196,23 @@ def main() -> None:
     parser.add_argument("--from", dest="start", required=True, help="replay start (ISO 8601)")
     parser.add_argument("--hours", type=float, default=6, help="session-embedding window")
     parser.add_argument("--ranker-hours", type=float, default=1)
+    parser.add_argument("--ranker-from", help="online-ranker replay start (default: --from)")
     parser.add_argument("--train-window", default="2h")
     parser.add_argument("--nprobe", default="1,2,4,8", help="IVF probes for the recall table")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     runs = []
-    for strategy, hours, extra in (
-        ("session-embedding", args.hours, []),
-        ("session-embedding", args.hours, ["--search-k", "200"]),
-        ("session-embedding", args.hours, ["--ann", "ivf"]),
-        ("session-embedding", args.hours, ["--ann", "ivf", "--micro-batch", "1024"]),
-        ("online-ranker", args.ranker_hours, []),
-        ("online-ranker", args.ranker_hours, ["--ann", "ivf"]),
+    ranker_from = args.ranker_from or args.start
+    for strategy, begin, hours, extra in (
+        ("session-embedding", args.start, args.hours, []),
+        ("session-embedding", args.start, args.hours, ["--search-k", "200"]),
+        ("session-embedding", args.start, args.hours, ["--ann", "ivf"]),
+        ("session-embedding", args.start, args.hours, ["--ann", "ivf", "--micro-batch", "1024"]),
+        ("online-ranker", ranker_from, args.ranker_hours, []),
+        ("online-ranker", ranker_from, args.ranker_hours, ["--ann", "ivf"]),
+        ("online-ranker", ranker_from, args.ranker_hours, ["--ann", "ivf", "--candidates", "200"]),
     ):
-        runs.append(run_cli(args, strategy, hours, extra))
+        runs.append(run_cli(args, strategy, begin, hours, extra))
         print(runs[-1], file=sys.stderr, flush=True)
     rec = recall(args, [int(n) for n in args.nprobe.split(",")])
     section = report(runs, rec, args)
