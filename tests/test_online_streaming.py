@@ -58,3 +58,52 @@ def test_state_depends_only_on_time_not_on_the_requests_asked():
         dense.advance(int(now))
     sparse.advance(int(times[-1]))
     assert np.array_equal(dense.counts, sparse.counts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    lag_min=st.sampled_from([0, 1, 5, 60]),
+    n_events=st.integers(0, 300),
+)
+def test_counts_at_a_later_time_equal_brute_force_and_leave_the_state(seed, lag_min, n_events):
+    """What a micro-batch's later request reads (``features_at``) is its own time's state."""
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.integers(0, 240 * MIN, size=n_events))
+    item = rng.integers(0, 7, size=n_events)
+    kind = rng.integers(0, 2, size=n_events)
+    counts = WindowedCounts(ts, item, kind, 7, lag=timedelta(minutes=lag_min))
+    items = rng.permutation(7)[: rng.integers(1, 8)]
+    for now in np.sort(rng.integers(0, 300 * MIN, size=10)):
+        counts.advance(int(now))
+        before = counts.counts.copy()
+        for later in np.sort(rng.integers(int(now), int(now) + 90 * MIN, size=5)):
+            got = counts.features_at(int(later), items)
+            assert np.array_equal(got, counts.brute_force(int(later), items))
+        assert np.array_equal(counts.counts, before)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    lag_min=st.sampled_from([0, 1, 5, 60]),
+    n_events=st.integers(0, 300),
+)
+def test_counts_for_a_batch_of_requests_equal_brute_force(seed, lag_min, n_events):
+    """``features_many``: every row of a micro-batch at its own request's time."""
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.integers(0, 240 * MIN, size=n_events))
+    item = rng.integers(0, 7, size=n_events)
+    kind = rng.integers(0, 2, size=n_events)
+    counts = WindowedCounts(ts, item, kind, 7, lag=timedelta(minutes=lag_min))
+    for now in np.sort(rng.integers(0, 300 * MIN, size=6)):
+        if rng.random() < 0.8:  # sometimes the state has not started yet
+            counts.advance(int(now))
+        times = np.sort(rng.integers(int(now), int(now) + 90 * MIN, size=rng.integers(1, 6)))
+        req = np.repeat(np.arange(len(times)), rng.integers(0, 5, size=len(times)))
+        items = rng.integers(0, 7, size=len(req))
+        got = counts.features_many(times, req, items)
+        want = np.zeros_like(got)
+        for i in range(len(req)):
+            want[i] = counts.brute_force(int(times[req[i]]), items[i : i + 1])[0]
+        assert np.array_equal(got, want)

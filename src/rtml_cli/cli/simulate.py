@@ -29,6 +29,11 @@ from rtml_cli.online.strategies import DEFAULT_STRATEGIES, REGISTRY
 from rtml_cli.output import OutputFormat
 
 
+class Ann(str, Enum):
+    annoy = "annoy"
+    ivf = "ivf"
+
+
 class Protocol(str, Enum):
     next_unseen = "next-unseen"
     next_item = "next-item"
@@ -102,6 +107,29 @@ def simulate_cmd(
             help="Annoy search_k of session-embedding (-1: n × trees; lower is faster, less exact).",
         ),
     ] = -1,
+    ann: Annotated[
+        Ann,
+        typer.Option(
+            "--ann",
+            case_sensitive=False,
+            help="Nearest-neighbour search of session-embedding and online-ranker: annoy (the "
+            "published index, one query per request) or ivf (an in-memory IVF over the same "
+            "embeddings, built at start; both then serve micro-batches, one search each; "
+            "recall vs exact in bench/RESULTS.md).",
+        ),
+    ] = Ann.annoy,
+    nprobe: Annotated[
+        int,
+        typer.Option("--nprobe", help="Lists the ivf search probes (more: slower, more exact)."),
+    ] = 2,
+    micro_batch: Annotated[
+        int,
+        typer.Option(
+            "--micro-batch",
+            help="Consecutive requests a batching strategy serves per call (with --ann ivf); its "
+            "latency is the call's time divided by the batch. Lists do not depend on it.",
+        ),
+    ] = 256,
     train_window: Annotated[
         str,
         typer.Option("--train-window", help="Window before the as-of the ranker is trained on."),
@@ -185,6 +213,9 @@ def simulate_cmd(
         seed=seed,
         decay=decay,
         search_k=search_k,
+        ann=ann.value,
+        nprobe=nprobe,
+        micro_batch=micro_batch,
         train_window=parse_duration(train_window),
         protocol=protocol.value,
         sample=sample,

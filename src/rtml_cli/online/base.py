@@ -14,14 +14,16 @@ name and ``rtml_cli.checks.strategies`` runs every one through the same contract
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 
+from rtml_cli.online.ivf import DEFAULT_NPROBE
 from rtml_cli.registry import Registry
 
 #: The replay protocols (docs/replay-protocol.md). ``next-unseen``: lists never contain an
@@ -115,17 +117,18 @@ class Env:
     max_train_requests: int = 4000  # at most this many training requests, sampled by ``seed``
     protocol: str = DEFAULT_PROTOCOL  # the replay protocol: strategies that learn train under it
     baseline_recs: Any = None  # the team's own lists (path) for the ``baseline`` strategy
+    # the nearest-neighbour search the replay serves session-embedding from: the published
+    # Annoy index ("annoy"), or an in-memory IVF over the same embeddings ("ivf": one
+    # vectorised search per micro-batch, ``online.ivf``) probing ``nprobe`` lists
+    ann: str = "annoy"
+    nprobe: int = DEFAULT_NPROBE
 
     n_items: int = field(init=False)
     embeddings: np.ndarray = field(init=False)  # float32 (n_items, dim)
     unit: np.ndarray = field(init=False)  # the embeddings scaled to unit length
     popular: np.ndarray = field(init=False)  # every item_idx, most popular first
     popular_list: list[int] = field(init=False)
-    indptr: np.ndarray = field(init=False)  # item-item neighbours, CSR by item_idx
-    nbr: np.ndarray = field(init=False)
-    nbr_score: np.ndarray = field(init=False)
     index: Any = field(init=False)  # the Annoy index over the embeddings
-    item_category: np.ndarray = field(init=False)  # dense category code per item_idx, -1 unknown
     # set-up work strategies of one run share (e.g. the ranker variants' feature matrix)
     cache: dict[str, Any] = field(init=False, default_factory=dict)
 
@@ -141,9 +144,35 @@ class Env:
         rest = np.setdiff1d(np.arange(self.n_items), popular, assume_unique=False)
         self.popular = np.concatenate([popular, rest]).astype(np.int64)
         self.popular_list = self.popular.tolist()
-        self.indptr, self.nbr, self.nbr_score = art.neighbor_lists
         self.index = art.index
-        self.item_category = _item_categories(art)
+
+    # read on first use: a replay of session-embedding alone needs neither
+    @functools.cached_property
+    def indptr(self) -> np.ndarray:
+        """Item-item neighbours, CSR by item_idx: row offsets (with ``nbr``, ``nbr_score``)."""
+        return self.artifacts.neighbor_lists[0]
+
+    @functools.cached_property
+    def nbr(self) -> np.ndarray:
+        return self.artifacts.neighbor_lists[1]
+
+    @functools.cached_property
+    def nbr_score(self) -> np.ndarray:
+        return self.artifacts.neighbor_lists[2]
+
+    @functools.cached_property
+    def item_category(self) -> np.ndarray:
+        """Dense category code per item_idx, -1 unknown."""
+        return _item_categories(self.artifacts)
+
+    def ivf(self) -> Any:
+        """The IVF searcher over ``unit`` (``online.ivf.IVFIndex``), built on first use, seeded
+        by ``seed``, and shared by every strategy of the run."""
+        if "ivf" not in self.cache:
+            from rtml_cli.online.ivf import IVFIndex
+
+            self.cache["ivf"] = IVFIndex(self.unit, seed=self.seed)
+        return self.cache["ivf"]
 
     def fill(self, chosen: list[int], seen: set[int], k: int) -> np.ndarray:
         """Top up ``chosen`` to ``k`` items from the popularity list (no seen, no repeats)."""
@@ -194,6 +223,20 @@ class Strategy(ABC):
     def recommend(self, request: Request, k: int) -> np.ndarray:
         """The top ``k`` item_idx, distinct, best first, excluding ``request.seen`` (empty
         under the ``next-item`` protocol)."""
+
+    def recommend_batch(self, requests: Sequence[Request], k: int) -> list[np.ndarray]:
+        """``recommend`` for a micro-batch of consecutive requests (time order), one list each.
+
+        A strategy overrides this to share work across the batch (one search, one model
+        call); each answer must equal ``recommend(request, k)``. The engine calls it with the
+        streams published as of the batch's *first* request: a request's own streaming state
+        is ``WindowedCounts.features_at(request.ts, items)``."""
+        return [self.recommend(request, k) for request in requests]
+
+    @property
+    def batched(self) -> bool:
+        """Whether this strategy serves micro-batches itself (overrides ``recommend_batch``)."""
+        return type(self).recommend_batch is not Strategy.recommend_batch
 
     def report(self) -> dict[str, Any] | None:
         """What a run's ``info`` says about this strategy (e.g. a model's weights), if anything."""

@@ -5,7 +5,10 @@ engine (1) moves every streaming view forward to the request time — the stream
 job's work, asynchronous in production, so outside the measured latency — (2) builds
 the ``Request`` from the session's earlier events only, and (3) asks each strategy,
 timing the call with ``time.perf_counter_ns`` (candidate generation, feature lookup
-and computation, ranking). Metrics are computed after the loop, vectorised.
+and computation, ranking). Metrics are computed after the loop, vectorised. A strategy
+that batches (``Strategy.batched``: ``session-embedding`` and ``online-ranker`` with
+``ann="ivf"``) is asked once per micro-batch of consecutive requests instead, each request
+reading only its own state, and each is charged the batch's time divided by its size.
 
 Sharding (``shard=(i, n)``) keeps the requests of sessions whose CRC-32 falls in shard
 ``i``; the stream is still built from all events, so streaming features are the same
@@ -30,6 +33,7 @@ from rtml_cli.errors import DataError, UsageError
 from rtml_cli.online import replay, trending
 from rtml_cli.online.base import DEFAULT_PROTOCOL, PROTOCOLS, Env, Strategy
 from rtml_cli.online.intervals import DEFAULT_BOOTSTRAP, SessionBootstrap, interval
+from rtml_cli.online.ivf import DEFAULT_NPROBE
 from rtml_cli.online.metrics import request_metrics, summarise
 from rtml_cli.online.replay import (
     SEGMENTS,
@@ -45,6 +49,9 @@ from rtml_cli.online.strategies import DEFAULT_STRATEGIES, build, parse_name
 from rtml_cli.online.streaming import WINDOWS, WindowedCounts
 
 ProgressFn = Callable[[int, int], None]
+ANN = ("annoy", "ivf")
+#: Consecutive requests a strategy that batches (``Strategy.batched``) serves per call.
+DEFAULT_MICRO_BATCH = 256
 
 
 @dataclass
@@ -179,6 +186,9 @@ class _Settings:
     sample: tuple[str, float] | None  # replay.parse_sample: a hash sample of the sessions
     bootstrap: int  # session-bootstrap replicates for the intervals (0: none)
     baseline_recs: Any  # the team's own lists for the ``baseline`` strategy (path or None)
+    ann: str = "annoy"  # session-embedding's nearest-neighbour search: "annoy" or "ivf"
+    nprobe: int = DEFAULT_NPROBE  # lists the IVF search probes
+    micro_batch: int = DEFAULT_MICRO_BATCH  # consecutive requests per batched strategy call
 
 
 @dataclass
@@ -233,6 +243,12 @@ def _validate(
     if freshness < timedelta(0):
         raise UsageError("--freshness cannot be negative")
     check_bootstrap(rest.get("bootstrap", 0))
+    if rest.get("ann", "annoy") not in ANN:
+        raise UsageError(f"--ann must be one of {', '.join(ANN)}, got {rest.get('ann')!r}")
+    if rest.get("nprobe", DEFAULT_NPROBE) < 1:
+        raise UsageError(f"--nprobe must be at least 1, got {rest.get('nprobe')}")
+    if rest.get("micro_batch", DEFAULT_MICRO_BATCH) < 1:
+        raise UsageError(f"--micro-batch must be at least 1, got {rest.get('micro_batch')}")
     rest["sample"] = replay.parse_sample(rest.get("sample"))
     if rest.get("protocol") not in PROTOCOLS:
         raise UsageError(
@@ -399,6 +415,8 @@ def _env(art: Any, settings: _Settings, training: Callable[[], ReplayData | None
         max_train_requests=settings.max_train_requests,
         protocol=settings.protocol,
         baseline_recs=settings.baseline_recs,
+        ann=settings.ann,
+        nprobe=settings.nprobe,
     )
 
 
@@ -419,23 +437,46 @@ def _replay_loop(
     progress: ProgressFn | None,
     step: int,
     protocol: str,
+    micro_batch: int = DEFAULT_MICRO_BATCH,
 ) -> None:
-    """Serve every request with every strategy, in time order; time each call."""
+    """Serve every request with every strategy, in time order; time each call.
+
+    Requests go in micro-batches of ``micro_batch`` consecutive ones. A strategy that
+    batches (``Strategy.batched``) gets the whole batch in one ``recommend_batch`` call,
+    with the streams published as of the batch's first request (each request reads its own
+    state with ``WindowedCounts.features_at``), and each request is charged the call's time
+    divided by the batch size. Every other strategy is asked request by request, the streams
+    moved to each request's time first, and timed per call."""
     rows, sesses = data.req_row.tolist(), data.req_sess.tolist()
     clock = time.perf_counter_ns
     n = data.n_requests
-    for j in range(n):
-        req = request_at(data, j, rows, sesses, streams, protocol)
+    together = [si for si, strategy in enumerate(served) if strategy.batched]
+    alone = [si for si in range(len(served)) if si not in together]
+    for lo in range(0, n, micro_batch):
+        hi = min(n, lo + micro_batch)
+        batch = [request_at(data, j, rows, sesses, streams, protocol) for j in range(lo, hi)]
         for stream in streams.values():
-            stream.advance(req.ts)
-        for si, strategy in enumerate(served):
+            stream.advance(batch[0].ts)
+        for si in together:
+            strategy = served[si]
             t0 = clock()
-            out = strategy.recommend(req, k)
-            latency[si, j] = clock() - t0 + strategy.borrowed_ns
+            outs = strategy.recommend_batch(batch, k)
+            latency[si, lo:hi] = (clock() - t0 + strategy.borrowed_ns) // (hi - lo)
             strategy.borrowed_ns = 0
-            lists[si, j, : len(out)] = out[:k]
-        if progress is not None and (j + 1) % step == 0:
-            progress(j + 1, n)
+            for j, out in enumerate(outs, start=lo):
+                lists[si, j, : len(out)] = out[:k]
+        for j, req in enumerate(batch, start=lo):
+            for stream in streams.values():
+                stream.advance(req.ts)
+            for si in alone:
+                strategy = served[si]
+                t0 = clock()
+                out = strategy.recommend(req, k)
+                latency[si, j] = clock() - t0 + strategy.borrowed_ns
+                strategy.borrowed_ns = 0
+                lists[si, j, : len(out)] = out[:k]
+        if progress is not None and hi // step > lo // step:
+            progress(hi, n)
 
 
 def _serve(
@@ -444,6 +485,7 @@ def _serve(
     k: int,
     progress: ProgressFn | None,
     protocol: str,
+    micro_batch: int = DEFAULT_MICRO_BATCH,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The lists served ((strategies, requests, k) item_idx, -1 padded), each call's ns,
     and the seconds the replay took."""
@@ -457,7 +499,9 @@ def _serve(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _replay_loop(data, served, streams, lists, latency, k, progress, step, protocol)
+        _replay_loop(
+            data, served, streams, lists, latency, k, progress, step, protocol, micro_batch
+        )
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -490,6 +534,9 @@ def simulate(
     sample: str | None = None,
     bootstrap: int = DEFAULT_BOOTSTRAP,
     baseline_recs: str | Path | None = None,
+    ann: str = "annoy",
+    nprobe: int = DEFAULT_NPROBE,
+    micro_batch: int = DEFAULT_MICRO_BATCH,
 ) -> SimulationResult:
     """Replay ``events`` after the artifacts' as-of and serve every request with each strategy.
 
@@ -516,6 +563,11 @@ def simulate(
     paired differences in ``differences`` and the comparisons); 0: no intervals.
     ``baseline_recs``: the team's own lists (Parquet/CSV: user_id, rank, item_id[, as_of]),
     served as the ``baseline`` strategy (added to ``strategies`` when not named).
+    ``ann``: session-embedding's nearest-neighbour search, ``"annoy"`` (the published index,
+    one query per request) or ``"ivf"`` (an in-memory IVF over the same embeddings built at
+    start, ``nprobe`` lists probed, one search per micro-batch: ``online.ivf``);
+    ``micro_batch``: consecutive requests a batching strategy serves per call (its latency
+    is the call's time divided by the batch size); the lists do not depend on it.
     ``progress(done, total)`` is called during the replay.
     Raises ``UsageError`` for bad options and ``DataError``/``InputMissing`` for bad inputs.
     """
@@ -535,11 +587,14 @@ def simulate(
         sample=sample,
         bootstrap=bootstrap,
         baseline_recs=baseline_recs,
+        ann=ann,
+        nprobe=nprobe,
+        micro_batch=micro_batch,
     )
     run = _prepare(events, artifacts, settings, start=start, end=end, world=world)
     served, setup_seconds = _build(run, settings)
     lists, latency, replay_seconds = _serve(
-        run.data, served, settings.k, progress, settings.protocol
+        run.data, served, settings.k, progress, settings.protocol, settings.micro_batch
     )
     return _summarise(run, settings, served, lists, latency, setup_seconds, replay_seconds)
 
@@ -707,6 +762,9 @@ def _info(
         "k": settings.k,
         "freshness_s": settings.freshness.total_seconds(),
         "candidates": settings.n_candidates,
+        "ann": settings.ann,
+        "nprobe": settings.nprobe if settings.ann == "ivf" else None,
+        "micro_batch": settings.micro_batch,
         "seed": settings.seed,
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
         "sample": _sample_text(settings.sample),

@@ -8,6 +8,7 @@ also the online ranker's candidate generators (``stage3``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
@@ -28,21 +29,52 @@ def session_vector(env: Env, items: np.ndarray, decay: float | None) -> np.ndarr
 
 
 class SessionEmbedding(Strategy):
-    """Stage 2: session embedding = mean of item embeddings; nearest items from Annoy."""
+    """Stage 2: session embedding = mean of item embeddings; nearest items from Annoy, or
+    with ``env.ann == "ivf"`` from one IVF search per micro-batch (``online.ivf``)."""
 
     def __init__(self, env: Env, decay: float | None) -> None:
         self.env = env
         self.decay = decay
         self.name = "session-embedding"
 
+    @property
+    def batched(self) -> bool:
+        return self.env.ann == "ivf"
+
+    def prepare(self, env: Env) -> None:
+        if env.ann == "ivf":
+            env.ivf()  # built before serving: set-up time, not request latency
+
     def recommend(self, request: Request, k: int) -> np.ndarray:
         env = self.env
+        if env.ann == "ivf":
+            return self.recommend_batch([request], k)[0]
         seen = request.seen_set
         if not len(request.items):
             return env.fill([], seen, k)
         vector = session_vector(env, request.items, self.decay)
         found = env.index.get_nns_by_vector(vector.tolist(), k + len(seen), env.search_k)
         return env.fill(take_unseen(found, seen, k), seen, k)
+
+    def recommend_batch(self, requests: Sequence[Request], k: int) -> list[np.ndarray]:
+        """With the IVF searcher: one search for the whole batch; else ``recommend`` each."""
+        env = self.env
+        if env.ann != "ivf":
+            return [self.recommend(request, k) for request in requests]
+        live = [i for i, request in enumerate(requests) if len(request.items)]
+        out = [
+            env.fill([], request.seen_set, k) if not len(request.items) else None
+            for request in requests
+        ]
+        if live:
+            vectors = np.stack([session_vector(env, requests[i].items, self.decay) for i in live])
+            n = k + max(len(requests[i].seen_set) for i in live)
+            found = env.ivf().search(vectors, n, env.nprobe)
+            for row, i in zip(found.tolist(), live, strict=True):
+                seen = requests[i].seen_set
+                mine = [item for item in row[: k + len(seen)] if item >= 0]
+                out[i] = env.fill(take_unseen(mine, seen, k), seen, k)
+        return out  # type: ignore[return-value]
 
 
 def knn_scores(env: Env, items: np.ndarray, max_items: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ import dataclasses
 import math
 import re
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -43,6 +44,7 @@ from rtml_cli.online.base import STRATEGIES, Env, Factory, Request, Strategy
 from rtml_cli.online.replay import ReplayData, request_at, streams_for, truth_for
 from rtml_cli.online.stage2 import knn_scores, session_vector, top_by_score, unseen_mask
 from rtml_cli.online.stage2_literature import SessionVSKNN
+from rtml_cli.online.stage3_batch import sorted_unique
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "batch": ("log_views_7d", "conversion_rate", "log_popularity"),
@@ -188,21 +190,26 @@ class OnlineRanker(Strategy):
             empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
             return np.sort(cand), None, empty + (empty if self.vsknn is not None else ())
         vector = session_vector(env, items, None)
-        search_k = max(env.search_k, 4 * env.n_candidates)
-        found = env.index.get_nns_by_vector(vector.tolist(), env.n_candidates, search_k)
+        if env.ann == "ivf":
+            from rtml_cli.online.stage3_batch import ivf_items
+
+            found = ivf_items(env, vector)
+        else:
+            search_k = max(env.search_k, 4 * env.n_candidates)
+            found = env.index.get_nns_by_vector(vector.tolist(), env.n_candidates, search_k)
         kc, ks = knn_scores(env, items)
         if len(kc) > env.n_candidates:
             top = np.argpartition(-ks, env.n_candidates - 1)[: env.n_candidates]
             keep = np.sort(top)
             kc, ks = kc[keep], ks[keep]
-        cand = np.union1d(np.asarray(found, dtype=np.int64), kc)
+        cand = sorted_unique(np.concatenate([np.asarray(found, dtype=np.int64), kc]))
         scores: tuple = (kc, ks)
         if self.vsknn is not None:
             vc, vs = self.vsknn.scores(request)
             if len(vc) > env.n_candidates:
                 keep = np.sort(np.argpartition(-vs, env.n_candidates - 1)[: env.n_candidates])
                 vc, vs = vc[keep], vs[keep]
-            cand = np.union1d(cand, vc)
+            cand = sorted_unique(np.concatenate([cand, vc]))
             scores = (kc, ks, vc, vs)
         if len(request.seen):
             cand = cand[unseen_mask(cand, request.seen)]
@@ -266,7 +273,35 @@ class OnlineRanker(Strategy):
 
     # ------------------------------------------------------------------ serving
 
+    @property
+    def batched(self) -> bool:
+        """With ``--ann ivf`` the ranker serves micro-batches (``stage3_batch``); the V-SKNN
+        variant asks its third generator per request, so it does not."""
+        return self.env.ann == "ivf" and self.vsknn is None
+
+    def recommend_batch(self, requests: Sequence[Request], k: int) -> list[np.ndarray]:
+        """A micro-batch at once (``stage3_batch``) when ``batched``; else per request.
+
+        The variants of a run share the batch's candidates, as they share a request's."""
+        if not self.batched:
+            return [self.recommend(request, k) for request in requests]
+        from rtml_cli.online.stage3_batch import batch_candidates, rank_batch
+
+        shared = requests[0].cache
+        key = self._cache_key + "/batch"
+        cached = shared.get(key)
+        if cached is not None and cached[0] == len(requests):
+            self.borrowed_ns = cached[2]
+            cands = cached[1]
+        else:
+            t0 = time.perf_counter_ns()
+            cands = batch_candidates(self.env, requests)
+            shared[key] = (len(requests), cands, time.perf_counter_ns() - t0)
+        return rank_batch(self, requests, cands, k)
+
     def recommend(self, request: Request, k: int) -> np.ndarray:
+        if self.batched:
+            return self.recommend_batch([request], k)[0]
         cand, vector, knn = self.candidates(request)
         if not len(cand):
             return self.env.fill([], request.seen_set, k)
@@ -290,6 +325,8 @@ class OnlineRanker(Strategy):
 
         Every variant of a run trains on the same sample (drawn with ``env.seed``) and
         reuses the candidates the first one generated per training request."""
+        if env.ann == "ivf":
+            env.ivf()  # built before serving: set-up time, not request latency
         data = env.training() if env.training is not None else None
         if data is None or data.n_requests == 0:
             self.use_prior()

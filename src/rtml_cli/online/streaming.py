@@ -58,6 +58,7 @@ class WindowedCounts:
         self._add = -1  # next event to add (-1: not started)
         self._remove = np.zeros(len(windows), dtype=np.int64)
         self.now = np.iinfo(np.int64).min
+        self._slot: np.ndarray | None = None  # features_many's key -> column map
 
     def advance(self, now_us: int) -> None:
         """Move the published state to request time ``now_us`` (µs since the epoch)."""
@@ -94,6 +95,87 @@ class WindowedCounts:
         carts = self.counts[:, 2 * items + 1].T
         return np.concatenate([views, carts], axis=1)
 
+    def features_at(self, now_us: int, items: np.ndarray) -> np.ndarray:
+        """``features(items)`` as published at ``now_us`` >= ``self.now``, without moving the
+        state: the counts now plus the events published since, minus those that left each
+        window since. A micro-batch reads each of its requests' own state this way."""
+        if now_us < self.now:
+            raise ValueError("the stream cannot look back before its state")
+        if self._add < 0:
+            return self.brute_force(now_us, items).astype(self.counts.dtype)
+        visible_until = now_us - self.lag_us
+        hi = int(np.searchsorted(self.ts, visible_until, side="left"))
+        out = self.features(items).astype(np.int64)
+        n_w = len(self.window_us)
+        keys = np.stack([2 * items, 2 * items + 1])  # (kind, item)
+        added = _count_in(self.key[self._add : hi], keys)
+        for w, width in enumerate(self.window_us):
+            lo = int(np.searchsorted(self.ts, visible_until - width, side="left"))
+            removed = _count_in(
+                self.key[int(self._remove[w]) : max(lo, int(self._remove[w]))], keys
+            )
+            out[:, w] += added[0] - removed[0]
+            out[:, n_w + w] += added[1] - removed[1]
+        return out.astype(self.counts.dtype)
+
+    def features_many(self, times: np.ndarray, req: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``features_at(times[req[i]], items[i])`` for every row ``i`` at once (``times``
+        non-decreasing, all >= ``self.now``): a micro-batch's rows, each at its request's time.
+
+        The events published or expired between the state and a request are few; their
+        counts per request come from a cumulative (request × touched key) table."""
+        times = np.asarray(times, dtype=np.int64)
+        if len(times) and times[0] < self.now:
+            raise ValueError("the stream cannot look back before its state")
+        if self._add < 0:
+            out = np.zeros((len(items), 2 * len(self.windows)), dtype=self.counts.dtype)
+            for r in np.unique(req):
+                rows = req == r
+                out[rows] = self.brute_force(int(times[r]), items[rows])
+            return out
+        n_req, n_w = len(times), len(self.window_us)
+        visible_until = times - self.lag_us
+        out = self.features(items).astype(np.int64)
+        if not n_req:
+            return out.astype(self.counts.dtype)
+        # delta events and the first request each one reaches: channel 0 published since the
+        # state (+1), channel 1 + w left window w since the state (-1)
+        keys, first, channel = [], [], []
+        hi = np.searchsorted(self.ts, visible_until, side="left")
+        if hi[-1] > self._add:
+            pos = np.arange(self._add, hi[-1])
+            keys.append(self.key[pos])
+            first.append(np.searchsorted(hi, pos, side="right"))
+            channel.append(np.zeros(len(pos), np.int64))
+        for w, width in enumerate(self.window_us):
+            lo = np.searchsorted(self.ts, visible_until - width, side="left")
+            start = int(self._remove[w])
+            if lo[-1] > start:
+                pos = np.arange(start, lo[-1])
+                keys.append(self.key[pos])
+                first.append(np.searchsorted(lo, pos, side="right"))
+                channel.append(np.full(len(pos), 1 + w, np.int64))
+        if not keys:
+            return out.astype(self.counts.dtype)
+        all_keys = np.concatenate(keys)
+        touched, which = np.unique(all_keys, return_inverse=True)
+        table = np.zeros((n_req + 1, len(touched), 1 + n_w), dtype=np.int64)
+        np.add.at(table, (np.concatenate(first), which, np.concatenate(channel)), 1)
+        table = np.cumsum(table, axis=0)[:n_req]
+        # key -> its column in ``table`` (-1: untouched), a dense map reset after use
+        if self._slot is None:
+            self._slot = np.full(self.counts.shape[1], -1, dtype=np.int64)
+        self._slot[touched] = np.arange(len(touched))
+        try:
+            for kind in (0, 1):
+                at = self._slot[2 * np.asarray(items, dtype=np.int64) + kind]
+                hit = np.flatnonzero(at >= 0)
+                delta = table[req[hit], at[hit]]  # (hits, 1 + n_w)
+                out[hit[:, None], kind * n_w + np.arange(n_w)] += delta[:, :1] - delta[:, 1:]
+        finally:
+            self._slot[touched] = -1
+        return out.astype(self.counts.dtype)
+
     def brute_force(self, now_us: int, items: np.ndarray) -> np.ndarray:
         """The same counts recomputed from scratch (for tests)."""
         visible_until = now_us - self.lag_us
@@ -104,3 +186,12 @@ class WindowedCounts:
             out[:, w] = counts[2 * items]
             out[:, len(self.windows) + w] = counts[2 * items + 1]
         return out
+
+
+def _count_in(events: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """How often each of ``keys`` occurs in ``events`` (same shape as ``keys``)."""
+    if not len(events):
+        return np.zeros(keys.shape, dtype=np.int64)
+    uniq, counts = np.unique(events, return_counts=True)
+    pos = np.minimum(np.searchsorted(uniq, keys), len(uniq) - 1)
+    return np.where(uniq[pos] == keys, counts[pos], 0)

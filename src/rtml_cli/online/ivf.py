@@ -1,0 +1,157 @@
+"""A batched cosine nearest-neighbour searcher for the replay: an inverted file (IVF) in numpy.
+
+Annoy answers one query per Python call (~50-200 µs on 100k items); a replay asks tens of
+thousands. ``IVFIndex`` answers a whole micro-batch of requests at once: spherical k-means
+splits the unit item embeddings into ``n_lists`` lists (built in memory when a replay
+starts; the published index on disk stays the Annoy one), a query probes its ``nprobe``
+nearest lists, and every probed list is scored against all the batch's queries that probe
+it with one matrix product. The answer is the exact cosine top-n among the probed lists,
+ties broken by item_idx, so a request's answer does not depend on the other requests of
+its batch. Its recall against exact search is measured in ``bench/bench_simulate.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_NPROBE = 2  # recall@20 0.985 vs exact on the large world (bench/RESULTS.md)
+RESCORE_MARGIN = 8  # items selected beyond n by the fast scores, before the exact rescoring
+
+
+def default_lists(n_items: int) -> int:
+    """About 2·√n lists (~350 on 30k items, ~690 on 117k): small lists, cheap probes."""
+    return max(1, min(n_items, round(2 * math.sqrt(n_items))))
+
+
+class IVFIndex:
+    """Inverted lists over ``unit`` (n_items, dim) unit vectors, from spherical k-means.
+
+    ``n_lists`` (default ``default_lists``), ``iterations`` of Lloyd's algorithm on a sample
+    of at most ``sample`` items, seeded by ``seed`` (the same inputs give the same lists)."""
+
+    def __init__(
+        self,
+        unit: np.ndarray,
+        *,
+        n_lists: int | None = None,
+        iterations: int = 6,
+        sample: int = 30_000,
+        seed: int = 0,
+    ) -> None:
+        unit = np.ascontiguousarray(unit, dtype=np.float32)
+        n = len(unit)
+        n_lists = default_lists(n) if n_lists is None else max(1, min(n_lists, n))
+        rng = np.random.default_rng(seed)
+        train = unit if n <= sample else unit[np.sort(rng.choice(n, sample, replace=False))]
+        centroids = train[np.sort(rng.choice(len(train), n_lists, replace=False))].copy()
+        for _ in range(iterations):
+            assign = np.argmax(train @ centroids.T, axis=1)
+            order = np.argsort(assign, kind="stable")
+            counts = np.bincount(assign, minlength=n_lists)
+            sums = np.zeros_like(centroids)
+            filled = np.flatnonzero(counts)
+            starts = np.r_[0, np.cumsum(counts)[:-1]][filled]
+            sums[filled] = np.add.reduceat(train[order], starts, axis=0)
+            norms = np.linalg.norm(sums, axis=1, keepdims=True)
+            empty = norms[:, 0] < 1e-12
+            centroids = np.where(empty[:, None], centroids, sums / np.maximum(norms, 1e-12))
+        assign = np.argmax(unit @ centroids.T, axis=1) if n else np.zeros(0, np.int64)
+        order = np.argsort(assign, kind="stable")  # items by list, ascending item_idx in each
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.centroids64 = self.centroids.astype(np.float64)
+        self.sizes = np.bincount(assign, minlength=n_lists).astype(np.int64)
+        self.offsets = np.r_[0, np.cumsum(self.sizes)].astype(np.int64)
+        self.items = order.astype(np.int64)  # item_idx, list by list
+        self.unit = unit
+        self.vectors = np.ascontiguousarray(unit[order])  # the same rows, contiguous per list
+        self.n_lists = n_lists
+
+    def probe(self, queries: np.ndarray, nprobe: int) -> np.ndarray:
+        """(len(queries), nprobe) ids of each query's nearest lists, ascending."""
+        return self._probe(_unit64(np.asarray(queries, dtype=np.float32)), nprobe)
+
+    def members(self, lists: np.ndarray) -> np.ndarray:
+        """The item_idx of ``lists`` (list by list, ascending within each)."""
+        sizes = self.sizes[lists]
+        ends = np.cumsum(sizes)
+        shift = np.repeat(self.offsets[lists] - (ends - sizes), sizes)
+        return self.items[shift + np.arange(int(ends[-1]) if len(ends) else 0)]
+
+    def _probe(self, q64: np.ndarray, nprobe: int) -> np.ndarray:
+        nprobe = max(1, min(nprobe, self.n_lists))
+        if nprobe >= self.n_lists:
+            return np.broadcast_to(np.arange(self.n_lists), (len(q64), self.n_lists))
+        # float64: a list's rank never hinges on how BLAS rounded for this batch's shape
+        near = q64 @ self.centroids64.T
+        if nprobe > 4:
+            probe = np.argpartition(-near, nprobe - 1, axis=1)[:, :nprobe]
+        else:  # a few argmax passes beat a partition of every row
+            probe = np.empty((len(q64), nprobe), dtype=np.int64)
+            rows = np.arange(len(q64))
+            for p in range(nprobe):
+                probe[:, p] = np.argmax(near, axis=1)
+                near[rows, probe[:, p]] = -np.inf
+        return np.sort(probe, axis=1)  # list order within a row: independent of the batch
+
+    def search(self, queries: np.ndarray, n: int, nprobe: int) -> np.ndarray:
+        """(len(queries), n) item_idx, best cosine first (ties: lower item_idx first), among
+        each query's ``nprobe`` nearest lists; -1 where those lists hold fewer than n items."""
+        queries = np.asarray(queries, dtype=np.float32)
+        n_q = len(queries)
+        out = np.full((n_q, n), -1, dtype=np.int64)
+        if n_q == 0 or n <= 0 or not len(self.items):
+            return out
+        q64 = _unit64(queries)
+        q = q64.astype(np.float32)
+        probe = self._probe(q64, nprobe)
+        sizes = self.sizes[probe]
+        starts = np.cumsum(sizes, axis=1) - sizes  # where each probed list goes in its row
+        width = int(sizes.sum(axis=1).max())
+        scores = np.full(n_q * width, -np.inf, dtype=np.float32)
+        # where each (query, probed list) segment starts in the flat (n_q, width) scores
+        seg_start = (starts + np.arange(n_q)[:, None] * width).ravel()
+        flat_list = probe.ravel()
+        flat_query = np.repeat(np.arange(n_q), probe.shape[1])
+        by_list = np.argsort(flat_list, kind="stable")
+        bounds = np.searchsorted(flat_list[by_list], np.arange(self.n_lists + 1))
+        for lst in np.flatnonzero(np.diff(bounds)):
+            lo, hi = self.offsets[lst], self.offsets[lst + 1]
+            if hi == lo:
+                continue
+            pairs = by_list[bounds[lst] : bounds[lst + 1]]
+            dest = seg_start[pairs][:, None] + np.arange(hi - lo)
+            scores[dest] = q[flat_query[pairs]] @ self.vectors[lo:hi].T
+        grid = scores.reshape(n_q, width)
+        # BLAS rounds a product differently for different batch shapes: select a few more
+        # than n by those scores, then rescore the selection exactly (float64, one fixed
+        # summation order per item) so the answer never depends on the batch
+        take = min(n + RESCORE_MARGIN, width)
+        if take < width:
+            top = np.argpartition(-grid, take - 1, axis=1)[:, :take]
+        else:
+            top = np.broadcast_to(np.arange(width), (n_q, width))
+        flat_pos = (top + np.arange(n_q)[:, None] * width).ravel()
+        seg = np.searchsorted(seg_start, flat_pos, side="right") - 1
+        lists, within = flat_list[seg], flat_pos - seg_start[seg]
+        inside = within < self.sizes[lists]
+        top_ids = np.where(
+            inside, self.items[self.offsets[lists] + np.where(inside, within, 0)], -1
+        )
+        top_ids = top_ids.reshape(n_q, -1)
+        missing = top_ids < 0
+        exact = (self.unit[np.maximum(top_ids, 0)].astype(np.float64) * q64[:, None, :]).sum(-1)
+        exact[missing] = -np.inf
+        order = np.lexsort((top_ids, -exact), axis=-1)[:, :n]
+        ranked = np.take_along_axis(top_ids, order, axis=1)
+        ranked[np.take_along_axis(missing, order, axis=1)] = -1
+        out[:, : ranked.shape[1]] = ranked
+        return out
+
+
+def _unit64(queries: np.ndarray) -> np.ndarray:
+    """``queries`` in float64, scaled to unit length (zero rows stay zero)."""
+    q64 = np.asarray(queries, dtype=np.float64).copy()
+    q64 /= np.maximum(np.sqrt((q64 * q64).sum(axis=1, keepdims=True)), 1e-12)
+    return q64
