@@ -7,6 +7,10 @@ Layout (written by ``rtml precompute``; see CONTRIBUTING.md)::
       item_embeddings.npy, items.ann, item_neighbors.parquet, batch_recs.parquet,
       popular.parquet, session_items.parquet, item_sessions.parquet,
       sequential_rules.parquet, state/
+
+A delta run (``precompute --warm-start``) holds the changed users' rows under ``delta/`` and
+references its base run's files (``"run"`` in their manifest entry); :func:`load_artifacts`
+overlays the two into one run.
 """
 
 from __future__ import annotations
