@@ -3,10 +3,11 @@ compaction, the kept Annoy index, prune keeping bases, kill -9 along the chain."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +251,37 @@ def test_kill_9_at_every_step_of_a_delta_leaves_latest_intact(data, tmp_path, fu
     kept = sorted(p.name for p in (root / "runs").iterdir())
     runs = root / "runs"
     assert kept == sorted({final.run_id, previous} | bases_of(runs, {final.run_id, previous}))
+
+
+@pytest.mark.slow
+def test_replay_on_a_delta_run_matches_a_full_run_within_002_hit_rate(tmp_path):
+    """The replay tolerance of a warm start: the same hit rates within ±0.02 per strategy,
+    with the base's Annoy index kept (the sample shop's last history day)."""
+    from rtml_cli.online import simulate
+    from tests.conftest import SAMPLE_DATA
+
+    shop = SAMPLE_DATA / "shop"
+    world = json.loads((shop / "world.json").read_text())
+    as_of = datetime.fromisoformat(world["history_cutoff"].replace("Z", "+00:00"))
+    events, items = shop / "events.parquet", shop / "items.parquet"
+    run_precompute(events, tmp_path / "full", items=items, as_of=as_of)
+    run_precompute(events, tmp_path / "warm", items=items, as_of=as_of - timedelta(days=1))
+    delta = run_precompute(
+        events, tmp_path / "warm", items=items, as_of=as_of, warm_start=tmp_path / "warm"
+    )
+    assert delta.mode == "warm-delta" and not delta.manifest["index"]["rebuilt"]
+    strategies = ("batch", "session-embedding", "session-vsknn", "online-ranker")
+    hr = {
+        root: simulate(
+            events,
+            tmp_path / root,
+            strategies=strategies,
+            end=as_of + timedelta(days=1),
+            max_train_requests=1500,
+            world=shop / "world.json",
+        )  # fmt: skip
+        for root in ("full", "warm")
+    }
+    for name in strategies:
+        full, warm = hr["full"].summary_for(name)["hr"], hr["warm"].summary_for(name)["hr"]
+        assert abs(warm - full) <= 0.02, (name, warm, full)
