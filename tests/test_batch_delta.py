@@ -148,6 +148,10 @@ def test_items_new_since_the_index_are_served_by_vector(tmp_path):
     new = int(art.to_idx([97])[0])
     found = art.index.get_nns_by_vector(art.embeddings[new].tolist(), 5)
     assert found and max(found) < 96
+    # `rtml neighbors` on an item the kept index lacks answers by its vector
+    from rtml_cli.batch.neighbors import nearest_items
+
+    assert len(nearest_items(tmp_path / "root", "97", k=3)["neighbors"]) == 3
 
 
 def test_prune_never_deletes_a_base_a_kept_delta_reads(data, tmp_path):

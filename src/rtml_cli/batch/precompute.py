@@ -781,7 +781,7 @@ def _scan(run: _Run) -> PrecomputeResult | None:
             run_id=warm.run_id,
             run_dir=warm.run_dir,
             as_of=as_of,
-            mode="warm-start",
+            mode=str(warm.manifest.get("mode", "warm-start")),
             skipped=True,
             published=False,
             manifest=read_manifest(warm.run_dir),
