@@ -3,7 +3,9 @@
 Measures, in one invocation (each job in its own subprocess, so peak RSS is the job's):
 - the floor: DuckDB scanning the same Parquet and grouping by item;
 - a full run at the world's end (wall, CPU, peak RSS, per-step times);
-- a warm start with one new day: a full run at end - 1 day, then `--warm-start` to the end;
+- a warm start with one new day: a full run at end - 1 day, then `--warm-start` to the end
+  (a delta run: the default) and, for comparison, the self-contained warm start of the same
+  day (`--full-every 1`, from the same base run into another ROOT);
 - warm-start vs full agreement (CF neighbours, embedding kNN, Stage-1 lists, features);
 - Annoy recall@10 vs exact cosine kNN, build time and index size (from the manifest).
 
@@ -99,7 +101,8 @@ def bundle_purity(art, items: pl.DataFrame, sample: int = 2000, k: int = 10) -> 
     rng = np.random.default_rng(0)
     ids = art.item_ids
     same_b, same_c = [], []
-    for i in rng.choice(art.n_items, size=min(sample, art.n_items), replace=False):
+    indexed = art.n_indexed or art.n_items  # a delta's kept index lacks the newest items
+    for i in rng.choice(indexed, size=min(sample, indexed), replace=False):
         for j in art.index.get_nns_by_item(int(i), k + 1)[1:]:
             same_b.append(bundle.get(ids[i]) == bundle.get(ids[j]))
             same_c.append(category.get(ids[i]) == category.get(ids[j]))
@@ -162,6 +165,20 @@ def main() -> None:
             str(opts.work / "warm"),
         ]
     )
+    base_run = opts.work / "warm" / "runs" / base["summary"]["run_id"]
+    plain = run_job(
+        [
+            str(events),
+            "--items",
+            str(items),
+            "--out",
+            str(opts.work / "plain"),
+            "--warm-start",
+            str(base_run),
+            "--full-every",
+            "1",
+        ]
+    )
     load_after = os.getloadavg()
     fa, wa = load_artifacts(opts.work / "full"), load_artifacts(opts.work / "warm")
     features = ["item_id", "views_total", "views_1d", "views_7d", "views_30d", "purchases_30d"]
@@ -193,6 +210,11 @@ def main() -> None:
         "base_for_warm": {k: base[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")},
         "warm": {k: warm[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")},
         "warm_steps": warm["summary"]["steps"],
+        "warm_mode": warm["summary"]["mode"],
+        "warm_delta": warm["summary"].get("delta"),
+        "warm_index": warm["summary"]["index"],
+        "plain": {k: plain[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")},
+        "plain_steps": plain["summary"]["steps"],
         "warm_rows": warm["summary"]["rows"],
         "full_rows": full["summary"]["rows"],
         "agreement": agreement,
@@ -218,15 +240,19 @@ def render(r: dict) -> str:
         f"| floor: DuckDB scan + group by item | – | {fl['wall_s']:.1f} | {fl['cpu_s']:.1f} | – |",
         f"| full precompute | <= 90 s, <= 4096 MB | {full['wall_s']:.1f} | {full['cpu_s']:.1f} "
         f"| {full['peak_rss_mb']:.0f} |",
-        f"| warm start, one new day | >= 5x cheaper | {warm['wall_s']:.1f} | {warm['cpu_s']:.1f} "
-        f"| {warm['peak_rss_mb']:.0f} |",
+        f"| warm start, one new day ({r['warm_mode']}) | >= 5x cheaper | {warm['wall_s']:.1f} "
+        f"| {warm['cpu_s']:.1f} | {warm['peak_rss_mb']:.0f} |",
+        f"| self-contained warm start (`--full-every 1`) | – | {r['plain']['wall_s']:.1f} "
+        f"| {r['plain']['cpu_s']:.1f} | {r['plain']['peak_rss_mb']:.0f} |",
         "",
         f"- ratio full / floor: {full['wall_s'] / fl['wall_s']:.1f}x wall, "
         f"{full['cpu_s'] / fl['cpu_s']:.1f}x CPU",
         f"- warm start is {full['wall_s'] / warm['wall_s']:.1f}x cheaper in wall time and "
         f"{full['cpu_s'] / warm['cpu_s']:.1f}x in CPU; it read "
         f"{r['warm_rows']['events_read_for_model']:,} events for the model vs "
-        f"{r['full_rows']['events_read_for_model']:,}",
+        f"{r['full_rows']['events_read_for_model']:,}; the self-contained warm start is "
+        f"{full['wall_s'] / r['plain']['wall_s']:.1f}x / {full['cpu_s'] / r['plain']['cpu_s']:.1f}x",
+        _delta_line(r),
         f"- warm vs full agreement: CF neighbours overlap@10 {ag['cf_neighbors_overlap_at_10']:.3f}, "
         f"embedding kNN overlap@10 {ag['embedding_knn_overlap_at_10']:.3f}, Stage-1 lists "
         f"overlap@10 {ag['batch_recs_overlap_at_10']:.3f}, item counts identical: "
@@ -249,12 +275,37 @@ def render(r: dict) -> str:
             f"| {step['step']} | {step['seconds']:.1f} | {step.get('cpu_seconds', 0):.1f} "
             f"| {step['peak_rss_mb']:.0f} |"
         )
-    lines += ["", "| step (warm start) | wall (s) | CPU (s) |", "|---|---|---|"]
+    lines += [
+        "",
+        "| step | delta warm start wall (s) | CPU (s) | self-contained warm wall (s) | CPU (s) |",
+        "|---|---|---|---|---|",
+    ]
+    plain = {step["step"]: step for step in r["plain_steps"]}
     for step in r["warm_steps"]:
+        other = plain.get(step["step"], {})
         lines.append(
-            f"| {step['step']} | {step['seconds']:.1f} | {step.get('cpu_seconds', 0):.1f} |"
+            f"| {step['step']} | {step['seconds']:.1f} | {step.get('cpu_seconds', 0):.1f} "
+            f"| {other.get('seconds', 0):.1f} | {other.get('cpu_seconds', 0):.1f} |"
         )
     return "\n".join(lines)
+
+
+def _delta_line(r: dict) -> str:
+    delta, index = r.get("warm_delta"), r["warm_index"]
+    if not delta:
+        return f"- the warm start was {r['warm_mode']}, not a delta"
+    move = index.get("move") or {}
+    return (
+        f"- delta run of {delta['base']} (chain {delta['chain']}): "
+        f"{r['warm_rows'].get('delta_users', 0):,} users changed, "
+        f"{r['warm_rows'].get('delta_batch_recs', 0):,} Stage-1 rows written of "
+        f"{r['warm_rows']['batch_recs']:,}; embeddings moved "
+        f"{move.get('mean_cosine_distance', float('nan')):.4f} mean cosine distance (p99 "
+        f"{move.get('p99_cosine_distance', float('nan')):.4f}, max "
+        f"{move.get('max_cosine_distance', float('nan')):.3f}, kNN@10 overlap "
+        f"{move.get('knn_overlap_at_10', float('nan')):.3f}); index "
+        + ("rebuilt" if index.get("rebuilt") else f"kept (built by {index.get('built_by')})")
+    )
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def test_warm_start_uses_new_events_only_and_agrees_with_a_full_run(data, tmp_pa
         events, tmp_path / "root", items=items, warm_start=tmp_path / "root", n_trees=10
     )
     full = run_precompute(events, tmp_path / "full", items=items, **FAST)
-    assert warm.mode == "warm-start" and warm.manifest["warm_start"]["run_id"] == base.run_id
+    assert warm.mode == "warm-delta" and warm.manifest["warm_start"]["run_id"] == base.run_id
     new_events = make_events().filter(pl.col("ts") >= day8).height
     assert warm.rows["events_read_for_model"] == new_events < full.rows["events_read_for_model"]
     w, f = load_artifacts(warm.run_dir), load_artifacts(full.run_dir)

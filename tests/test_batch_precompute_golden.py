@@ -56,9 +56,10 @@ def _runs(tmp: Path) -> dict[str, Path]:
     events, items = _log(tmp)
     full = run_precompute(events, tmp / "full", items=items, **PARAMS)
     run_precompute(events, tmp / "warm", items=items, as_of=START + timedelta(days=9), **PARAMS)
+    # full_every=1: the self-contained warm-start format (delta runs: tests/test_batch_delta.py)
     warm = run_precompute(
         events, tmp / "warm", items=items, warm_start=tmp / "warm", n_trees=10, top_k=20,
-        n_neighbors=15,
+        n_neighbors=15, full_every=1,
     )  # fmt: skip
     return {"full": full.run_dir, "warm": warm.run_dir}
 

@@ -7,6 +7,10 @@ Layout (written by ``rtml precompute``; see CONTRIBUTING.md)::
       item_embeddings.npy, items.ann, item_neighbors.parquet, batch_recs.parquet,
       popular.parquet, session_items.parquet, item_sessions.parquet,
       sequential_rules.parquet, state/
+
+A delta run (``precompute --warm-start``) holds the changed users' rows under ``delta/`` and
+references its base run's files (``"run"`` in their manifest entry); :func:`load_artifacts`
+overlays the two into one run.
 """
 
 from __future__ import annotations
@@ -42,16 +46,66 @@ OUTPUT_FILES = tuple(name for name in RUN_FILES if name != "manifest.json")
 # when the manifest lists them — runs written before they existed serve everything else
 SESSION_FILES = ("session_items.parquet", "item_sessions.parquet", "sequential_rules.parquet")
 STATE_PREFIX = "state/"  # warm-start state files, checksummed in the manifest since #15
+# A delta run (``precompute --warm-start``, issue #10) holds only what changed since its base
+# run: ``delta/<table>`` has the rows of the users who changed since the base, and the
+# manifest's entry for ``<table>`` names the base run that holds the rest (``"run"``).
+# Readers overlay the delta rows on the base's by user_id (:func:`overlay_users`).
+DELTA_PREFIX = "delta/"
+USER_TABLES = (
+    "batch_recs.parquet",
+    "user_features.parquet",
+    "state/user_totals.parquet",
+    "state/user_items.parquet",
+)
 
 
 def _checked_names(outputs: dict[str, Any]) -> list[str]:
-    """The files to verify: every serving output, the session tables and the warm-start state
-    the manifest lists (runs written before they existed list none)."""
+    """The files to verify: every serving output, the session tables, the warm-start state and
+    a delta run's delta files the manifest lists (runs written before they existed list none)."""
     return [
         *OUTPUT_FILES,
         *(n for n in SESSION_FILES if n in outputs),
-        *sorted(n for n in outputs if str(n).startswith(STATE_PREFIX)),
+        *sorted(n for n in outputs if str(n).startswith((STATE_PREFIX, DELTA_PREFIX))),
     ]
+
+
+def output_path(run_dir: Path, name: str, entry: Any) -> Path:
+    """Where an output of the run in ``run_dir`` lives: in the run, or — for a file a delta
+    run references instead of copying — in the run its manifest entry names (same runs/)."""
+    ref = entry.get("run") if isinstance(entry, dict) else None
+    return run_dir.parent / ref / name if isinstance(ref, str) else run_dir / name
+
+
+def referenced_runs(manifest: dict[str, Any]) -> set[str]:
+    """The runs a delta run reads files from (empty for a self-contained run): prune keeps them."""
+    outputs = manifest.get("outputs") if isinstance(manifest, dict) else None
+    if not isinstance(outputs, dict):
+        return set()
+    return {
+        e["run"] for e in outputs.values() if isinstance(e, dict) and isinstance(e.get("run"), str)
+    }
+
+
+def is_delta(manifest: dict[str, Any]) -> bool:
+    return isinstance(manifest.get("delta"), dict)
+
+
+def overlay_users(base: Any, delta: Any) -> Any:
+    """A user table of a delta run: the base's rows of users the delta does not hold, then the
+    delta's rows (the users who changed since the base), in the base's columns."""
+    import polars as pl
+
+    kept = base.filter(~pl.col("user_id").is_in(delta["user_id"].unique().implode()))
+    return pl.concat([kept, delta.select(base.columns).cast(base.schema)])
+
+
+def recency_days(as_of: datetime) -> Any:
+    """``recency_days`` of the user features at ``as_of`` (the same expression a full run uses)."""
+    import polars as pl
+
+    return ((pl.lit(as_of) - pl.col("last_seen")).dt.total_microseconds() / 86_400e6).alias(
+        "recency_days"
+    )
 
 
 VERIFIED_STAMP = ".verified.json"  # written by readers: which files already matched their sha256
@@ -156,7 +210,16 @@ def _manifest_problems(manifest: Any) -> list[str]:
             and all(c in "0123456789abcdef" for c in digest)
         ):
             problems.append(f"'outputs.{name}.sha256' must be 64 hex digits")
+        ref = entry.get("run")
+        if ref is not None and not (isinstance(ref, str) and _is_run_id(ref)):
+            problems.append(f"'outputs.{name}.run' must be a run id, got {ref!r}")
     return problems
+
+
+def _is_run_id(name: str) -> bool:
+    from rtml_cli.batch.publish import RUN_ID_RE
+
+    return bool(RUN_ID_RE.match(name))
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -228,9 +291,13 @@ def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool =
     stats: dict[str, os.stat_result] = {}
     for name in names:
         try:
-            st = os.stat(run_dir / name)
+            st = os.stat(output_path(run_dir, name, outputs[name]))
         except FileNotFoundError:
-            problems.append(f"{name} is missing")
+            ref = outputs[name].get("run")
+            problems.append(
+                f"{name} is missing"
+                + (f" from run {ref}, which this delta run reads it from" if ref else "")
+            )
             continue
         except OSError as exc:
             problems.append(f"{name} is unreadable: {exc.strerror}")
@@ -252,7 +319,7 @@ def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool =
                 fresh[name] = stamp[name]
                 continue
             try:
-                actual = sha256_file(run_dir / name)
+                actual = sha256_file(output_path(run_dir, name, outputs[name]))
             except OSError as exc:
                 problems.append(f"{name} is unreadable: {exc.strerror}")
                 continue
@@ -395,6 +462,10 @@ class Artifacts:
     batch_recs: Any  # polars.DataFrame: user_id, item_id, rank, score
     popular: Any  # polars.DataFrame: item_id, rank, score
     _index: Any = field(default=None, repr=False)
+    # the Annoy index's file and how many items it holds: a delta run maps its base run's
+    # index, built before the items that arrived since (they are found by vector only)
+    index_path: Path | None = None
+    n_indexed: int | None = None
     # the session tables (``batch.sessions``); None for runs written before they existed
     session_items: Any = None  # polars.DataFrame: session_idx, last_ts, item_id
     item_sessions: Any = None  # polars.DataFrame: item_id, session_idx, rank, idf
@@ -417,7 +488,10 @@ class Artifacts:
         """The Annoy index, memory-mapped from ``items.ann`` by ``load_artifacts``."""
         if self._index is None:
             self._index = load_annoy(
-                self.run_dir / "items.ann", self.n_items, self.dim, self.manifest
+                self.index_path or self.run_dir / "items.ann",
+                self.n_indexed if self.n_indexed is not None else self.n_items,
+                self.dim,
+                self.manifest,
             )
         return self._index
 
@@ -523,11 +597,16 @@ def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
     run_dir = resolve_run_dir(path)
     manifest = read_manifest(run_dir)
     verify_outputs(run_dir, manifest, checksums=checksums)
+    outputs = manifest["outputs"]
+
+    def file(name: str) -> Path:
+        return output_path(run_dir, name, outputs[name])
+
     try:
-        index_frame = pl.read_parquet(run_dir / "item_index.parquet").sort("item_idx")
-        embeddings = np.load(run_dir / "item_embeddings.npy", allow_pickle=False)
+        index_frame = pl.read_parquet(file("item_index.parquet")).sort("item_idx")
+        embeddings = np.load(file("item_embeddings.npy"), allow_pickle=False)
         frames = {
-            name: pl.read_parquet(run_dir / f"{name}.parquet")
+            name: pl.read_parquet(file(f"{name}.parquet"))
             for name in (
                 "item_features",
                 "user_features",
@@ -536,6 +615,15 @@ def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
                 "popular",
             )
         }
+        if is_delta(manifest):
+            # one consistent run: the base's user rows with the delta's on top
+            for name in ("user_features", "batch_recs"):
+                delta = pl.read_parquet(file(f"{DELTA_PREFIX}{name}.parquet"))
+                frames[name] = overlay_users(frames[name], delta)
+            as_of = datetime.fromisoformat(manifest["as_of"])
+            frames["user_features"] = (
+                frames["user_features"].with_columns(recency_days(as_of)).sort("user_id")
+            )
         sessions = _read_session_tables(run_dir, manifest)
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise DataError(
@@ -565,6 +653,12 @@ def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
             f"precompute run {run_dir} is inconsistent: {problem}; {_rerun(manifest, run_dir)}"
         )
     embeddings = embeddings.astype(np.float32, copy=False)
+    n_indexed = manifest.get("index", {}).get("items", n_items)
+    if not _is_int(n_indexed) or not 0 < n_indexed <= n_items:
+        raise DataError(
+            f"precompute run {run_dir} is inconsistent: its index holds {n_indexed!r} items "
+            f"of {n_items:,}; {_rerun(manifest, run_dir)}"
+        )
     return Artifacts(
         run_dir=run_dir,
         manifest=manifest,
@@ -575,7 +669,9 @@ def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
         neighbors=frames["item_neighbors"],
         batch_recs=frames["batch_recs"],
         popular=frames["popular"],
-        _index=load_annoy(run_dir / "items.ann", n_items, dim, manifest),
+        _index=load_annoy(file("items.ann"), n_indexed, dim, manifest),
+        index_path=file("items.ann"),
+        n_indexed=n_indexed,
         **sessions,
     )
 
@@ -587,14 +683,18 @@ def _read_session_tables(run_dir: Path, manifest: dict[str, Any]) -> dict[str, A
 
     if not all(name in manifest["outputs"] for name in SESSION_FILES):
         return {}
+    outputs = manifest["outputs"]
     return {
         "session_items": pl.read_parquet(
-            run_dir / "session_items.parquet", columns=["session_idx", "last_ts", "item_id"]
+            output_path(run_dir, "session_items.parquet", outputs["session_items.parquet"]),
+            columns=["session_idx", "last_ts", "item_id"],
         ),
         "item_sessions": pl.read_parquet(
-            run_dir / "item_sessions.parquet", columns=["item_id", "session_idx", "rank", "idf"]
+            output_path(run_dir, "item_sessions.parquet", outputs["item_sessions.parquet"]),
+            columns=["item_id", "session_idx", "rank", "idf"],
         ),
         "rules": pl.read_parquet(
-            run_dir / "sequential_rules.parquet", columns=["item_id", "next_id", "score", "rank"]
+            output_path(run_dir, "sequential_rules.parquet", outputs["sequential_rules.parquet"]),
+            columns=["item_id", "next_id", "score", "rank"],
         ),
     }

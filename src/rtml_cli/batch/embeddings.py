@@ -274,3 +274,65 @@ def annoy_recall(
         "queries": int(queries.size),
         "search_k": search_k,
     }
+
+
+def fold_in(matrix: sp.csr_matrix, basis: np.ndarray) -> np.ndarray:
+    """Embeddings of ``matrix``'s rows in the basis of an earlier factorisation ``basis``
+    (its ``U * sqrt(S)``, for the first ``len(basis)`` items): ``m_i @ U / sqrt(S)``.
+
+    One sparse product, no SVD. Linear in ``matrix``: ``basis + fold_in(new) -
+    fold_in(old)`` is where each item moved in the old basis when the matrix changed from
+    ``old`` to ``new`` (exactly ``basis`` when nothing changed, however converged the
+    randomized SVD that made ``basis`` was). Items added since get a vector from their
+    co-occurrence with the old items."""
+    n, dim = matrix.shape[0], basis.shape[1]
+    s = (basis.astype(np.float64) ** 2).sum(axis=0)  # ||U_k sqrt(s_k)||^2 = s_k
+    scale = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+    proj = np.zeros((n, dim), dtype=np.float32)
+    proj[: basis.shape[0]] = basis * scale.astype(np.float32)
+    folded = np.asarray(matrix.astype(np.float32) @ proj, dtype=np.float32)
+    # PPMI is symmetric but not positive definite: a component of a negative eigenvalue
+    # (M u = -s u) comes back with its sign flipped; the Rayleigh quotient's sign restores it
+    signs = np.sign(np.einsum("ij,ij->j", basis, folded[: basis.shape[0]], dtype=np.float64))
+    signs[signs == 0] = 1.0
+    return np.ascontiguousarray(folded * signs.astype(np.float32))
+
+
+def embedding_move(
+    new: np.ndarray, old: np.ndarray, *, sample: int, seed: int, k: int = 10
+) -> dict[str, float | int]:
+    """How far the embeddings of the items in ``old`` moved: the cosine distance of each
+    item's new vector to its old one (mean, p99, max) and the mean overlap of the exact
+    top-``k`` cosine neighbours of ``sample`` items before and after."""
+    n = old.shape[0]
+    a, b = new[:n].astype(np.float32), old.astype(np.float32)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    valid = np.flatnonzero((na > 0) & (nb > 0))
+    if valid.size == 0:
+        return {"items": 0, "mean_cosine_distance": 0.0, "p99_cosine_distance": 0.0,
+                "max_cosine_distance": 0.0, "knn_overlap_at_10": 1.0}  # fmt: skip
+    ua, ub = a[valid] / na[valid, None], b[valid] / nb[valid, None]
+    dist = np.clip(1.0 - (ua * ub).sum(axis=1), 0.0, 2.0)
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(valid.size, size=min(sample, valid.size), replace=False)
+    top = min(k, valid.size - 1)
+    overlap = 1.0
+    if top > 0:
+        shared = []
+        for unit in (ua, ub):
+            sims = unit[queries] @ unit.T
+            sims[np.arange(queries.size), queries] = -np.inf
+            shared.append(np.argpartition(-sims, top - 1, axis=1)[:, :top])
+        overlap = float(np.mean([len(set(x) & set(y)) / top for x, y in zip(*shared, strict=True)]))
+    return {
+        "items": int(valid.size),
+        "mean_cosine_distance": _sig(dist.mean()),
+        "p99_cosine_distance": _sig(np.quantile(dist, 0.99)),
+        "max_cosine_distance": _sig(dist.max()),
+        "knn_overlap_at_10": round(overlap, 4),
+    }
+
+
+def _sig(value: float) -> float:
+    """Four significant digits: a move of 1e-7 is still a move."""
+    return float(f"{float(value):.4g}")

@@ -44,7 +44,11 @@ def nearest_items(path: str | Path, item: str, *, k: int = 10, method: str = "em
     title = features["title"].to_list() if "title" in features.columns else [None] * art.n_items
     found: list[tuple[int, float]] = []
     if method == "embedding":
-        ids, dist = art.index.get_nns_by_item(idx, k + 1, -1, include_distances=True)
+        if idx < (art.n_indexed if art.n_indexed is not None else art.n_items):
+            ids, dist = art.index.get_nns_by_item(idx, k + 1, -1, include_distances=True)
+        else:  # new since the delta run's kept index was built: look it up by its vector
+            vector = art.embeddings[idx].tolist()
+            ids, dist = art.index.get_nns_by_vector(vector, k + 1, -1, include_distances=True)
         found = [(i, 1.0 - d * d / 2.0) for i, d in zip(ids, dist, strict=True) if i != idx][:k]
     else:
         indptr, dst, score = art.neighbor_lists

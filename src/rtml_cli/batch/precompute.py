@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,8 +26,13 @@ import numpy as np
 
 from rtml_cli import __version__
 from rtml_cli.batch.artifacts import (
+    DELTA_PREFIX,
     FORMAT_VERSION,
     RUN_FILES,
+    USER_TABLES,
+    is_delta,
+    output_path,
+    overlay_users,
     read_manifest,
     resolve_run_dir,
     verify_outputs,
@@ -62,6 +68,18 @@ DEFAULT_WINDOW = 5
 DEFAULT_MAX_SESSION_LEN = 50
 DEFAULT_HALF_LIFE = timedelta(days=30)
 POPULAR_N = 1000
+# A warm start publishes a delta run (only what changed since its base run; readers overlay
+# it) and, every DEFAULT_FULL_EVERY runs counting the base, a compacted self-contained run:
+# a nightly job compacts once a week, a delta chain never outgrows a week of active users.
+DEFAULT_FULL_EVERY = 7
+# A delta run keeps its base's Annoy index while the embeddings moved less than this: the
+# mean cosine distance between each item's embedding folded into the index's basis and
+# the embedding the index was built from (one day of the large world moves them ~0.01).
+DEFAULT_REBUILD_THRESHOLD = 0.05
+MOVE_SAMPLE = 200  # items whose exact kNN@10 before/after the move is compared
+# the index run's own PPMI folded into its embeddings' basis (``embeddings.fold_in``): a
+# delta's embeddings are the index's plus fold(new PPMI) - this, exact when nothing moved
+INDEX_FOLD = "state/index_fold.npy"
 RECALL_SAMPLE = 1000
 REC_NEIGHBORS = 10  # neighbours per history item that vote in Stage-1 recs
 STATE_FILES = (
@@ -115,6 +133,7 @@ class PrecomputeResult:
             "index": self.manifest.get("index", {}),
             "steps": self.steps,
             "params": self.manifest.get("params", {}),
+            "delta": self.manifest.get("delta"),
             "pruned": self.pruned,
             "warnings": self.warnings,
         }
@@ -179,30 +198,95 @@ def _versions() -> dict[str, str]:
     }
 
 
-@dataclass
+@dataclass(eq=False)
 class _WarmState:
     run_dir: Path
     run_id: str
     as_of: datetime
     params: dict[str, Any]
     index: Any
-    cooc: Any
+    cooc: Any  # the decayed counts at the run's as-of (a delta's base counts + its own)
     item_totals: Any
-    user_totals: Any
-    user_items: Any
-    batch_recs: Any
-    user_features: Any
     item_windows: Any  # item_id + the 1d/7d/30d window counts at the run's as-of
+    manifest: dict[str, Any] = field(default_factory=dict)
     # the run's session tables to continue from; None: it has none (an older rtml) or
     # they were built with other parameters, and this run builds them from every event
     sessions: PreviousSessions | None = None
     session_params: SessionParams | None = None
+    # the delta chain: the self-contained run this run is a delta of (None: it is one), its
+    # as-of, the counts added since it (decayed to this run's as-of) and the chain's length
+    base_id: str | None = None
+    base_as_of: datetime | None = None
+    added: Any = None
+    chain: int = 0
+
+    def file(self, name: str) -> Path:
+        return output_path(self.run_dir, name, self.manifest["outputs"][name])
+
+    @property
+    def chain_base(self) -> str:
+        """The base a delta continuing from this run refers to."""
+        return self.base_id or self.run_id
+
+    @property
+    def index_run(self) -> str:
+        """The run whose Annoy index (and the embeddings it was built from) this run serves."""
+        return self.manifest["outputs"]["items.ann"].get("run") or self.run_id
+
+    def user_table(self, name: str, users: Any = None) -> Any:
+        """The run's user table ``name`` as one table (a delta overlaid on its base, history
+        weights decayed to this run's as-of); only ``users``' rows when given."""
+        import polars as pl
+
+        frame = _read_users(self.file(name), users)
+        if self.base_id is not None:
+            if name == "state/user_items.parquet" and self.base_as_of is not None:
+                factor = _decay(self.base_as_of, self.as_of, self.params["half_life_s"])
+                frame = frame.with_columns(pl.col("weight") * factor)
+            frame = overlay_users(frame, _read_users(self.run_dir / (DELTA_PREFIX + name), users))
+        keys = ["user_id", "item_id"] if name == "state/user_items.parquet" else ["user_id"]
+        return frame.sort(keys) if users is not None or self.base_id is not None else frame
+
+    def delta_table(self, name: str) -> Any:
+        """The rows of the users who changed since the chain's base (none for a base run)."""
+        import polars as pl
+
+        if self.base_id is None:
+            return pl.DataFrame(schema=pl.read_parquet_schema(self.file(name)))
+        return pl.read_parquet(self.run_dir / (DELTA_PREFIX + name))
+
+    @cached_property
+    def user_totals(self) -> Any:
+        return self.user_table("state/user_totals.parquet")
+
+    @cached_property
+    def user_items(self) -> Any:
+        return self.user_table("state/user_items.parquet")
+
+    @cached_property
+    def batch_recs(self) -> Any:
+        return self.user_table("batch_recs.parquet")
+
+    @cached_property
+    def user_features(self) -> Any:
+        return self.user_table("user_features.parquet")
+
+
+def _read_users(path: Path, users: Any) -> Any:
+    import polars as pl
+
+    if users is None:
+        return pl.read_parquet(path)
+    return pl.scan_parquet(path).filter(pl.col("user_id").is_in(users.implode())).collect()
+
+
+def _decay(since: datetime, until: datetime, half_life_s: float) -> float:
+    return 0.5 ** ((until - since).total_seconds() / half_life_s)
 
 
 def load_warm_state(path: str | Path) -> _WarmState:
     """The previous run's state; a missing run is 66, a corrupt one 65."""
     import polars as pl
-    import scipy.sparse as sp
 
     from rtml_cli.batch.features import WINDOW_COLUMNS
 
@@ -217,34 +301,52 @@ def load_warm_state(path: str | Path) -> _WarmState:
         # run must not be carried into a new run that looks valid
         verify_outputs(run_dir, manifest)
         state = run_dir / "state"
-        missing = [n for n in STATE_FILES if not (state / n).exists()]
-        missing += [
-            n
-            for n in (
-                "item_index.parquet",
-                "item_features.parquet",
-                "batch_recs.parquet",
-                "user_features.parquet",
-            )
-            if not (run_dir / n).exists()
+        outputs = manifest["outputs"]
+        delta = manifest.get("delta") if is_delta(manifest) else None
+        needed = [f"state/{n}" for n in STATE_FILES] + [
+            "item_index.parquet",
+            "item_features.parquet",
+            "batch_recs.parquet",
+            "user_features.parquet",
         ]
+        if delta is not None:
+            needed += [DELTA_PREFIX + n for n in (*USER_TABLES, "state/cooc.npz")]
+        missing = [n for n in needed if n not in outputs and n != "state/state.json"]
+        missing += [
+            n for n in needed if n in outputs and not output_path(run_dir, n, outputs[n]).exists()
+        ]
+        missing += [] if (state / "state.json").exists() else ["state/state.json"]
         if missing:
             problem = f"missing {', '.join(missing)}"
         elif (problem := _state_json_problem(state / "state.json")) is None:
             meta = json.loads((state / "state.json").read_text())
             index = pl.read_parquet(run_dir / "item_index.parquet").sort("item_idx")
-            try:
-                # our own handle: np.load leaks the one it opens when the zip is corrupt
-                with open(state / "cooc.npz", "rb") as handle:
-                    cooc = sp.load_npz(handle).tocsr()
-            except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError) as exc:
-                raise DataError(
-                    f"state/cooc.npz is unreadable ({type(exc).__name__}: {exc})"
-                ) from exc
-            if cooc.shape != (index.height, index.height):
+            cooc = _load_counts(output_path(run_dir, "state/cooc.npz", outputs["state/cooc.npz"]))
+            added, base_as_of = None, None
+            if delta is not None:
+                # the base's counts decayed to this run's as-of, plus what was added since
+                base_as_of = datetime.fromisoformat(delta["base_as_of"])
+                added = _load_counts(run_dir / DELTA_PREFIX / "state" / "cooc.npz")
+                factor = _decay(
+                    base_as_of,
+                    datetime.fromisoformat(manifest["as_of"]),
+                    meta["params"]["half_life_s"],
+                )
+                if cooc.shape[0] > added.shape[0]:
+                    problem = "the delta's counts do not cover its base's items"
+                else:
+                    cooc.resize(added.shape)
+                    cooc = (cooc * factor + added).tocsr()
+                    cooc.sort_indices()
+            if problem is None and cooc.shape != (index.height, index.height):
                 problem = "state does not match its item index"
-            else:
+            elif problem is None:
                 return _WarmState(
+                    manifest=manifest,
+                    base_id=delta["base"] if delta is not None else None,
+                    base_as_of=base_as_of,
+                    added=added,
+                    chain=int(delta["chain"]) if delta is not None else 0,
                     sessions=_previous_sessions(run_dir, manifest, meta),
                     session_params=SessionParams.from_params(manifest["params"]),
                     run_dir=run_dir,
@@ -254,10 +356,6 @@ def load_warm_state(path: str | Path) -> _WarmState:
                     index=index,
                     cooc=cooc,
                     item_totals=pl.read_parquet(state / "item_totals.parquet"),
-                    user_totals=pl.read_parquet(state / "user_totals.parquet"),
-                    user_items=pl.read_parquet(state / "user_items.parquet"),
-                    batch_recs=pl.read_parquet(run_dir / "batch_recs.parquet"),
-                    user_features=pl.read_parquet(run_dir / "user_features.parquet"),
                     item_windows=pl.read_parquet(
                         run_dir / "item_features.parquet", columns=["item_id", *WINDOW_COLUMNS]
                     ),
@@ -281,6 +379,22 @@ def load_warm_state(path: str | Path) -> _WarmState:
 
 
 _STATE_PARAMS = ("dim", "window", "max_session_len", "half_life_s")
+
+
+def _load_counts(path: Path) -> Any:
+    import scipy.sparse as sp
+
+    try:
+        # our own handle: np.load leaks the one it opens when the zip is corrupt
+        with open(path, "rb") as handle:
+            return sp.load_npz(handle).tocsr()
+    except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError) as exc:
+        name = (
+            "/".join(path.parts[-3:])
+            if path.parent.parent.name == "delta"
+            else f"state/{path.name}"
+        )
+        raise DataError(f"{name} is unreadable ({type(exc).__name__}: {exc})") from exc
 
 
 def _previous_sessions(
@@ -354,6 +468,9 @@ class _Run:
     steps: _Steps
     t0: float
     max_staleness: timedelta | None = None  # refuse a log whose newest event is older
+    full_every: int = DEFAULT_FULL_EVERY
+    rebuild_threshold: float = DEFAULT_REBUILD_THRESHOLD
+    delta: bool = False  # publish a delta of the warm-start run's chain base
     # scan: the connection, the events source, the run's identity
     runs: Path = Path()
     spill: Path | None = None
@@ -379,6 +496,12 @@ class _Run:
     is_active: Any = None
     # cooccurrence, embeddings, index, neighbors, recs
     counts: Any = None
+    added: Any = None  # a delta: the counts added since the chain's base, at this as-of
+    move: dict[str, Any] | None = None  # a delta: how far the embeddings moved
+    rebuilt: bool = True  # the Annoy index was built by this run
+    index_fold: Any = None  # INDEX_FOLD computed by this run (else referenced, or none)
+    delta_users: int = 0  # a delta: users whose rows it holds (changed since the base)
+    delta_user_ids: Any = None
     pairs_events: int = 0
     factors: Any = None
     build_s: float = 0.0
@@ -426,6 +549,8 @@ def run_precompute(
     progress: ProgressCallback | None = None,
     sessions: SessionParams | None = None,
     max_staleness: timedelta | None = None,
+    full_every: int = DEFAULT_FULL_EVERY,
+    rebuild_threshold: float = DEFAULT_REBUILD_THRESHOLD,
 ) -> PrecomputeResult:
     """Run the batch job on ``events`` (Parquet file, glob or directory) into ``root``.
 
@@ -442,6 +567,14 @@ def run_precompute(
     - ``top_k``: Stage-1 list length per user; ``n_neighbors``: CF neighbours per item.
     - ``warm_start``: a previous run (or ROOT): continue from its state using only
       events since its as-of (plus the slices leaving the 1d/7d/30d windows).
+    - ``full_every`` (default 7): a warm start from a run of the same ROOT publishes a
+      *delta run* — only the changed users' Stage-1 lists and state, the item tables, and
+      references (by run id and sha256) to the rest of its chain's base run — except
+      every ``full_every``-th run counting the base, which is compacted into a
+      self-contained run (1: every warm start is self-contained).
+    - ``rebuild_threshold`` (default 0.05): a delta run keeps the base's Annoy index unless
+      the embeddings moved more than this (mean cosine distance; measured by folding the
+      new counts into the index's basis and recorded under ``index.move``).
     - ``keep``: prune to the ``keep`` newest runs (never the one ``latest`` points to).
     - ``force``: rebuild even when an identical run exists (otherwise a no-op).
     - ``progress(step, done, total)``: called as each step starts.
@@ -462,7 +595,9 @@ def run_precompute(
 
     t0 = time.perf_counter()
     _check_params(dim=dim, trees=n_trees, top_k=top_k, neighbors=n_neighbors, window=window)
-    _check_params(max_session_len=max_session_len, keep=keep)
+    _check_params(max_session_len=max_session_len, keep=keep, full_every=full_every)
+    if not 0 <= rebuild_threshold <= 2:
+        raise UsageError(f"--rebuild-threshold {rebuild_threshold} must be between 0 and 2")
     if half_life is not None and half_life.total_seconds() <= 0:
         raise UsageError("--half-life must be positive, e.g. 30d")
     if max_staleness is not None and max_staleness.total_seconds() <= 0:
@@ -497,6 +632,9 @@ def run_precompute(
         t0=t0,
         session_params=_session_params(warm, sessions),
         max_staleness=max_staleness,
+        full_every=full_every,
+        rebuild_threshold=rebuild_threshold,
+        delta=warm is not None and warm.chain + 1 < full_every and _same_runs(warm, root),
     )
     # One BLAS thread: OpenBLAS threads spin-wait, and on a busy shared box (cron hosts
     # usually are) that made the small QR/SVD calls 100x slower; it also keeps sums
@@ -537,6 +675,15 @@ def run_precompute(
             )
         finally:
             _clean_up(run)
+
+
+def _same_runs(warm: _WarmState, root: Path) -> bool:
+    """A delta refers to its base by run id in the same runs/: a warm start from another
+    ROOT (``rtml retrain`` keeps one per model) writes a self-contained run."""
+    try:
+        return os.path.samefile(warm.run_dir.parent, root / "runs")
+    except OSError:
+        return False
 
 
 def _clean_up(run: _Run) -> None:
@@ -634,7 +781,7 @@ def _scan(run: _Run) -> PrecomputeResult | None:
             run_id=warm.run_id,
             run_dir=warm.run_dir,
             as_of=as_of,
-            mode="warm-start",
+            mode=str(warm.manifest.get("mode", "warm-start")),
             skipped=True,
             published=False,
             manifest=read_manifest(warm.run_dir),
@@ -646,7 +793,7 @@ def _scan(run: _Run) -> PrecomputeResult | None:
             "warm-start from an earlier run"
         )
     base_id = run_id_for(as_of)
-    run.mode = "warm-start" if warm is not None else "full"
+    run.mode = "warm-delta" if run.delta else "warm-start" if warm is not None else "full"
     run.params = {
         "dim": run.dim,
         "n_trees": run.n_trees,
@@ -710,13 +857,16 @@ def _features(run: _Run) -> None:
     # a hash-set membership test is ~4x cheaper than a semi/anti join on
     # millions of rows (the carried-over recs and features)
     run.is_active = pl.col("user_id").is_in(run.active["user_id"].implode())
-    run.user_totals = feat.merge_user_totals(
-        fresh_users, warm.user_totals if warm is not None else None
-    )
+    old_totals, old_items = None, None
+    if warm is not None and run.delta:
+        # a delta reads back only the state of the users with new events
+        old_totals = warm.user_table("state/user_totals.parquet", run.active["user_id"])
+        old_items = warm.user_table("state/user_items.parquet", run.active["user_id"])
+    elif warm is not None:
+        old_totals, old_items = warm.user_totals, warm.user_items
+    run.user_totals = feat.merge_user_totals(fresh_users, old_totals)
     # per (user, item): stays in DuckDB (table _history) for the user features and the recs
-    feat.user_items_table(
-        run.con, as_of, run.half_life_s, run.since, warm.user_items if warm is not None else None
-    )
+    feat.user_items_table(run.con, as_of, run.half_life_s, run.since, old_items)
     run.user_frame = _user_frame(run)
 
 
@@ -754,7 +904,7 @@ def _user_frame(run: _Run) -> Any:
     categories = run.item_frame.select("item_id", "category") if run.catalogue is not None else None
     active = run.active if run.warm is not None else None
     top = feat.user_top_categories(run.con, categories, active) if categories is not None else None
-    if run.warm is None:
+    if run.warm is None or run.delta:  # a delta's totals are the active users' only
         return feat.user_features(run.user_totals, top, run.as_of)
     # users without new events keep their features (uniform decay keeps their
     # top categories); only recency moves with the as-of
@@ -788,6 +938,15 @@ def _cooccurrence(run: _Run) -> None:
     finally:
         run.con.unregister("idx")
     warm = run.warm
+    if warm is not None and run.delta:
+        factor = _decay(warm.as_of, run.as_of, run.half_life_s)
+        added = counts
+        if warm.added is not None:  # the previous run is a delta of the same base
+            previous = warm.added
+            previous.resize((run.n_items, run.n_items))
+            added = (previous * factor + counts).tocsr()
+            added.sort_indices()
+        run.added = added
     if warm is not None:
         factor = 0.5 ** ((run.as_of - warm.as_of).total_seconds() / run.half_life_s)
         old = warm.cooc
@@ -806,23 +965,84 @@ def _embeddings(run: _Run) -> None:
     from rtml_cli.batch import embeddings as emb
 
     run.steps.start("embeddings")
+    if run.delta and _fold_in(run):
+        return
     # A warm start refactorises the decayed counts from the same random start as a
     # full run (cost O(nnz), independent of history length): seeding the range finder
     # with the previous basis converges further at every update, and the more
     # converged top-`dim` PPMI subspace ranks worse (sample world, dim 16: HR@20 0.35
     # vs 0.41; medium world, 30 chained daily updates: below never retraining).
-    run.factors = emb.truncated_svd(
-        emb.ppmi(run.counts), run.dim, seed=run.seed, power_iterations=2
+    matrix = emb.ppmi(run.counts)
+    run.factors = emb.truncated_svd(matrix, run.dim, seed=run.seed, power_iterations=2)
+    if run.delta:  # the next delta measures its move against this run's index
+        run.index_fold = emb.fold_in(matrix, run.factors.embeddings)
+
+
+def _fold_in(run: _Run) -> bool:
+    """A delta's embeddings: the new counts folded into the basis of the embeddings its
+    Annoy index was built from. True when they moved less than the rebuild threshold
+    (the index is kept and these are the run's embeddings); False: factorise afresh."""
+    from rtml_cli.batch import embeddings as emb
+
+    warm = _require(run.warm, "the warm-start run", "features")
+    index_run = warm.index_run
+    basis = np.load(run.runs / index_run / "item_embeddings.npy", allow_pickle=False)
+    entry = warm.manifest["outputs"].get(INDEX_FOLD)
+    if entry is not None:
+        # copied on (30 MB on the large world), so that a delta depends on its base and its
+        # index's run only, not on the delta that first folded the counts
+        then = np.load(output_path(warm.run_dir, INDEX_FOLD, entry), allow_pickle=False)
+        run.index_fold = then
+    elif warm.base_id is None:  # the run we continue from built the index: fold its counts
+        then = run.index_fold = emb.fold_in(emb.ppmi(warm.cooc), basis)
+    else:
+        return False  # nothing to measure the move against: rebuild
+    moved = emb.fold_in(emb.ppmi(run.counts), basis)
+    moved[: basis.shape[0]] += basis
+    moved[: then.shape[0]] -= then
+    move = emb.embedding_move(moved, basis, sample=MOVE_SAMPLE, seed=run.seed)
+    kept = move["mean_cosine_distance"] <= run.rebuild_threshold
+    run.move = {"against_run": index_run, "threshold": run.rebuild_threshold, **move}
+    if kept:
+        run.factors = emb.Factorisation(embeddings=moved, singular_values=np.zeros(0))
+        run.rebuilt = False
+    else:
+        run.index_fold = None
+    return kept
+
+
+def move_line(index: dict[str, Any]) -> str:
+    """One line on how far a delta's embeddings moved and what that did to the index."""
+    move = index["move"]
+    verdict = (
+        f"kept the index of run {index['built_by']}"
+        if not index.get("rebuilt")
+        else "rebuilt the index"
+    )
+    return (
+        f"embeddings moved {move['mean_cosine_distance']:.4f} (mean cosine distance; p99 "
+        f"{move['p99_cosine_distance']:.4f}, kNN@10 overlap {move['knn_overlap_at_10']:.3f}) "
+        f"since the index of run {move['against_run']}, threshold {move['threshold']}: {verdict}"
     )
 
 
 def _index(run: _Run) -> None:
-    """The Annoy index, written straight into the run's temporary directory."""
+    """The Annoy index, written straight into the run's temporary directory (a delta whose
+    embeddings moved less than the threshold keeps its base's: nothing is built)."""
     from rtml_cli.batch import embeddings as emb
     from rtml_cli.batch import publish
 
     run.steps.start("index")
     run.tmp = publish.new_tmp_dir(run.runs, run.run_id)
+    if not run.rebuilt:
+        index_run = _require(run.warm, "the warm-start run", "features").index_run
+        built = read_manifest(run.runs / index_run)["index"]
+        run.recall = {
+            "recall_at_k": built["recall_at_10"],
+            "queries": built["recall_queries"],
+            "search_k": built["search_k"],
+        }
+        return
     ann = str(run.tmp / "items.ann")
     build_start = time.perf_counter()
     emb.build_annoy(run.factors.embeddings, run.n_trees, ann, seed=run.seed)
@@ -868,6 +1088,16 @@ def _recs(run: _Run) -> None:
         pl.col("popularity_score").cast(pl.Float32).alias("score"),
     )
     path = run.tmp_dir / "batch_recs.parquet"
+    if run.warm is not None and run.delta:
+        # only the users who changed since the base: today's, and the previous delta's
+        path = run.tmp_dir / DELTA_PREFIX / "batch_recs.parquet"
+        path.parent.mkdir()
+        kept = run.warm.delta_table("batch_recs.parquet").filter(~run.is_active)
+        run.n_recs = write_batch_recs(
+            run.con, run.index, run.sim_top, popular_idx, run.top_k, path,
+            active=run.active, kept=kept,
+        )  # fmt: skip
+        return
     if run.warm is None:
         run.n_recs = write_batch_recs(run.con, run.index, run.sim_top, popular_idx, run.top_k, path)
         return
@@ -918,18 +1148,21 @@ def _write(run: _Run) -> None:
     tmp = run.tmp_dir
     run.index.write_parquet(tmp / "item_index.parquet")
     run.item_frame.write_parquet(tmp / "item_features.parquet")
-    run.user_frame.write_parquet(tmp / "user_features.parquet")
     np.save(tmp / "item_embeddings.npy", run.factors.embeddings)
     run.neighbors.write_parquet(tmp / "item_neighbors.parquet")
     run.popular.write_parquet(tmp / "popular.parquet")
     state = tmp / "state"
     state.mkdir(exist_ok=True)  # the sessions step put the rule counts there
-    sp.save_npz(state / "cooc.npz", run.counts, compressed=False)
     run.aggregates.select("item_id", *feat.TOTALS, "first_seen", "last_seen").write_parquet(
         state / "item_totals.parquet"
     )
-    run.user_totals.write_parquet(state / "user_totals.parquet")
-    feat.write_user_items(run.con, state / "user_items.parquet")
+    if run.delta:
+        _write_delta_tables(run)
+    else:
+        run.user_frame.write_parquet(tmp / "user_features.parquet")
+        sp.save_npz(state / "cooc.npz", run.counts, compressed=False)
+        run.user_totals.write_parquet(state / "user_totals.parquet")
+        feat.write_user_items(run.con, state / "user_items.parquet")
     sessions = _require(run.sessions, "the session tables", "sessions")
     write_json(
         state / "state.json",
@@ -943,7 +1176,99 @@ def _write(run: _Run) -> None:
     outputs = [n for n in RUN_FILES if n != "manifest.json"] + list(SESSION_FILES)
     outputs += [f"state/{n}" for n in (*STATE_FILES, RULE_COUNTS)]
     run.manifest = _manifest(run)
-    run.manifest["outputs"] = publish.checksums(tmp, outputs)
+    if not run.delta:
+        run.manifest["outputs"] = publish.checksums(tmp, outputs)
+        return
+    warm = _require(run.warm, "the warm-start run", "features")
+    # the files of the chain's base (and its index) are referenced by run id and checksum
+    referenced = [*USER_TABLES, "state/cooc.npz", *([] if run.rebuilt else ["items.ann"])]
+    own = [n for n in outputs if n not in referenced]
+    own += [DELTA_PREFIX + n for n in (*USER_TABLES, "state/cooc.npz")]
+    if run.index_fold is not None:
+        np.save(tmp / INDEX_FOLD, run.index_fold)
+        own.append(INDEX_FOLD)
+    run.manifest["outputs"] = publish.checksums(tmp, own)
+    for name in referenced:
+        entry = dict(warm.manifest["outputs"][name])
+        entry.setdefault("run", warm.run_id)
+        run.manifest["outputs"][name] = entry
+    base = warm.chain_base
+    base_rows = read_manifest(run.runs / base)["rows"]
+    run.manifest["delta"] = {
+        "base": base,
+        "base_as_of": (warm.base_as_of or warm.as_of).isoformat(),
+        "chain": warm.chain + 1,
+        "full_every": run.full_every,
+        "users_changed": run.delta_users,
+    }
+    run.manifest["rows"].update(_delta_rows(run, base, base_rows))
+
+
+def _write_delta_tables(run: _Run) -> None:
+    """A delta's user tables: the rows of the users who changed since the chain's base (the
+    previous delta's, decayed to this as-of, with today's active users' replaced), and the
+    co-occurrence counts added since the base."""
+    import polars as pl
+    import scipy.sparse as sp
+
+    from rtml_cli.batch import features as feat
+
+    warm = _require(run.warm, "the warm-start run", "features")
+    out = run.tmp_dir / DELTA_PREFIX
+    (out / "state").mkdir(parents=True, exist_ok=True)
+    sp.save_npz(out / "state" / "cooc.npz", run.added, compressed=False)
+    factor = _decay(warm.as_of, run.as_of, run.half_life_s)
+    history = feat.utc(
+        run.con.sql(
+            f"""SELECT user_id, item_id, weight, purchased,
+                       CAST(last_ts AS TIMESTAMPTZ) AS last_ts FROM {feat.HISTORY}"""
+        ).pl(),
+        "last_ts",
+    )
+    fresh = {
+        "user_features.parquet": (run.user_frame, ["user_id"]),
+        "state/user_totals.parquet": (run.user_totals, ["user_id"]),
+        "state/user_items.parquet": (history, ["user_id", "item_id"]),
+    }
+    users = 0
+    for name, (frame, keys) in fresh.items():
+        kept = warm.delta_table(name).filter(~run.is_active)
+        if name == "state/user_items.parquet":
+            kept = kept.with_columns(pl.col("weight") * factor)
+        table = pl.concat([kept, frame.select(kept.columns).cast(kept.schema)]).sort(keys)
+        table.write_parquet(out / name)
+        if name == "user_features.parquet":
+            users = table.height
+            run.delta_user_ids = table["user_id"]
+    run.delta_users = users
+
+
+def _delta_rows(run: _Run, base: str, base_rows: dict[str, Any]) -> dict[str, int]:
+    """The row counts a reader of the delta run sees (base overlaid with the delta)."""
+    import polars as pl
+
+    runs = run.runs / base
+    changed = run.delta_user_ids.implode()
+    in_base = (
+        pl.scan_parquet(runs / "user_features.parquet")
+        .filter(pl.col("user_id").is_in(changed))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    recs_in_base = (
+        pl.scan_parquet(runs / "batch_recs.parquet")
+        .filter(pl.col("user_id").is_in(changed))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    return {
+        "users": int(base_rows["users"]) - in_base + run.delta_users,
+        "batch_recs": int(base_rows["batch_recs"]) - recs_in_base + run.n_recs,
+        "delta_users": run.delta_users,
+        "delta_batch_recs": run.n_recs,
+    }
 
 
 def _manifest(run: _Run) -> dict[str, Any]:
@@ -982,10 +1307,28 @@ def _manifest(run: _Run) -> dict[str, Any]:
             "recall_queries": run.recall["queries"],
             "search_k": run.recall["search_k"],
             "build_seconds": round(run.build_s, 3),
-            "bytes": (run.tmp_dir / "items.ann").stat().st_size,
+            "bytes": _index_bytes(run),
+            "items": _index_items(run),
+            "rebuilt": run.rebuilt,
+            "built_by": run.run_id if run.rebuilt or warm is None else warm.index_run,
+            "move": run.move,
         },
         "versions": _versions(),
     }
+
+
+def _index_bytes(run: _Run) -> int:
+    if run.rebuilt or run.warm is None:
+        return (run.tmp_dir / "items.ann").stat().st_size
+    return int(run.warm.manifest["outputs"]["items.ann"]["bytes"])
+
+
+def _index_items(run: _Run) -> int:
+    """How many items the run's Annoy index holds (a kept index lacks the newest items)."""
+    if run.rebuilt or run.warm is None:
+        return run.n_items
+    built = run.warm.manifest["index"]
+    return int(built.get("items", run.warm.manifest["rows"]["items"]))
 
 
 def _publish(run: _Run) -> None:

@@ -219,8 +219,8 @@ def prune(root: Path, keep: int, *, protect: set[str] | None = None, now: dateti
 
     Never deleted: the run ``latest`` points to, the runs in ``protect`` (the run
     ``latest`` pointed to before this run switched it, which readers may still hold),
-    runs with an as-of in the future (a person must look at those), and anything that
-    is not an rtml run.
+    runs with an as-of in the future (a person must look at those), the base runs any
+    kept delta run reads files from, and anything that is not an rtml run.
     """
     if keep < 1:
         raise UsageError(f"--keep {keep} must be at least 1")
@@ -228,6 +228,8 @@ def prune(root: Path, keep: int, *, protect: set[str] | None = None, now: dateti
     names = [n for n in published_runs(runs) if run_as_of(n) <= future_limit(now)]
     current = latest_run_id(root)
     keep_set = set(names[-keep:]) | ({current} if current else set()) | (protect or set())
+    keep_set |= {n for n in future_runs(runs, now)}
+    keep_set |= bases_of(runs, keep_set)
     removed = []
     for name in names:
         if name not in keep_set:
@@ -237,6 +239,25 @@ def prune(root: Path, keep: int, *, protect: set[str] | None = None, now: dateti
             shutil.rmtree(doomed, ignore_errors=True)
             removed.append(name)
     return removed
+
+
+def bases_of(runs: Path, names: set[str]) -> set[str]:
+    """The runs the delta runs among ``names`` read files from (a delta names its base run
+    and the run whose index it maps; both are self-contained or themselves kept)."""
+    from rtml_cli.batch.artifacts import referenced_runs
+
+    out: set[str] = set()
+    todo = set(names)
+    while todo:  # the closure: a delta's index run may itself be a delta of the base
+        name = todo.pop()
+        try:
+            manifest = json.loads((runs / name / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        refs = {ref for ref in referenced_runs(manifest) if RUN_ID_RE.match(ref)}
+        todo |= refs - out - set(names)
+        out |= refs
+    return out
 
 
 def future_runs(runs: Path, now: datetime) -> list[str]:

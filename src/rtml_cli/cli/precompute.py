@@ -46,8 +46,26 @@ def precompute_cmd(
             help="Continue from this run (or ROOT) using only events since its as-of.",
         ),
     ] = None,
+    full_every: Annotated[
+        int,
+        typer.Option(
+            "--full-every",
+            help="With --warm-start: publish a delta run (changed users and item tables; "
+            "the rest read from its base run), and every Nth run counting the base a "
+            "compacted self-contained one. 1: never a delta.",
+        ),
+    ] = 7,
+    rebuild_threshold: Annotated[
+        float,
+        typer.Option(
+            "--rebuild-threshold",
+            help="A delta run rebuilds the Annoy index only when the embeddings moved more "
+            "than this mean cosine distance since the index was built.",
+        ),
+    ] = 0.05,
     keep: Annotated[
-        int | None, typer.Option("--keep", help="Keep the N newest runs (never latest).")
+        int | None,
+        typer.Option("--keep", help="Keep the N newest runs (never latest, nor their bases)."),
     ] = None,
     seed: SeedOption = 0,
     force: Annotated[
@@ -69,8 +87,8 @@ def precompute_cmd(
     Writes ROOT/runs/<as-of>/ and switches ROOT/latest to it atomically; safe from cron
     (a lock on ROOT, nothing half-published, reruns are no-ops).
     """
-    from rtml_cli.batch.precompute import STEPS, run_precompute
-    from rtml_cli.output import finish, progress
+    from rtml_cli.batch.precompute import STEPS, move_line, run_precompute
+    from rtml_cli.output import finish, info, progress
     from rtml_cli.timeutil import parse_duration, parse_timestamp
 
     as_of_ts = parse_timestamp(as_of) if as_of is not None else None
@@ -102,7 +120,12 @@ def precompute_cmd(
             force=force,
             progress=on_step,
             max_staleness=parse_duration(max_staleness) if max_staleness else None,
+            full_every=full_every,
+            rebuild_threshold=rebuild_threshold,
         )
+    move = result.manifest.get("index", {}).get("move")
+    if move and not result.skipped:
+        info(move_line(result.manifest["index"]), quiet=quiet)
     finish(result.summary, fmt, lambda: _render(result), kind="precompute", quiet=quiet)
 
 
@@ -130,6 +153,11 @@ def _render(result) -> None:
             ("co-occurrence pairs (nnz)", rows.get("cooccurrence_nnz")),
             ("Annoy recall@10 vs exact", index.get("recall_at_10")),
             ("Annoy trees / bytes", f"{index.get('n_trees')} / {index.get('bytes')}"),
+            ("Annoy index built by", index.get("built_by", result.run_id)),
+            (
+                "delta of (chain length)",
+                f"{delta['base']} ({delta['chain']})" if (delta := manifest.get("delta")) else "–",
+            ),
             ("latest switched to this run", result.published),
             ("pruned runs", ", ".join(result.pruned) or "–"),
             ("wall time (s)", round(result.seconds, 2)),

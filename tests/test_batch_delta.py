@@ -1,0 +1,291 @@
+"""`rtml precompute --warm-start` delta runs (issue #10): what a reader sees, the chain and its
+compaction, the kept Annoy index, prune keeping bases, kill -9 along the chain."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from rtml_cli.batch.artifacts import load_artifacts
+from rtml_cli.batch.precompute import KILL_AT_ENV, STEPS, run_precompute
+from rtml_cli.batch.publish import bases_of
+from rtml_cli.errors import DataError
+from tests.test_batch_precompute import FAST, START, _overlap, catalogue, make_events
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, Path]:
+    events, items = tmp_path / "events.parquet", tmp_path / "items.parquet"
+    make_events().write_parquet(events)
+    catalogue().write_parquet(items)
+    return events, items
+
+
+def _chain(events, items, root, days, **options):
+    run_precompute(events, root, items=items, as_of=START + timedelta(days=days[0]), **FAST)
+    return [
+        run_precompute(
+            events,
+            root,
+            items=items,
+            as_of=START + timedelta(days=d),
+            warm_start=root,
+            n_trees=10,
+            **options,
+        )  # fmt: skip
+        for d in days[1:]
+    ]
+
+
+def _own_files(run_dir: Path) -> set[str]:
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_a_delta_chain_reads_exactly_as_the_self_contained_chain(data, tmp_path):
+    """Overlay correctness: base + delta == the self-contained warm start of the same days,
+    and every --full-every runs the chain is compacted into a self-contained run."""
+    events, items = data
+    days = (5, 6, 7, 8, 9)
+    deltas = _chain(events, items, tmp_path / "delta", days, full_every=3)
+    plain = _chain(events, items, tmp_path / "plain", days, full_every=1)
+    assert [r.mode for r in deltas] == ["warm-delta", "warm-delta", "warm-start", "warm-delta"]
+    assert [r.manifest.get("delta", {}).get("chain") for r in deltas] == [1, 2, None, 1]
+    assert deltas[1].manifest["delta"]["base"] == deltas[0].manifest["delta"]["base"]
+    assert deltas[3].manifest["delta"]["base"] == deltas[2].run_id  # the compacted run
+    for d, p in zip(deltas, plain, strict=True):
+        a, b = load_artifacts(d.run_dir), load_artifacts(p.run_dir)
+        assert a.user_features.equals(b.user_features)  # recency included: at the delta's as-of
+        assert a.batch_recs.sort("user_id", "rank").equals(b.batch_recs.sort("user_id", "rank"))
+        assert a.item_features.equals(b.item_features) and a.neighbors.equals(b.neighbors)
+        assert a.n_items == b.n_items
+        assert d.rows["users"] == p.rows["users"] == a.user_features.height
+        assert d.rows["batch_recs"] == p.rows["batch_recs"] == a.batch_recs.height
+    # the compacted run's state equals the self-contained chain's (float sums in another order)
+    got = sp.load_npz(deltas[2].run_dir / "state" / "cooc.npz")
+    want = sp.load_npz(plain[2].run_dir / "state" / "cooc.npz")
+    assert abs(got - want).max() < 1e-9 * abs(want).max()
+    a = pl.read_parquet(deltas[2].run_dir / "state" / "user_items.parquet")
+    b = pl.read_parquet(plain[2].run_dir / "state" / "user_items.parquet")
+    assert a.drop("weight").equals(b.drop("weight"))
+    np.testing.assert_allclose(a["weight"].to_numpy(), b["weight"].to_numpy(), rtol=1e-9)
+    assert "batch_recs.parquet" in _own_files(deltas[2].run_dir)
+
+
+def test_a_delta_holds_only_what_changed_and_references_the_rest(data, tmp_path):
+    events, items = data
+    root = tmp_path / "root"
+    first, second = _chain(events, items, root, (7, 8, 9))
+    base = first.manifest["delta"]["base"]
+    own = _own_files(second.run_dir)
+    for name in ("items.ann", "batch_recs.parquet", "user_features.parquet", "state/cooc.npz"):
+        assert name not in own and second.manifest["outputs"][name]["run"] == base, name
+    assert {"delta/batch_recs.parquet", "item_embeddings.npy", "item_features.parquet"} <= own
+    delta_users = pl.read_parquet(second.run_dir / "delta" / "user_features.parquet")
+    assert 0 < delta_users.height < load_artifacts(root).user_features.height
+    assert second.manifest["delta"]["users_changed"] == delta_users.height
+    move = second.manifest["index"]["move"]
+    assert not second.manifest["index"]["rebuilt"] and second.manifest["index"]["built_by"] == base
+    assert 0 <= move["mean_cosine_distance"] < 0.05 and move["against_run"] == base
+    assert 0 <= move["knn_overlap_at_10"] <= 1
+
+
+def test_warm_delta_agrees_with_a_full_run_within_the_tested_tolerances(data, tmp_path):
+    events, items = data
+    (delta,) = _chain(events, items, tmp_path / "root", (8, 10))
+    full = run_precompute(
+        events, tmp_path / "full", items=items, as_of=START + timedelta(days=10), **FAST
+    )
+    assert delta.mode == "warm-delta"
+    w, f = load_artifacts(delta.run_dir), load_artifacts(full.run_dir)
+    exact = [c for c in f.item_features.columns if c != "item_idx"]
+    assert (
+        w.item_features.sort("item_id")
+        .select(exact)
+        .equals(f.item_features.sort("item_id").select(exact))
+    )
+    counts = ["user_id", "events", "views", "purchases", "last_seen", "recency_days"]
+    assert w.user_features.select(counts).equals(f.user_features.select(counts))
+    assert _overlap(w.neighbors, f.neighbors, "item_id", 10) > 0.8
+    assert _overlap(w.batch_recs, f.batch_recs, "user_id", 10) > 0.5
+    assert w.embeddings.shape == f.embeddings.shape
+
+
+def test_moving_past_the_threshold_rebuilds_the_index_in_the_delta(data, tmp_path):
+    events, items = data
+    root = tmp_path / "root"
+    first, second = _chain(events, items, root, (7, 8, 9), rebuild_threshold=0.0)
+    assert first.mode == "warm-delta" and first.manifest["index"]["rebuilt"]
+    assert "items.ann" in _own_files(first.run_dir)
+    assert first.manifest["index"]["built_by"] == first.run_id
+    # the next delta measures its move against that index, and keeps referencing its base
+    assert second.manifest["index"]["move"]["against_run"] == first.run_id
+    assert second.manifest["delta"]["base"] == first.manifest["delta"]["base"]
+    assert load_artifacts(root).index.get_n_items() == second.rows["items"]
+
+
+def test_items_new_since_the_index_are_served_by_vector(tmp_path):
+    events, items = tmp_path / "events.parquet", tmp_path / "items.parquet"
+    log = make_events()
+    late = START + timedelta(days=8)
+    # items 96..99 appear only after the base run: the kept index does not hold them
+    extra = log.filter(pl.col("ts") >= late).head(40)
+    extra = extra.with_columns((96 + pl.int_range(0, pl.len()) % 4).cast(pl.Int64).alias("item_id"))
+    pl.concat([log, extra]).sort("ts").write_parquet(events)
+    catalogue().write_parquet(items)
+    (delta,) = _chain(events, items, tmp_path / "root", (8, 10))
+    art = load_artifacts(tmp_path / "root")
+    assert not delta.manifest["index"]["rebuilt"]
+    assert art.n_items == 100 and art.n_indexed == 96 == art.index.get_n_items()
+    new = int(art.to_idx([97])[0])
+    found = art.index.get_nns_by_vector(art.embeddings[new].tolist(), 5)
+    assert found and max(found) < 96
+    # `rtml neighbors` on an item the kept index lacks answers by its vector
+    from rtml_cli.batch.neighbors import nearest_items
+
+    assert len(nearest_items(tmp_path / "root", "97", k=3)["neighbors"]) == 3
+
+
+def test_prune_never_deletes_a_base_a_kept_delta_reads(data, tmp_path):
+    events, items = data
+    root = tmp_path / "root"
+    run_precompute(events, root, items=items, as_of=START + timedelta(days=6), **FAST)
+    runs = []
+    for d in (7, 8, 9):
+        last = run_precompute(
+            events, root, items=items, as_of=START + timedelta(days=d), warm_start=root,
+            n_trees=10, keep=1,
+        )  # fmt: skip
+        runs.append(last.run_id)
+    base = last.manifest["delta"]["base"]
+    # the newest, the one latest showed before it (a reader may hold it), and their base
+    assert runs[0] in last.pruned
+    assert sorted(p.name for p in (root / "runs").iterdir()) == sorted([base, *runs[1:]])
+    assert load_artifacts(root).run_dir.name == last.run_id
+    # compacted: the base stays while the delta latest showed until now is kept, then goes
+    compact = run_precompute(
+        events, root, items=items, as_of=START + timedelta(days=9, hours=12), warm_start=root,
+        n_trees=10, keep=1, full_every=1,
+    )  # fmt: skip
+    assert compact.mode == "warm-start" and base not in compact.pruned
+    after = run_precompute(events, root, items=items, warm_start=root, n_trees=10, keep=1)
+    assert base in after.pruned and after.manifest["delta"]["base"] == compact.run_id
+
+
+def test_a_delta_whose_base_is_gone_or_damaged_is_refused(data, tmp_path):
+    events, items = data
+    root = tmp_path / "root"
+    (delta,) = _chain(events, items, root, (8, 9))
+    base = root / "runs" / delta.manifest["delta"]["base"]
+    (base / "batch_recs.parquet").write_bytes(b"garbage" * 10)
+    with pytest.raises(DataError, match="batch_recs.parquet"):
+        load_artifacts(root)
+    with pytest.raises(DataError, match="cannot warm-start"):
+        run_precompute(events, root, items=items, warm_start=root, n_trees=10)
+    (base / "batch_recs.parquet").unlink()
+    with pytest.raises(DataError, match=f"from run {base.name}"):
+        load_artifacts(root)
+
+
+def test_a_reader_never_mixes_two_runs(data, tmp_path):
+    """A reader that loaded a delta keeps serving it after latest moved on and pruned it."""
+    events, items = data
+    root = tmp_path / "root"
+    (delta,) = _chain(events, items, root, (7, 8))
+    held = load_artifacts(root)
+    run_precompute(events, root, items=items, warm_start=root, n_trees=10, keep=1, full_every=1)
+    run_precompute(events, root, items=items, as_of=START + timedelta(days=11), keep=1, **FAST)
+    assert not delta.run_dir.exists()
+    assert held.run_dir == delta.run_dir and held.batch_recs.height == delta.rows["batch_recs"]
+    assert held.index.get_nns_by_item(0, 3)
+
+
+_KILL_SCRIPT = """
+import sys
+from rtml_cli.batch.precompute import run_precompute
+run_precompute(sys.argv[1], sys.argv[2], warm_start=sys.argv[2], n_trees=10, keep=1,
+               full_every=int(sys.argv[3]), force=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full_every", [7, 2], ids=["delta", "compaction"])
+def test_kill_9_at_every_step_of_a_delta_leaves_latest_intact(data, tmp_path, full_every):
+    """Along a delta chain (a delta of a delta; and the compaction that ends a chain)."""
+    events, items = data
+    root = tmp_path / "root"
+    run_precompute(events, root, items=items, as_of=START + timedelta(days=7), **FAST)
+    first = run_precompute(
+        events, root, items=items, as_of=START + timedelta(days=8), warm_start=root, n_trees=10
+    )
+    assert first.mode == "warm-delta"
+    base = first.manifest["delta"]["base"]
+    env = {**os.environ}
+    for step in STEPS:
+        env[KILL_AT_ENV] = step
+        proc = subprocess.run(
+            [sys.executable, "-c", _KILL_SCRIPT, str(events), str(root), str(full_every)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert proc.returncode == -9, (step, proc.stderr.decode()[-500:])
+        art = load_artifacts(root)  # latest still loads, base included
+        visible = sorted(p.name for p in (root / "runs").iterdir() if not p.name.startswith("."))
+        if step == "prune":  # killed after the switch (the last step): the new run is latest
+            assert art.run_dir.name != first.run_id and first.run_id in visible, step
+            assert art.manifest["mode"] == ("warm-delta" if full_every == 7 else "warm-start")
+            continue
+        assert art.run_dir.name == first.run_id, step
+        assert base in visible and first.run_id in visible, step
+    previous = load_artifacts(root).run_dir.name
+    final = run_precompute(
+        events, root, items=items, as_of=START + timedelta(days=11), warm_start=root,
+        n_trees=10, keep=1, full_every=full_every,
+    )  # fmt: skip
+    assert load_artifacts(root).run_dir.name == final.run_id
+    kept = sorted(p.name for p in (root / "runs").iterdir())
+    runs = root / "runs"
+    assert kept == sorted({final.run_id, previous} | bases_of(runs, {final.run_id, previous}))
+
+
+@pytest.mark.slow
+def test_replay_on_a_delta_run_matches_a_full_run_within_002_hit_rate(tmp_path):
+    """The replay tolerance of a warm start: the same hit rates within ±0.02 per strategy,
+    with the base's Annoy index kept (the sample shop's last history day)."""
+    from rtml_cli.online import simulate
+    from tests.conftest import SAMPLE_DATA
+
+    shop = SAMPLE_DATA / "shop"
+    world = json.loads((shop / "world.json").read_text())
+    as_of = datetime.fromisoformat(world["history_cutoff"].replace("Z", "+00:00"))
+    events, items = shop / "events.parquet", shop / "items.parquet"
+    run_precompute(events, tmp_path / "full", items=items, as_of=as_of)
+    run_precompute(events, tmp_path / "warm", items=items, as_of=as_of - timedelta(days=1))
+    delta = run_precompute(
+        events, tmp_path / "warm", items=items, as_of=as_of, warm_start=tmp_path / "warm"
+    )
+    assert delta.mode == "warm-delta" and not delta.manifest["index"]["rebuilt"]
+    strategies = ("batch", "session-embedding", "session-vsknn", "online-ranker")
+    hr = {
+        root: simulate(
+            events,
+            tmp_path / root,
+            strategies=strategies,
+            end=as_of + timedelta(days=1),
+            max_train_requests=1500,
+            world=shop / "world.json",
+        )  # fmt: skip
+        for root in ("full", "warm")
+    }
+    for name in strategies:
+        full, warm = hr["full"].summary_for(name)["hr"], hr["warm"].summary_for(name)["hr"]
+        assert abs(warm - full) <= 0.02, (name, warm, full)
