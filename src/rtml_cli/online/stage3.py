@@ -44,7 +44,7 @@ from rtml_cli.online.base import STRATEGIES, Env, Factory, Request, Strategy
 from rtml_cli.online.replay import ReplayData, request_at, streams_for, truth_for
 from rtml_cli.online.stage2 import knn_scores, session_vector, top_by_score, unseen_mask
 from rtml_cli.online.stage2_literature import SessionVSKNN
-from rtml_cli.online.stage3_batch import sorted_unique
+from rtml_cli.online.stage3_batch import session_block, sorted_unique, streaming_block
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "batch": ("log_views_7d", "conversion_rate", "log_popularity"),
@@ -244,29 +244,14 @@ class OnlineRanker(Strategy):
                 match = np.where(env.item_category[cand] >= 0, match, 0.0)
             else:
                 match = np.zeros(n)
-            blocks.append(
-                np.column_stack(
-                    [
-                        sim,
-                        sim * log_len,
-                        sim * log_elapsed,
-                        knn_val,
-                        in_knn,
-                        match,
-                        match * log_len,
-                    ]
-                )
-            )
+            blocks.append(session_block(sim, log_len, log_elapsed, knn_val, in_knn, match))
         if "streaming" in self.families:
             if self.lag_us is None:
                 raise ValueError(
                     "online-ranker reads streaming features but was built without a freshness "
                     "lag (strategies.build() passes env.freshness)"
                 )
-            counts = request.streams[self.lag_us].features(cand).astype(np.float32)
-            logs = np.log1p(counts)
-            trend = np.log1p(counts[:, 0] * 12.0) - np.log1p(counts[:, 2])
-            blocks.append(np.column_stack([logs, trend]))
+            blocks.append(streaming_block(request.streams[self.lag_us].features(cand)))
         if self.vsknn is not None:
             blocks.append(np.column_stack(_scaled_scores(cand, knn[2], knn[3])))
         return np.concatenate(blocks, axis=1).astype(np.float32, copy=False)

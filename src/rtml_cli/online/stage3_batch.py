@@ -176,29 +176,28 @@ def batch_features(
             best = np.maximum(cands.knn_best[req[hit]], np.float32(1e-12))
             knn_val[hit] = cands.knn_score[at[hit]] / best
         match = _category_match(env, batch, req, cand)
-        blocks.append(
-            np.column_stack(
-                [
-                    sim,
-                    sim * log_len,
-                    sim * log_elapsed,
-                    knn_val,
-                    in_knn,
-                    match,
-                    match * log_len,
-                ]
-            )
-        )
+        blocks.append(session_block(sim, log_len, log_elapsed, knn_val, in_knn, match))
     if "streaming" in ranker.families:
         if ranker.lag_us is None:
             raise ValueError("online-ranker reads streaming features but has no freshness lag")
         stream = batch[0].streams[ranker.lag_us]
         times = np.array([r.ts for r in batch], dtype=np.int64)
-        counts = stream.features_many(times, req, cand).astype(np.float32)
-        logs = np.log1p(counts)
-        trend = np.log1p(counts[:, 0] * 12.0) - np.log1p(counts[:, 2])
-        blocks.append(np.column_stack([logs, trend]))
+        blocks.append(streaming_block(stream.features_many(times, req, cand)))
     return np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
+
+
+def session_block(sim, log_len, log_elapsed, knn_val, in_knn, match) -> np.ndarray:
+    """The session family's columns, in FAMILIES' order (per-request and batched paths)."""
+    return np.column_stack(
+        [sim, sim * log_len, sim * log_elapsed, knn_val, in_knn, match, match * log_len]
+    )
+
+
+def streaming_block(counts: np.ndarray) -> np.ndarray:
+    """The streaming family's columns from the window counts: logs and the 1h-vs-1d trend."""
+    counts = counts.astype(np.float32)
+    trend = np.log1p(counts[:, 0] * 12.0) - np.log1p(counts[:, 2])
+    return np.column_stack([np.log1p(counts), trend])
 
 
 def _category_match(
