@@ -145,7 +145,11 @@ def main() -> None:
     for point in opts.points.split(","):
         points.append(measure(point, opts.data, opts.work))
         print(json.dumps({k: v for k, v in points[-1].items() if k != "steps"}), flush=True)
-    memory_limit = os.environ.get("RTML_MEMORY_LIMIT", "1GB (precompute's default)")
+    from rtml_cli.duck import share_of_ram
+
+    memory_limit = os.environ.get(
+        "RTML_MEMORY_LIMIT", f"{share_of_ram()} (precompute's default: an eighth of RAM, >= 1GB)"
+    )
     section = render(points, memory_limit)
     if opts.json:
         opts.json.write_text(json.dumps(points, indent=2) + "\n")

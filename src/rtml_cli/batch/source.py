@@ -8,6 +8,7 @@ before the run's as-of (point-in-time correctness).
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -86,7 +87,6 @@ def open_events(
     """
     import duckdb
 
-    from rtml_cli.data.validate import event_row_checks, event_row_problems
     from rtml_cli.timeutil import utc_now
 
     scan = f"read_parquet({sql_files(files)}, union_by_name=true)"
@@ -104,6 +104,30 @@ def open_events(
             "events violate the events contract (see `rtml data contracts`)", problems=problems
         )
     now = now or utc_now()
+    # the content hashes (the run's idempotence key) are taken in a thread while DuckDB
+    # scans the same files: hashlib and file reads release the GIL, so the two reads
+    # overlap and share the page cache instead of reading the log twice in a row
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-fingerprint")
+    hashing = pool.submit(lambda: [fingerprint(f) for f in files])
+    try:
+        return _open_events(con, files, as_of, schema, scan, now, hashing)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _open_events(
+    con: Any,
+    files: list[Path],
+    as_of: datetime | None,
+    schema: dict[str, str],
+    scan: str,
+    now: datetime,
+    hashing: Future[list[dict[str, Any]]],
+) -> EventSource:
+    import duckdb
+
+    from rtml_cli.data.validate import event_row_checks, event_row_problems
+
     ts = "CAST(ts AS TIMESTAMP)"
     before = f"{ts} < {sql_ts(as_of)}" if as_of is not None else "TRUE"
     exprs = {
@@ -144,7 +168,7 @@ def open_events(
     )
     return EventSource(
         files=files,
-        inputs=[fingerprint(f) for f in files],
+        inputs=hashing.result(),
         as_of=as_of,
         first_ts=first,
         last_ts=last,
