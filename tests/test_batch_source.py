@@ -1,0 +1,42 @@
+"""The event log's fingerprint: a hash of the content, taken while DuckDB scans the log."""
+
+from __future__ import annotations
+
+import os
+
+from rtml_cli.batch.precompute import run_precompute
+from rtml_cli.batch.source import connect, fingerprint, open_events
+from tests.test_batch_precompute import make_events
+
+
+def test_open_events_fingerprints_equal_a_serial_hash(tmp_path):
+    """The hashes taken in a thread during the scan are the files' own SHA-256, in order."""
+    files = []
+    for seed in (1, 2):
+        path = tmp_path / f"events-{seed}.parquet"
+        make_events(n_sessions=50, seed=seed).write_parquet(path)
+        files.append(path)
+    con = connect(tmp_path / "spill")
+    try:
+        src = open_events(con, files, None)
+    finally:
+        con.close()
+    assert src.inputs == [fingerprint(f) for f in files]
+    assert src.inputs[0]["sha256"] != src.inputs[1]["sha256"]
+
+
+def test_same_size_and_mtime_but_new_content_is_not_the_same_input(tmp_path):
+    """Neither size nor mtime decides "unchanged": a log rewritten in place with other bytes
+    of the same length and the same mtime is a different input."""
+    events = tmp_path / "events.parquet"
+    make_events(n_sessions=200, days=6, seed=4).write_parquet(events)
+    first = run_precompute(events, tmp_path / "root", dim=4, n_trees=2, top_k=5, n_neighbors=5)
+    stat = events.stat()
+    data = bytearray(events.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    events.write_bytes(bytes(data))
+    os.utime(events, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert events.stat().st_size == stat.st_size and events.stat().st_mtime_ns == stat.st_mtime_ns
+    saved = first.manifest["inputs"]["events"][0]
+    assert saved["bytes"] == stat.st_size
+    assert fingerprint(events)["sha256"] != saved["sha256"]
