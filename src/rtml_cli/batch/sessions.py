@@ -183,18 +183,12 @@ def _session_events(con: Any, since: datetime | None) -> int:
             f"SELECT DISTINCT session_id FROM ev WHERE ts >= {sql_ts(since)}"
         )
         scope = "JOIN _touched t ON e.session_id = t.session_id"
-    # the session's last event comes from the same window (one sort) as the positions;
-    # partitioned by the 64-bit hash (as the rules' and V-SKNN's session joins are): a
-    # sort on an integer instead of the text
     con.sql(
         f"""CREATE OR REPLACE TEMP TABLE _sev AS
             SELECT hash(e.session_id) AS s, CAST(e.session_id AS VARCHAR) AS session_id,
-                   e.ts, e.item_id, i.item_idx,
-                   CAST(row_number() OVER w AS INTEGER) AS pos,
-                   max(e.ts) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING
-                                   AND UNBOUNDED FOLLOWING) AS last_ts
-            FROM ev e {scope} JOIN _sidx i ON e.item_id = i.item_id
-            WINDOW w AS (PARTITION BY hash(e.session_id) ORDER BY e.ts, e.item_id)"""
+                   e.ts, e.item_id, i.item_idx, CAST(row_number() OVER (
+                       PARTITION BY e.session_id ORDER BY e.ts, e.item_id) AS INTEGER) AS pos
+            FROM ev e {scope} JOIN _sidx i ON e.item_id = i.item_id"""
     )
     return _count(con, "SELECT count(*) FROM _sev")
 
@@ -226,7 +220,8 @@ def _vsknn_tables(
     con.sql(
         f"""CREATE OR REPLACE TEMP TABLE _cand AS
             SELECT session_id, max(last_ts) AS last_ts, item_idx, any_value(item_id) AS item_id
-            FROM (SELECT session_id, last_ts, item_idx, item_id FROM _sev
+            FROM (SELECT session_id, max(ts) OVER (PARTITION BY s) AS last_ts,
+                         item_idx, item_id FROM _sev
                   {carried})
             GROUP BY session_id, item_idx"""
     )
@@ -279,25 +274,15 @@ def _rule_tables(
     """``sequential_rules.parquet`` and ``state/sequential_rule_counts.parquet``; their rows."""
     steps, scale = int(params.rule_steps), rule_scale(params.rule_steps)
     # a warm start counts only the pairs whose later event is new; the others are in the state
-    warm = previous is not None and since is not None
-    ks = range(1, steps + 1)
-    # the events 1..steps after each event, by lead() over one sort of the session events
-    # (a self-join on the session hashed every session's n^2 position pairs)
-    leads = ", ".join(f"lead(item_idx, {k}) OVER w AS d{k}" for k in ks)
-    later = ""
-    if warm:
-        leads += ", " + ", ".join(f"lead(ts, {k}) OVER w AS t{k}" for k in ks)
-        later = f", unnest([{', '.join(f't{k}' for k in ks)}]) AS later_ts"
-    new_only = f"AND later_ts >= {sql_ts(since)}" if warm and since is not None else ""
+    new_only = f"WHERE b.ts >= {sql_ts(since)}" if previous is not None and since else ""
     # counted by item_idx (integers hash faster than any item id), named by item id after
-    fresh = f"""SELECT src, dst, sum({scale} // k) AS weight FROM (
-                    SELECT src, unnest([{", ".join(f"d{k}" for k in ks)}]) AS dst,
-                           unnest([{", ".join(str(k) for k in ks)}]) AS k {later}
-                    FROM (SELECT item_idx AS src, {leads} FROM _sev
-                          WINDOW w AS (PARTITION BY s ORDER BY pos)))
-                WHERE dst IS NOT NULL {new_only}
-                GROUP BY src, dst"""
-    if warm and previous is not None:
+    fresh = f"""SELECT a.item_idx AS src, b.item_idx AS dst,
+                       sum({scale} // (b.pos - a.pos)) AS weight
+                FROM _sev a JOIN _sev b ON a.s = b.s
+                     AND b.pos > a.pos AND b.pos <= a.pos + {steps}
+                {new_only}
+                GROUP BY a.item_idx, b.item_idx"""
+    if previous is not None and new_only:
         old = sql_str(str(previous.run_dir / "state" / RULE_COUNTS))
         fresh = f"""SELECT src, dst, sum(weight) AS weight FROM (
                         {fresh} UNION ALL
