@@ -116,17 +116,44 @@ def has_session_delta(outputs: dict[str, Any]) -> bool:
     return all(name in outputs for name in DELTA_SESSION_FILES)
 
 
+def base_list_ranks(
+    items: Any, sessions: np.ndarray, removed: np.ndarray, held: Any, sample: int
+) -> np.ndarray:
+    """The ranks a delta gives the base's ``item_sessions`` rows (``items``: their item_id
+    Series, ordered by item then rank; ``sessions``: their base session_idx): 0 for a row
+    that is gone, else the item's sessions the delta holds (``held``: item_id, k) plus the
+    row's place among the item's base rows of sessions not ``removed`` (a mask by session)."""
+    import polars as pl
+
+    n = len(sessions)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    group = items.rle_id().to_numpy()
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    firsts = pl.DataFrame({"item_id": items.gather(starts)})
+    held = held.select(pl.col("item_id").cast(items.dtype), pl.col("k").cast(pl.Int64))
+    k = firsts.join(held, on="item_id", how="left", maintain_order="left")["k"]
+    lead = k.fill_null(0).to_numpy()
+    keep = ~removed[sessions]
+    seen = np.cumsum(keep)
+    before = seen[starts] - keep[starts]
+    rank = lead[group] + seen - before[group]
+    return np.where(keep & (rank <= sample), rank, 0)
+
+
 def overlay_session_tables(
-    base: dict[str, Any], delta: dict[str, Any], *, ordered: bool = False
+    base: dict[str, Any], delta: dict[str, Any], sample: int, *, ordered: bool = False
 ) -> dict[str, Any]:
     """A delta run's session tables from its base's (``session_items``, ``item_sessions``,
     ``rules`` frames, any subset of their columns with ``session_idx`` / ``item_id``) and its
     delta files' (the same names plus ``removed`` and ``idf``).
 
     The delta's sessions are the most recent (``0..T-1``); the base's sessions it does not
-    remove follow in their order; the base's lists of the items the delta does not hold are
-    renumbered and take the new idf; the delta's rules replace their source items' rules.
-    ``ordered``: rows in the self-contained files' order (readers that index them need not)."""
+    remove follow in their order. An item's list is the delta's rows (its most recent
+    sessions) then its base rows of sessions not removed, cut at ``sample``
+    (:func:`base_list_ranks`), all with the delta's idf. The delta's rules replace their
+    source items' rules. ``ordered``: rows in the self-contained files' order (readers that
+    index them need not)."""
     import polars as pl
 
     b_si, b_is = base["session_items"], base["item_sessions"]
@@ -146,8 +173,11 @@ def overlay_session_tables(
 
     # base rows are ordered by session_idx and the numbering is monotone: still ordered
     session_items = pl.concat([d_si.select(b_si.columns).cast(b_si.schema), renumber(b_si)])
-    held = d_is["item_id"].unique().implode()
-    kept = renumber(b_is.filter(~pl.col("item_id").is_in(held)))
+    held = d_is.group_by("item_id").agg(pl.len().alias("k"))
+    rank = base_list_ranks(
+        b_is["item_id"], b_is["session_idx"].to_numpy().astype(np.int64), ~keep, held, sample
+    )
+    kept = renumber(b_is.with_columns(pl.Series("rank", rank).cast(pl.Int32)).filter(rank > 0))
     if "idf" in kept.columns:
         idf = delta["idf"].select("item_id", pl.col("idf").alias("_idf"))
         kept = (
@@ -798,7 +828,8 @@ def session_tables(
     delta = {key: read(key, run_dir / DELTA_PREFIX / name) for key, name in _SESSION_TABLES.items()}
     delta["removed"] = pl.read_parquet(run_dir / DELTA_PREFIX / "session_removed.parquet")
     delta["idf"] = pl.read_parquet(run_dir / DELTA_PREFIX / "item_idf.parquet")
-    return overlay_session_tables(base, delta, ordered=ordered)
+    sample = int(manifest["params"].get("session_sample", 0) or 0)
+    return overlay_session_tables(base, delta, sample, ordered=ordered)
 
 
 def session_rule_counts(run_dir: Path, manifest: dict[str, Any]) -> Any:

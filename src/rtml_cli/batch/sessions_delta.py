@@ -94,9 +94,8 @@ def _copy(con: Any, query: str, path: Path) -> None:
 
 
 _TEMP = (
-    "_sidx", "_item_events", "_touched", "_sev", "_s2", "_s2items", "_i2", "_wsess",
-    "_wsurv", "_strad", "_plist", "_lists", "_kept0", "_surv", "_fresh", "_added",
-    "_rcand",
+    "_sidx", "_item_events", "_touched", "_sev", "_s2", "_s2items", "_wsess", "_lists",
+    "_kept0", "_fresh", "_added", "_rcand",
 )  # fmt: skip
 
 
@@ -158,11 +157,17 @@ def _vsknn_delta(
 ) -> tuple[int, int, int]:
     """The delta's V-SKNN files; the overlay's kept sessions, session and item rows.
 
-    Sessions are named by tier: 0 — a session with events since the base (``session_id``,
-    ``last_ts``), 1 — a base session no event since the base touched (its base ``bidx``).
-    Tier 0 sorts first (newer), by last event then id; tier 1 keeps the base's order."""
-    b_si, b_is = sql_str(str(base.session_items)), sql_str(str(base.item_sessions))
-    # today's sessions (tier 0) and their items
+    An item's recent sessions are the most recent sessions with events since the base (they
+    lead), then its base list without the base sessions those replace, cut at ``sample``:
+    the delta holds the leading part (``delta/item_sessions``) and which base sessions are
+    gone; the reader cuts the base lists (``artifacts.base_list_ranks``)."""
+    import numpy as np
+    import polars as pl
+
+    from rtml_cli.batch.artifacts import base_list_ranks
+
+    b_si = sql_str(str(base.session_items))
+    # today's sessions and their items
     con.sql(
         """CREATE OR REPLACE TEMP TABLE _s2 AS
            SELECT session_id, max(ts) AS last_ts, min(ts) AS first_ts FROM _sev
@@ -170,110 +175,60 @@ def _vsknn_delta(
     )
     con.sql(
         """CREATE OR REPLACE TEMP TABLE _s2items AS
-           SELECT DISTINCT e.session_id, s.last_ts, e.item_idx, e.item_id
+           SELECT DISTINCT e.session_id, s.last_ts, e.item_id
            FROM _sev e JOIN _s2 s ON e.session_id = s.session_id"""
     )
-    con.sql("CREATE OR REPLACE TEMP TABLE _i2 AS SELECT DISTINCT item_idx FROM _s2items")
-    # the run continued from: its tier-0 sessions (W numbering 0..T1-1) and the W numbering
-    # of the base sessions it kept (T1 + rank among the survivors)
+    # the leading part of every list: today's sessions, and the previous delta's others
+    earlier = ""
     if previous is not None:
         con.sql(
             f"""CREATE OR REPLACE TEMP TABLE _wsess AS
                 SELECT DISTINCT session_idx AS widx, session_id,
                        CAST(last_ts AS TIMESTAMP) AS last_ts
-                FROM read_parquet({previous.file("session_items.parquet")})"""
+                FROM read_parquet({previous.file("session_items.parquet")})
+                WHERE session_id NOT IN (SELECT session_id FROM _s2)"""
         )
-        t1 = _count(con, "SELECT coalesce(max(widx) + 1, 0) FROM _wsess")
-        con.sql(
-            f"""CREATE OR REPLACE TEMP TABLE _wsurv AS
-                SELECT bidx, CAST({t1} + row_number() OVER (ORDER BY bidx) - 1 AS BIGINT) AS widx
-                FROM (SELECT range AS bidx FROM range({base.n_sessions})
-                      WHERE range NOT IN (SELECT session_idx FROM
-                          read_parquet({previous.file("session_removed.parquet")})))"""
-        )
-        w_is = previous.file("item_sessions.parquet")
-        # W's lists of the items it holds, by tier
-        w_lists = f"""
-            SELECT i.item_idx, w.rank AS prank,
-                   CASE WHEN w.session_idx < {t1} THEN 0 ELSE 1 END AS tier,
-                   s.session_id, s.last_ts, v.bidx
-            FROM read_parquet({w_is}) w JOIN _sidx i ON w.item_id = i.item_id
-                 LEFT JOIN _wsess s ON w.session_idx = s.widx
-                 LEFT JOIN _wsurv v ON w.session_idx = v.widx"""
-        w_items = f"SELECT DISTINCT i.item_idx FROM read_parquet({w_is}) w JOIN _sidx i USING (item_id)"
-    else:
-        w_lists = (
-            "SELECT NULL::BIGINT AS item_idx, NULL::INTEGER AS prank, NULL::INTEGER AS tier, "
-            "NULL::VARCHAR AS session_id, NULL::TIMESTAMP AS last_ts, NULL::BIGINT AS bidx "
-            "WHERE false"
-        )
-        w_items = "SELECT NULL::BIGINT AS item_idx WHERE false"
-    # base sessions that today's sessions replace: only sessions with an event before the
-    # base's as-of can be there, and their base last event is no earlier than that event
-    strad_from = con.sql(
-        f"SELECT min(first_ts) FROM _s2 WHERE first_ts < {sql_ts(base.as_of)}"
-    ).fetchall()[0][0]
-    if strad_from is not None:
-        con.sql(
-            f"""CREATE OR REPLACE TEMP TABLE _strad AS
-                SELECT DISTINCT session_idx AS bidx FROM read_parquet({b_si})
-                WHERE CAST(last_ts AS TIMESTAMP) >= {sql_ts(strad_from)}
-                  AND session_id IN (SELECT session_id FROM _s2)"""
-        )
-    else:
-        con.sql("CREATE OR REPLACE TEMP TABLE _strad AS SELECT NULL::INTEGER AS bidx WHERE false")
-    # the previous lists (W's for the items W holds, the base's for the others) of the items
-    # of the sessions W holds and of today's
-    con.sql(
-        f"""CREATE OR REPLACE TEMP TABLE _plist AS
-            WITH wi AS ({w_items})
-            SELECT * FROM ({w_lists}) w
-            UNION ALL
-            SELECT i.item_idx, b.rank AS prank, 1 AS tier, NULL::VARCHAR AS session_id,
-                   NULL::TIMESTAMP AS last_ts, CAST(b.session_idx AS BIGINT) AS bidx
-            FROM read_parquet({b_is}) b JOIN _sidx i ON b.item_id = i.item_id
-            WHERE i.item_idx IN (SELECT item_idx FROM _i2)
-              AND i.item_idx NOT IN (SELECT item_idx FROM wi)"""
-    )
-    # today's items: today's sessions first, then the previous list without them; the other
-    # items the delta holds keep W's list
+        earlier = f"""UNION ALL
+            SELECT w.item_id, s.session_id, s.last_ts
+            FROM read_parquet({previous.file("item_sessions.parquet")}) w
+                 JOIN _wsess s ON w.session_idx = s.widx"""
     con.sql(
         f"""CREATE OR REPLACE TEMP TABLE _lists AS
-            SELECT item_idx, tier, session_id, last_ts, bidx, CAST(row_number() OVER (
-                PARTITION BY item_idx ORDER BY tier, last_ts DESC, session_id, bidx) AS INTEGER)
-                AS rank
-            FROM (SELECT item_idx, 0 AS tier, session_id, last_ts, NULL::BIGINT AS bidx
-                  FROM _s2items
-                  UNION ALL
-                  SELECT item_idx, tier, session_id, last_ts, bidx FROM _plist
-                  WHERE item_idx IN (SELECT item_idx FROM _i2)
-                    AND (tier = 1 OR session_id NOT IN (SELECT session_id FROM _s2))
-                    AND (tier = 0 OR bidx NOT IN (SELECT bidx FROM _strad)))
-            QUALIFY rank <= {int(sample)}
-            UNION ALL
-            SELECT item_idx, tier, session_id, last_ts, bidx, prank AS rank FROM _plist
-            WHERE item_idx NOT IN (SELECT item_idx FROM _i2)"""
+            SELECT item_id, session_id, last_ts, CAST(row_number() OVER (
+                PARTITION BY item_id ORDER BY last_ts DESC, session_id) AS INTEGER) AS rank
+            FROM (SELECT item_id, session_id, last_ts FROM _s2items {earlier})
+            QUALIFY rank <= {int(sample)}"""
     )
-    # the overlay's numbering: kept tier-0 sessions 0..T-1, then the surviving base sessions
     con.sql(
         """CREATE OR REPLACE TEMP TABLE _kept0 AS
            SELECT session_id, last_ts, CAST(row_number() OVER (
                ORDER BY last_ts DESC, session_id) - 1 AS INTEGER) AS session_idx
-           FROM (SELECT DISTINCT session_id, last_ts FROM _lists WHERE tier = 0)"""
+           FROM (SELECT DISTINCT session_id, last_ts FROM _lists)"""
     )
+    # base sessions today's replace: only sessions with an event before the base's as-of can
+    # be among them, and their last event in the base is no earlier than that event
+    excluded = np.zeros(base.n_sessions, dtype=bool)
+    if previous is not None:
+        gone = pl.read_parquet(previous.run_dir / "session_removed.parquet")
+        excluded[gone["session_idx"].to_numpy()] = True
+    strad_from = con.sql(
+        f"SELECT min(first_ts) FROM _s2 WHERE first_ts < {sql_ts(base.as_of)}"
+    ).fetchall()[0][0]
+    if strad_from is not None:
+        replaced = con.sql(
+            f"""SELECT DISTINCT session_idx FROM read_parquet({b_si})
+                WHERE last_ts >= CAST({sql_ts(strad_from)} AS TIMESTAMPTZ)
+                  AND session_id IN (SELECT session_id FROM _s2)"""
+        ).fetchnumpy()["session_idx"]
+        excluded[replaced.astype(np.int64)] = True
+    # the base lists cut behind the leading parts: a base session no list keeps is gone
+    held = con.sql("SELECT item_id, count(*) AS k FROM _lists GROUP BY item_id").pl()
+    lists = pl.read_parquet(base.item_sessions, columns=["item_id", "session_idx"])
+    sidx = lists["session_idx"].to_numpy().astype(np.int64)
+    rank = base_list_ranks(lists["item_id"], sidx, excluded, held, sample)
+    live = np.bincount(sidx[rank > 0], minlength=base.n_sessions)
+    removed = np.flatnonzero(live == 0)
     t = _count(con, "SELECT count(*) FROM _kept0")
-    con.sql(
-        f"""CREATE OR REPLACE TEMP TABLE _surv AS
-            SELECT bidx, CAST({t} + row_number() OVER (ORDER BY bidx) - 1 AS INTEGER)
-                   AS session_idx
-            FROM (SELECT DISTINCT bidx FROM (
-                      SELECT bidx FROM _lists WHERE tier = 1
-                      UNION ALL
-                      SELECT CAST(b.session_idx AS BIGINT) FROM read_parquet({b_is}) b
-                      WHERE b.item_id NOT IN (SELECT i.item_id FROM _sidx i
-                                              JOIN _lists l ON i.item_idx = l.item_idx)))"""
-    )
-    # the sessions' items: today's from the events, the earlier kept ones from W's delta
     earlier = ""
     if previous is not None:
         earlier = f"""UNION ALL
@@ -290,22 +245,16 @@ def _vsknn_delta(
             ORDER BY session_idx, item_id""",
         delta / "session_items.parquet",
     )
-    _copy(
-        con,
-        f"""SELECT CAST(range AS INTEGER) AS session_idx FROM range({base.n_sessions})
-            WHERE range NOT IN (SELECT bidx FROM _surv) ORDER BY session_idx""",
-        delta / "session_removed.parquet",
+    pl.DataFrame({"session_idx": removed.astype(np.int32)}).write_parquet(
+        delta / "session_removed.parquet"
     )
     idf = f"CAST(greatest(ln({int(n_sessions)} / greatest(n.events_total, 1)), 0) AS FLOAT)"
     _copy(
         con,
-        f"""SELECT i.item_id, coalesce(k.session_idx, v.session_idx) AS session_idx, l.rank,
-                   {idf} AS idf
-            FROM _lists l JOIN _sidx i ON l.item_idx = i.item_idx
-                 LEFT JOIN _kept0 k ON l.tier = 0 AND l.session_id = k.session_id
-                 LEFT JOIN _surv v ON l.tier = 1 AND l.bidx = v.bidx
-                 LEFT JOIN _item_events n ON i.item_id = n.item_id
-            ORDER BY i.item_id, l.rank""",
+        f"""SELECT l.item_id, k.session_idx, l.rank, {idf} AS idf
+            FROM _lists l JOIN _kept0 k ON l.session_id = k.session_id
+                 LEFT JOIN _item_events n ON l.item_id = n.item_id
+            ORDER BY l.item_id, l.rank""",
         delta / "item_sessions.parquet",
     )
     _copy(
@@ -316,24 +265,16 @@ def _vsknn_delta(
         delta / "item_idf.parquet",
     )
     # what a reader of the overlay sees
-    survivors = _count(con, "SELECT count(*) FROM _surv")
-    base_si_rows = _count(
-        con,
-        f"""SELECT count(*) FROM read_parquet({b_si})
-            WHERE session_idx IN (SELECT bidx FROM _surv)""",
+    sizes = np.bincount(
+        pl.read_parquet(base.session_items, columns=["session_idx"])["session_idx"].to_numpy(),
+        minlength=base.n_sessions,
     )
     delta_si_rows = _count(
         con, f"SELECT count(*) FROM read_parquet({sql_str(str(delta / 'session_items.parquet'))})"
     )
-    list_rows = _count(con, "SELECT count(*) FROM _lists")
-    base_is_rows = _count(
-        con,
-        f"""SELECT count(*) FROM read_parquet({b_is}) b
-            WHERE b.item_id NOT IN (SELECT i.item_id FROM _sidx i
-                                    JOIN (SELECT DISTINCT item_idx FROM _lists) l
-                                    ON i.item_idx = l.item_idx)""",
-    )
-    return t + survivors, delta_si_rows + base_si_rows, list_rows + base_is_rows
+    kept = t + base.n_sessions - len(removed)
+    session_rows = delta_si_rows + int(sizes.sum() - sizes[removed].sum())
+    return kept, session_rows, held["k"].sum() + int((rank > 0).sum())
 
 
 def _rules_delta(
