@@ -120,8 +120,13 @@ def test_a_delta_chains_session_tables_read_exactly_as_the_self_contained_chains
         )  # fmt: skip
         chains[name] = [
             run_precompute(
-                events, root, items=items, as_of=START + timedelta(days=d, hours=7),
-                warm_start=root, n_trees=10, full_every=every,
+                events,
+                root,
+                items=items,
+                as_of=START + timedelta(days=d, hours=7),
+                warm_start=root,
+                n_trees=10,
+                full_every=every,
             )  # fmt: skip
             for d in (6, 7, 8, 9)
         ]
@@ -139,7 +144,11 @@ def test_a_delta_chains_session_tables_read_exactly_as_the_self_contained_chains
         for x, y in zip(a.rule_lists, b.rule_lists, strict=True):
             assert np.array_equal(x, y)
     compacted = chains["delta"][2].run_dir
-    for name in ("session_items.parquet", "item_sessions.parquet", "state/sequential_rule_counts.parquet"):
+    for name in (
+        "session_items.parquet",
+        "item_sessions.parquet",
+        "state/sequential_rule_counts.parquet",
+    ):
         assert pl.read_parquet(compacted / name).equals(
             pl.read_parquet(chains["plain"][2].run_dir / name)
         ), name

@@ -779,8 +779,6 @@ def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
 def _read_session_tables(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """The session tables' serving columns, read now (a run pruned later keeps serving);
     none for a run whose manifest does not list them."""
-    import polars as pl
-
     if not all(name in manifest["outputs"] for name in SESSION_FILES):
         return {}
     return session_tables(

@@ -1132,18 +1132,14 @@ def _sessions(run: _Run) -> None:
         previous = warm.sessions
     # the previous tables are a delta's overlay: continue the delta, or (compacting) read the
     # overlay written out whole, as build_session_tables reads a self-contained run's
-    overlaid = (
-        warm is not None
-        and warm.base_id is not None
-        and has_session_delta(warm.manifest["outputs"])
-    )
-    if warm is not None and previous is not None and run.delta:
-        if warm.base_id is None or overlaid:
+    if warm is not None and previous is not None:
+        overlaid = warm.base_id is not None and has_session_delta(warm.manifest["outputs"])
+        if run.delta and (warm.base_id is None or overlaid):
             run.sessions = _session_delta(run, warm, previous.n_sessions)
             run.session_delta = True
             return
-    if warm is not None and previous is not None and overlaid:
-        previous = _write_overlaid_sessions(run, warm, previous.n_sessions)
+        if overlaid:
+            previous = _write_overlaid_sessions(run, warm, previous.n_sessions)
     run.sessions = build_session_tables(
         run.con,
         run.index,

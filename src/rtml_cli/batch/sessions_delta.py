@@ -341,7 +341,8 @@ def _rules_delta(
     )
     new_pairs = _count(con, "SELECT count(*) FROM _rcand WHERE new_pair")
     delta_rules = _count(
-        con, f"SELECT count(*) FROM read_parquet({sql_str(str(delta / 'sequential_rules.parquet'))})"
+        con,
+        f"SELECT count(*) FROM read_parquet({sql_str(str(delta / 'sequential_rules.parquet'))})",
     )
     base_rules_touched = _count(
         con,
@@ -350,4 +351,3 @@ def _rules_delta(
     )
     pairs = int(base.rows["rule_pairs"]) + new_pairs
     return pairs, int(base.rows["sequential_rules"]) - base_rules_touched + delta_rules
-
