@@ -14,10 +14,19 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rtml_cli.batch.artifacts import load_artifacts
+from rtml_cli.batch.artifacts import (
+    base_list_ranks,
+    load_artifacts,
+    read_manifest,
+    session_rule_counts,
+    session_tables,
+)
 from rtml_cli.batch.precompute import KILL_AT_ENV, STEPS, run_precompute
 from rtml_cli.batch.publish import bases_of
+from rtml_cli.batch.sessions import SessionParams
 from rtml_cli.errors import DataError
 from tests.test_batch_precompute import FAST, START, _overlap, catalogue, make_events
 
@@ -80,14 +89,117 @@ def test_a_delta_chain_reads_exactly_as_the_self_contained_chain(data, tmp_path)
     assert "batch_recs.parquet" in _own_files(deltas[2].run_dir)
 
 
+def _sessions(run_dir: Path) -> dict[str, pl.DataFrame]:
+    """The session tables and rule counts a run serves, in the self-contained files' order."""
+    manifest = read_manifest(run_dir)
+    tables = session_tables(run_dir, manifest, ordered=True)
+    return {**tables, "counts": session_rule_counts(run_dir, manifest)}
+
+
+SESSION_ROWS = (
+    "training_sessions", "session_items", "kept_sessions", "item_sessions", "rule_pairs",
+    "sequential_rules",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("sample", [3, 2500], ids=["lists-cut", "lists-whole"])
+def test_a_delta_chains_session_tables_read_exactly_as_the_self_contained_chains(
+    data, tmp_path, sample
+):
+    """V-SKNN's tables and the sequential rules of a delta chain (as-ofs that cut sessions in
+    two; lists cut at 3 sessions or never) equal the self-contained chain's, the compacted
+    run's files included, and serve the same CSR arrays."""
+    events, items = data
+    caps = SessionParams(session_sample=sample, rule_steps=3, rule_top=2)
+    chains = {}
+    for name, every in (("delta", 3), ("plain", 1)):
+        root = tmp_path / name
+        run_precompute(
+            events, root, items=items, as_of=START + timedelta(days=5, hours=7), sessions=caps,
+            **FAST,
+        )  # fmt: skip
+        chains[name] = [
+            run_precompute(
+                events,
+                root,
+                items=items,
+                as_of=START + timedelta(days=d, hours=7),
+                warm_start=root,
+                n_trees=10,
+                full_every=every,
+            )  # fmt: skip
+            for d in (6, 7, 8, 9)
+        ]
+    assert [r.mode for r in chains["delta"]] == [
+        "warm-delta", "warm-delta", "warm-start", "warm-delta"
+    ]  # fmt: skip
+    for d, p in zip(chains["delta"], chains["plain"], strict=True):
+        got, want = _sessions(d.run_dir), _sessions(p.run_dir)
+        for key, frame in want.items():
+            assert got[key].equals(frame), (d.run_id, key)
+        assert {k: d.rows[k] for k in SESSION_ROWS} == {k: p.rows[k] for k in SESSION_ROWS}
+        a, b = load_artifacts(d.run_dir), load_artifacts(p.run_dir)
+        for name in ("session_indptr", "session_items", "item_indptr", "item_sessions", "idf"):
+            assert np.array_equal(getattr(a.session_index, name), getattr(b.session_index, name))
+        for x, y in zip(a.rule_lists, b.rule_lists, strict=True):
+            assert np.array_equal(x, y)
+    compacted = chains["delta"][2].run_dir
+    for name in (
+        "session_items.parquet",
+        "item_sessions.parquet",
+        "state/sequential_rule_counts.parquet",
+    ):
+        assert pl.read_parquet(compacted / name).equals(
+            pl.read_parquet(chains["plain"][2].run_dir / name)
+        ), name
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lists=st.lists(st.lists(st.integers(0, 11), max_size=6, unique=True), min_size=1, max_size=6),
+    removed=st.sets(st.integers(0, 11)),
+    lead=st.lists(st.integers(0, 4), min_size=6, max_size=6),
+    sample=st.integers(1, 7),
+)
+def test_base_list_ranks_cuts_each_list_behind_its_leading_sessions(lists, removed, lead, sample):
+    """The reader's cut of the base lists against a per-item loop: an item's base sessions
+    that are not removed follow its ``k`` leading ones, up to ``sample`` in all."""
+    items = [item for item, sessions in enumerate(lists) for _ in sessions]
+    sessions = np.array([s for row in lists for s in row], dtype=np.int64)
+    mask = np.zeros(12, dtype=bool)
+    mask[list(removed)] = True
+    held = pl.DataFrame({"item_id": list(range(len(lists))), "k": lead[: len(lists)]})
+    got = base_list_ranks(pl.Series(items, dtype=pl.Int64), sessions, mask, held, sample)
+    want = []
+    for item, row in enumerate(lists):
+        place = lead[item]
+        for s in row:
+            place += s not in removed
+            want.append(place if s not in removed and place <= sample else 0)
+    assert got.tolist() == want
+
+
 def test_a_delta_holds_only_what_changed_and_references_the_rest(data, tmp_path):
     events, items = data
     root = tmp_path / "root"
     first, second = _chain(events, items, root, (7, 8, 9))
     base = first.manifest["delta"]["base"]
     own = _own_files(second.run_dir)
-    for name in ("items.ann", "batch_recs.parquet", "user_features.parquet", "state/cooc.npz"):
+    referenced = (
+        "items.ann", "batch_recs.parquet", "user_features.parquet", "state/cooc.npz",
+        "session_items.parquet", "item_sessions.parquet", "sequential_rules.parquet",
+        "state/sequential_rule_counts.parquet",
+    )  # fmt: skip
+    for name in referenced:
         assert name not in own and second.manifest["outputs"][name]["run"] == base, name
+    # the session tables: only the sessions, lists and rules the days since the base changed
+    for name in ("session_items.parquet", "item_sessions.parquet"):
+        rows = pl.read_parquet(second.run_dir / "delta" / name).height
+        assert 0 < rows < pl.read_parquet(root / "runs" / base / name).height, name
+    # (on this small log every item gains a rule pair a day: the rules of all are rewritten)
+    added = pl.read_parquet(second.run_dir / "delta" / "state" / "sequential_rule_counts.parquet")
+    rules = pl.read_parquet(second.run_dir / "delta" / "sequential_rules.parquet")
+    assert set(rules["item_id"]) == set(added["item_id"])
     assert {"delta/batch_recs.parquet", "item_embeddings.npy", "item_features.parquet"} <= own
     delta_users = pl.read_parquet(second.run_dir / "delta" / "user_features.parquet")
     assert 0 < delta_users.height < load_artifacts(root).user_features.height

@@ -19,6 +19,9 @@ from rtml_cli.batch.artifacts import (
     build_rule_lists,
     build_session_index,
     load_artifacts,
+    read_manifest,
+    session_rule_counts,
+    session_tables,
 )
 from rtml_cli.batch.precompute import run_precompute
 from rtml_cli.batch.publish import checksums
@@ -202,8 +205,14 @@ def _drop_session_tables(run_dir: Path) -> None:
 
 
 def _tables(run_dir: Path) -> dict[str, pl.DataFrame]:
-    names = [*SESSION_FILES, f"state/{RULE_COUNTS}"]
-    return {name: pl.read_parquet(run_dir / name) for name in names}
+    """The session tables and rule counts as the run serves them (a delta run's overlaid on
+    its base's), in the self-contained files' order."""
+    manifest = read_manifest(run_dir)
+    tables = session_tables(run_dir, manifest, ordered=True)
+    names = dict(zip(("session_items", "item_sessions", "rules"), SESSION_FILES, strict=True))
+    out = {names[key]: frame for key, frame in tables.items()}
+    out[f"state/{RULE_COUNTS}"] = session_rule_counts(run_dir, manifest)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +251,7 @@ def test_session_tables_are_listed_verified_and_equal_after_warm_starts(shop_log
     # chained warm starts (inheriting the parameters) end with a full run's tables
     for as_of in (*cuts[1:], None):
         warm = run_precompute(events, root, as_of=as_of, warm_start=root, n_trees=2)
-        assert warm.mode == "warm-delta"  # session tables are written whole in a delta
+        assert warm.mode == "warm-delta"  # session tables overlaid on the base's
         assert warm.rows["events_read_for_sessions"] < warm.rows["events_before_as_of"]
         full = run_precompute(
             events, tmp_path / f"full-{warm.run_id}", as_of=as_of, sessions=SMALL, **FAST
@@ -251,7 +260,7 @@ def test_session_tables_are_listed_verified_and_equal_after_warm_starts(shop_log
         for name, frame in _tables(full.run_dir).items():
             assert _tables(warm.run_dir)[name].equals(frame), (as_of, name)
     # the tables are verified like every output: a damaged one is refused (65)
-    path = warm.run_dir / "sequential_rules.parquet"
+    path = warm.run_dir / "delta" / "sequential_rules.parquet"
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(DataError, match="sequential_rules.parquet does not match its sha256"):
         load_artifacts(warm.run_dir)

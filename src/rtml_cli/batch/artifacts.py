@@ -57,6 +57,17 @@ USER_TABLES = (
     "state/user_totals.parquet",
     "state/user_items.parquet",
 )
+# A delta run's session tables (``batch.sessions_delta``): the changed sessions, items and
+# rules under delta/, the base's four files referenced (:func:`overlay_session_tables`)
+SESSION_RULE_COUNTS = "state/sequential_rule_counts.parquet"
+DELTA_SESSION_FILES = (
+    "delta/session_items.parquet",
+    "delta/session_removed.parquet",
+    "delta/item_sessions.parquet",
+    "delta/item_idf.parquet",
+    "delta/sequential_rules.parquet",
+    f"delta/{SESSION_RULE_COUNTS}",
+)
 
 
 def _checked_names(outputs: dict[str, Any]) -> list[str]:
@@ -97,6 +108,95 @@ def overlay_users(base: Any, delta: Any) -> Any:
 
     kept = base.filter(~pl.col("user_id").is_in(delta["user_id"].unique().implode()))
     return pl.concat([kept, delta.select(base.columns).cast(base.schema)])
+
+
+def has_session_delta(outputs: dict[str, Any]) -> bool:
+    """Whether a run's manifest lists session deltas (a delta written before them holds its
+    session tables whole, like a self-contained run)."""
+    return all(name in outputs for name in DELTA_SESSION_FILES)
+
+
+def base_list_ranks(
+    items: Any, sessions: np.ndarray, removed: np.ndarray, held: Any, sample: int
+) -> np.ndarray:
+    """The ranks a delta gives the base's ``item_sessions`` rows (``items``: their item_id
+    Series, ordered by item then rank; ``sessions``: their base session_idx): 0 for a row
+    that is gone, else the item's sessions the delta holds (``held``: item_id, k) plus the
+    row's place among the item's base rows of sessions not ``removed`` (a mask by session)."""
+    import polars as pl
+
+    n = len(sessions)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    group = items.rle_id().to_numpy()
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    firsts = pl.DataFrame({"item_id": items.gather(starts)})
+    held = held.select(pl.col("item_id").cast(items.dtype), pl.col("k").cast(pl.Int64))
+    k = firsts.join(held, on="item_id", how="left", maintain_order="left")["k"]
+    lead = k.fill_null(0).to_numpy()
+    keep = ~removed[sessions]
+    seen = np.cumsum(keep)
+    before = seen[starts] - keep[starts]
+    rank = lead[group] + seen - before[group]
+    return np.where(keep & (rank <= sample), rank, 0)
+
+
+def overlay_session_tables(
+    base: dict[str, Any], delta: dict[str, Any], sample: int, *, ordered: bool = False
+) -> dict[str, Any]:
+    """A delta run's session tables from its base's (``session_items``, ``item_sessions``,
+    ``rules`` frames, any subset of their columns with ``session_idx`` / ``item_id``) and its
+    delta files' (the same names plus ``removed`` and ``idf``).
+
+    The delta's sessions are the most recent (``0..T-1``); the base's sessions it does not
+    remove follow in their order. An item's list is the delta's rows (its most recent
+    sessions) then its base rows of sessions not removed, cut at ``sample``
+    (:func:`base_list_ranks`), all with the delta's idf. The delta's rules replace their
+    source items' rules. ``ordered``: rows in the self-contained files' order (readers that
+    index them need not)."""
+    import polars as pl
+
+    b_si, b_is = base["session_items"], base["item_sessions"]
+    d_si, d_is = delta["session_items"], delta["item_sessions"]
+    n_base = int(b_si["session_idx"].max()) + 1 if b_si.height else 0
+    n_delta = int(d_si["session_idx"].max()) + 1 if d_si.height else 0
+    keep = np.ones(n_base, dtype=bool)
+    keep[delta["removed"]["session_idx"].to_numpy()] = False
+    new = np.full(n_base, -1, dtype=np.int64)
+    new[keep] = n_delta + np.arange(int(keep.sum()))
+
+    def renumber(frame: Any) -> Any:
+        idx = new[frame["session_idx"].to_numpy()]
+        return frame.with_columns(pl.Series("session_idx", idx).cast(pl.Int32)).filter(
+            pl.col("session_idx") >= 0
+        )
+
+    # base rows are ordered by session_idx and the numbering is monotone: still ordered
+    session_items = pl.concat([d_si.select(b_si.columns).cast(b_si.schema), renumber(b_si)])
+    held = d_is.group_by("item_id").agg(pl.len().alias("k"))
+    rank = base_list_ranks(
+        b_is["item_id"], b_is["session_idx"].to_numpy().astype(np.int64), ~keep, held, sample
+    )
+    kept = renumber(b_is.with_columns(pl.Series("rank", rank).cast(pl.Int32)).filter(rank > 0))
+    if "idf" in kept.columns:
+        idf = delta["idf"].select("item_id", pl.col("idf").alias("_idf"))
+        kept = (
+            kept.join(idf, on="item_id", how="left", maintain_order="left")
+            .with_columns(pl.col("_idf").alias("idf"))
+            .drop("_idf")
+        )
+    item_sessions = pl.concat([kept, d_is.select(b_is.columns).cast(b_is.schema)])
+    b_rules, d_rules = base["rules"], delta["rules"]
+    rules = pl.concat(
+        [
+            b_rules.filter(~pl.col("item_id").is_in(d_rules["item_id"].unique().implode())),
+            d_rules.select(b_rules.columns).cast(b_rules.schema),
+        ]
+    )
+    if ordered:
+        item_sessions = item_sessions.sort("item_id", "rank")
+        rules = rules.sort("item_id", "rank")
+    return {"session_items": session_items, "item_sessions": item_sessions, "rules": rules}
 
 
 def recency_days(as_of: datetime) -> Any:
@@ -679,22 +779,72 @@ def load_artifacts(path: str | Path, *, checksums: bool = True) -> Artifacts:
 def _read_session_tables(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """The session tables' serving columns, read now (a run pruned later keeps serving);
     none for a run whose manifest does not list them."""
-    import polars as pl
-
     if not all(name in manifest["outputs"] for name in SESSION_FILES):
         return {}
+    return session_tables(
+        run_dir,
+        manifest,
+        columns={
+            "session_items": ["session_idx", "last_ts", "item_id"],
+            "item_sessions": ["item_id", "session_idx", "rank", "idf"],
+            "rules": ["item_id", "next_id", "score", "rank"],
+        },
+    )
+
+
+_SESSION_TABLES = {
+    "session_items": "session_items.parquet",
+    "item_sessions": "item_sessions.parquet",
+    "rules": "sequential_rules.parquet",
+}
+
+
+def session_tables(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    *,
+    columns: dict[str, list[str]] | None = None,
+    ordered: bool = False,
+) -> dict[str, Any]:
+    """A run's session tables (``session_items``, ``item_sessions``, ``rules``) as the run
+    serves them — a delta's overlaid on its base's — read without verifying (callers verify
+    first); ``columns``: only these per table."""
+    import polars as pl
+
     outputs = manifest["outputs"]
-    return {
-        "session_items": pl.read_parquet(
-            output_path(run_dir, "session_items.parquet", outputs["session_items.parquet"]),
-            columns=["session_idx", "last_ts", "item_id"],
-        ),
-        "item_sessions": pl.read_parquet(
-            output_path(run_dir, "item_sessions.parquet", outputs["item_sessions.parquet"]),
-            columns=["item_id", "session_idx", "rank", "idf"],
-        ),
-        "rules": pl.read_parquet(
-            output_path(run_dir, "sequential_rules.parquet", outputs["sequential_rules.parquet"]),
-            columns=["item_id", "next_id", "score", "rank"],
-        ),
+    cols = columns or {}
+
+    def read(name: str, path: Path) -> Any:
+        return pl.read_parquet(path, columns=cols.get(name))
+
+    base = {
+        key: read(key, output_path(run_dir, name, outputs[name]))
+        for key, name in _SESSION_TABLES.items()
     }
+    if not has_session_delta(outputs):
+        return base
+    delta = {key: read(key, run_dir / DELTA_PREFIX / name) for key, name in _SESSION_TABLES.items()}
+    delta["removed"] = pl.read_parquet(run_dir / DELTA_PREFIX / "session_removed.parquet")
+    delta["idf"] = pl.read_parquet(run_dir / DELTA_PREFIX / "item_idf.parquet")
+    sample = int(manifest["params"].get("session_sample", 0) or 0)
+    return overlay_session_tables(base, delta, sample, ordered=ordered)
+
+
+def session_rule_counts(run_dir: Path, manifest: dict[str, Any]) -> Any:
+    """A run's rule counts (``item_id, next_id, weight``, ordered): a delta's are its base's
+    plus the counts added since (integers: exactly a self-contained run's)."""
+    import polars as pl
+
+    outputs = manifest["outputs"]
+    counts = pl.read_parquet(
+        output_path(run_dir, SESSION_RULE_COUNTS, outputs[SESSION_RULE_COUNTS])
+    )
+    if not has_session_delta(outputs):
+        return counts
+    added = pl.read_parquet(run_dir / DELTA_PREFIX / SESSION_RULE_COUNTS)
+    return (
+        pl.concat([counts, added.select(counts.columns).cast(counts.schema)])
+        .group_by("item_id", "next_id")
+        .agg(pl.col("weight").sum())
+        .sort("item_id", "next_id")
+    )

@@ -27,9 +27,11 @@ import numpy as np
 from rtml_cli import __version__
 from rtml_cli.batch.artifacts import (
     DELTA_PREFIX,
+    DELTA_SESSION_FILES,
     FORMAT_VERSION,
     RUN_FILES,
     USER_TABLES,
+    has_session_delta,
     is_delta,
     output_path,
     overlay_users,
@@ -513,6 +515,7 @@ class _Run:
     # sessions (V-SKNN tables, sequential rules)
     session_params: SessionParams = field(default_factory=SessionParams)
     sessions: SessionTablesResult | None = None
+    session_delta: bool = False  # a delta's session tables as deltas of its base's
     # write, publish, switch
     manifest: dict[str, Any] = field(default_factory=dict)
     previous: str | None = None
@@ -1118,7 +1121,8 @@ def _sessions(run: _Run) -> None:
     """V-SKNN's session tables and the sequential rules, written into the run directory.
 
     A warm start continues from the previous run's tables when it has them (built with the
-    same parameters); otherwise they are built from every event, as in a full run."""
+    same parameters); otherwise they are built from every event, as in a full run. A delta
+    run writes only what changed since its base (``batch.sessions_delta``)."""
     from rtml_cli.batch.sessions import build_session_tables
 
     run.steps.start("sessions")
@@ -1126,6 +1130,16 @@ def _sessions(run: _Run) -> None:
     previous = None
     if warm is not None and warm.session_params == run.session_params:
         previous = warm.sessions
+    # the previous tables are a delta's overlay: continue the delta, or (compacting) read the
+    # overlay written out whole, as build_session_tables reads a self-contained run's
+    if warm is not None and previous is not None:
+        overlaid = warm.base_id is not None and has_session_delta(warm.manifest["outputs"])
+        if run.delta and (warm.base_id is None or overlaid):
+            run.sessions = _session_delta(run, warm, previous.n_sessions)
+            run.session_delta = True
+            return
+        if overlaid:
+            previous = _write_overlaid_sessions(run, warm, previous.n_sessions)
     run.sessions = build_session_tables(
         run.con,
         run.index,
@@ -1135,6 +1149,44 @@ def _sessions(run: _Run) -> None:
         previous=previous,
         params=run.session_params,
     )
+
+
+def _session_delta(run: _Run, warm: _WarmState, n_sessions: int) -> SessionTablesResult:
+    from rtml_cli.batch.sessions_delta import ChainBase, PreviousDelta, build_session_delta
+
+    base_dir = run.runs / warm.chain_base
+    base = ChainBase(
+        session_items=base_dir / "session_items.parquet",
+        item_sessions=base_dir / "item_sessions.parquet",
+        rules=base_dir / "sequential_rules.parquet",
+        rule_counts=base_dir / "state" / RULE_COUNTS,
+        as_of=warm.base_as_of or warm.as_of,
+        rows=read_manifest(base_dir)["rows"],
+    )
+    return build_session_delta(
+        run.con,
+        run.index,
+        run.aggregates.select("item_id", "events_total"),
+        run.tmp_dir,
+        since=_require(run.since, "since", "scan"),
+        n_sessions=n_sessions,
+        base=base,
+        previous=PreviousDelta(warm.run_dir / "delta") if warm.base_id is not None else None,
+        params=run.session_params,
+    )
+
+
+def _write_overlaid_sessions(run: _Run, warm: _WarmState, n_sessions: int) -> PreviousSessions:
+    """A delta's session tables and rule counts written out whole (under the spill
+    directory) for a self-contained warm start to continue from."""
+    from rtml_cli.batch.artifacts import session_rule_counts, session_tables
+
+    out = _require(run.spill, "the spill directory", "scan") / "previous-sessions"
+    (out / "state").mkdir(parents=True, exist_ok=True)
+    tables = session_tables(warm.run_dir, warm.manifest)
+    tables["session_items"].write_parquet(out / "session_items.parquet")
+    session_rule_counts(warm.run_dir, warm.manifest).write_parquet(out / "state" / RULE_COUNTS)
+    return PreviousSessions(run_dir=out, n_sessions=n_sessions)
 
 
 def _write(run: _Run) -> None:
@@ -1182,8 +1234,11 @@ def _write(run: _Run) -> None:
     warm = _require(run.warm, "the warm-start run", "features")
     # the files of the chain's base (and its index) are referenced by run id and checksum
     referenced = [*USER_TABLES, "state/cooc.npz", *([] if run.rebuilt else ["items.ann"])]
+    if run.session_delta:
+        referenced += [*SESSION_FILES, f"state/{RULE_COUNTS}"]
     own = [n for n in outputs if n not in referenced]
     own += [DELTA_PREFIX + n for n in (*USER_TABLES, "state/cooc.npz")]
+    own += list(DELTA_SESSION_FILES) if run.session_delta else []
     if run.index_fold is not None:
         np.save(tmp / INDEX_FOLD, run.index_fold)
         own.append(INDEX_FOLD)
