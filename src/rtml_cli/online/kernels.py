@@ -1,0 +1,176 @@
+"""Compiled (numba) loops of the replay's hot paths: the IVF serve of a micro-batch and the truth.
+
+Why numba: numpy pays per call, and the replay's work is many small pieces — a session
+vector from a handful of items, two probed lists of ~170 items, a top-20 — so the numpy
+IVF search spent most of its ~40 µs per request in call overheads and padded partitions.
+These loops do the same work per request in compiled code (a few µs). ``cache=True`` keeps
+the machine code next to this file, so only the first run on a machine compiles; the
+import and the cache load are part of every whole-command timing in ``bench/``.
+
+Every sum runs in one fixed order (dimension by dimension, in float64) whatever the batch,
+so a request's answer never depends on the other requests it is batched with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def ivf_serve(
+    codes: np.ndarray,  # int64 item codes, the flat event arrays (codes >= n_items: unknown)
+    starts: np.ndarray,  # int64 per request: first history position in ``codes``
+    ends: np.ndarray,  # int64 per request: one past the last history position (exclusive)
+    n_items: int,
+    embeddings: np.ndarray,  # float32 (n_items, dim)
+    decay: float,  # <= 0: plain sum; else position-decayed (the last known item weighs 1)
+    centroids_t: np.ndarray,  # float64 (dim, n_lists)
+    vectors_t: np.ndarray,  # float64 (dim, n_items): unit vectors, list by list
+    offsets: np.ndarray,  # int64 (n_lists + 1): where each list starts in ``vectors_t``
+    items: np.ndarray,  # int64 (n_items): item_idx of each column of ``vectors_t``
+    nprobe: int,
+    k: int,
+    exclude_seen: bool,
+) -> np.ndarray:
+    """(requests, k) item_idx per request, best cosine first (ties: lower item_idx), among the
+    ``nprobe`` lists nearest its session vector, the session's items left out when
+    ``exclude_seen``; -1 where those lists hold fewer; row all -1 (and ``[0] == -2``) for a
+    request whose history holds no known item."""
+    n_q = len(starts)
+    dim = embeddings.shape[1]
+    n_lists = centroids_t.shape[1]
+    nprobe = max(1, min(nprobe, n_lists))
+    out = np.full((n_q, k), -1, dtype=np.int64)
+    stamp = np.zeros(n_items, dtype=np.int64)
+    vec = np.zeros(dim, dtype=np.float64)
+    near = np.zeros(n_lists, dtype=np.float64)
+    probe = np.zeros(nprobe, dtype=np.int64)
+    best_s = np.zeros(k, dtype=np.float64)
+    best_i = np.zeros(k, dtype=np.int64)
+    for q in range(n_q):
+        lo, hi = starts[q], ends[q]
+        known = 0
+        for p in range(lo, hi):
+            if codes[p] < n_items:
+                known += 1
+        if known == 0:
+            out[q, 0] = -2
+            continue
+        vec[:] = 0.0
+        seen = 0
+        for p in range(lo, hi):
+            c = codes[p]
+            if c >= n_items:
+                continue
+            w = 1.0
+            if decay > 0.0:
+                w = decay ** (known - 1 - seen)
+            seen += 1
+            for d in range(dim):
+                vec[d] += w * embeddings[c, d]
+            if exclude_seen:
+                stamp[c] = q + 1
+        norm = 0.0
+        for d in range(dim):
+            norm += vec[d] * vec[d]
+        norm = max(np.sqrt(norm), 1e-12)
+        for d in range(dim):
+            vec[d] /= norm
+        # the nearest lists (dimension-major: every score summed in the same order)
+        near[:] = 0.0
+        for d in range(dim):
+            v = vec[d]
+            for lst in range(n_lists):
+                near[lst] += v * centroids_t[d, lst]
+        for j in range(nprobe):
+            top = 0
+            for lst in range(1, n_lists):
+                if near[lst] > near[top]:
+                    top = lst
+            probe[j] = top
+            near[top] = -np.inf
+        # the exact top-k over the probed lists, seen items skipped
+        filled = 0
+        for j in range(nprobe):
+            a, b = offsets[probe[j]], offsets[probe[j] + 1]
+            for col in range(a, b):
+                item = items[col]
+                if exclude_seen and stamp[item] == q + 1:
+                    continue
+                s = 0.0
+                for d in range(dim):
+                    s += vec[d] * vectors_t[d, col]
+                if filled == k:
+                    ws, wi = best_s[k - 1], best_i[k - 1]
+                    if s < ws or (s == ws and item > wi):
+                        continue
+                    pos = k - 1
+                else:
+                    pos = filled
+                    filled += 1
+                while pos > 0 and (
+                    best_s[pos - 1] < s or (best_s[pos - 1] == s and best_i[pos - 1] > item)
+                ):
+                    best_s[pos] = best_s[pos - 1]
+                    best_i[pos] = best_i[pos - 1]
+                    pos -= 1
+                best_s[pos] = s
+                best_i[pos] = item
+        for j in range(filled):
+            out[q, j] = best_i[j]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def next_unseen_truth(
+    codes: np.ndarray,  # int64 item codes, session order
+    events: np.ndarray,  # int8 event codes (1 cart, 2 purchase)
+    req_row: np.ndarray,  # int64 row of each request's event
+    sess_start: np.ndarray,  # int64 first row of each request's session
+    sess_end: np.ndarray,  # int64 one past the last row of each request's session
+    n_codes: int,  # 1 + the largest code
+):
+    """``replay.truth_for`` under ``next-unseen``: per request the first item from its event
+    on that its history does not hold, the first such cart/purchase item, and every such
+    distinct item (as (request, item) pairs, in order of first appearance)."""
+    n = len(req_row)
+    next_code = np.full(n, -1, dtype=np.int64)
+    purchase_code = np.full(n, -1, dtype=np.int64)
+    seen = np.zeros(n_codes, dtype=np.int64)
+    fresh = np.zeros(n_codes, dtype=np.int64)
+    total = 0
+    for r in range(n):  # first pass: how many pairs
+        mark = 2 * r + 1
+        for j in range(sess_start[r], req_row[r]):
+            seen[codes[j]] = mark
+        for j in range(req_row[r], sess_end[r]):
+            c = codes[j]
+            if seen[c] != mark and fresh[c] != mark:
+                fresh[c] = mark
+                total += 1
+    later_req = np.empty(total, dtype=np.int64)
+    later_code = np.empty(total, dtype=np.int64)
+    at = 0
+    for r in range(n):
+        mark = 2 * r + 2
+        for j in range(sess_start[r], req_row[r]):
+            seen[codes[j]] = mark
+        buy = -1
+        first = at
+        for j in range(req_row[r], sess_end[r]):
+            c = codes[j]
+            if seen[c] == mark:
+                continue
+            if at == first:
+                next_code[r] = c
+            if buy < 0 and 1 <= events[j] <= 2:
+                buy = c
+            if fresh[c] != mark:
+                fresh[c] = mark
+                later_req[at] = r
+                later_code[at] = c
+                at += 1
+        if at > first:
+            purchase_code[r] = buy
+    return next_code, purchase_code, later_req, later_code
