@@ -67,9 +67,6 @@ class IVFIndex:
         self.unit = unit
         self.vectors = np.ascontiguousarray(unit[order])  # the same rows, contiguous per list
         self.n_lists = n_lists
-        # dimension-major float64 copies for the compiled serve (``kernels.ivf_serve``)
-        self.centroids_t = np.ascontiguousarray(self.centroids64.T)
-        self.vectors_t = np.ascontiguousarray(self.vectors.T, dtype=np.float64)
 
     def serve(
         self,
@@ -100,8 +97,8 @@ class IVFIndex:
             len(self.items),
             np.ascontiguousarray(embeddings, dtype=np.float32),
             0.0 if decay is None else float(decay),
-            self.centroids_t,
-            self.vectors_t,
+            self.centroids64,
+            self.vectors,
             self.offsets,
             self.items,
             int(nprobe),
