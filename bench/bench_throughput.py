@@ -226,8 +226,8 @@ def main() -> None:
     ranker_from = args.ranker_from or args.start
     for strategy, begin, hours, extra in (
         ("session-embedding", args.start, args.hours, ["--ann", "ivf"]),
-        ("session-embedding", args.start, args.hours, ["--ann", "ivf", "--micro-batch", "1024"]),
         ("online-ranker", ranker_from, args.ranker_hours, ["--ann", "ivf"]),
+        ("session-embedding", args.start, args.hours, ["--ann", "ivf", "--micro-batch", "1024"]),
     )[: args.runs]:
         runs.append(run_cli(args, strategy, begin, hours, extra))
         print(runs[-1], file=sys.stderr, flush=True)
