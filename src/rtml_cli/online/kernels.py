@@ -16,11 +16,82 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
 # reassociation lets each dot product use SIMD lanes; the order it picks is fixed by the
 # compiled code, so it is the same for a request whatever its batch (no nnan/ninf: the
 # probe loop marks taken lists with -inf)
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _session_vector(codes, lo, hi, n_items, embeddings, decay, vec, vec32, stamp, mark):
+    """The unit session vector of ``codes[lo:hi]`` in ``vec`` / ``vec32``, its items stamped
+    with ``mark`` (when ``mark`` > 0); the number of known items (0: no vector)."""
+    known = 0
+    for p in range(lo, hi):
+        if codes[p] < n_items:
+            known += 1
+    if known == 0:
+        return 0
+    vec[:] = 0.0
+    seen = 0
+    for p in range(lo, hi):
+        c = codes[p]
+        if c >= n_items:
+            continue
+        w = 1.0
+        if decay > 0.0:
+            w = decay ** (known - 1 - seen)
+        seen += 1
+        for d in range(len(vec)):
+            vec[d] += w * embeddings[c, d]
+        if mark > 0:
+            stamp[c] = mark
+    norm = 0.0
+    for d in range(len(vec)):
+        norm += vec[d] * vec[d]
+    norm = max(np.sqrt(norm), 1e-12)
+    for d in range(len(vec)):
+        vec[d] /= norm
+        vec32[d] = vec[d]
+    return known
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _nearest_lists(vec, centroids, near, probe):
+    """The ``len(probe)`` lists nearest ``vec`` into ``probe`` (ties: the lower list)."""
+    for lst in range(len(near)):
+        s = 0.0
+        for d in range(len(vec)):
+            s += vec[d] * centroids[lst, d]
+        near[lst] = s
+    for j in range(len(probe)):
+        top = 0
+        for lst in range(1, len(near)):
+            if near[lst] > near[top]:
+                top = lst
+        probe[j] = top
+        near[top] = -np.inf
+
+
+@njit(cache=True, nogil=True)
+def _offer(item, s, best_s, best_i, filled):
+    """Offer ``item`` with score ``s`` to the top list (best first; ties: lower item first)
+    holding ``filled`` entries; the new count."""
+    k = len(best_s)
+    if filled == k:
+        if s < best_s[k - 1] or (s == best_s[k - 1] and item > best_i[k - 1]):
+            return filled
+        pos = k - 1
+    else:
+        pos = filled
+        filled += 1
+    while pos > 0 and (best_s[pos - 1] < s or (best_s[pos - 1] == s and best_i[pos - 1] > item)):
+        best_s[pos] = best_s[pos - 1]
+        best_i[pos] = best_i[pos - 1]
+        pos -= 1
+    best_s[pos] = s
+    best_i[pos] = item
+    return filled
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
@@ -43,98 +114,36 @@ def ivf_serve(
     ``nprobe`` lists nearest its session vector, the session's items left out when
     ``exclude_seen``; -1 where those lists hold fewer; row all -1 (and ``[0] == -2``) for a
     request whose history holds no known item."""
-    n_q = len(starts)
-    dim = embeddings.shape[1]
+    n_q, dim = len(starts), embeddings.shape[1]
     n_lists = centroids.shape[0]
-    nprobe = max(1, min(nprobe, n_lists))
     out = np.full((n_q, k), -1, dtype=np.int64)
     stamp = np.zeros(n_items, dtype=np.int64)
-    vec = np.zeros(dim, dtype=np.float64)
+    vec, vec32 = np.zeros(dim, dtype=np.float64), np.zeros(dim, dtype=np.float32)
     near = np.zeros(n_lists, dtype=np.float64)
-    probe = np.zeros(nprobe, dtype=np.int64)
-    best_s = np.zeros(k, dtype=np.float64)
-    best_i = np.zeros(k, dtype=np.int64)
-    widest = 0
-    for lst in range(n_lists):
-        widest = max(widest, offsets[lst + 1] - offsets[lst])
-    scores = np.zeros(widest, dtype=np.float32)
-    vec32 = np.zeros(dim, dtype=np.float32)
+    probe = np.zeros(max(1, min(nprobe, n_lists)), dtype=np.int64)
+    best_s, best_i = np.zeros(k, dtype=np.float64), np.zeros(k, dtype=np.int64)
+    scores = np.zeros(np.max(np.diff(offsets)) if n_lists else 0, dtype=np.float32)
     for q in range(n_q):
-        lo, hi = starts[q], ends[q]
-        known = 0
-        for p in range(lo, hi):
-            if codes[p] < n_items:
-                known += 1
-        if known == 0:
+        mark = q + 1 if exclude_seen else 0
+        if not _session_vector(
+            codes, starts[q], ends[q], n_items, embeddings, decay, vec, vec32, stamp, mark
+        ):
             out[q, 0] = -2
             continue
-        vec[:] = 0.0
-        seen = 0
-        for p in range(lo, hi):
-            c = codes[p]
-            if c >= n_items:
-                continue
-            w = 1.0
-            if decay > 0.0:
-                w = decay ** (known - 1 - seen)
-            seen += 1
-            for d in range(dim):
-                vec[d] += w * embeddings[c, d]
-            if exclude_seen:
-                stamp[c] = q + 1
-        norm = 0.0
-        for d in range(dim):
-            norm += vec[d] * vec[d]
-        norm = max(np.sqrt(norm), 1e-12)
-        for d in range(dim):
-            vec[d] /= norm
-            vec32[d] = vec[d]
-        # the nearest lists
-        for lst in range(n_lists):
-            s = 0.0
-            for d in range(dim):
-                s += vec[d] * centroids[lst, d]
-            near[lst] = s
-        for j in range(nprobe):
-            top = 0
-            for lst in range(1, n_lists):
-                if near[lst] > near[top]:
-                    top = lst
-            probe[j] = top
-            near[top] = -np.inf
-        # the exact top-k over the probed lists, seen items skipped
-        filled = 0
-        for j in range(nprobe):
-            a, b = offsets[probe[j]], offsets[probe[j] + 1]
-            size = b - a
-            for col in range(size):
+        _nearest_lists(vec, centroids, near, probe)
+        filled = 0  # the exact top-k over the probed lists, seen items skipped
+        for lst in probe:
+            a, b = offsets[lst], offsets[lst + 1]
+            for col in range(b - a):
                 s32 = np.float32(0.0)
                 for d in range(dim):
                     s32 += vec32[d] * vectors[a + col, d]
                 scores[col] = s32
             for col in range(a, b):
                 item = items[col]
-                if exclude_seen and stamp[item] == q + 1:
-                    continue
-                s = float(scores[col - a])
-                if filled == k:
-                    ws, wi = best_s[k - 1], best_i[k - 1]
-                    if s < ws or (s == ws and item > wi):
-                        continue
-                    pos = k - 1
-                else:
-                    pos = filled
-                    filled += 1
-                while pos > 0 and (
-                    best_s[pos - 1] < s or (best_s[pos - 1] == s and best_i[pos - 1] > item)
-                ):
-                    best_s[pos] = best_s[pos - 1]
-                    best_i[pos] = best_i[pos - 1]
-                    pos -= 1
-                best_s[pos] = s
-                best_i[pos] = item
-        for j in range(filled):
-            out[q, j] = best_i[j]
+                if mark == 0 or stamp[item] != mark:
+                    filled = _offer(item, float(scores[col - a]), best_s, best_i, filled)
+        out[q, :filled] = best_i[:filled]
     return out
 
 

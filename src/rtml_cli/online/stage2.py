@@ -90,7 +90,7 @@ class SessionEmbedding(Strategy):
         )
         short = np.flatnonzero(found[:, -1] < 0) if k else np.zeros(0, np.int64)
         if not len(short):
-            return found  # type: ignore[return-value]  # rows are the lists
+            return found  # rows are the lists (a 2-d array iterates as them)
         out = list(found)
         for q in short.tolist():  # an empty history, or probed lists with < k unseen items
             row = found[q]
