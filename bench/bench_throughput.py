@@ -13,7 +13,12 @@ cosine search. Targets (issue #10): session-embedding >= 20,000 requests/s at re
 Make the `large` world first (see bench_simulate.py), then::
 
     .venv/bin/python bench/bench_throughput.py --events /tmp/large/events.parquet \\
-        --artifacts /tmp/large-art --from 2024-04-07T08:00:00Z [--no-write]
+        --artifacts /tmp/large-art --from 2024-03-27T00:00:00Z \\
+        --ranker-from 2024-04-07T00:00:00Z [--no-write]
+
+session-embedding replays the issue's window (2024-03-27 to the log's end, ~2.98M requests:
+the issue measured 2.95M), which amortises the fixed costs (imports, artifacts, reading
+10.5M events) as the issue's figure did; online-ranker a full day.
 
 The result is appended to bench/RESULTS.md as a new dated section.
 """
@@ -110,13 +115,14 @@ def recall(args, nprobes: list[int], k: int = 20, n_queries: int = 4000) -> dict
     unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     rng = np.random.default_rng(0)
     pick = rng.choice(data.n_requests, size=min(n_queries, data.n_requests), replace=False)
-    queries = []
+    queries, hists = [], []
     for j in pick:
         row, s = int(data.req_row[j]), int(data.req_sess[j])
         hist = data.code[int(data.sess_start[s]) : row]
         hist = hist[hist < data.n_items]
         if len(hist):
             queries.append(emb[hist].sum(axis=0))
+            hists.append(hist)
     q = np.stack(queries)
     qu = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     exact = []
@@ -126,12 +132,24 @@ def recall(args, nprobes: list[int], k: int = 20, n_queries: int = 4000) -> dict
     t0 = time.perf_counter()
     index = IVFIndex(unit, seed=0)
     build_s = time.perf_counter() - t0
+    # what the replay serves: the compiled micro-batch serve on the same histories (seen
+    # items kept here, so that the exact search above is the reference)
+    codes = np.concatenate(hists)
+    ends = np.cumsum([len(h) for h in hists])
+    starts = ends - np.asarray([len(h) for h in hists])
     rows = []
     for nprobe in nprobes:
+        index.serve(codes[:1], starts[:1] * 0, ends[:1] * 0 + 1, emb, k=k, nprobe=nprobe)
         t0 = time.perf_counter()
         found = np.concatenate(
-            [index.search(q[lo : lo + 256], k, nprobe) for lo in range(0, len(q), 256)]
-        )
+            [
+                index.serve(
+                    codes, starts[lo : lo + 256], ends[lo : lo + 256], emb,
+                    k=k, nprobe=nprobe, exclude_seen=False,
+                )
+                for lo in range(0, len(q), 256)
+            ]
+        )  # fmt: skip
         us = (time.perf_counter() - t0) / len(q) * 1e6
         got = np.mean([len(set(f.tolist()) & e) / k for f, e in zip(found, exact, strict=True)])
         rows.append({"search": f"ivf --nprobe {nprobe}", "recall": float(got), "us": us})
@@ -158,7 +176,7 @@ def report(runs: list[dict], rec: dict, args) -> str:
         "",
         f"`bench/bench_throughput.py` (issue #10 part 3), {platform.machine()}, Python "
         f"{platform.python_version()}, 2 cores shared with other engineers' jobs, each run a "
-        f"child process pinned to one core; replay on {args.start[:10]}, K=20, --bootstrap 1000 "
+        f"child process pinned to one core; K=20, --bootstrap 1000 "
         f"(the default), RESULTS written; `large` world, {rec['items']:,} items. Load average "
         "(1 min) before / after each run is in the last column: above ~1 the core was shared "
         "and every figure is slower than on an idle core.",
@@ -169,7 +187,7 @@ def report(runs: list[dict], rec: dict, args) -> str:
     ]
     for r in runs:
         lines.append(
-            f"| {r['strategy']} | `{r['options']}` | {r['from'][11:16]} +{r['hours']:g} h | "
+            f"| {r['strategy']} | `{r['options']}` | {r['from'][:16]} +{r['hours']:g} h | "
             f"{r['requests']:,} | {r['wall_s']:.1f} | "
             f"{r['rps_whole']:,.0f} | {r['rps_loop']:,.0f} | {r['setup_s']:.1f} | "
             f"{r['p50']:.3f} / {r['p99']:.3f} | {r['hr']:.3f} | "
@@ -179,7 +197,7 @@ def report(runs: list[dict], rec: dict, args) -> str:
         "",
         f"Recall@20 against exact cosine search, {rec['queries']:,} session vectors of the "
         f"replayed requests (IVF: {rec['lists']} lists, built in {rec['build_s']:.1f} s, "
-        "searched in batches of 256):",
+        "the compiled micro-batch serve of the replay, batches of 256, seen items kept):",
         "",
         "| search | recall@20 | µs per query |",
         "|---|---:|---:|",
@@ -194,8 +212,11 @@ def main() -> None:
     parser.add_argument("--events", required=True)
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--from", dest="start", required=True, help="replay start (ISO 8601)")
-    parser.add_argument("--hours", type=float, default=6, help="session-embedding window")
-    parser.add_argument("--ranker-hours", type=float, default=1)
+    parser.add_argument(
+        "--hours", type=float, default=264, help="session-embedding window (default: to the end)"
+    )
+    parser.add_argument("--ranker-hours", type=float, default=24)
+    parser.add_argument("--runs", type=int, default=3, help="only the first N runs")
     parser.add_argument("--ranker-from", help="online-ranker replay start (default: --from)")
     parser.add_argument("--train-window", default="2h")
     parser.add_argument("--nprobe", default="1,2,4,8", help="IVF probes for the recall table")
@@ -204,14 +225,10 @@ def main() -> None:
     runs = []
     ranker_from = args.ranker_from or args.start
     for strategy, begin, hours, extra in (
-        ("session-embedding", args.start, args.hours, []),
-        ("session-embedding", args.start, args.hours, ["--search-k", "200"]),
         ("session-embedding", args.start, args.hours, ["--ann", "ivf"]),
-        ("session-embedding", args.start, args.hours, ["--ann", "ivf", "--micro-batch", "1024"]),
-        ("online-ranker", ranker_from, args.ranker_hours, []),
         ("online-ranker", ranker_from, args.ranker_hours, ["--ann", "ivf"]),
-        ("online-ranker", ranker_from, args.ranker_hours, ["--ann", "ivf", "--candidates", "200"]),
-    ):
+        ("session-embedding", args.start, args.hours, ["--ann", "ivf", "--micro-batch", "1024"]),
+    )[: args.runs]:
         runs.append(run_cli(args, strategy, begin, hours, extra))
         print(runs[-1], file=sys.stderr, flush=True)
     rec = recall(args, [int(n) for n in args.nprobe.split(",")])

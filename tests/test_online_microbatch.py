@@ -253,3 +253,70 @@ def test_any_split_into_micro_batches_serves_the_same_lists(cuts):
             stream.advance(request.ts)
         for i, strategy in enumerate(strategies):
             assert np.array_equal(strategy.recommend(request, 8), together[i][j])
+
+
+def _truth_reference(codes, events, req_row, sess_start, sess_end):
+    """``truth_for`` (next-unseen) as the plain Python loop it was before the kernel."""
+    n = len(req_row)
+    next_code, purchase_code = np.full(n, -1), np.full(n, -1)
+    pairs = []
+    for r in range(n):
+        seen = set(codes[sess_start[r] : req_row[r]].tolist())
+        fresh, buy = [], -1
+        for j in range(req_row[r], sess_end[r]):
+            item = int(codes[j])
+            if item in seen:
+                continue
+            if not fresh:
+                next_code[r] = item
+            if item not in fresh:
+                fresh.append(item)
+            if buy < 0 and 1 <= events[j] <= 2:
+                buy = item
+        if fresh:
+            purchase_code[r] = buy
+            pairs += [(r, item) for item in fresh]
+    return next_code, purchase_code, pairs
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=15),
+    seed=st.integers(0, 10_000),
+)
+def test_truth_kernel_is_the_python_loop(lengths, seed):
+    from rtml_cli.online.kernels import next_unseen_truth
+
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 9, sum(lengths)).astype(np.int64)  # few items: many re-views
+    events = rng.integers(0, 4, sum(lengths)).astype(np.int8)
+    ends = np.cumsum(lengths)
+    starts = ends - np.asarray(lengths)
+    req_row, s0, s1 = [], [], []
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        for row in range(a + 1, b):
+            req_row.append(row), s0.append(a), s1.append(b)
+    args = [np.asarray(x, dtype=np.int64) for x in (req_row, s0, s1)]
+    got = next_unseen_truth(codes, events, *args, 9)
+    want = _truth_reference(codes, events, *args)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert list(zip(got[2].tolist(), got[3].tolist(), strict=True)) == want[2]
+
+
+def test_ivf_serve_probing_every_list_is_exact_search_without_the_seen_items():
+    unit = _unit(4, 300, 8)
+    emb = (unit * 2.5).astype(np.float32)
+    index = IVFIndex(unit, n_lists=9, seed=0)
+    codes = np.array([5, 7, 300, 5, 11, 300, 299], dtype=np.int64)  # 300: an unknown item
+    starts, ends = np.array([0, 2, 3, 5]), np.array([2, 3, 7, 7])
+    out = index.serve(codes, starts, ends, emb, k=10, nprobe=9)
+    assert (out[1] == [-2] + [-1] * 9).all()  # only the unknown item: no session vector
+    for q in (0, 2, 3):
+        hist = [c for c in codes[starts[q] : ends[q]].tolist() if c < 300]
+        scores = unit @ emb[hist].sum(axis=0)
+        scores[hist] = -np.inf
+        assert out[q].tolist() == np.argsort(-scores, kind="stable")[:10].tolist()
+    kept = index.serve(codes, starts, ends, emb, k=10, nprobe=9, exclude_seen=False)
+    scores = unit @ emb[[5, 7]].sum(axis=0)  # the session's own items may come back
+    assert kept[0].tolist() == np.argsort(-scores, kind="stable")[:10].tolist()
+    assert {5, 7} & set(np.argsort(-scores)[:10].tolist()) == {5, 7} & set(kept[0].tolist())

@@ -245,6 +245,12 @@ _FAILURES = {
         "mine",
         "reads the future",
     ),
+    "batch-differs": (
+        "self.recommend_batch = lambda rs, k: [np.roll(self.recommend(r, k), 1) for r in rs]",
+        "return good",
+        "mine",
+        "answers differently in a batch",
+    ),
     "built-in-name": (
         "pass",
         "return good",

@@ -5,7 +5,8 @@ Each check takes a registry entry, builds its strategy on the tiny shop
 online ranker trained on the day before) and asks it for K items: K distinct known items,
 none seen in the session (under the ``next-item`` protocol seen items are allowed), the
 same list every time, also for empty sessions, unknown items and unknown visitors, and the
-same list when the stream's future is different (it never reads ahead).
+same list when the stream's future is different (it never reads ahead), and the same
+lists from ``recommend_batch`` as from ``recommend`` one request at a time.
 
 ``tests/test_registry.py`` runs :data:`SUITE` over every registered strategy; a plug-in's
 own tests call :func:`check_strategy` (re-exported by ``rtml_cli.online.plugins``), and
@@ -267,6 +268,28 @@ def check_does_not_read_the_future(entry: Entry[Any]) -> None:
                 )
 
 
+def check_batch_is_one_at_a_time(entry: Entry[Any]) -> None:
+    """``recommend_batch`` answers a micro-batch with the lists ``recommend`` gives each
+    request alone (the replay serves batched strategies through it, ``--micro-batch``)."""
+    strategy = built(entry)
+    histories = [*HISTORIES, [], [5]]
+
+    def fresh() -> list[Request]:
+        return [request(h, n_unknown=0 if h else 1) for h in histories]
+
+    together = list(strategy.recommend_batch(fresh(), K))
+    if len(together) != len(histories):
+        _fail(f"answered a batch of {len(histories)} requests with {len(together)} lists")
+    for history, req, out in zip(histories, fresh(), together, strict=True):
+        alone = strategy.recommend(req, K)
+        if not np.array_equal(np.asarray(out), alone):
+            _fail(
+                f"answers differently in a batch: the session {_ids(history)} got "
+                f"{_ids(np.asarray(out).tolist())} from recommend_batch and {_ids(alone)} "
+                "from recommend (a request's list may not depend on its batch)"
+            )
+
+
 CHECKS: tuple[Callable[[Entry[Any]], None], ...] = (
     check_is_a_strategy,
     check_returns_k_distinct_unseen_items,
@@ -274,6 +297,7 @@ CHECKS: tuple[Callable[[Entry[Any]], None], ...] = (
     check_is_deterministic,
     check_handles_empty_sessions_and_unknown_items,
     check_does_not_read_the_future,
+    check_batch_is_one_at_a_time,
 )
 
 SUITE = Suite(REGISTRY, CHECKS)

@@ -38,9 +38,9 @@ from rtml_cli.online.metrics import request_metrics, summarise
 from rtml_cli.online.replay import (
     SEGMENTS,
     ReplayData,
+    RequestBatch,
     Truth,
     from_us,
-    request_at,
     streams_for,
     to_us,
     truth_for,
@@ -454,17 +454,24 @@ def _replay_loop(
     alone = [si for si in range(len(served)) if si not in together]
     for lo in range(0, n, micro_batch):
         hi = min(n, lo + micro_batch)
-        batch = [request_at(data, j, rows, sesses, streams, protocol) for j in range(lo, hi)]
+        batch = RequestBatch(data, lo, hi, rows, sesses, streams, protocol)
         for stream in streams.values():
-            stream.advance(batch[0].ts)
+            stream.advance(batch.first_ts)
         for si in together:
             strategy = served[si]
             t0 = clock()
             outs = strategy.recommend_batch(batch, k)
             latency[si, lo:hi] = (clock() - t0 + strategy.borrowed_ns) // (hi - lo)
             strategy.borrowed_ns = 0
+            if isinstance(outs, np.ndarray) and outs.ndim == 2:  # (requests, <= k) at once
+                lists[si, lo:hi, : outs.shape[1]] = outs[:, :k]
+                continue
             for j, out in enumerate(outs, start=lo):
                 lists[si, j, : len(out)] = out[:k]
+        if not alone:
+            if progress is not None and hi // step > lo // step:
+                progress(hi, n)
+            continue
         for j, req in enumerate(batch, start=lo):
             for stream in streams.values():
                 stream.advance(req.ts)

@@ -7,7 +7,7 @@ replicate reweights every session's sums and counts. All strategies share the sa
 replicates, so the interval of a difference between two strategies is paired: it reflects
 only how the two disagree on the same sessions, which is what decides a ranking.
 
-The replicates are Poisson(1) weights per session (the Poisson bootstrap, Hanley &
+The replicates are Poisson(1) weights per session (drawn by table lookup; the Poisson bootstrap, Hanley &
 MacGibbon 2006; Chamandy et al. 2012): for the thousands of sessions of a replay it
 matches the multinomial bootstrap, and it can be drawn in chunks, so memory stays bounded
 by ``_CHUNK_CELLS`` whatever the number of sessions. Intervals are percentile intervals.
@@ -15,6 +15,7 @@ by ``_CHUNK_CELLS`` whatever the number of sessions. Intervals are percentile in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,21 @@ import numpy as np
 CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 1000
 _CHUNK_CELLS = 4_000_000  # weights drawn at once: replicates x sessions
+
+
+def _poisson1_table(bits: int = 16) -> np.ndarray:
+    """Poisson(1) by inverse CDF on ``bits``-bit uniforms: entry u is the smallest x with
+    CDF(x) > (u + 1/2) / 2^bits. Every probability is within 2^-bits of Poisson(1)'s (values
+    above 8, together < 1e-6, are cut), and a table lookup is ~10x cheaper than numpy's
+    Poisson sampler: at a few million sessions x 1,000 replicates that was most of a
+    replay's summary."""
+    probs = [math.exp(-1.0) / math.factorial(x) for x in range(20)]
+    cdf = np.cumsum(probs)
+    u = (np.arange(1 << bits) + 0.5) / (1 << bits)
+    return np.searchsorted(cdf, u, side="right").astype(np.float32)
+
+
+_POISSON1 = _poisson1_table()
 
 
 @dataclass(frozen=True)
@@ -45,7 +61,8 @@ class SessionBootstrap:
         done = 0
         while done < self.n_boot:
             size = min(chunk, self.n_boot - done)
-            yield rng.poisson(1.0, size=(size, self.n_sessions)).astype(np.float32)
+            draws = rng.integers(0, 1 << 16, size=(size, self.n_sessions), dtype=np.uint16)
+            yield _POISSON1.take(draws)
             done += size
 
     def ratios(self, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:

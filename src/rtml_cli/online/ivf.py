@@ -68,6 +68,44 @@ class IVFIndex:
         self.vectors = np.ascontiguousarray(unit[order])  # the same rows, contiguous per list
         self.n_lists = n_lists
 
+    def serve(
+        self,
+        codes: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        embeddings: np.ndarray,
+        *,
+        k: int,
+        nprobe: int,
+        decay: float | None = None,
+        exclude_seen: bool = True,
+    ) -> np.ndarray:
+        """A micro-batch of session requests in one compiled call (``kernels.ivf_serve``).
+
+        Request ``q``'s history is ``codes[starts[q]:ends[q]]`` (codes >= the number of items
+        are unknown items, skipped); its session vector is the sum (``decay``: the
+        position-decayed sum) of their ``embeddings``. Returns (len(starts), k) item_idx,
+        best cosine first (ties: lower item_idx), the history's items left out when
+        ``exclude_seen``; -1 where the probed lists run dry; a row starting with -2 for a
+        request without a known item."""
+        from rtml_cli.online.kernels import ivf_serve
+
+        return ivf_serve(
+            np.ascontiguousarray(codes, dtype=np.int64),
+            np.ascontiguousarray(starts, dtype=np.int64),
+            np.ascontiguousarray(ends, dtype=np.int64),
+            len(self.items),
+            np.ascontiguousarray(embeddings, dtype=np.float32),
+            0.0 if decay is None else float(decay),
+            self.centroids64,
+            self.vectors,
+            self.offsets,
+            self.items,
+            int(nprobe),
+            int(k),
+            bool(exclude_seen),
+        )
+
     def probe(self, queries: np.ndarray, nprobe: int) -> np.ndarray:
         """(len(queries), nprobe) ids of each query's nearest lists, ascending."""
         return self._probe(_unit64(np.asarray(queries, dtype=np.float32)), nprobe)

@@ -75,9 +75,10 @@ def summarise(
     n = int(mask.sum())
     truth_mask = mask & metrics["has_truth"]
     purchase_mask = mask & metrics["has_purchase"]
-    served = lists[mask]
-    served = served[served >= 0]
-    coverage = len(np.unique(served)) / n_items if n_items else 0.0
+    # one flag per item (the spare last slot takes the -1 padding): a scatter, not a sort
+    listed = np.zeros(n_items + 1, dtype=bool)
+    listed[lists[mask].ravel()] = True
+    coverage = int(listed[:n_items].sum()) / n_items if n_items else 0.0
     lat = latency_us[mask]
 
     def mean(name: str, m: np.ndarray = mask) -> float | None:

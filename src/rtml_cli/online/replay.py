@@ -25,10 +25,10 @@ Definitions (documented in docs/replay-protocol.md):
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -345,38 +345,22 @@ def truth_for(data: ReplayData, protocol: str = DEFAULT_PROTOCOL) -> Truth:
     timed loop)."""
     if protocol == "next-item":
         return _next_item_truth(data)
-    n = data.n_requests
-    next_code = np.full(n, -1, dtype=np.int64)
-    purchase_code = np.full(n, -1, dtype=np.int64)
-    later_req: list[np.ndarray] = []
-    later_code: list[np.ndarray] = []
-    codes, events = data.code.tolist(), data.event.tolist()
-    starts, lens = data.sess_start.tolist(), data.sess_len.tolist()
-    for r, (row, s) in enumerate(zip(data.req_row.tolist(), data.req_sess.tolist(), strict=True)):
-        s0 = starts[s]
-        seen = set(codes[s0:row])
-        fresh: list[int] = []
-        buy = -1
-        for j in range(row, s0 + lens[s]):
-            item = codes[j]
-            if item in seen:
-                continue
-            if not fresh:
-                next_code[r] = item
-            if item not in fresh:
-                fresh.append(item)
-            if buy < 0 and 1 <= events[j] <= 2:
-                buy = item
-        if not fresh:
-            continue
-        purchase_code[r] = buy
-        later_code.append(np.asarray(fresh, dtype=np.int64))
-        later_req.append(np.full(len(fresh), r, dtype=np.int64))
+    from rtml_cli.online.kernels import next_unseen_truth
+
+    sess_start = data.sess_start[data.req_sess]
+    next_code, purchase_code, later_req, later_code = next_unseen_truth(
+        data.code,
+        data.event,
+        data.req_row,
+        sess_start,
+        sess_start + data.sess_len[data.req_sess],
+        int(data.code.max()) + 1 if len(data.code) else 1,
+    )
     return Truth(
         next_code=next_code,
         purchase_code=purchase_code,
-        later_req=np.concatenate(later_req) if later_req else np.zeros(0, np.int64),
-        later_code=np.concatenate(later_code) if later_code else np.zeros(0, np.int64),
+        later_req=later_req,
+        later_code=later_code,
     )
 
 
@@ -435,6 +419,72 @@ def request_at(
         streams=streams,
         protocol=protocol,
     )
+
+
+class RequestBatch(Sequence[Request]):
+    """Requests ``lo`` … ``hi - 1`` of a replay as one micro-batch.
+
+    A ``Sequence[Request]``: each ``Request`` is built (``request_at``) on first access, so a
+    strategy that iterates the batch sees exactly what it would see one request at a time.
+    A strategy that serves the whole batch in compiled code reads the same histories as
+    arrays instead: request ``q``'s history is ``codes[starts[q]:ends[q]]`` — its session's
+    events before its own, never a later one."""
+
+    def __init__(
+        self,
+        data: ReplayData,
+        lo: int,
+        hi: int,
+        rows: list[int],
+        sesses: list[int],
+        streams: dict[int, WindowedCounts],
+        protocol: str = DEFAULT_PROTOCOL,
+    ) -> None:
+        self.data, self.lo, self.hi = data, lo, hi
+        self._rows, self._sesses, self._streams = rows, sesses, streams
+        self.protocol = protocol
+        self._built: list[Request | None] = [None] * (hi - lo)
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self.data.code
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self.data.sess_start[self.data.req_sess[self.lo : self.hi]]
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self.data.req_row[self.lo : self.hi]
+
+    @property
+    def first_ts(self) -> int:
+        """The time of the batch's first request (µs)."""
+        return int(self.data.ts[self._rows[self.lo]])
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    @overload
+    def __getitem__(self, i: int) -> Request: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Request]: ...
+
+    def __getitem__(self, i: int | slice) -> Request | list[Request]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        built = self._built[i]
+        if built is None:
+            built = request_at(
+                self.data, self.lo + i, self._rows, self._sesses, self._streams, self.protocol
+            )
+            self._built[i] = built
+        return built
 
 
 def streams_for(data: ReplayData, lags: Iterable[timedelta]) -> dict[int, WindowedCounts]:

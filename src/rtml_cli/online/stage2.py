@@ -14,6 +14,7 @@ from datetime import timedelta
 import numpy as np
 
 from rtml_cli.online.base import STRATEGIES, Env, Request, Strategy, take_unseen
+from rtml_cli.online.replay import RequestBatch
 
 
 def session_vector(env: Env, items: np.ndarray, decay: float | None) -> np.ndarray:
@@ -57,24 +58,45 @@ class SessionEmbedding(Strategy):
         return env.fill(take_unseen(found, seen, k), seen, k)
 
     def recommend_batch(self, requests: Sequence[Request], k: int) -> list[np.ndarray]:
-        """With the IVF searcher: one search for the whole batch; else ``recommend`` each."""
+        """With the IVF searcher: the whole batch in one compiled call (session vectors,
+        probes, exact top-k of the probed lists without the seen items: ``IVFIndex.serve``),
+        reading a ``replay.RequestBatch``'s histories as arrays; else ``recommend`` each.
+        Returns a (requests, k) array when every list is full."""
         env = self.env
         if env.ann != "ivf":
             return [self.recommend(request, k) for request in requests]
-        live = [i for i, request in enumerate(requests) if len(request.items)]
-        out = [
-            env.fill([], request.seen_set, k) if not len(request.items) else None
-            for request in requests
-        ]
-        if live:
-            vectors = np.stack([session_vector(env, requests[i].items, self.decay) for i in live])
-            n = k + max(len(requests[i].seen_set) for i in live)
-            found = env.ivf().search(vectors, n, env.nprobe)
-            for row, i in zip(found.tolist(), live, strict=True):
-                seen = requests[i].seen_set
-                mine = [item for item in row[: k + len(seen)] if item >= 0]
-                out[i] = env.fill(take_unseen(mine, seen, k), seen, k)
-        return out  # type: ignore[return-value]
+        if not len(requests):
+            return []
+        if isinstance(requests, RequestBatch):
+            codes, starts, ends = requests.codes, requests.starts, requests.ends
+            protocol = requests.protocol
+        else:  # any sequence of requests: their (known) items, end to end
+            lengths = np.fromiter((len(r.items) for r in requests), np.int64, len(requests))
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
+            codes = (
+                np.concatenate([r.items for r in requests]) if ends[-1] else np.zeros(0, np.int64)
+            )
+            protocol = requests[0].protocol
+        found = env.ivf().serve(
+            codes,
+            starts,
+            ends,
+            env.embeddings,
+            k=k,
+            nprobe=env.nprobe,
+            decay=self.decay,
+            exclude_seen=protocol == "next-unseen",
+        )
+        short = np.flatnonzero(found[:, -1] < 0) if k else np.zeros(0, np.int64)
+        if not len(short):
+            return found  # rows are the lists (a 2-d array iterates as them)
+        out = list(found)
+        for q in short.tolist():  # an empty history, or probed lists with < k unseen items
+            row = found[q]
+            mine = [] if row[0] == -2 else row[row >= 0].tolist()
+            out[q] = env.fill(mine, requests[q].seen_set, k)
+        return out
 
 
 def knn_scores(env: Env, items: np.ndarray, max_items: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,201 @@
+"""Compiled (numba) loops of the replay's hot paths: the IVF serve of a micro-batch and the truth.
+
+Why numba: numpy pays per call, and the replay's work is many small pieces — a session
+vector from a handful of items, two probed lists of ~170 items, a top-20 — so the numpy
+IVF search spent most of its ~40 µs per request in call overheads and padded partitions.
+These loops do the same work per request in compiled code (a few µs). ``cache=True`` keeps
+the machine code next to this file, so only the first run on a machine compiles; the
+import and the cache load are part of every whole-command timing in ``bench/``.
+
+Every sum runs in an order fixed by the compiled code whatever the batch, so a request's
+answer never depends on the other requests it is batched with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# reassociation lets each dot product use SIMD lanes; the order it picks is fixed by the
+# compiled code, so it is the same for a request whatever its batch (no nnan/ninf: the
+# probe loop marks taken lists with -inf)
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _session_vector(codes, lo, hi, n_items, embeddings, decay, vec, vec32, stamp, mark):
+    """The unit session vector of ``codes[lo:hi]`` in ``vec`` / ``vec32``, its items stamped
+    with ``mark`` (when ``mark`` > 0); the number of known items (0: no vector)."""
+    known = 0
+    for p in range(lo, hi):
+        if codes[p] < n_items:
+            known += 1
+    if known == 0:
+        return 0
+    vec[:] = 0.0
+    seen = 0
+    for p in range(lo, hi):
+        c = codes[p]
+        if c >= n_items:
+            continue
+        w = 1.0
+        if decay > 0.0:
+            w = decay ** (known - 1 - seen)
+        seen += 1
+        for d in range(len(vec)):
+            vec[d] += w * embeddings[c, d]
+        if mark > 0:
+            stamp[c] = mark
+    norm = 0.0
+    for d in range(len(vec)):
+        norm += vec[d] * vec[d]
+    norm = max(np.sqrt(norm), 1e-12)
+    for d in range(len(vec)):
+        vec[d] /= norm
+        vec32[d] = vec[d]
+    return known
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _nearest_lists(vec, centroids, near, probe):
+    """The ``len(probe)`` lists nearest ``vec`` into ``probe`` (ties: the lower list)."""
+    for lst in range(len(near)):
+        s = 0.0
+        for d in range(len(vec)):
+            s += vec[d] * centroids[lst, d]
+        near[lst] = s
+    for j in range(len(probe)):
+        top = 0
+        for lst in range(1, len(near)):
+            if near[lst] > near[top]:
+                top = lst
+        probe[j] = top
+        near[top] = -np.inf
+
+
+@njit(cache=True, nogil=True)
+def _offer(item, s, best_s, best_i, filled):
+    """Offer ``item`` with score ``s`` to the top list (best first; ties: lower item first)
+    holding ``filled`` entries; the new count."""
+    k = len(best_s)
+    if filled == k:
+        if s < best_s[k - 1] or (s == best_s[k - 1] and item > best_i[k - 1]):
+            return filled
+        pos = k - 1
+    else:
+        pos = filled
+        filled += 1
+    while pos > 0 and (best_s[pos - 1] < s or (best_s[pos - 1] == s and best_i[pos - 1] > item)):
+        best_s[pos] = best_s[pos - 1]
+        best_i[pos] = best_i[pos - 1]
+        pos -= 1
+    best_s[pos] = s
+    best_i[pos] = item
+    return filled
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def ivf_serve(
+    codes: np.ndarray,  # int64 item codes, the flat event arrays (codes >= n_items: unknown)
+    starts: np.ndarray,  # int64 per request: first history position in ``codes``
+    ends: np.ndarray,  # int64 per request: one past the last history position (exclusive)
+    n_items: int,
+    embeddings: np.ndarray,  # float32 (n_items, dim)
+    decay: float,  # <= 0: plain sum; else position-decayed (the last known item weighs 1)
+    centroids: np.ndarray,  # float64 (n_lists, dim)
+    vectors: np.ndarray,  # float32 (n_items, dim): unit vectors, list by list
+    offsets: np.ndarray,  # int64 (n_lists + 1): where each list starts in ``vectors``
+    items: np.ndarray,  # int64 (n_items): item_idx, list by list
+    nprobe: int,
+    k: int,
+    exclude_seen: bool,
+) -> np.ndarray:
+    """(requests, k) item_idx per request, best cosine first (ties: lower item_idx), among the
+    ``nprobe`` lists nearest its session vector, the session's items left out when
+    ``exclude_seen``; -1 where those lists hold fewer; row all -1 (and ``[0] == -2``) for a
+    request whose history holds no known item."""
+    n_q, dim = len(starts), embeddings.shape[1]
+    n_lists = centroids.shape[0]
+    out = np.full((n_q, k), -1, dtype=np.int64)
+    stamp = np.zeros(n_items, dtype=np.int64)
+    vec, vec32 = np.zeros(dim, dtype=np.float64), np.zeros(dim, dtype=np.float32)
+    near = np.zeros(n_lists, dtype=np.float64)
+    probe = np.zeros(max(1, min(nprobe, n_lists)), dtype=np.int64)
+    best_s, best_i = np.zeros(k, dtype=np.float64), np.zeros(k, dtype=np.int64)
+    scores = np.zeros(np.max(np.diff(offsets)) if n_lists else 0, dtype=np.float32)
+    for q in range(n_q):
+        mark = q + 1 if exclude_seen else 0
+        if not _session_vector(
+            codes, starts[q], ends[q], n_items, embeddings, decay, vec, vec32, stamp, mark
+        ):
+            out[q, 0] = -2
+            continue
+        _nearest_lists(vec, centroids, near, probe)
+        filled = 0  # the exact top-k over the probed lists, seen items skipped
+        for lst in probe:
+            a, b = offsets[lst], offsets[lst + 1]
+            for col in range(b - a):
+                s32 = np.float32(0.0)
+                for d in range(dim):
+                    s32 += vec32[d] * vectors[a + col, d]
+                scores[col] = s32
+            for col in range(a, b):
+                item = items[col]
+                if mark == 0 or stamp[item] != mark:
+                    filled = _offer(item, float(scores[col - a]), best_s, best_i, filled)
+        out[q, :filled] = best_i[:filled]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def next_unseen_truth(
+    codes: np.ndarray,  # int64 item codes, session order
+    events: np.ndarray,  # int8 event codes (1 cart, 2 purchase)
+    req_row: np.ndarray,  # int64 row of each request's event
+    sess_start: np.ndarray,  # int64 first row of each request's session
+    sess_end: np.ndarray,  # int64 one past the last row of each request's session
+    n_codes: int,  # 1 + the largest code
+):
+    """``replay.truth_for`` under ``next-unseen``: per request the first item from its event
+    on that its history does not hold, the first such cart/purchase item, and every such
+    distinct item (as (request, item) pairs, in order of first appearance)."""
+    n = len(req_row)
+    next_code = np.full(n, -1, dtype=np.int64)
+    purchase_code = np.full(n, -1, dtype=np.int64)
+    seen = np.zeros(n_codes, dtype=np.int64)
+    fresh = np.zeros(n_codes, dtype=np.int64)
+    total = 0
+    for r in range(n):  # first pass: how many pairs
+        mark = 2 * r + 1
+        for j in range(sess_start[r], req_row[r]):
+            seen[codes[j]] = mark
+        for j in range(req_row[r], sess_end[r]):
+            c = codes[j]
+            if seen[c] != mark and fresh[c] != mark:
+                fresh[c] = mark
+                total += 1
+    later_req = np.empty(total, dtype=np.int64)
+    later_code = np.empty(total, dtype=np.int64)
+    at = 0
+    for r in range(n):
+        mark = 2 * r + 2
+        for j in range(sess_start[r], req_row[r]):
+            seen[codes[j]] = mark
+        buy = -1
+        first = at
+        for j in range(req_row[r], sess_end[r]):
+            c = codes[j]
+            if seen[c] == mark:
+                continue
+            if at == first:
+                next_code[r] = c
+            if buy < 0 and 1 <= events[j] <= 2:
+                buy = c
+            if fresh[c] != mark:
+                fresh[c] = mark
+                later_req[at] = r
+                later_code[at] = c
+                at += 1
+        if at > first:
+            purchase_code[r] = buy
+    return next_code, purchase_code, later_req, later_code
