@@ -270,11 +270,13 @@ def test_sample_world_detectors_and_costs(shop_run) -> None:
         row = rows[spec]
         assert row["false_alarms"] == 0, spec
         assert row["detected_in_time"], spec  # within 2 steps (4 days) of the shift
-    # Stateful updates read far fewer rows and take less time than stateless ones.
+    # Stateful updates read far fewer rows than stateless ones. Their training seconds are
+    # wall-clock figures and are compared in bench/bench_retrain.py, not here: on a loaded
+    # machine the order of two short timings is not a property of the code.
     stateful, stateless = rows["stateful:2d"], rows["stateless:2d"]
     assert stateful["updates"] == stateless["updates"]
     assert stateful["rows"] < 0.25 * stateless["rows"]
-    assert stateful["train_seconds"] < stateless["train_seconds"]
+    assert stateful["train_seconds"] > 0 and stateless["train_seconds"] > 0
 
 
 @pytest.mark.parametrize("command", [["drift"], ["drift", "popularity"], ["retrain"]])
