@@ -53,6 +53,10 @@ ENGINES = ("local", "ray")
 RAY_EXTRA = "pip install 'rtml[ray]'"
 #: Ray retries a task whose worker died (a killed process, a lost node) this many times.
 MAX_RETRIES = 3
+#: On Ray, with more than one shard, each shard's sessions go in this many pieces, a job
+#: each: small jobs that the workers take as they come free keep them all busy to the end
+#: (the learning jobs can only start once the build is done).
+PIECES_PER_SHARD = 4
 #: Seconds to wait for a TCP answer from --address before giving up (exit 69).
 CONNECT_TIMEOUT_S = 3.0
 #: Test hook: the first shard task that finds no file at this path creates it and kills
@@ -73,13 +77,14 @@ class ShardJob:
 
     shard: int  # 1-based
     shards: int
-    events: str  # the shard's directory (shardio.write_events)
+    events: str  # the piece's directory (shardio.write_events)
     stream: str  # the count table every task reads
     run_dir: str  # the precompute run
     settings: Any  # engine._Settings, ``names`` being this job's strategies only
     strategies: tuple[int, ...] = ()  # their positions in the run's strategies
     strategy_modules: tuple[str, ...] = ()
     built: bool = False  # the strategies come from the build task (``run_build``)
+    piece: int = 1  # 1-based, of the pieces the shard's sessions are split in
 
 
 @dataclass(frozen=True)
@@ -118,12 +123,17 @@ class ShardOutput:
     read_bytes: int = 0  # the Parquet files it read (not the artifacts)
     cpu_seconds: float = 0.0  # the task process's CPU time (below wall time on a busy machine)
     host: str = ""
+    piece: int = 1
     strategies: tuple[int, ...] = ()  # the positions of ``lists``' strategies in the run
     built: Built | None = None  # what the learning strategies came from (the build task)
+    started: float = 0.0  # the task's start and end, seconds since the epoch (its timeline)
+    ended: float = 0.0
+    pid: int = 0
 
     def timings(self) -> dict[str, Any]:
         return {
             "shard": self.shard,
+            "piece": self.piece,
             "strategies": "learning" if self.built is not None else "other",
             "requests": len(self.request_id),
             "read_bytes": self.read_bytes,
@@ -131,14 +141,22 @@ class ShardOutput:
             "setup_seconds": round(self.setup_seconds, 3),
             "replay_seconds": round(self.replay_seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
+            "started": self.started,
+            "ended": self.ended,
+            "pid": self.pid,
         }
 
 
-def run_shard(job: ShardJob, built: Built | None = None) -> ShardOutput:
+def run_shard(
+    job: ShardJob, built: Built | None = None, cache: dict[str, Any] | None = None
+) -> ShardOutput:
     """One task: load, read the shard, take (or build) its strategies, serve its requests.
 
     ``built``: the build task's result when ``job.built`` (Ray passes the object by
-    reference: every task of a run reads the one copy in the object store)."""
+    reference: every task of a run reads the one copy in the object store). ``cache``:
+    what this process loaded and built for an earlier job of the same run (the artifacts,
+    the other strategies pickled), reused: Ray runs a run's jobs on the same workers."""
+    started = time.time()
     _test_kill_hook()
     from rtml_cli.batch.artifacts import load_artifacts
     from rtml_cli.online import strategies as _registered  # noqa: F401  (the built-ins)
@@ -151,7 +169,7 @@ def run_shard(job: ShardJob, built: Built | None = None) -> ShardOutput:
     reading = time.perf_counter()
     if job.strategy_modules:
         load_strategies(settings.names, list(job.strategy_modules))
-    art = load_artifacts(job.run_dir)
+    art = _cached(cache, ("artifacts", job.run_dir), lambda: load_artifacts(job.run_dir))
     data = read_replay(Path(job.events), Path(job.stream))
     files = [job.events + "/" + EVENTS_FILE, job.stream]
     training = None
@@ -165,6 +183,16 @@ def run_shard(job: ShardJob, built: Built | None = None) -> ShardOutput:
     read_bytes = sum(os.path.getsize(f) for f in files)
     if job.built and built is not None and built.data is not None:
         served, setup_seconds = unpack_strategies(built.data, art)
+    elif not job.built and cache is not None:  # built once per process, a fresh copy per job
+        building = time.perf_counter()
+        packed = _cached(
+            cache, ("other", job.run_dir, repr(settings)), lambda: _pack_built(art, settings)
+        )
+        if packed is not None:
+            served, _ = unpack_strategies(packed, art)
+        else:
+            served, _ = _build_with(art, settings, lambda: None)
+        setup_seconds = time.perf_counter() - building
     else:  # the strategies that do not learn, or ones that could not be pickled
         served, setup_seconds = _build_with(art, settings, lambda: training)
     lists, latency, replay_seconds = _serve(
@@ -182,9 +210,44 @@ def run_shard(job: ShardJob, built: Built | None = None) -> ShardOutput:
         read_bytes=read_bytes,
         cpu_seconds=time.process_time() - cpu,
         host=socket.gethostname(),
+        piece=job.piece,
         strategies=job.strategies,
         built=built if job.built else None,
+        started=started,
+        ended=time.time(),
+        pid=os.getpid(),
     )
+
+
+def _cached(cache: dict[str, Any] | None, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()``, kept in ``cache`` under ``key`` (one value per kind: a new run's
+    artifacts replace the last run's)."""
+    if cache is None:
+        return make()
+    kind = key[0]
+    held = cache.get(kind)
+    if held is None or held[0] != key:
+        cache[kind] = None  # let the old value go before making the new one
+        held = cache[kind] = (key, make())
+    return held[1]
+
+
+def _pack_built(art: Any, settings: Any) -> bytes | None:
+    """The strategies of ``settings`` (none of which learns) built and pickled."""
+    from rtml_cli.online import engine as eng
+
+    env = eng._env(art, settings, lambda: None)
+    served, _ = eng._build_in(env, settings)
+    return pack_strategies(served, env)
+
+
+#: What a Ray worker process keeps between the jobs of a run (``run_shard``'s ``cache``).
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _run_shard_on_worker(job: ShardJob, built: Built | None = None) -> ShardOutput:
+    """``run_shard`` in a Ray worker, which keeps what it loaded for the run's next job."""
+    return run_shard(job, built, _WORKER_CACHE)
 
 
 def run_build(job: BuildJob) -> Built:
@@ -331,6 +394,10 @@ class LocalExecutor:
     def warm(self, tasks: int) -> None:
         """Nothing to start: the jobs run in this process."""
 
+    def pieces(self, shards: int) -> int:
+        """One piece per shard: the jobs run one after another anyway."""
+        return shards
+
     def start_build(self, job: BuildJob) -> BuildJob:
         """Nothing starts here: ``run`` builds first, in this process."""
         return job
@@ -357,7 +424,7 @@ class RayExecutor:
     def __init__(self, ray: Any, address: str | None) -> None:
         self.ray = ray
         self.address = address
-        self._remote = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(run_shard)
+        self._remote = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(_run_shard_on_worker)
         self._build = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(run_build)
         self._warm = ray.remote(max_retries=0, num_cpus=1)(_warm_worker)
         self._warming: list[Any] = []
@@ -371,6 +438,10 @@ class RayExecutor:
 
     def workers(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
+    def pieces(self, shards: int) -> int:
+        """Sessions in ``PIECES_PER_SHARD`` pieces per shard when shards run side by side."""
+        return shards if shards == 1 else shards * PIECES_PER_SHARD
 
     def start_build(self, job: BuildJob) -> Any:
         """Submit the build task now: it runs on a worker while the driver prepares."""
@@ -588,7 +659,7 @@ def simulate_sharded(
             run = eng._prepare(events, art_source, settings, start=start, end=end, world=world)
             run.warnings[:0] = notes
             prepared = time.perf_counter()
-            jobs = _write_jobs(run, settings, n, work, modules, learning)
+            jobs = _write_jobs(run, settings, n, executor.pieces(n), work, modules, learning)
             written = time.perf_counter()
             collected = _collect(executor, jobs, run.data, settings, on_shard, build, n)
         except BaseException:
@@ -617,7 +688,8 @@ def simulate_sharded(
         "write_seconds": round(written - prepared, 3),  # the driver: shard files, count table
         "tasks_seconds": round(wall, 3),  # from the first job submitted to the last result
         "summarise_seconds": round(summarised, 3),  # the driver: metrics, intervals
-        "tasks": sorted(collected.tasks, key=lambda t: (t["shard"], t["strategies"])),
+        "pieces": executor.pieces(n),
+        "tasks": sorted(collected.tasks, key=lambda t: (t["shard"], t["piece"], t["strategies"])),
         "bytes": sizes,
     }
     return result
@@ -660,7 +732,10 @@ def _file_sizes(work: Path) -> dict[str, int]:
     def size(path: Path) -> int:
         return path.stat().st_size if path.exists() else 0
 
-    shards = [size(d / shardio.EVENTS_FILE) for d in sorted(work.glob("shard=*"))]
+    shards = [
+        sum(size(p / shardio.EVENTS_FILE) for p in d.glob("piece=*"))
+        for d in sorted(work.glob("shard=*"))
+    ]
     return {
         "stream_table": size(work / shardio.STREAM_FILE),
         "training": size(work / "training" / shardio.EVENTS_FILE)
@@ -696,32 +771,37 @@ def _write_jobs(
     run: Any,
     settings: Any,
     n: int,
+    pieces: int,
     work: Path,
     modules: tuple[str, ...],
     learning: tuple[int, ...],
 ) -> list[ShardJob]:
-    """Write the count table and every shard's sessions; per shard that has requests, a
-    job for the strategies that do not learn and one for those that do (at ``learning``),
-    the former first: the latter wait for the build task."""
+    """Write the count table and the sessions of every piece (``pieces``, a multiple of
+    ``n``: piece p is part of shard p mod n); per piece that has requests, a job for the
+    strategies that do not learn and one for those that do (at ``learning``), the former
+    first: the latter wait for the build task."""
     from rtml_cli.online import shardio
 
     data = run.data
     stream = shardio.write_stream(data, work / shardio.STREAM_FILE)
-    key = shardio.shard_key(data.session_ids, n, settings.shard)
+    key = shardio.shard_key(data.session_ids, pieces, settings.shard)
     has_request = np.zeros(len(data.session_ids), dtype=bool)
     has_request[data.req_sess] = True
     other = tuple(i for i in range(len(settings.names)) if i not in learning)
     groups = [(positions, positions is learning) for positions in (other, learning) if positions]
     jobs: list[list[ShardJob]] = [[] for _ in groups]
-    for i in range(1, n + 1):
-        keep = has_request & (key == i - 1)
+    for p in range(pieces):
+        keep = has_request & (key == p)
         if not keep.any():
             continue
-        directory = shardio.write_events(shardio.slice_sessions(data, keep), work / f"shard={i}")
+        directory = shardio.write_events(
+            shardio.slice_sessions(data, keep), work / f"shard={p % n + 1}" / f"piece={p + 1}"
+        )
         for g, (positions, learns) in enumerate(groups):
             jobs[g].append(
                 ShardJob(
-                    shard=i,
+                    shard=p % n + 1,
+                    piece=p // n + 1,
                     shards=n,
                     events=str(directory),
                     stream=str(stream),
@@ -771,6 +851,7 @@ def _collect(
     for job in jobs:
         left[job.shard] = left.get(job.shard, 0) + 1
     shards_done = done_requests = 0
+    pieces: dict[int, dict[int, int]] = {}  # shard → piece → requests
     setup = {True: 0.0, False: 0.0}
     started = time.perf_counter()
     for shard in executor.run(jobs, build, limit):
@@ -785,11 +866,12 @@ def _collect(
             out.built = shard.built
         out.tasks.append(shard.timings())
         out.hosts.add(shard.host)
+        pieces.setdefault(shard.shard, {})[shard.piece] = len(at)
         left[shard.shard] -= 1
         if left[shard.shard]:
             continue
         shards_done += 1
-        done_requests += len(at)
+        done_requests += sum(pieces[shard.shard].values())
         if on_shard is not None:
             on_shard(shards_done, len(left), done_requests, n, time.perf_counter() - started)
     # as one run's: building every strategy (the learning ones: in the build task)
