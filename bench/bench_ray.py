@@ -48,14 +48,16 @@ PROJECT_WORKERS = 100
 NOTES = """\
 Notes. The one build of the learning strategies (training the `online-ranker`) runs as a
 Ray task submitted before the driver prepares: it reads the log and trains on a worker
-while the driver reads and writes the shards, and each shard's other strategies are
-served by a job of their own that does not wait for it (at most `--shards` tasks at once,
-so `--shards 1` is one worker: build, then the jobs, one after another). What does not
-shrink with a second worker, whatever the load: starting Python and connecting to the
-cluster, the driver's prepare, shard writes and summary (1,000 bootstrap replicates over
-every request), and each task's fixed work — loading the artifacts, reading its shard and
-the count table. On a shared machine (load average above the core count) two workers also
-do not get two cores, which the CPU seconds per task show. The projection says where the design stops scaling before the workers do: every
+while the driver reads and writes the shards. With more than one shard, each shard's
+sessions go in 4 pieces, each piece in two jobs — the learning strategies (which wait for
+the build) and the others (which do not) — that the workers take as they come free, at
+most `--shards` at once (so `--shards 1` is one worker: the build, then its jobs, one
+after another); a worker keeps the run's artifacts and built strategies between jobs.
+What does not shrink with a second worker, whatever the load: starting Python and
+connecting to the cluster, the driver's prepare, piece writes and summary (1,000
+bootstrap replicates over every request). On a shared machine (load average above the
+core count) two workers also do not get two cores, which the CPU seconds show.
+The projection says where the design stops scaling before the workers do: every
 task reads the whole count table (tens of GB for a billion requests' window), and the
 driver prepares and summarises every request on one machine. Both are the next steps:
 shards by time range as well as by session, each task reading only its range of a
@@ -119,7 +121,7 @@ def projection(ray2: dict) -> list[str]:
     task_s = fixed + per_worker * replay_us / 1e6
     return [
         f"| replay, per request and worker (measured) | {replay_us:,.0f} µs |",
-        f"| fixed per task: artifacts, shard, count table, built strategies (measured) | "
+        f"| fixed per job: artifacts, piece, count table, built strategies (measured) | "
         f"{fixed:.1f} s |",
         f"| build task, once, on a worker (read the log, train the ranker; measured) | "
         f"{build:.1f} s |",
@@ -141,11 +143,28 @@ def phases(name: str, doc: dict) -> str:
             f"| {name} | – | – | – | – | – | in process: setup {info['setup_seconds']:.1f} s, "
             f"replay {info['replay_seconds']:.1f} s |"
         )
-    tasks = "; ".join(
-        f"shard {t['shard']} {t.get('strategies', '')}: {t['requests']:,} req, read {t['read_seconds']:.1f} s "
-        f"({mib(t['read_bytes'])}), setup {t['setup_seconds']:.1f} s, "
-        f"replay {t['replay_seconds']:.1f} s, CPU {t['cpu_seconds']:.1f} s"
-        for t in eng["tasks"]
+    jobs = eng["tasks"]
+
+    def group(kind: str) -> str:
+        mine = [t for t in jobs if t.get("strategies") == kind]
+        if not mine:
+            return ""
+        keys = ("read_seconds", "setup_seconds", "replay_seconds", "cpu_seconds")
+        total = {k: sum(t[k] for t in mine) for k in keys}
+        return (
+            f"{len(mine)} {kind} job(s): read {total['read_seconds']:.1f} s, setup "
+            f"{total['setup_seconds']:.1f} s, replay {total['replay_seconds']:.1f} s, CPU "
+            f"{total['cpu_seconds']:.1f} s"
+        )
+
+    busy: dict[int, float] = {}
+    for t in jobs:
+        busy[t.get("pid", 0)] = busy.get(t.get("pid", 0), 0.0) + t["ended"] - t["started"]
+    workers = ", ".join(f"{b:.1f}" for b in sorted(busy.values(), reverse=True))
+    tasks = "; ".join(x for x in (group("learning"), group("other")) if x)
+    tasks += (
+        f" ({eng.get('pieces', eng['shards'])} piece(s), {mib(eng['bytes']['shard_files'])}; "
+        f"each worker busy {workers} s)"
     )
     build = eng.get("build_seconds")
     built = "in the tasks" if build is None else f"{build:.1f} s ({mib(eng['built_bytes'])})"
@@ -257,9 +276,9 @@ def main() -> None:
             f"{est1 / est2:.2f}x (estimate).",
             "",
             "| run | driver: prepare | build task, on a worker while the driver prepares "
-            "(pickled) | driver: write shards + count table | tasks (first job submitted to "
-            "last result) | driver: summarise | per job: learning strategies (setup: "
-            "unpickling the built ones) or the others (setup: building them) |",
+            "(pickled) | driver: write pieces + count table | tasks (first job submitted to "
+            "last result) | driver: summarise | jobs, summed: the learning strategies (setup: "
+            "unpickling the built ones) and the others (setup: building or unpickling them) |",
             "|---|---|---|---|---|---|---|",
             phases("local", local),
             phases("ray, 1 worker", ray1),

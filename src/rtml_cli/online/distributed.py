@@ -454,20 +454,26 @@ class RayExecutor:
     def run(
         self, jobs: Sequence[ShardJob], build: Any = None, limit: int | None = None
     ) -> Iterator[ShardOutput]:
-        """At most ``limit`` tasks at once (the build task, still running, is one of them):
-        jobs in the given order, which puts the ones that wait for the build last."""
+        """At most ``limit`` tasks at once (the build task, still running, is one of them).
+        While the build runs, the jobs that do not wait for it; once it is done, the ones
+        that do first, so that the last jobs to run are the short ones and the workers
+        finish together."""
         ray = self.ray
-        queue = list(jobs)
+        others = [job for job in jobs if not job.built]
+        learning = [job for job in jobs if job.built]
         active: list[Any] = [] if build is None else [build]
-        most = max(1, limit or len(queue) + len(active))
+        most = max(1, limit or len(jobs) + len(active))
+        building = build is not None
         try:
-            while queue or active:
-                while queue and len(active) < most:
-                    job = queue.pop(0)
+            while others or learning or active:
+                while (others or learning) and len(active) < most:
+                    take_learning = learning and (not building or not others)
+                    job = (learning if take_learning else others).pop(0)
                     # Ray resolves a reference passed as an argument before the task starts
                     active.append(self._remote.remote(job, build if job.built else None))
                 done, active = ray.wait(active, num_returns=1)
                 if build is not None and done[0] == build:
+                    building = False
                     continue  # its jobs get it by reference (and its error, if it failed)
                 yield self._get(done[0])
         finally:
