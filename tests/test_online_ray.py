@@ -193,6 +193,12 @@ def test_ray_results_equal_local(ray_cluster, shop, local_run, tmp_path) -> None
     engine = doc["info"]["engine"]
     assert engine["engine"] == "ray" and engine["shards"] == 3 and engine["nodes"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["results.parquet"]  # no temporary left
+    # three shards in four pieces each; per piece, the ranker's job and the others' job
+    assert engine["pieces"] == 12
+    kinds = [t["strategies"] for t in engine["tasks"]]
+    assert kinds.count("learning") == kinds.count("other") == engine["jobs"] // 2 > 3
+    assert sum(t["requests"] for t in engine["tasks"]) == 2 * doc["info"]["requests"]
+    assert engine["build_seconds"] is not None and engine["built_bytes"] > 0  # built once
 
 
 def test_progress_shows_shards_and_rate(ray_cluster, shop) -> None:
@@ -304,6 +310,25 @@ def test_local_shards_equal_one_run(shop, local_run, tmp_path) -> None:
     engine = doc["info"]["engine"]
     assert engine["build_seconds"] is not None and engine["built_bytes"] > 0  # built once
     assert engine["bytes"]["training"] == 0  # the tasks need no training window
+
+
+def test_tasks_use_the_micro_batch(shop, local_run, tmp_path, monkeypatch) -> None:
+    """--micro-batch reaches every job's replay (the lists do not depend on it)."""
+    from rtml_cli.online import engine as eng
+
+    seen: list[int] = []
+    serve = eng._serve
+
+    def spy(*args, **kwargs):
+        seen.append(args[5] if len(args) > 5 else kwargs["micro_batch"])
+        return serve(*args, **kwargs)
+
+    monkeypatch.setattr(eng, "_serve", spy)
+    out = tmp_path / "results.parquet"
+    result = _simulate(shop, "--shards", "2", "--micro-batch", "7", "--out", out)
+    assert result.exit_code == ExitCode.OK, result.stderr
+    assert seen and set(seen) == {7}
+    _same_results(local_run[0], out)
 
 
 def test_unpicklable_strategies_are_built_in_the_tasks(shop, local_run, tmp_path, monkeypatch):

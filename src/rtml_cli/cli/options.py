@@ -128,8 +128,8 @@ ShardsOption = Annotated[
     int | None,
     typer.Option(
         "--shards",
-        help="Split the replay into N shards by session (CRC-32 of session_id), one task "
-        "each; default: the cluster's CPUs with --engine ray, none with local.",
+        help="Split the replay into N shards by session (CRC-32 of session_id), at most N "
+        "tasks at once; default: the cluster's CPUs with --engine ray, none with local.",
     ),
 ]
 

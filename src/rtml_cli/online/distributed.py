@@ -1,21 +1,26 @@
 """A replay split into shards and run as tasks: in this process, or on a Ray cluster.
 
 ``simulate_sharded`` gives the same ``SimulationResult`` as ``engine.simulate`` (every
-field but the timings): the driver prepares the replay once (``engine._prepare``), builds
-the strategies once (the ranker trained on the training window, the per-user lists
-indexed: ``engine._build_with``, as one run does), writes each shard's sessions and the
-shared streaming count table (``shardio``), runs one task per shard — each task loads the
-artifacts, reads only its own shard's file and the count table, takes the built
-strategies from the driver (by reference: ``ray.put`` once, every task reads the same
-object) and serves its requests — and summarises the lists the tasks served, in
-``request_id`` order, exactly as a single run does (``engine._summarise``).
+field but the timings). First it submits a build task (``run_build``): on a worker, it
+loads the artifacts, reads the log, replays the training window and builds the strategies
+that learn from it (trains the ranker) once, as one run does, and pickles them. Meanwhile
+the driver prepares the replay once (``engine._prepare``) and writes each shard's sessions
+and the shared streaming count table (``shardio``). Then it runs, at most ``shards`` at a
+time, two jobs per shard (``run_shard``): one serves the shard's requests with the
+strategies that do not learn (built in the task, in well under a second), and starts as
+soon as its files are written; the other with the learning ones, which it takes from the
+build task (by reference: the one result in Ray's object store). Each job loads the
+artifacts and reads only its own shard's file and the count table. The driver summarises
+the lists the jobs served, in ``request_id`` order, exactly as a single run does
+(``engine._summarise``). The build is thus off the driver's serial path: it overlaps the
+driver's prepare and the other strategies' replay.
 
 The built strategies travel pickled with their ``Env`` (the arrays it derives from the
 artifacts), without the artifacts themselves: a reference to the artifacts or to what
 they hold (a table, the Annoy index) is written as its name and bound to the task's own
 loaded artifacts (``pack_strategies``). A strategy that cannot be pickled (a plug-in
-holding a lambda, say) is built by every task instead, from the training window the
-driver then writes, as before.
+holding a lambda, say) is built by every learning job instead, from the training window
+the build task then writes.
 
 A shard is the sessions whose CRC-32 of the session id modulo N is its number
 (``replay.shard_of``); strategies only see a request's own session and the stream, so
@@ -48,6 +53,10 @@ ENGINES = ("local", "ray")
 RAY_EXTRA = "pip install 'rtml[ray]'"
 #: Ray retries a task whose worker died (a killed process, a lost node) this many times.
 MAX_RETRIES = 3
+#: On Ray, with more than one shard, each shard's sessions go in this many pieces, a job
+#: each: small jobs that the workers take as they come free keep them all busy to the end
+#: (the learning jobs can only start once the build is done).
+PIECES_PER_SHARD = 4
 #: Seconds to wait for a TCP answer from --address before giving up (exit 69).
 CONNECT_TIMEOUT_S = 3.0
 #: Test hook: the first shard task that finds no file at this path creates it and kills
@@ -60,18 +69,43 @@ ShardFn = Callable[[int, int, int, int, float], None]
 
 @dataclass(frozen=True)
 class ShardJob:
-    """What one task needs: paths it reads and the run's validated settings."""
+    """What one task needs: paths it reads and the run's validated settings.
+
+    A shard's strategies go in two jobs: the ones that learn from the training window
+    (``built``: they come from the build task) and the others (built by the task itself,
+    in well under a second), so that the others' replay need not wait for the training."""
 
     shard: int  # 1-based
     shards: int
-    events: str  # the shard's directory (shardio.write_events)
+    events: str  # the piece's directory (shardio.write_events)
     stream: str  # the count table every task reads
-    training: str | None  # the training window's directory, when a strategy learns
-    training_stream: str | None
     run_dir: str  # the precompute run
-    settings: Any  # engine._Settings
+    settings: Any  # engine._Settings, ``names`` being this job's strategies only
+    strategies: tuple[int, ...] = ()  # their positions in the run's strategies
     strategy_modules: tuple[str, ...] = ()
-    built: bool = False  # the strategies come built from the driver (``pack_strategies``)
+    built: bool = False  # the strategies come from the build task (``run_build``)
+    piece: int = 1  # 1-based, of the pieces the shard's sessions are split in
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """What the build task needs to train the strategies that learn, once per run."""
+
+    events: Any  # the log: a Parquet path/glob/directory, or a Polars frame
+    run_dir: str  # the precompute run (resolved by the driver: every task loads the same)
+    settings: Any  # engine._Settings, ``names`` being the strategies that learn
+    work: str  # the scratch directory (the training window goes there when unpicklable)
+    strategy_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Built:
+    """The build task's result, which every learning job takes (by reference on Ray)."""
+
+    data: bytes | None  # ``pack_strategies``; None: cannot be pickled, the tasks build
+    seconds: float  # the build task: read the log, replay the training window, train, pack
+    training: str | None = None  # the training window's directory (when ``data`` is None)
+    training_stream: str | None = None
 
 
 @dataclass
@@ -83,30 +117,46 @@ class ShardOutput:
     lists: np.ndarray  # (strategies, requests, k) item_idx, -1 padded
     latency: np.ndarray  # (strategies, requests) ns
     reports: dict[str, Any]
-    setup_seconds: float  # the strategies: unpacked (built by the driver) or built here
+    setup_seconds: float  # the strategies: unpacked (from the build task) or built here
     replay_seconds: float
     read_seconds: float = 0.0  # loading the artifacts, reading the shard and the count table
     read_bytes: int = 0  # the Parquet files it read (not the artifacts)
     cpu_seconds: float = 0.0  # the task process's CPU time (below wall time on a busy machine)
     host: str = ""
+    piece: int = 1
+    strategies: tuple[int, ...] = ()  # the positions of ``lists``' strategies in the run
+    built: Built | None = None  # what the learning strategies came from (the build task)
+    started: float = 0.0  # the task's start and end, seconds since the epoch (its timeline)
+    ended: float = 0.0
+    pid: int = 0
 
     def timings(self) -> dict[str, Any]:
         return {
             "shard": self.shard,
+            "piece": self.piece,
+            "strategies": "learning" if self.built is not None else "other",
             "requests": len(self.request_id),
             "read_bytes": self.read_bytes,
             "read_seconds": round(self.read_seconds, 3),
             "setup_seconds": round(self.setup_seconds, 3),
             "replay_seconds": round(self.replay_seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
+            "started": self.started,
+            "ended": self.ended,
+            "pid": self.pid,
         }
 
 
-def run_shard(job: ShardJob, built: bytes | None = None) -> ShardOutput:
-    """One task: load, read the shard, take (or build) the strategies, serve its requests.
+def run_shard(
+    job: ShardJob, built: Built | None = None, cache: dict[str, Any] | None = None
+) -> ShardOutput:
+    """One task: load, read the shard, take (or build) its strategies, serve its requests.
 
-    ``built``: the driver's ``pack_strategies`` when ``job.built`` (Ray passes the object
-    by reference: every task of a run reads the one copy in the object store)."""
+    ``built``: the build task's result when ``job.built`` (Ray passes the object by
+    reference: every task of a run reads the one copy in the object store). ``cache``:
+    what this process loaded and built for an earlier job of the same run (the artifacts,
+    the other strategies pickled), reused: Ray runs a run's jobs on the same workers."""
+    started = time.time()
     _test_kill_hook()
     from rtml_cli.batch.artifacts import load_artifacts
     from rtml_cli.online import strategies as _registered  # noqa: F401  (the built-ins)
@@ -119,25 +169,35 @@ def run_shard(job: ShardJob, built: bytes | None = None) -> ShardOutput:
     reading = time.perf_counter()
     if job.strategy_modules:
         load_strategies(settings.names, list(job.strategy_modules))
-    art = load_artifacts(job.run_dir)
+    art = _cached(cache, ("artifacts", job.run_dir), lambda: load_artifacts(job.run_dir))
     data = read_replay(Path(job.events), Path(job.stream))
+    files = [job.events + "/" + EVENTS_FILE, job.stream]
     training = None
-    if job.training is not None and job.training_stream is not None:
-        training = read_replay(Path(job.training), Path(job.training_stream))
-    read_seconds = time.perf_counter() - reading
-    files = [job.events + "/" + EVENTS_FILE, job.stream, job.training, job.training_stream]
-    read_bytes = sum(
-        os.path.getsize(f if f.endswith(".parquet") else f + "/" + EVENTS_FILE)
-        for f in files
-        if f is not None
-    )
     if job.built:
         if built is None:
             raise ValueError("the job says its strategies come built, and none were given")
-        served, setup_seconds = unpack_strategies(built, art)
-    else:
+        if built.data is None and built.training is not None and built.training_stream:
+            training = read_replay(Path(built.training), Path(built.training_stream))
+            files += [built.training + "/" + EVENTS_FILE, built.training_stream]
+    read_seconds = time.perf_counter() - reading
+    read_bytes = sum(os.path.getsize(f) for f in files)
+    if job.built and built is not None and built.data is not None:
+        served, setup_seconds = unpack_strategies(built.data, art)
+    elif not job.built and cache is not None:  # built once per process, a fresh copy per job
+        building = time.perf_counter()
+        packed = _cached(
+            cache, ("other", job.run_dir, repr(settings)), lambda: _pack_built(art, settings)
+        )
+        if packed is not None:
+            served, _ = unpack_strategies(packed, art)
+        else:
+            served, _ = _build_with(art, settings, lambda: None)
+        setup_seconds = time.perf_counter() - building
+    else:  # the strategies that do not learn, or ones that could not be pickled
         served, setup_seconds = _build_with(art, settings, lambda: training)
-    lists, latency, replay_seconds = _serve(data, served, settings.k, None, settings.protocol)
+    lists, latency, replay_seconds = _serve(
+        data, served, settings.k, None, settings.protocol, settings.micro_batch
+    )
     return ShardOutput(
         shard=job.shard,
         request_id=data.request_id,
@@ -150,7 +210,90 @@ def run_shard(job: ShardJob, built: bytes | None = None) -> ShardOutput:
         read_bytes=read_bytes,
         cpu_seconds=time.process_time() - cpu,
         host=socket.gethostname(),
+        piece=job.piece,
+        strategies=job.strategies,
+        built=built if job.built else None,
+        started=started,
+        ended=time.time(),
+        pid=os.getpid(),
     )
+
+
+def _cached(cache: dict[str, Any] | None, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()``, kept in ``cache`` under ``key`` (one value per kind: a new run's
+    artifacts replace the last run's)."""
+    if cache is None:
+        return make()
+    kind = key[0]
+    held = cache.get(kind)
+    if held is None or held[0] != key:
+        cache[kind] = None  # let the old value go before making the new one
+        held = cache[kind] = (key, make())
+    return held[1]
+
+
+def _pack_built(art: Any, settings: Any) -> bytes | None:
+    """The strategies of ``settings`` (none of which learns) built and pickled."""
+    from rtml_cli.online import engine as eng
+
+    env = eng._env(art, settings, lambda: None)
+    served, _ = eng._build_in(env, settings)
+    return pack_strategies(served, env)
+
+
+#: What a Ray worker process keeps between the jobs of a run (``run_shard``'s ``cache``).
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _run_shard_on_worker(job: ShardJob, built: Built | None = None) -> ShardOutput:
+    """``run_shard`` in a Ray worker, which keeps what it loaded for the run's next job."""
+    return run_shard(job, built, _WORKER_CACHE)
+
+
+def run_build(job: BuildJob) -> Built:
+    """The build task: load the artifacts, read the log, replay the training window and
+    build the strategies that learn from it (train the ranker) as one run does; pickle
+    them (``pack_strategies``). When they cannot be pickled, write the training window
+    to the scratch directory instead, and each learning job builds them from it."""
+    started = time.perf_counter()
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from rtml_cli.batch.artifacts import load_artifacts
+    from rtml_cli.online import engine as eng
+    from rtml_cli.online import shardio
+    from rtml_cli.online import strategies as _registered  # noqa: F401  (the built-ins)
+    from rtml_cli.online.plugins import load_strategies
+    from rtml_cli.online.replay import read_events, to_us
+
+    settings = job.settings
+    if job.strategy_modules:
+        load_strategies(settings.names, list(job.strategy_modules))
+    art = load_artifacts(job.run_dir)
+    users = art.user_features
+    # what ``engine._training_data`` reads of a prepared run (as ``engine._prepare`` sets it)
+    source = SimpleNamespace(
+        art=art,
+        events=read_events(job.events),
+        known_users=users["user_id"].cast(pl.String).to_list()
+        if "user_id" in users.columns
+        else [],
+        as_of_us=to_us(art.as_of),
+        reach_us=eng._reach_us(settings),
+    )
+    window = eng._training_data(source, settings.train_window)  # type: ignore[arg-type]
+    env = eng._env(art, settings, window)
+    served, _ = eng._build_in(env, settings)
+    data = pack_strategies(served, env)
+    training = training_stream = None
+    if data is None:
+        replayed = window()
+        if replayed is not None:
+            work = Path(job.work)
+            training = str(shardio.write_events(replayed, work / "training"))
+            training_stream = str(shardio.write_stream(replayed, work / "training-stream.parquet"))
+    return Built(data, time.perf_counter() - started, training, training_stream)
 
 
 # --------------------------------------------------------------------------- built strategies
@@ -241,7 +384,7 @@ def _test_kill_hook() -> None:
 
 
 class LocalExecutor:
-    """The shards one after another in this process (same path as Ray's, no cluster)."""
+    """The jobs one after another in this process (same path as Ray's, no cluster)."""
 
     name = "local"
 
@@ -249,49 +392,92 @@ class LocalExecutor:
         return 1
 
     def warm(self, tasks: int) -> None:
-        """Nothing to start: the shards run in this process."""
+        """Nothing to start: the jobs run in this process."""
 
-    def run(self, jobs: Sequence[ShardJob], built: bytes | None = None) -> Iterator[ShardOutput]:
+    def pieces(self, shards: int) -> int:
+        """One piece per shard: the jobs run one after another anyway."""
+        return shards
+
+    def start_build(self, job: BuildJob) -> BuildJob:
+        """Nothing starts here: ``run`` builds first, in this process."""
+        return job
+
+    def cancel(self, build: Any) -> None:
+        """Nothing runs in the background."""
+
+    def run(
+        self, jobs: Sequence[ShardJob], build: BuildJob | None = None, limit: int | None = None
+    ) -> Iterator[ShardOutput]:
+        built = run_build(build) if build is not None and any(j.built for j in jobs) else None
         for job in jobs:
-            yield run_shard(job, built)
+            yield run_shard(job, built if job.built else None)
 
     def describe(self) -> dict[str, Any]:
         return {"engine": "local"}
 
 
 class RayExecutor:
-    """The shards as Ray tasks (``max_retries``: a task whose worker dies runs again)."""
+    """The jobs as Ray tasks (``max_retries``: a task whose worker dies runs again)."""
 
     name = "ray"
 
     def __init__(self, ray: Any, address: str | None) -> None:
         self.ray = ray
         self.address = address
-        self._remote = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(run_shard)
+        self._remote = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(_run_shard_on_worker)
+        self._build = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(run_build)
         self._warm = ray.remote(max_retries=0, num_cpus=1)(_warm_worker)
         self._warming: list[Any] = []
 
     def warm(self, tasks: int) -> None:
-        """Start the workers ``tasks`` shard tasks will run on, and import there what a task
-        needs, while the driver prepares and builds (Ray gives a run's later tasks the
-        workers its earlier ones left idle)."""
-        self._warming = [self._warm.remote() for _ in range(min(tasks, self.workers()))]
+        """Start the workers ``tasks`` tasks will run on, and import there what a task
+        needs, while the driver prepares (Ray gives a run's later tasks the workers its
+        earlier ones left idle)."""
+        if tasks > 0:
+            self._warming = [self._warm.remote() for _ in range(min(tasks, self.workers()))]
 
     def workers(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
-    def run(self, jobs: Sequence[ShardJob], built: bytes | None = None) -> Iterator[ShardOutput]:
+    def pieces(self, shards: int) -> int:
+        """Sessions in ``PIECES_PER_SHARD`` pieces per shard when shards run side by side."""
+        return shards if shards == 1 else shards * PIECES_PER_SHARD
+
+    def start_build(self, job: BuildJob) -> Any:
+        """Submit the build task now: it runs on a worker while the driver prepares."""
+        return self._build.remote(job)
+
+    def cancel(self, build: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.ray.cancel(build, force=True)
+
+    def run(
+        self, jobs: Sequence[ShardJob], build: Any = None, limit: int | None = None
+    ) -> Iterator[ShardOutput]:
+        """At most ``limit`` tasks at once (the build task, still running, is one of them).
+        While the build runs, the jobs that do not wait for it; once it is done, the ones
+        that do first, so that the last jobs to run are the short ones and the workers
+        finish together."""
         ray = self.ray
-        # one copy in the object store, which every task (and a retried one) reads; Ray
-        # resolves a reference passed as an argument before the task starts
-        shared = None if built is None else ray.put(built)
-        pending = [self._remote.remote(job, shared) for job in jobs]
+        others = [job for job in jobs if not job.built]
+        learning = [job for job in jobs if job.built]
+        active: list[Any] = [] if build is None else [build]
+        most = max(1, limit or len(jobs) + len(active))
+        building = build is not None
         try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+            while others or learning or active:
+                while (others or learning) and len(active) < most:
+                    take_learning = learning and (not building or not others)
+                    job = (learning if take_learning else others).pop(0)
+                    # Ray resolves a reference passed as an argument before the task starts
+                    active.append(self._remote.remote(job, build if job.built else None))
+                done, active = ray.wait(active, num_returns=1)
+                if build is not None and done[0] == build:
+                    building = False
+                    continue  # its jobs get it by reference (and its error, if it failed)
                 yield self._get(done[0])
         finally:
-            for ref in pending:  # a failed shard: the others are not needed any more
+            for ref in active:  # a failed shard: the others are not needed any more
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
 
@@ -413,7 +599,7 @@ def _init_ray(ray: Any, address: str | None) -> None:
 
 @dataclass
 class _Collected:
-    """The shards' outputs, put back in request order."""
+    """The jobs' outputs, put back in request order."""
 
     lists: np.ndarray
     latency: np.ndarray
@@ -421,6 +607,7 @@ class _Collected:
     setup_seconds: float = 0.0
     tasks: list[dict[str, Any]] = field(default_factory=list)
     hosts: set[str] = field(default_factory=set)
+    built: Built | None = None
 
 
 def simulate_sharded(
@@ -436,11 +623,17 @@ def simulate_sharded(
     world: Any = None,
     **options: Any,
 ) -> Any:
-    """``engine.simulate`` run as ``shards`` tasks on ``executor`` (``open_executor``);
-    ``shards`` defaults to the executor's CPUs. ``options`` are ``simulate``'s (``shard``
-    included: its requests are then split into ``shards``). ``on_shard`` is called as
-    each task finishes. Returns the same ``SimulationResult`` as ``simulate`` (timings
-    aside), with ``info["engine"]`` saying how it ran."""
+    """``engine.simulate`` run as ``shards`` shards on ``executor`` (``open_executor``),
+    at most ``shards`` tasks at once; ``shards`` defaults to the executor's CPUs.
+    ``options`` are ``simulate``'s (``shard`` included: its requests are then split into
+    ``shards``). ``on_shard`` is called as each shard finishes. Returns the same
+    ``SimulationResult`` as ``simulate`` (timings aside), with ``info["engine"]`` saying
+    how it ran.
+
+    The strategies that learn (the ranker) are built once, by a build task submitted
+    before the driver prepares the replay (it reads the log and trains on a worker while
+    the driver reads and writes the shards); each shard's other strategies are served by
+    a job of their own that does not wait for the build."""
     from rtml_cli.fsutil import scratch_dir
     from rtml_cli.online import engine as eng
 
@@ -451,55 +644,104 @@ def simulate_sharded(
     if n < 1:
         raise UsageError(f"--shards must be at least 1, got {n}")
     clock = time.perf_counter()
-    executor.warm(n)
-    run = eng._prepare(events, artifacts, settings, start=start, end=end, world=world)
-    prepared = time.perf_counter()
-    training = eng._training_data(run, settings.train_window)
-    env = eng._env(run.art, settings, training)
-    built_here, setup_seconds = eng._build_in(env, settings)  # as one run does
-    built = pack_strategies(built_here, env)
-    del built_here, env
-    built_at = time.perf_counter()
+    notes: list[str] = []
+    art_source, run_dir = _resolve_run(artifacts, start, notes)
+    learning = tuple(i for i, name in enumerate(settings.names) if _learns([name]))
+    modules = tuple(str(m) for m in strategy_modules)
     with scratch_dir("shards") as work:
-        modules = [str(m) for m in strategy_modules]
-        jobs = _write_jobs(run, settings, n, work, modules, None if built else training)
-        written = time.perf_counter()
+        build = None
+        if learning:
+            build = executor.start_build(
+                BuildJob(
+                    events=events if isinstance(events, (str, Path)) else _frame(events),
+                    run_dir=run_dir,
+                    settings=_only(settings, learning),
+                    work=str(work),
+                    strategy_modules=modules,
+                )
+            )
+        try:
+            executor.warm(n - (build is not None))  # the build task starts a worker itself
+            run = eng._prepare(events, art_source, settings, start=start, end=end, world=world)
+            run.warnings[:0] = notes
+            prepared = time.perf_counter()
+            jobs = _write_jobs(run, settings, n, executor.pieces(n), work, modules, learning)
+            written = time.perf_counter()
+            collected = _collect(executor, jobs, run.data, settings, on_shard, build, n)
+        except BaseException:
+            if build is not None:
+                executor.cancel(build)
+            raise
+        wall = time.perf_counter() - written
         sizes = _file_sizes(work)
-        collected = _collect(executor, jobs, run.data, settings, on_shard, built)
-    wall = time.perf_counter() - written
-    if built is None:  # every task built the strategies
-        setup_seconds = collected.setup_seconds
+    built = collected.built
     served: list[Any] = [_Reported(name, collected.reports.get(name)) for name in settings.names]
     summarising = time.perf_counter()
     result = eng._summarise(
-        run, settings, served, collected.lists, collected.latency, setup_seconds, wall
+        run, settings, served, collected.lists, collected.latency, collected.setup_seconds, wall
     )
     summarised = time.perf_counter() - summarising
     result.info["engine"] = {
         **executor.describe(),
         "shards": n,
+        "jobs": len(jobs),
         "hosts": len(collected.hosts),
         "prepare_seconds": round(prepared - clock, 3),  # the driver: read and prepare once
-        # the driver: build the strategies once (train the ranker), pickle them
-        "build_seconds": round(built_at - prepared, 3) if built is not None else None,
-        "built_bytes": None if built is None else len(built),
-        "write_seconds": round(written - built_at, 3),  # the driver: shard files, count table
-        "tasks_seconds": round(wall, 3),  # from the first task submitted to the last result
+        # the build task (on a worker, while the driver prepares): read the log, train the
+        # ranker, pickle; None when nothing learns or the strategies could not be pickled
+        "build_seconds": None if built is None or built.data is None else round(built.seconds, 3),
+        "built_bytes": None if built is None or built.data is None else len(built.data),
+        "write_seconds": round(written - prepared, 3),  # the driver: shard files, count table
+        "tasks_seconds": round(wall, 3),  # from the first job submitted to the last result
         "summarise_seconds": round(summarised, 3),  # the driver: metrics, intervals
-        "tasks": sorted(collected.tasks, key=lambda t: t["shard"]),
+        "pieces": executor.pieces(n),
+        "tasks": sorted(collected.tasks, key=lambda t: (t["shard"], t["piece"], t["strategies"])),
         "bytes": sizes,
     }
     return result
 
 
+def _resolve_run(artifacts: Any, start: Any, notes: list[str]) -> tuple[Any, str]:
+    """What the driver prepares from (the artifacts as given, or the run ``--start``
+    chooses) and the run directory every task loads: resolved once, here, so that a run
+    published meanwhile cannot give the build task and the driver different ones."""
+    from rtml_cli.batch.artifacts import Artifacts, resolve_run_dir
+    from rtml_cli.online import engine as eng
+
+    if isinstance(artifacts, Artifacts):
+        return artifacts, str(artifacts.run_dir)
+    chosen = eng._run_for(Path(artifacts), start, notes) if start is not None else artifacts
+    run_dir = resolve_run_dir(chosen)
+    return run_dir, str(run_dir)
+
+
+def _frame(events: Any) -> Any:
+    """A frame of events as the build task gets it (a lazy one collected once, here)."""
+    import polars as pl
+
+    return events.collect() if isinstance(events, pl.LazyFrame) else events
+
+
+def _only(settings: Any, positions: Sequence[int]) -> Any:
+    """``settings`` for the strategies at ``positions`` (the run's lags, hence the stream's
+    reach, unchanged)."""
+    import dataclasses
+
+    return dataclasses.replace(settings, names=[settings.names[i] for i in positions])
+
+
 def _file_sizes(work: Path) -> dict[str, int]:
-    """Bytes of what the tasks read: the count table, the training window, the shards."""
+    """Bytes of what the tasks read: the count table, the training window (only when the
+    learning strategies could not be pickled), the shards."""
     from rtml_cli.online import shardio
 
     def size(path: Path) -> int:
         return path.stat().st_size if path.exists() else 0
 
-    shards = [size(d / shardio.EVENTS_FILE) for d in sorted(work.glob("shard=*"))]
+    shards = [
+        sum(size(p / shardio.EVENTS_FILE) for p in d.glob("piece=*"))
+        for d in sorted(work.glob("shard=*"))
+    ]
     return {
         "stream_table": size(work / shardio.STREAM_FILE),
         "training": size(work / "training" / shardio.EVENTS_FILE)
@@ -535,47 +777,48 @@ def _write_jobs(
     run: Any,
     settings: Any,
     n: int,
+    pieces: int,
     work: Path,
-    modules: list[str],
-    training_window: Callable[[], Any] | None,
+    modules: tuple[str, ...],
+    learning: tuple[int, ...],
 ) -> list[ShardJob]:
-    """Write the count table, the training window (``training_window`` given: the tasks
-    build the strategies, and one may learn) and every shard's sessions; one job per shard
-    that has requests (whose strategies come built unless ``training_window`` is given)."""
+    """Write the count table and the sessions of every piece (``pieces``, a multiple of
+    ``n``: piece p is part of shard p mod n); per piece that has requests, a job for the
+    strategies that do not learn and one for those that do (at ``learning``), the former
+    first: the latter wait for the build task."""
     from rtml_cli.online import shardio
 
     data = run.data
     stream = shardio.write_stream(data, work / shardio.STREAM_FILE)
-    training_dir = training_stream = None
-    if training_window is not None and _learns(settings.names):
-        training = training_window()
-        if training is not None:
-            training_dir = shardio.write_events(training, work / "training")
-            training_stream = shardio.write_stream(training, work / "training-stream.parquet")
-    key = shardio.shard_key(data.session_ids, n, settings.shard)
+    key = shardio.shard_key(data.session_ids, pieces, settings.shard)
     has_request = np.zeros(len(data.session_ids), dtype=bool)
     has_request[data.req_sess] = True
-    jobs = []
-    for i in range(1, n + 1):
-        keep = has_request & (key == i - 1)
+    other = tuple(i for i in range(len(settings.names)) if i not in learning)
+    groups = [(positions, positions is learning) for positions in (other, learning) if positions]
+    jobs: list[list[ShardJob]] = [[] for _ in groups]
+    for p in range(pieces):
+        keep = has_request & (key == p)
         if not keep.any():
             continue
-        directory = shardio.write_events(shardio.slice_sessions(data, keep), work / f"shard={i}")
-        jobs.append(
-            ShardJob(
-                shard=i,
-                shards=n,
-                events=str(directory),
-                stream=str(stream),
-                training=None if training_dir is None else str(training_dir),
-                training_stream=None if training_stream is None else str(training_stream),
-                run_dir=str(run.art.run_dir),
-                settings=settings,
-                strategy_modules=tuple(modules),
-                built=training_window is None,
-            )
+        directory = shardio.write_events(
+            shardio.slice_sessions(data, keep), work / f"shard={p % n + 1}" / f"piece={p + 1}"
         )
-    return jobs
+        for g, (positions, learns) in enumerate(groups):
+            jobs[g].append(
+                ShardJob(
+                    shard=p % n + 1,
+                    piece=p // n + 1,
+                    shards=n,
+                    events=str(directory),
+                    stream=str(stream),
+                    run_dir=str(run.art.run_dir),
+                    settings=_only(settings, positions),
+                    strategies=positions,
+                    strategy_modules=modules,
+                    built=learns,
+                )
+            )
+    return [job for group in jobs for job in group]
 
 
 def _learns(names: Sequence[str]) -> bool:
@@ -598,9 +841,11 @@ def _collect(
     data: Any,
     settings: Any,
     on_shard: ShardFn | None,
-    built: bytes | None = None,
+    build: Any = None,
+    limit: int | None = None,
 ) -> _Collected:
-    """Run the jobs; put each shard's lists and latencies at its requests' positions."""
+    """Run the jobs; put each job's lists and latencies at its strategies' rows and its
+    requests' positions; a shard is done when all its jobs are."""
     n, n_strat = data.n_requests, len(settings.names)
     position = np.full(int(data.request_id.max()) + 1 if n else 0, -1, dtype=np.int64)
     position[data.request_id] = np.arange(n)
@@ -608,19 +853,36 @@ def _collect(
         lists=np.full((n_strat, n, settings.k), -1, dtype=np.int64),
         latency=np.zeros((n_strat, n), dtype=np.int64),
     )
-    done_requests = 0
+    left: dict[int, int] = {}
+    for job in jobs:
+        left[job.shard] = left.get(job.shard, 0) + 1
+    shards_done = done_requests = 0
+    pieces: dict[int, dict[int, int]] = {}  # shard → piece → requests
+    setup = {True: 0.0, False: 0.0}
     started = time.perf_counter()
-    for finished, shard in enumerate(executor.run(jobs, built), start=1):
+    for shard in executor.run(jobs, build, limit):
         at = position[shard.request_id]
-        out.lists[:, at, :] = shard.lists
-        out.latency[:, at] = shard.latency
+        rows = np.asarray(shard.strategies, dtype=np.int64)[:, None]
+        out.lists[rows, at[None, :], :] = shard.lists
+        out.latency[rows, at[None, :]] = shard.latency
         _merge_reports(out.reports, shard.reports)
-        out.setup_seconds = max(out.setup_seconds, shard.setup_seconds)
+        learns = shard.built is not None
+        setup[learns] = max(setup[learns], shard.setup_seconds)
+        if learns:
+            out.built = shard.built
         out.tasks.append(shard.timings())
         out.hosts.add(shard.host)
-        done_requests += len(at)
+        pieces.setdefault(shard.shard, {})[shard.piece] = len(at)
+        left[shard.shard] -= 1
+        if left[shard.shard]:
+            continue
+        shards_done += 1
+        done_requests += sum(pieces[shard.shard].values())
         if on_shard is not None:
-            on_shard(finished, len(jobs), done_requests, n, time.perf_counter() - started)
+            on_shard(shards_done, len(left), done_requests, n, time.perf_counter() - started)
+    # as one run's: building every strategy (the learning ones: in the build task)
+    build_seconds = out.built.seconds if out.built is not None else 0.0
+    out.setup_seconds = build_seconds + setup[True] + setup[False]
     return out
 
 

@@ -306,8 +306,7 @@ def _prepare(
         else []
     )
     frame = replay.read_events(events)
-    # the stream needs the longest window plus the largest lag before each request
-    reach_us = round((max(WINDOWS) + max(settings.lags)).total_seconds() * 1e6)
+    reach_us = _reach_us(settings)
     # ... and the trending slice a day of views before each request
     window_reach_us = max(reach_us, trending.REACH_US)
     data: ReplayData | None = None
@@ -342,6 +341,12 @@ def _prepare(
         warnings=warnings,
         world=None if world is None else trending.load_world(world),
     )
+
+
+def _reach_us(settings: _Settings) -> int:
+    """How far before a request the stream must reach: the longest window plus the
+    largest lag (``online.distributed``'s build task prepares the training window too)."""
+    return round((max(WINDOWS) + max(settings.lags)).total_seconds() * 1e6)
 
 
 def _run_for(root: Path, start: datetime, notes: list[str]) -> Path:
