@@ -307,9 +307,7 @@ def test_a_delta_whose_base_is_gone_or_damaged_is_refused(data, tmp_path):
         load_artifacts(root)
 
 
-def test_a_warm_start_hashes_no_published_file_again_but_a_changed_one(
-    data, tmp_path, monkeypatch
-):
+def test_a_warm_start_hashes_no_published_file_again_but_a_changed_one(data, tmp_path, monkeypatch):
     """Publish records the files the writer hashed (``.verified.json``); a delta of a delta
     inherits its base's entries. A byte changed later (same size) is hashed and refused."""
     from rtml_cli.batch import publish

@@ -208,7 +208,7 @@ def recency_days(as_of: datetime) -> Any:
     )
 
 
-VERIFIED_STAMP = ".verified.json"  # written by readers: which files already matched their sha256
+VERIFIED_STAMP = ".verified.json"  # by precompute at publish and readers: files that matched
 
 
 def run_id_for(as_of: datetime) -> str:
