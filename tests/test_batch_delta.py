@@ -307,6 +307,35 @@ def test_a_delta_whose_base_is_gone_or_damaged_is_refused(data, tmp_path):
         load_artifacts(root)
 
 
+def test_a_warm_start_hashes_no_published_file_again_but_a_changed_one(data, tmp_path, monkeypatch):
+    """Publish records the files the writer hashed (``.verified.json``); a delta of a delta
+    inherits its base's entries. A byte changed later (same size) is hashed and refused."""
+    from rtml_cli.batch import publish
+
+    events, items = data
+    root = tmp_path / "root"
+    (first,) = _chain(events, items, root, (7, 8))
+    hashed = []
+    original = publish.sha256_file
+
+    def counting(path):
+        hashed.append(Path(path))
+        return original(path)
+
+    monkeypatch.setattr(publish, "sha256_file", counting)
+    second = run_precompute(events, root, items=items, warm_start=root, n_trees=10)
+    # only the files the new delta wrote itself were hashed (for its manifest)
+    assert hashed and all(second.run_id in p.parent.name or second.run_id in str(p.parent.parent)
+                          for p in hashed)  # fmt: skip
+    base = root / "runs" / first.manifest["delta"]["base"]
+    path = base / "state" / "cooc.npz"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="cannot warm-start.*cooc.npz does not match its sha256"):
+        run_precompute(events, root, items=items, warm_start=root, n_trees=10, force=True)
+
+
 def test_a_reader_never_mixes_two_runs(data, tmp_path):
     """A reader that loaded a delta keeps serving it after latest moved on and pruned it."""
     events, items = data

@@ -208,7 +208,7 @@ def recency_days(as_of: datetime) -> Any:
     )
 
 
-VERIFIED_STAMP = ".verified.json"  # written by readers: which files already matched their sha256
+VERIFIED_STAMP = ".verified.json"  # by precompute at publish and readers: files that matched
 
 
 def run_id_for(as_of: datetime) -> str:
@@ -356,7 +356,7 @@ def _identity(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _read_stamp(run_dir: Path) -> dict[str, Any]:
+def read_stamp(run_dir: Path) -> dict[str, Any]:
     try:
         stamp = json.loads((run_dir / VERIFIED_STAMP).read_text())
     except (OSError, ValueError):
@@ -364,7 +364,7 @@ def _read_stamp(run_dir: Path) -> dict[str, Any]:
     return stamp if isinstance(stamp, dict) else {}
 
 
-def _write_stamp(run_dir: Path, stamp: dict[str, Any]) -> None:
+def write_stamp(run_dir: Path, stamp: dict[str, Any]) -> None:
     """Record the verified files; a read-only run directory just gets verified every time."""
     tmp = run_dir / f".tmp{VERIFIED_STAMP}-{os.getpid()}-{threading.get_ident()}"
     try:
@@ -373,6 +373,38 @@ def _write_stamp(run_dir: Path, stamp: dict[str, Any]) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def writer_stamp(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    hashed: dict[str, os.stat_result],
+    inherited: dict[str, Any],
+) -> dict[str, Any]:
+    """The stamp a writer may record for the run it is about to publish: each file it
+    hashed itself whose stat is still the one it had when hashed (``hashed``), and each
+    file it references from another run whose entry in that run's stamp (``inherited``,
+    written when the reader verified it) has this manifest's digest. A reader re-checks
+    every entry's stat against the file, so a file damaged later is hashed again."""
+    outputs = manifest["outputs"]
+    stamp: dict[str, Any] = {}
+    for name in _checked_names(outputs):
+        entry = outputs.get(name)
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("run"), str):
+            known = inherited.get(name)
+            if isinstance(known, dict) and known.get("sha256") == entry["sha256"]:
+                stamp[name] = known
+            continue
+        before = hashed.get(name)
+        try:
+            now = os.stat(run_dir / name)
+        except OSError:
+            continue
+        if before is not None and _identity(before) == _identity(now):
+            stamp[name] = {"sha256": entry["sha256"], "stat": _identity(now)}
+    return stamp
 
 
 def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool = True) -> None:
@@ -410,7 +442,7 @@ def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool =
             )
         stats[name] = st
     if not problems and checksums:
-        stamp = _read_stamp(run_dir)
+        stamp = read_stamp(run_dir)
         fresh: dict[str, Any] = {}
         for name in names:
             digest = outputs[name]["sha256"]
@@ -428,7 +460,7 @@ def verify_outputs(run_dir: Path, manifest: dict[str, Any], *, checksums: bool =
                 continue
             fresh[name] = {"sha256": digest, "stat": identity}
         if not problems and fresh != stamp:
-            _write_stamp(run_dir, fresh)
+            write_stamp(run_dir, fresh)
     if problems:
         raise _damaged(f"precompute run {run_dir}", problems, manifest, run_dir)
 

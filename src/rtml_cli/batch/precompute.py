@@ -36,8 +36,11 @@ from rtml_cli.batch.artifacts import (
     output_path,
     overlay_users,
     read_manifest,
+    read_stamp,
     resolve_run_dir,
     verify_outputs,
+    write_stamp,
+    writer_stamp,
 )
 from rtml_cli.batch.sessions import (
     MAX_RULE_STEPS,
@@ -518,6 +521,7 @@ class _Run:
     session_delta: bool = False  # a delta's session tables as deltas of its base's
     # write, publish, switch
     manifest: dict[str, Any] = field(default_factory=dict)
+    hashed: dict[str, Any] = field(default_factory=dict)  # os.stat of each file as hashed
     previous: str | None = None
     published: bool = False
 
@@ -977,8 +981,10 @@ def _embeddings(run: _Run) -> None:
     # vs 0.41; medium world, 30 chained daily updates: below never retraining).
     matrix = emb.ppmi(run.counts)
     run.factors = emb.truncated_svd(matrix, run.dim, seed=run.seed, power_iterations=2)
-    if run.delta:  # the next delta measures its move against this run's index
-        run.index_fold = emb.fold_in(matrix, run.factors.embeddings)
+    # the next delta measures its move against this run's index: its counts folded into
+    # its own basis, saved so that the delta does not recompute PPMI over them (a full run
+    # too — 1 s of a delta's 4 s embeddings step on the large world)
+    run.index_fold = emb.fold_in(matrix, run.factors.embeddings)
 
 
 def _fold_in(run: _Run) -> bool:
@@ -1229,7 +1235,10 @@ def _write(run: _Run) -> None:
     outputs += [f"state/{n}" for n in (*STATE_FILES, RULE_COUNTS)]
     run.manifest = _manifest(run)
     if not run.delta:
-        run.manifest["outputs"] = publish.checksums(tmp, outputs)
+        if run.index_fold is not None:
+            np.save(tmp / INDEX_FOLD, run.index_fold)
+            outputs.append(INDEX_FOLD)
+        run.manifest["outputs"] = publish.checksums(tmp, outputs, stats=run.hashed)
         return
     warm = _require(run.warm, "the warm-start run", "features")
     # the files of the chain's base (and its index) are referenced by run id and checksum
@@ -1242,7 +1251,7 @@ def _write(run: _Run) -> None:
     if run.index_fold is not None:
         np.save(tmp / INDEX_FOLD, run.index_fold)
         own.append(INDEX_FOLD)
-    run.manifest["outputs"] = publish.checksums(tmp, own)
+    run.manifest["outputs"] = publish.checksums(tmp, own, stats=run.hashed)
     for name in referenced:
         entry = dict(warm.manifest["outputs"][name])
         entry.setdefault("run", warm.run_id)
@@ -1393,6 +1402,11 @@ def _publish(run: _Run) -> None:
     run.steps.start("publish")
     run.manifest["steps"] = list(run.steps.records)
     write_json(run.tmp_dir / "manifest.json", run.manifest)
+    # the writer's own verification, so that the next warm start (and the first reader)
+    # does not hash the 0.7 GB again: recorded only for files unchanged since they were
+    # hashed; any later change to a file changes its stat and gets it hashed again
+    inherited = read_stamp(run.warm.run_dir) if run.warm is not None else {}
+    write_stamp(run.tmp_dir, writer_stamp(run.tmp_dir, run.manifest, run.hashed, inherited))
     publish.publish_dir(run.tmp_dir, run.target)
     run.tmp = None
 

@@ -274,9 +274,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checksums(run_dir: Path, names: list[str]) -> dict[str, dict]:
+def checksums(
+    run_dir: Path, names: list[str], *, stats: dict[str, os.stat_result] | None = None
+) -> dict[str, dict]:
+    """Each file's size and sha256; ``stats`` gets each file's ``os.stat`` taken before it
+    was hashed (what a verified stamp may record, if the file still has it afterwards)."""
     out = {}
     for name in names:
         path = run_dir / name
-        out[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        st = path.stat()
+        out[name] = {"bytes": st.st_size, "sha256": sha256_file(path)}
+        if stats is not None:
+            stats[name] = st
     return out
