@@ -199,3 +199,66 @@ def next_unseen_truth(
         if at > first:
             purchase_code[r] = buy
     return next_code, purchase_code, later_req, later_code
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def ranker_session_features(
+    item: np.ndarray,  # int64 candidate item_idx per row, grouped by request
+    bounds: np.ndarray,  # int64 (requests + 1): rows of request r are bounds[r]:bounds[r + 1]
+    has_vector: np.ndarray,  # bool per request
+    vectors: np.ndarray,  # float32 (requests, dim): session vectors (unscaled)
+    unit: np.ndarray,  # float32 (n_items, dim): unit item embeddings
+    knn_keys: np.ndarray,  # int64 request * n_items + item, ascending
+    knn_score: np.ndarray,  # float32 per kNN key
+    knn_best: np.ndarray,  # float32 per request: its best kNN score
+    n_items: int,
+    log_len: np.ndarray,  # float64 per request
+    log_elapsed: np.ndarray,  # float64 per request
+    match: np.ndarray,  # float64 per row: category match share
+    out: np.ndarray,  # float32 (rows, >= col + 7): the session family's columns go here
+    col: int,
+) -> None:
+    """The session family's columns (``stage3_batch.session_block``) of every row, request by
+    request: cosine to the unit session vector, its products with the log length and elapsed
+    time, the scaled kNN score, whether kNN proposed the item, the category match and its
+    product with the log length. Each request reads only its own rows and kNN keys."""
+    dim = vectors.shape[1]
+    u = np.zeros(dim, dtype=np.float32)
+    tiny = np.float32(1e-12)
+    p = 0  # walks knn_keys, which are grouped by request like the rows
+    for r in range(len(bounds) - 1):
+        a, b = bounds[r], bounds[r + 1]
+        live = has_vector[r]
+        if live:
+            norm = np.float32(0.0)
+            for d in range(dim):
+                norm += vectors[r, d] * vectors[r, d]
+            scale = max(np.float32(np.sqrt(norm)), tiny)
+            for d in range(dim):
+                u[d] = vectors[r, d] / scale
+        best = max(knn_best[r], tiny)
+        base = r * n_items
+        while p < len(knn_keys) and knn_keys[p] < base:
+            p += 1
+        for row in range(a, b):
+            c = item[row]
+            sim = np.float32(0.0)
+            if live:
+                for d in range(dim):
+                    sim += unit[c, d] * u[d]
+            key = base + c
+            while p < len(knn_keys) and knn_keys[p] < key:
+                p += 1
+            knn_val = np.float32(0.0)
+            in_knn = np.float32(0.0)
+            if p < len(knn_keys) and knn_keys[p] == key:
+                knn_val = knn_score[p] / best
+                in_knn = np.float32(1.0)
+            m = match[row]
+            out[row, col] = sim
+            out[row, col + 1] = np.float64(sim) * log_len[r]
+            out[row, col + 2] = np.float64(sim) * log_elapsed[r]
+            out[row, col + 3] = knn_val
+            out[row, col + 4] = in_knn
+            out[row, col + 5] = m
+            out[row, col + 6] = m * log_len[r]

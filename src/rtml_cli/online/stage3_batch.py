@@ -29,6 +29,7 @@ from rtml_cli.online.stage2 import session_vector, top_by_score, unseen_mask
 if TYPE_CHECKING:
     from rtml_cli.online.stage3 import OnlineRanker
 
+SESSION_COLUMNS = 7  # the session (realtime) family's columns: ``session_block``
 KNN_RECENT = 10  # the session-kNN aggregation reads the last 10 items (``stage2.knn_scores``)
 
 
@@ -150,40 +151,52 @@ def batch_features(
     """(rows, n_features): ``OnlineRanker.features`` for every row of ``cands``."""
     env, req, cand = ranker.env, cands.req, cands.item
     n_rows = len(cand)
-    blocks = []
-    if "batch" in ranker.families:
-        blocks.append(ranker.batch[cand])
-    if "realtime" in ranker.families:
-        log_len = np.array([math.log1p(r.n_events) for r in batch])[req]
-        log_elapsed = np.array([math.log1p(max(r.ts - r.session_start, 0) / 60e6) for r in batch])[
-            req
-        ]
-        # per request, as ``features`` computes it: the same rows and vector whatever the
-        # batch, so the same arithmetic (and a cache-sized gather instead of the batch's)
-        sim = np.zeros(n_rows, np.float32)
-        for r in np.flatnonzero(cands.has_vector).tolist():
-            a, b = int(cands.bounds[r]), int(cands.bounds[r + 1])
-            vector = cands.vectors[r]
-            unit = vector / max(float(np.linalg.norm(vector)), 1e-12)
-            sim[a:b] = env.unit[cand[a:b]] @ unit
-        keys = req * env.n_items + cand
-        at = np.minimum(np.searchsorted(cands.knn_keys, keys), max(len(cands.knn_keys) - 1, 0))
-        in_knn = np.zeros(n_rows, np.float32)
-        knn_val = np.zeros(n_rows, np.float32)
-        if len(cands.knn_keys):
-            hit = cands.knn_keys[at] == keys
-            in_knn[hit] = 1.0
-            best = np.maximum(cands.knn_best[req[hit]], np.float32(1e-12))
-            knn_val[hit] = cands.knn_score[at[hit]] / best
-        match = _category_match(env, batch, req, cand)
-        blocks.append(session_block(sim, log_len, log_elapsed, knn_val, in_knn, match))
+    stream_counts = None
     if "streaming" in ranker.families:
         if ranker.lag_us is None:
             raise ValueError("online-ranker reads streaming features but has no freshness lag")
         stream = batch[0].streams[ranker.lag_us]
         times = np.array([r.ts for r in batch], dtype=np.int64)
-        blocks.append(streaming_block(stream.features_many(times, req, cand)))
-    return np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
+        stream_counts = stream.features_many(times, req, cand)
+    width = (3 if "batch" in ranker.families else 0) + (
+        SESSION_COLUMNS if "realtime" in ranker.families else 0
+    )
+    if stream_counts is not None:
+        width += stream_counts.shape[1] + 1
+    out = np.empty((n_rows, width), dtype=np.float32)
+    col = 0
+    if "batch" in ranker.families:
+        out[:, :3] = ranker.batch[cand]
+        col = 3
+    if "realtime" in ranker.families:
+        from rtml_cli.online.kernels import ranker_session_features
+
+        log_len = np.array([math.log1p(r.n_events) for r in batch], dtype=np.float64)
+        log_elapsed = np.array(
+            [math.log1p(max(r.ts - r.session_start, 0) / 60e6) for r in batch], dtype=np.float64
+        )
+        # one compiled pass, request by request: each row reads only its request's vector and
+        # kNN keys, in an order fixed by the compiled code whatever the batch
+        ranker_session_features(
+            cand,
+            cands.bounds.astype(np.int64, copy=False),
+            cands.has_vector,
+            cands.vectors,
+            env.unit,
+            cands.knn_keys,
+            cands.knn_score,
+            cands.knn_best,
+            env.n_items,
+            log_len,
+            log_elapsed,
+            np.asarray(_category_match(env, batch, req, cand), dtype=np.float64),
+            out,
+            col,
+        )
+        col += SESSION_COLUMNS
+    if stream_counts is not None:
+        out[:, col:] = streaming_block(stream_counts)
+    return out
 
 
 def session_block(sim, log_len, log_elapsed, knn_val, in_knn, match) -> np.ndarray:
