@@ -262,3 +262,31 @@ def ranker_session_features(
             out[row, col + 4] = in_knn
             out[row, col + 5] = m
             out[row, col + 6] = m * log_len[r]
+
+
+@njit(cache=True, nogil=True)
+def top_k_rows(item: np.ndarray, score: np.ndarray, bounds: np.ndarray, k: int):
+    """Per request (rows ``bounds[r]:bounds[r + 1]``) its best ``k`` items by score, best
+    first, ties by lower item (``stage2.top_by_score``): ((requests, k) item_idx, how many
+    per request, whether ties straddle the k-th place — there ``top_by_score``'s partition
+    picks among the tied items, so the caller asks it instead)."""
+    n_req = len(bounds) - 1
+    out = np.full((n_req, k), -1, dtype=np.int64)
+    count = np.zeros(n_req, dtype=np.int64)
+    tied = np.zeros(n_req, dtype=np.bool_)
+    best_s, best_i = np.zeros(k, dtype=np.float64), np.zeros(k, dtype=np.int64)
+    for r in range(n_req):
+        a, b = bounds[r], bounds[r + 1]
+        filled = 0
+        for row in range(a, b):
+            filled = _offer(item[row], score[row], best_s, best_i, filled)
+        count[r] = filled
+        out[r, :filled] = best_i[:filled]
+        if b - a > k and filled == k:
+            kth = best_s[k - 1]
+            at_least = 0
+            for row in range(a, b):
+                if score[row] >= kth:
+                    at_least += 1
+            tied[r] = at_least > k
+    return out, count, tied

@@ -239,12 +239,19 @@ def rank_batch(
     ranker: OnlineRanker, batch: Sequence[Request], cands: BatchCandidates, k: int
 ) -> list[np.ndarray]:
     """The ranker's top ``k`` for every request of ``batch`` (``OnlineRanker.recommend_batch``)."""
+    from rtml_cli.online.kernels import top_k_rows
+
     features = batch_features(ranker, batch, cands).astype(np.float64)
     scores = np.einsum("ij,j->i", features, np.asarray(ranker.coef, dtype=np.float64))
+    bounds = cands.bounds.astype(np.int64, copy=False)
+    best, count, tied = top_k_rows(cands.item, scores, bounds, k)
     none = np.zeros(0, np.int64)
     out = []
     for r, request in enumerate(batch):
-        a, b = cands.bounds[r], cands.bounds[r + 1]
+        if count[r] == k and not tied[r]:
+            out.append(best[r])
+            continue
+        a, b = bounds[r], bounds[r + 1]
         if a == b:
             out.append(ranker.env.fill([], request.seen_set, k))
             continue
