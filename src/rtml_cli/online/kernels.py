@@ -290,3 +290,47 @@ def top_k_rows(item: np.ndarray, score: np.ndarray, bounds: np.ndarray, k: int):
                     at_least += 1
             tied[r] = at_least > k
     return out, count, tied
+
+
+@njit(cache=True, nogil=True)
+def window_counts_many(
+    counts: np.ndarray,  # int32 (windows, 2 * n_items): the published state
+    key: np.ndarray,  # int64 per stream event: 2 * item + kind, time order
+    add_from: int,  # next event to publish in the state
+    remove_from: np.ndarray,  # int64 per window: next event to leave it in the state
+    hi: np.ndarray,  # int64 per request: events before this one are published for it
+    lo: np.ndarray,  # int64 (windows, requests): events before this one left window w
+    bounds: np.ndarray,  # int64 (requests + 1): rows of request r (grouped, in order)
+    items: np.ndarray,  # int64 item_idx per row
+    delta: np.ndarray,  # int64 (windows, 2 * n_items) zeros: scratch, zeroed again on return
+) -> np.ndarray:
+    """``WindowedCounts.features_many`` for rows grouped by request (requests in time order):
+    the state's counts plus, per request, the events published since minus those that left
+    each window since, walked forward request by request. Exact integer counts."""
+    n_w = counts.shape[0]
+    n_req = len(bounds) - 1
+    out = np.empty((len(items), 2 * n_w), dtype=np.int64)
+    p_add = add_from
+    p_rem = remove_from.copy()
+    for r in range(n_req):
+        while p_add < hi[r]:
+            k = key[p_add]
+            for w in range(n_w):
+                delta[w, k] += 1
+            p_add += 1
+        for w in range(n_w):
+            while p_rem[w] < lo[w, r]:
+                delta[w, key[p_rem[w]]] -= 1
+                p_rem[w] += 1
+        for row in range(bounds[r], bounds[r + 1]):
+            view = 2 * items[row]
+            for w in range(n_w):
+                out[row, w] = counts[w, view] + delta[w, view]
+                out[row, n_w + w] = counts[w, view + 1] + delta[w, view + 1]
+    for p in range(add_from, p_add):  # reset the scratch where it was touched
+        for w in range(n_w):
+            delta[w, key[p]] = 0
+    for w in range(n_w):
+        for p in range(remove_from[w], p_rem[w]):
+            delta[w, key[p]] = 0
+    return out
