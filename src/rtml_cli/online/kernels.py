@@ -334,3 +334,37 @@ def window_counts_many(
         for p in range(remove_from[w], p_rem[w]):
             delta[w, key[p]] = 0
     return out
+
+
+@njit(cache=True, nogil=True)
+def unique_keys_by_request(keys: np.ndarray, seen: np.ndarray, n_items: int, n_req: int):
+    """The distinct ``keys`` (request * n_items + item) ascending, those in ``seen`` (same
+    keys, ascending) left out: bucketed by request in one pass, then each request's few
+    hundred keys sorted on their own (one sort of the batch's 200k keys took ~25 ms)."""
+    start = np.zeros(n_req + 1, dtype=np.int64)
+    for key in keys:
+        start[key // n_items + 1] += 1
+    for r in range(n_req):
+        start[r + 1] += start[r]
+    fill = start[:-1].copy()
+    bucket = np.empty(len(keys), dtype=np.int64)
+    for key in keys:
+        r = key // n_items
+        bucket[fill[r]] = key
+        fill[r] += 1
+    out = np.empty(len(keys), dtype=np.int64)
+    n_out = 0
+    p = 0  # walks ``seen``
+    for r in range(n_req):
+        part = np.sort(bucket[start[r] : start[r + 1]])
+        for j in range(len(part)):
+            key = part[j]
+            if j > 0 and key == part[j - 1]:
+                continue
+            while p < len(seen) and seen[p] < key:
+                p += 1
+            if p < len(seen) and seen[p] == key:
+                continue
+            out[n_out] = key
+            n_out += 1
+    return out[:n_out]

@@ -104,6 +104,8 @@ def knn_batch(env: Env, batch: Sequence[Request]) -> tuple[np.ndarray, np.ndarra
 def batch_candidates(env: Env, batch: Sequence[Request]) -> BatchCandidates:
     """Candidates of every request of ``batch``: IVF lists ∪ kNN items, unseen, ascending;
     the popularity list for a session without a known item (as ``OnlineRanker._generate``)."""
+    from rtml_cli.online.kernels import unique_keys_by_request
+
     n, n_req = env.n_items, len(batch)
     vectors = np.zeros((n_req, env.embeddings.shape[1]), dtype=np.float32)
     has_vector = np.array([len(r.items) > 0 for r in batch], dtype=bool)
@@ -122,12 +124,12 @@ def batch_candidates(env: Env, batch: Sequence[Request]) -> BatchCandidates:
         seen = batch[r].seen
         pool = env.popular[: env.n_candidates + len(seen)]
         parts.append(r * n + pool[unseen_mask(pool, seen)][: env.n_candidates])
-    keys = sorted_unique(np.concatenate(parts))
     seen_keys = np.concatenate(
         [r * n + request.seen for r, request in enumerate(batch)] + [np.zeros(0, np.int64)]
     )
-    if len(seen_keys):
-        keys = keys[unseen_mask(keys, np.sort(seen_keys))]
+    keys = unique_keys_by_request(
+        np.concatenate(parts).astype(np.int64, copy=False), np.sort(seen_keys), n, n_req
+    )
     req = keys // n
     knn_req = knn_keys // n
     knn_best = np.zeros(n_req, dtype=np.float32)
