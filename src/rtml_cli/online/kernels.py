@@ -368,3 +368,32 @@ def unique_keys_by_request(keys: np.ndarray, seen: np.ndarray, n_items: int, n_r
             out[n_out] = key
             n_out += 1
     return out[:n_out]
+
+
+@njit(cache=True, nogil=True)
+def category_match(
+    session_items: np.ndarray,  # int64 every request's session items, request after request
+    session_bounds: np.ndarray,  # int64 (requests + 1): request r's are bounds[r]:bounds[r + 1]
+    item: np.ndarray,  # int64 candidate item_idx per row, grouped by request
+    bounds: np.ndarray,  # int64 (requests + 1): rows of request r
+    item_category: np.ndarray,  # int64 per item_idx (-1 unknown)
+    n_cat: int,  # 1 + the largest category code
+) -> np.ndarray:
+    """Per row the share of its request's session items in the candidate's category (0 when
+    the category is unknown or the session empty): ``stage3_batch._category_match``."""
+    out = np.zeros(len(item), dtype=np.float64)
+    count = np.zeros(n_cat + 1, dtype=np.int64)
+    for r in range(len(bounds) - 1):
+        s0, s1 = session_bounds[r], session_bounds[r + 1]
+        if s1 == s0:
+            continue
+        for p in range(s0, s1):
+            count[item_category[session_items[p]] + 1] += 1
+        length = float(s1 - s0)
+        for row in range(bounds[r], bounds[r + 1]):
+            cat = item_category[item[row]]
+            if cat >= 0:
+                out[row] = count[cat + 1] / length
+        for p in range(s0, s1):
+            count[item_category[session_items[p]] + 1] = 0
+    return out

@@ -218,23 +218,20 @@ def streaming_block(counts: np.ndarray) -> np.ndarray:
 def _category_match(
     env: Env, batch: Sequence[Request], req: np.ndarray, cand: np.ndarray
 ) -> np.ndarray:
-    """Share of each row's request's session items in the candidate's category (0 unknown)."""
-    n_cat = int(env.item_category.max()) + 2  # codes -1.. max, shifted by one
-    owners = [np.full(len(r.items), i, np.int64) for i, r in enumerate(batch)]
-    items = [r.items for r in batch]
-    lengths = np.array([len(r.items) for r in batch], dtype=np.float64)
-    if not sum(len(o) for o in owners):
-        return np.zeros(len(cand))
-    session_keys = np.concatenate(owners) * n_cat + env.item_category[np.concatenate(items)] + 1
-    session_keys = np.sort(session_keys)
-    first = np.flatnonzero(np.r_[True, session_keys[1:] != session_keys[:-1]])
-    uniq, counts = session_keys[first], np.diff(np.r_[first, len(session_keys)])
-    cand_cat = env.item_category[cand]
-    keys = req * n_cat + cand_cat + 1
-    at = np.minimum(np.searchsorted(uniq, keys), len(uniq) - 1)
-    found = np.where(uniq[at] == keys, counts[at], 0)
-    share = found / np.maximum(lengths[req], 1.0)
-    return np.where((cand_cat >= 0) & (lengths[req] > 0), share, 0.0)
+    """Share of each row's request's session items in the candidate's category (0 unknown);
+    rows grouped by request (``req`` non-decreasing), one compiled pass."""
+    from rtml_cli.online.kernels import category_match
+
+    lengths = np.array([len(r.items) for r in batch], dtype=np.int64)
+    items = np.concatenate([r.items for r in batch] + [np.zeros(0, np.int64)])
+    return category_match(
+        items.astype(np.int64, copy=False),
+        np.r_[0, np.cumsum(lengths)].astype(np.int64),
+        np.asarray(cand, dtype=np.int64),
+        np.searchsorted(req, np.arange(len(batch) + 1)).astype(np.int64),
+        env.item_category.astype(np.int64, copy=False),
+        int(env.item_category.max()) + 1,
+    )
 
 
 def rank_batch(

@@ -190,7 +190,10 @@ class WindowedCounts:
         n_req = len(visible_until)
         hi = np.searchsorted(self.ts, visible_until, side="left")
         lo = np.stack(
-            [np.searchsorted(self.ts, visible_until - width, side="left") for width in self.window_us]
+            [
+                np.searchsorted(self.ts, visible_until - width, side="left")
+                for width in self.window_us
+            ]
         )
         if self._delta is None:
             self._delta = np.zeros(self.counts.shape, dtype=np.int64)
