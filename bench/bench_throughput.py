@@ -21,6 +21,8 @@ the issue measured 2.95M), which amortises the fixed costs (imports, artifacts, 
 10.5M events) as the issue's figure did; online-ranker a full day.
 
 The result is appended to bench/RESULTS.md as a new dated section.
+``--only online-ranker`` runs and prints that strategy's rows alone (no recall table,
+nothing written).
 """
 
 from __future__ import annotations
