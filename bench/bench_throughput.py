@@ -21,6 +21,8 @@ the issue measured 2.95M), which amortises the fixed costs (imports, artifacts, 
 10.5M events) as the issue's figure did; online-ranker a full day.
 
 The result is appended to bench/RESULTS.md as a new dated section.
+``--only online-ranker`` runs and prints that strategy's rows alone (no recall table,
+nothing written).
 """
 
 from __future__ import annotations
@@ -169,6 +171,17 @@ def recall(args, nprobes: list[int], k: int = 20, n_queries: int = 4000) -> dict
     }
 
 
+def report_row(r: dict) -> str:
+    """One run as a row of the throughput table."""
+    return (
+        f"| {r['strategy']} | `{r['options']}` | {r['from'][:16]} +{r['hours']:g} h | "
+        f"{r['requests']:,} | {r['wall_s']:.1f} | "
+        f"{r['rps_whole']:,.0f} | {r['rps_loop']:,.0f} | {r['setup_s']:.1f} | "
+        f"{r['p50']:.3f} / {r['p99']:.3f} | {r['hr']:.3f} | "
+        f"{r['load'][0]:.1f} / {r['load'][1]:.1f} |"
+    )
+
+
 def report(runs: list[dict], rec: dict, args) -> str:
     now = datetime.now(timezone.utc)
     lines = [
@@ -185,14 +198,7 @@ def report(runs: list[dict], rec: dict, args) -> str:
         "| setup s | p50 / p99 ms | HR@20 | load |",
         "|---|---|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
-    for r in runs:
-        lines.append(
-            f"| {r['strategy']} | `{r['options']}` | {r['from'][:16]} +{r['hours']:g} h | "
-            f"{r['requests']:,} | {r['wall_s']:.1f} | "
-            f"{r['rps_whole']:,.0f} | {r['rps_loop']:,.0f} | {r['setup_s']:.1f} | "
-            f"{r['p50']:.3f} / {r['p99']:.3f} | {r['hr']:.3f} | "
-            f"{r['load'][0]:.1f} / {r['load'][1]:.1f} |"
-        )
+    lines += [report_row(r) for r in runs]
     lines += [
         "",
         f"Recall@20 against exact cosine search, {rec['queries']:,} session vectors of the "
@@ -221,6 +227,11 @@ def main() -> None:
     parser.add_argument("--train-window", default="2h")
     parser.add_argument("--nprobe", default="1,2,4,8", help="IVF probes for the recall table")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--only",
+        help="run only this strategy's rows (e.g. online-ranker) and print them: no recall "
+        "table, nothing written",
+    )
     args = parser.parse_args()
     runs = []
     ranker_from = args.ranker_from or args.start
@@ -229,8 +240,14 @@ def main() -> None:
         ("online-ranker", ranker_from, args.ranker_hours, ["--ann", "ivf"]),
         ("session-embedding", args.start, args.hours, ["--ann", "ivf", "--micro-batch", "1024"]),
     )[: args.runs]:
+        if args.only and strategy != args.only:
+            continue
         runs.append(run_cli(args, strategy, begin, hours, extra))
         print(runs[-1], file=sys.stderr, flush=True)
+    if args.only:
+        for r in runs:
+            print(report_row(r))
+        return
     rec = recall(args, [int(n) for n in args.nprobe.split(",")])
     section = report(runs, rec, args)
     print(section)

@@ -199,3 +199,201 @@ def next_unseen_truth(
         if at > first:
             purchase_code[r] = buy
     return next_code, purchase_code, later_req, later_code
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def ranker_session_features(
+    item: np.ndarray,  # int64 candidate item_idx per row, grouped by request
+    bounds: np.ndarray,  # int64 (requests + 1): rows of request r are bounds[r]:bounds[r + 1]
+    has_vector: np.ndarray,  # bool per request
+    vectors: np.ndarray,  # float32 (requests, dim): session vectors (unscaled)
+    unit: np.ndarray,  # float32 (n_items, dim): unit item embeddings
+    knn_keys: np.ndarray,  # int64 request * n_items + item, ascending
+    knn_score: np.ndarray,  # float32 per kNN key
+    knn_best: np.ndarray,  # float32 per request: its best kNN score
+    n_items: int,
+    log_len: np.ndarray,  # float64 per request
+    log_elapsed: np.ndarray,  # float64 per request
+    match: np.ndarray,  # float64 per row: category match share
+    out: np.ndarray,  # float32 (rows, >= col + 7): the session family's columns go here
+    col: int,
+) -> None:
+    """The session family's columns (``stage3_batch.session_block``) of every row, request by
+    request: cosine to the unit session vector, its products with the log length and elapsed
+    time, the scaled kNN score, whether kNN proposed the item, the category match and its
+    product with the log length. Each request reads only its own rows and kNN keys."""
+    dim = vectors.shape[1]
+    u = np.zeros(dim, dtype=np.float32)
+    tiny = np.float32(1e-12)
+    p = 0  # walks knn_keys, which are grouped by request like the rows
+    for r in range(len(bounds) - 1):
+        a, b = bounds[r], bounds[r + 1]
+        live = has_vector[r]
+        if live:
+            norm = np.float32(0.0)
+            for d in range(dim):
+                norm += vectors[r, d] * vectors[r, d]
+            scale = max(np.float32(np.sqrt(norm)), tiny)
+            for d in range(dim):
+                u[d] = vectors[r, d] / scale
+        best = max(knn_best[r], tiny)
+        base = r * n_items
+        while p < len(knn_keys) and knn_keys[p] < base:
+            p += 1
+        for row in range(a, b):
+            c = item[row]
+            sim = np.float32(0.0)
+            if live:
+                for d in range(dim):
+                    sim += unit[c, d] * u[d]
+            key = base + c
+            while p < len(knn_keys) and knn_keys[p] < key:
+                p += 1
+            knn_val = np.float32(0.0)
+            in_knn = np.float32(0.0)
+            if p < len(knn_keys) and knn_keys[p] == key:
+                knn_val = knn_score[p] / best
+                in_knn = np.float32(1.0)
+            m = match[row]
+            out[row, col] = sim
+            out[row, col + 1] = np.float64(sim) * log_len[r]
+            out[row, col + 2] = np.float64(sim) * log_elapsed[r]
+            out[row, col + 3] = knn_val
+            out[row, col + 4] = in_knn
+            out[row, col + 5] = m
+            out[row, col + 6] = m * log_len[r]
+
+
+@njit(cache=True, nogil=True)
+def top_k_rows(item: np.ndarray, score: np.ndarray, bounds: np.ndarray, k: int):
+    """Per request (rows ``bounds[r]:bounds[r + 1]``) its best ``k`` items by score, best
+    first, ties by lower item (``stage2.top_by_score``): ((requests, k) item_idx, how many
+    per request, whether ties straddle the k-th place — there ``top_by_score``'s partition
+    picks among the tied items, so the caller asks it instead)."""
+    n_req = len(bounds) - 1
+    out = np.full((n_req, k), -1, dtype=np.int64)
+    count = np.zeros(n_req, dtype=np.int64)
+    tied = np.zeros(n_req, dtype=np.bool_)
+    best_s, best_i = np.zeros(k, dtype=np.float64), np.zeros(k, dtype=np.int64)
+    for r in range(n_req):
+        a, b = bounds[r], bounds[r + 1]
+        filled = 0
+        for row in range(a, b):
+            filled = _offer(item[row], score[row], best_s, best_i, filled)
+        count[r] = filled
+        out[r, :filled] = best_i[:filled]
+        if b - a > k and filled == k:
+            kth = best_s[k - 1]
+            at_least = 0
+            for row in range(a, b):
+                if score[row] >= kth:
+                    at_least += 1
+            tied[r] = at_least > k
+    return out, count, tied
+
+
+@njit(cache=True, nogil=True)
+def window_counts_many(
+    counts: np.ndarray,  # int32 (windows, 2 * n_items): the published state
+    key: np.ndarray,  # int64 per stream event: 2 * item + kind, time order
+    add_from: int,  # next event to publish in the state
+    remove_from: np.ndarray,  # int64 per window: next event to leave it in the state
+    hi: np.ndarray,  # int64 per request: events before this one are published for it
+    lo: np.ndarray,  # int64 (windows, requests): events before this one left window w
+    bounds: np.ndarray,  # int64 (requests + 1): rows of request r (grouped, in order)
+    items: np.ndarray,  # int64 item_idx per row
+    delta: np.ndarray,  # int64 (windows, 2 * n_items) zeros: scratch, zeroed again on return
+) -> np.ndarray:
+    """``WindowedCounts.features_many`` for rows grouped by request (requests in time order):
+    the state's counts plus, per request, the events published since minus those that left
+    each window since, walked forward request by request. Exact integer counts."""
+    n_w = counts.shape[0]
+    n_req = len(bounds) - 1
+    out = np.empty((len(items), 2 * n_w), dtype=np.int64)
+    p_add = add_from
+    p_rem = remove_from.copy()
+    for r in range(n_req):
+        while p_add < hi[r]:
+            k = key[p_add]
+            for w in range(n_w):
+                delta[w, k] += 1
+            p_add += 1
+        for w in range(n_w):
+            while p_rem[w] < lo[w, r]:
+                delta[w, key[p_rem[w]]] -= 1
+                p_rem[w] += 1
+        for row in range(bounds[r], bounds[r + 1]):
+            view = 2 * items[row]
+            for w in range(n_w):
+                out[row, w] = counts[w, view] + delta[w, view]
+                out[row, n_w + w] = counts[w, view + 1] + delta[w, view + 1]
+    for p in range(add_from, p_add):  # reset the scratch where it was touched
+        for w in range(n_w):
+            delta[w, key[p]] = 0
+    for w in range(n_w):
+        for p in range(remove_from[w], p_rem[w]):
+            delta[w, key[p]] = 0
+    return out
+
+
+@njit(cache=True, nogil=True)
+def unique_keys_by_request(keys: np.ndarray, seen: np.ndarray, n_items: int, n_req: int):
+    """The distinct ``keys`` (request * n_items + item) ascending, those in ``seen`` (same
+    keys, ascending) left out: bucketed by request in one pass, then each request's few
+    hundred keys sorted on their own (one sort of the batch's 200k keys took ~25 ms)."""
+    start = np.zeros(n_req + 1, dtype=np.int64)
+    for key in keys:
+        start[key // n_items + 1] += 1
+    for r in range(n_req):
+        start[r + 1] += start[r]
+    fill = start[:-1].copy()
+    bucket = np.empty(len(keys), dtype=np.int64)
+    for key in keys:
+        r = key // n_items
+        bucket[fill[r]] = key
+        fill[r] += 1
+    out = np.empty(len(keys), dtype=np.int64)
+    n_out = 0
+    p = 0  # walks ``seen``
+    for r in range(n_req):
+        part = np.sort(bucket[start[r] : start[r + 1]])
+        for j in range(len(part)):
+            key = part[j]
+            if j > 0 and key == part[j - 1]:
+                continue
+            while p < len(seen) and seen[p] < key:
+                p += 1
+            if p < len(seen) and seen[p] == key:
+                continue
+            out[n_out] = key
+            n_out += 1
+    return out[:n_out]
+
+
+@njit(cache=True, nogil=True)
+def category_match(
+    session_items: np.ndarray,  # int64 every request's session items, request after request
+    session_bounds: np.ndarray,  # int64 (requests + 1): request r's are bounds[r]:bounds[r + 1]
+    item: np.ndarray,  # int64 candidate item_idx per row, grouped by request
+    bounds: np.ndarray,  # int64 (requests + 1): rows of request r
+    item_category: np.ndarray,  # int64 per item_idx (-1 unknown)
+    n_cat: int,  # 1 + the largest category code
+) -> np.ndarray:
+    """Per row the share of its request's session items in the candidate's category (0 when
+    the category is unknown or the session empty): ``stage3_batch._category_match``."""
+    out = np.zeros(len(item), dtype=np.float64)
+    count = np.zeros(n_cat + 1, dtype=np.int64)
+    for r in range(len(bounds) - 1):
+        s0, s1 = session_bounds[r], session_bounds[r + 1]
+        if s1 == s0:
+            continue
+        for p in range(s0, s1):
+            count[item_category[session_items[p]] + 1] += 1
+        length = float(s1 - s0)
+        for row in range(bounds[r], bounds[r + 1]):
+            cat = item_category[item[row]]
+            if cat >= 0:
+                out[row] = count[cat + 1] / length
+        for p in range(s0, s1):
+            count[item_category[session_items[p]] + 1] = 0
+    return out

@@ -29,6 +29,7 @@ from rtml_cli.online.stage2 import session_vector, top_by_score, unseen_mask
 if TYPE_CHECKING:
     from rtml_cli.online.stage3 import OnlineRanker
 
+SESSION_COLUMNS = 7  # the session (realtime) family's columns: ``session_block``
 KNN_RECENT = 10  # the session-kNN aggregation reads the last 10 items (``stage2.knn_scores``)
 
 
@@ -103,6 +104,8 @@ def knn_batch(env: Env, batch: Sequence[Request]) -> tuple[np.ndarray, np.ndarra
 def batch_candidates(env: Env, batch: Sequence[Request]) -> BatchCandidates:
     """Candidates of every request of ``batch``: IVF lists ∪ kNN items, unseen, ascending;
     the popularity list for a session without a known item (as ``OnlineRanker._generate``)."""
+    from rtml_cli.online.kernels import unique_keys_by_request
+
     n, n_req = env.n_items, len(batch)
     vectors = np.zeros((n_req, env.embeddings.shape[1]), dtype=np.float32)
     has_vector = np.array([len(r.items) > 0 for r in batch], dtype=bool)
@@ -121,12 +124,12 @@ def batch_candidates(env: Env, batch: Sequence[Request]) -> BatchCandidates:
         seen = batch[r].seen
         pool = env.popular[: env.n_candidates + len(seen)]
         parts.append(r * n + pool[unseen_mask(pool, seen)][: env.n_candidates])
-    keys = sorted_unique(np.concatenate(parts))
     seen_keys = np.concatenate(
         [r * n + request.seen for r, request in enumerate(batch)] + [np.zeros(0, np.int64)]
     )
-    if len(seen_keys):
-        keys = keys[unseen_mask(keys, np.sort(seen_keys))]
+    keys = unique_keys_by_request(
+        np.concatenate(parts).astype(np.int64, copy=False), np.sort(seen_keys), n, n_req
+    )
     req = keys // n
     knn_req = knn_keys // n
     knn_best = np.zeros(n_req, dtype=np.float32)
@@ -150,40 +153,52 @@ def batch_features(
     """(rows, n_features): ``OnlineRanker.features`` for every row of ``cands``."""
     env, req, cand = ranker.env, cands.req, cands.item
     n_rows = len(cand)
-    blocks = []
-    if "batch" in ranker.families:
-        blocks.append(ranker.batch[cand])
-    if "realtime" in ranker.families:
-        log_len = np.array([math.log1p(r.n_events) for r in batch])[req]
-        log_elapsed = np.array([math.log1p(max(r.ts - r.session_start, 0) / 60e6) for r in batch])[
-            req
-        ]
-        # per request, as ``features`` computes it: the same rows and vector whatever the
-        # batch, so the same arithmetic (and a cache-sized gather instead of the batch's)
-        sim = np.zeros(n_rows, np.float32)
-        for r in np.flatnonzero(cands.has_vector).tolist():
-            a, b = int(cands.bounds[r]), int(cands.bounds[r + 1])
-            vector = cands.vectors[r]
-            unit = vector / max(float(np.linalg.norm(vector)), 1e-12)
-            sim[a:b] = env.unit[cand[a:b]] @ unit
-        keys = req * env.n_items + cand
-        at = np.minimum(np.searchsorted(cands.knn_keys, keys), max(len(cands.knn_keys) - 1, 0))
-        in_knn = np.zeros(n_rows, np.float32)
-        knn_val = np.zeros(n_rows, np.float32)
-        if len(cands.knn_keys):
-            hit = cands.knn_keys[at] == keys
-            in_knn[hit] = 1.0
-            best = np.maximum(cands.knn_best[req[hit]], np.float32(1e-12))
-            knn_val[hit] = cands.knn_score[at[hit]] / best
-        match = _category_match(env, batch, req, cand)
-        blocks.append(session_block(sim, log_len, log_elapsed, knn_val, in_knn, match))
+    stream_counts = None
     if "streaming" in ranker.families:
         if ranker.lag_us is None:
             raise ValueError("online-ranker reads streaming features but has no freshness lag")
         stream = batch[0].streams[ranker.lag_us]
         times = np.array([r.ts for r in batch], dtype=np.int64)
-        blocks.append(streaming_block(stream.features_many(times, req, cand)))
-    return np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
+        stream_counts = stream.features_many(times, req, cand)
+    width = (3 if "batch" in ranker.families else 0) + (
+        SESSION_COLUMNS if "realtime" in ranker.families else 0
+    )
+    if stream_counts is not None:
+        width += stream_counts.shape[1] + 1
+    out = np.empty((n_rows, width), dtype=np.float32)
+    col = 0
+    if "batch" in ranker.families:
+        out[:, :3] = ranker.batch[cand]
+        col = 3
+    if "realtime" in ranker.families:
+        from rtml_cli.online.kernels import ranker_session_features
+
+        log_len = np.array([math.log1p(r.n_events) for r in batch], dtype=np.float64)
+        log_elapsed = np.array(
+            [math.log1p(max(r.ts - r.session_start, 0) / 60e6) for r in batch], dtype=np.float64
+        )
+        # one compiled pass, request by request: each row reads only its request's vector and
+        # kNN keys, in an order fixed by the compiled code whatever the batch
+        ranker_session_features(
+            cand,
+            cands.bounds.astype(np.int64, copy=False),
+            cands.has_vector,
+            cands.vectors,
+            env.unit,
+            cands.knn_keys,
+            cands.knn_score,
+            cands.knn_best,
+            env.n_items,
+            log_len,
+            log_elapsed,
+            np.asarray(_category_match(env, batch, req, cand), dtype=np.float64),
+            out,
+            col,
+        )
+        col += SESSION_COLUMNS
+    if stream_counts is not None:
+        out[:, col:] = streaming_block(stream_counts)
+    return out
 
 
 def session_block(sim, log_len, log_elapsed, knn_val, in_knn, match) -> np.ndarray:
@@ -203,35 +218,39 @@ def streaming_block(counts: np.ndarray) -> np.ndarray:
 def _category_match(
     env: Env, batch: Sequence[Request], req: np.ndarray, cand: np.ndarray
 ) -> np.ndarray:
-    """Share of each row's request's session items in the candidate's category (0 unknown)."""
-    n_cat = int(env.item_category.max()) + 2  # codes -1.. max, shifted by one
-    owners = [np.full(len(r.items), i, np.int64) for i, r in enumerate(batch)]
-    items = [r.items for r in batch]
-    lengths = np.array([len(r.items) for r in batch], dtype=np.float64)
-    if not sum(len(o) for o in owners):
-        return np.zeros(len(cand))
-    session_keys = np.concatenate(owners) * n_cat + env.item_category[np.concatenate(items)] + 1
-    session_keys = np.sort(session_keys)
-    first = np.flatnonzero(np.r_[True, session_keys[1:] != session_keys[:-1]])
-    uniq, counts = session_keys[first], np.diff(np.r_[first, len(session_keys)])
-    cand_cat = env.item_category[cand]
-    keys = req * n_cat + cand_cat + 1
-    at = np.minimum(np.searchsorted(uniq, keys), len(uniq) - 1)
-    found = np.where(uniq[at] == keys, counts[at], 0)
-    share = found / np.maximum(lengths[req], 1.0)
-    return np.where((cand_cat >= 0) & (lengths[req] > 0), share, 0.0)
+    """Share of each row's request's session items in the candidate's category (0 unknown);
+    rows grouped by request (``req`` non-decreasing), one compiled pass."""
+    from rtml_cli.online.kernels import category_match
+
+    lengths = np.array([len(r.items) for r in batch], dtype=np.int64)
+    items = np.concatenate([r.items for r in batch] + [np.zeros(0, np.int64)])
+    return category_match(
+        items.astype(np.int64, copy=False),
+        np.r_[0, np.cumsum(lengths)].astype(np.int64),
+        np.asarray(cand, dtype=np.int64),
+        np.searchsorted(req, np.arange(len(batch) + 1)).astype(np.int64),
+        env.item_category.astype(np.int64, copy=False),
+        int(env.item_category.max()) + 1,
+    )
 
 
 def rank_batch(
     ranker: OnlineRanker, batch: Sequence[Request], cands: BatchCandidates, k: int
 ) -> list[np.ndarray]:
     """The ranker's top ``k`` for every request of ``batch`` (``OnlineRanker.recommend_batch``)."""
+    from rtml_cli.online.kernels import top_k_rows
+
     features = batch_features(ranker, batch, cands).astype(np.float64)
     scores = np.einsum("ij,j->i", features, np.asarray(ranker.coef, dtype=np.float64))
+    bounds = cands.bounds.astype(np.int64, copy=False)
+    best, count, tied = top_k_rows(cands.item, scores, bounds, k)
     none = np.zeros(0, np.int64)
     out = []
     for r, request in enumerate(batch):
-        a, b = cands.bounds[r], cands.bounds[r + 1]
+        if count[r] == k and not tied[r]:
+            out.append(best[r])
+            continue
+        a, b = bounds[r], bounds[r + 1]
         if a == b:
             out.append(ranker.env.fill([], request.seen_set, k))
             continue

@@ -59,6 +59,7 @@ class WindowedCounts:
         self._remove = np.zeros(len(windows), dtype=np.int64)
         self.now = np.iinfo(np.int64).min
         self._slot: np.ndarray | None = None  # features_many's key -> column map
+        self._delta: np.ndarray | None = None  # features_many's scratch per (window, key)
 
     def advance(self, now_us: int) -> None:
         """Move the published state to request time ``now_us`` (µs since the epoch)."""
@@ -135,6 +136,9 @@ class WindowedCounts:
             return out
         n_req, n_w = len(times), len(self.window_us)
         visible_until = times - self.lag_us
+        req = np.asarray(req, dtype=np.int64)
+        if n_req and len(req) and bool(np.all(req[1:] >= req[:-1])):
+            return self._features_grouped(visible_until, req, items)
         out = self.features(items).astype(np.int64)
         if not n_req:
             return out.astype(self.counts.dtype)
@@ -174,6 +178,36 @@ class WindowedCounts:
                 out[hit[:, None], kind * n_w + np.arange(n_w)] += delta[:, :1] - delta[:, 1:]
         finally:
             self._slot[touched] = -1
+        return out.astype(self.counts.dtype)
+
+    def _features_grouped(
+        self, visible_until: np.ndarray, req: np.ndarray, items: np.ndarray
+    ) -> np.ndarray:
+        """``features_many`` for rows grouped by request (a micro-batch's candidates): one
+        compiled walk forward through the requests (``kernels.window_counts_many``)."""
+        from rtml_cli.online.kernels import window_counts_many
+
+        n_req = len(visible_until)
+        hi = np.searchsorted(self.ts, visible_until, side="left")
+        lo = np.stack(
+            [
+                np.searchsorted(self.ts, visible_until - width, side="left")
+                for width in self.window_us
+            ]
+        )
+        if self._delta is None:
+            self._delta = np.zeros(self.counts.shape, dtype=np.int64)
+        out = window_counts_many(
+            self.counts,
+            self.key,
+            self._add,
+            self._remove,
+            hi.astype(np.int64),
+            lo.astype(np.int64),
+            np.searchsorted(req, np.arange(n_req + 1)).astype(np.int64),
+            np.asarray(items, dtype=np.int64),
+            self._delta,
+        )
         return out.astype(self.counts.dtype)
 
     def brute_force(self, now_us: int, items: np.ndarray) -> np.ndarray:
