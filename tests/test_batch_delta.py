@@ -430,3 +430,52 @@ def test_replay_on_a_delta_run_matches_a_full_run_within_002_hit_rate(tmp_path):
     for name in strategies:
         full, warm = hr["full"].summary_for(name)["hr"], hr["warm"].summary_for(name)["hr"]
         assert abs(warm - full) <= 0.02, (name, warm, full)
+
+
+@pytest.fixture
+def new_york(monkeypatch):
+    """The process's local time zone set to America/New_York (UTC-5) for one test."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_session_spanning_the_base_as_of_is_kept_once_on_a_host_west_of_utc(tmp_path, new_york):
+    """A session with events before and after the base's as-of is replaced in the delta, not
+    kept twice: the cut-off DuckDB returns (a naive UTC timestamp) was once read as local
+    time, 5 hours late in New York, and the base copy of the session survived the overlay."""
+    base_as_of = START + timedelta(days=5, hours=7)
+    t0 = base_as_of - timedelta(minutes=20)
+    ev = make_events()
+    spanning = pl.DataFrame(
+        {
+            "ts": [t0, t0 + timedelta(minutes=1), base_as_of + timedelta(minutes=40)],
+            "user_id": [None, None, None],
+            "session_id": ["spanning"] * 3,
+            "item_id": [1, 2, 3],
+            "event": ["view"] * 3,
+        },
+        schema=ev.schema,
+    )
+    events, items = tmp_path / "events.parquet", tmp_path / "items.parquet"
+    pl.concat([ev, spanning]).sort("ts").write_parquet(events)
+    catalogue().write_parquet(items)
+    caps = SessionParams(session_sample=2500, rule_steps=3, rule_top=2)
+    served = {}
+    for name, every in (("delta", 3), ("plain", 1)):
+        root = tmp_path / name
+        run_precompute(events, root, items=items, as_of=base_as_of, sessions=caps, **FAST)
+        run = run_precompute(
+            events, root, items=items, as_of=base_as_of + timedelta(days=1),
+            warm_start=root, n_trees=10, full_every=every,
+        )  # fmt: skip
+        served[name] = (run.mode, _sessions(run.run_dir))
+    assert served["delta"][0] == "warm-delta" and served["plain"][0] != "warm-delta"
+    for key, table in served["plain"][1].items():
+        assert served["delta"][1][key].equals(table), key
+    rows = served["delta"][1]["session_items"].filter(pl.col("session_id") == "spanning")
+    assert rows["session_idx"].n_unique() == 1

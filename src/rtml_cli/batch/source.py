@@ -26,8 +26,13 @@ def sql_files(files: list[Path]) -> str:
 
 
 def sql_ts(value: datetime) -> str:
-    """A naive-UTC TIMESTAMP literal (DuckDB without the ICU extension has no time zones)."""
-    naive = value.astimezone(timezone.utc).replace(tzinfo=None)
+    """A naive-UTC TIMESTAMP literal (DuckDB without the ICU extension has no time zones).
+
+    A naive ``value`` is UTC already (what DuckDB returns for a TIMESTAMP column), never the
+    host's local time: ``astimezone`` would read it as local time and move it by the host's
+    UTC offset.
+    """
+    naive = value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
     return f"TIMESTAMP {sql_str(naive.isoformat(sep=' ', timespec='microseconds'))}"
 
 
