@@ -499,3 +499,18 @@ def test_two_identical_precompute_runs_write_identical_bytes(tmp_path):
     first = run_precompute(small, tmp_path / "root3", **FAST, n_neighbors=10).run_dir
     warm = run_precompute(small, tmp_path / "root3", **FAST, warm_start=first, force=True)
     assert pl.read_parquet(warm.run_dir / "state" / "user_totals.parquet")["user_id"].is_sorted()
+
+
+def test_a_thread_that_cannot_start_under_a_memory_limit_is_out_of_memory(monkeypatch):
+    """Under ulimit -v, precompute's fingerprint thread may fail to map its stack: Python
+    raises RuntimeError("can't start new thread"), which must read as out of memory (71),
+    not as an internal error; without a memory limit it is not a memory problem."""
+    from rtml_cli import errors
+
+    exc = RuntimeError("can't start new thread")
+    monkeypatch.setattr(errors, "_address_space_limit", lambda: 400_000 * 1024)
+    error = errors.environment_error(exc)
+    assert isinstance(error, errors.ResourceError) and error.exit_code == ExitCode.RESOURCE
+    assert "out of memory" in str(error) and "ulimit -v 400000" in str(error)
+    monkeypatch.setattr(errors, "_address_space_limit", lambda: None)
+    assert errors.environment_error(exc) is None

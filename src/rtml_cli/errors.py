@@ -232,6 +232,14 @@ def environment_error(exc: BaseException) -> RtmlError | None:
                 f"{_first_line(cause)} (under a process memory limit; if it persists without "
                 "the limit, the file is corrupt)"
             )
+        if (
+            isinstance(cause, RuntimeError)
+            and "can't start new thread" in str(cause)
+            and _address_space_limit() is not None
+        ):
+            # under ulimit -v a thread's stack cannot be mapped (e.g. precompute's
+            # fingerprint thread): Python says only "can't start new thread"
+            return _out_of_memory(f"could not start a thread ({_first_line(cause)})")
         if isinstance(cause, SystemError) and _address_space_limit() is not None:
             # a native library (jemalloc in polars) failed to allocate while loading under
             # ulimit -v and returned NULL without saying why
