@@ -514,3 +514,31 @@ def test_shard_key_splits_an_outer_shard(ids, n, m) -> None:
     crc = [zlib.crc32(s.encode()) for s in ids]
     assert shard_key(ids, n).tolist() == [c % n for c in crc]
     assert shard_key(ids, n, (1, m)).tolist() == [(c // m) % n for c in crc]
+
+
+def test_a_worker_cache_takes_a_run_published_again_under_the_same_id_as_new(tmp_path):
+    """A Ray worker keeps a run's artifacts between jobs; a run deleted and computed again
+    under the same directory (same as-of, same id) must not be served from the old copy."""
+    from rtml_cli.online.distributed import _cached, _published
+
+    run = tmp_path / "runs" / "20240101T000000Z"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text('{"run": 1}')
+    cache: dict = {}
+    loads: list[int] = []
+
+    def load(n: int):
+        def make():
+            loads.append(n)
+            return n
+
+        return make
+
+    key = ("artifacts", str(run), _published(str(run)))
+    assert _cached(cache, key, load(1)) == 1
+    assert _cached(cache, ("artifacts", str(run), _published(str(run))), load(2)) == 1
+    fresh = tmp_path / "manifest.tmp"  # published again: a new file renamed into place
+    fresh.write_text('{"run": 2, "again": true}')
+    os.replace(fresh, run / "manifest.json")
+    assert _cached(cache, ("artifacts", str(run), _published(str(run))), load(3)) == 3
+    assert loads == [1, 3]

@@ -169,7 +169,8 @@ def run_shard(
     reading = time.perf_counter()
     if job.strategy_modules:
         load_strategies(settings.names, list(job.strategy_modules))
-    art = _cached(cache, ("artifacts", job.run_dir), lambda: load_artifacts(job.run_dir))
+    run = (job.run_dir, _published(job.run_dir))
+    art = _cached(cache, ("artifacts", *run), lambda: load_artifacts(job.run_dir))
     data = read_replay(Path(job.events), Path(job.stream))
     files = [job.events + "/" + EVENTS_FILE, job.stream]
     training = None
@@ -185,9 +186,7 @@ def run_shard(
         served, setup_seconds = unpack_strategies(built.data, art)
     elif not job.built and cache is not None:  # built once per process, a fresh copy per job
         building = time.perf_counter()
-        packed = _cached(
-            cache, ("other", job.run_dir, repr(settings)), lambda: _pack_built(art, settings)
-        )
+        packed = _cached(cache, ("other", *run, repr(settings)), lambda: _pack_built(art, settings))
         if packed is not None:
             served, _ = unpack_strategies(packed, art)
         else:
@@ -217,6 +216,13 @@ def run_shard(
         ended=time.time(),
         pid=os.getpid(),
     )
+
+
+def _published(run_dir: str) -> tuple[int, int, int]:
+    """Which publication of ``run_dir`` this is (its manifest's inode, size and mtime): a run
+    deleted and computed again under the same id is a new run to a worker's cache."""
+    st = os.stat(Path(run_dir) / "manifest.json")
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _cached(cache: dict[str, Any] | None, key: Any, make: Callable[[], Any]) -> Any:
