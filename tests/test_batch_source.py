@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
+
+import polars as pl
+import pytest
 
 from rtml_cli.batch.precompute import run_precompute
-from rtml_cli.batch.source import connect, fingerprint, open_events
+from rtml_cli.batch.source import _Cancelled, connect, fingerprint, open_events
+from rtml_cli.errors import DataError
 from tests.test_batch_precompute import make_events
 
 
@@ -40,3 +45,27 @@ def test_same_size_and_mtime_but_new_content_is_not_the_same_input(tmp_path):
     saved = first.manifest["inputs"]["events"][0]
     assert saved["bytes"] == stat.st_size
     assert fingerprint(events)["sha256"] != saved["sha256"]
+
+
+def test_a_cancelled_fingerprint_stops_at_its_next_read(tmp_path):
+    """A scan that fails sets the event: the hash of a large log stops at its next 1 MiB
+    read instead of holding the error back until the whole file is read."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(3 << 20))
+    cancel = threading.Event()
+    assert fingerprint(path, cancel) == fingerprint(path)  # not set: the full hash
+    cancel.set()
+    with pytest.raises(_Cancelled):
+        fingerprint(path, cancel)
+
+
+def test_a_scan_that_fails_raises_its_own_error_not_the_hash_thread(tmp_path):
+    """Bad rows fail the scan with DataError; the cancelled hash does not replace it."""
+    path = tmp_path / "events.parquet"
+    make_events(n_sessions=20, seed=3).with_columns(session_id=pl.lit("")).write_parquet(path)
+    con = connect(tmp_path / "spill")
+    try:
+        with pytest.raises(DataError):
+            open_events(con, [path], None)
+    finally:
+        con.close()

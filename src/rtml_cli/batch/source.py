@@ -8,6 +8,7 @@ before the run's as-of (point-in-time correctness).
 from __future__ import annotations
 
 import hashlib
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -36,11 +37,20 @@ def sql_ts(value: datetime) -> str:
     return f"TIMESTAMP {sql_str(naive.isoformat(sep=' ', timespec='microseconds'))}"
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
-    """Size and SHA-256 of a file's content (the idempotence key of a run)."""
+class _Cancelled(Exception):
+    """The scan failed or was interrupted: the hashes it waited for are not needed."""
+
+
+def fingerprint(path: Path, cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Size and SHA-256 of a file's content (the idempotence key of a run).
+
+    ``cancel``: checked between 1 MiB reads; once set, raises ``_Cancelled`` (so a scan that
+    fails does not wait for a hash of a large log that nobody will read)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled(str(path))
             digest.update(chunk)
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
@@ -113,10 +123,12 @@ def open_events(
     # scans the same files: hashlib and file reads release the GIL, so the two reads
     # overlap and share the page cache instead of reading the log twice in a row
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-fingerprint")
-    hashing = pool.submit(lambda: [fingerprint(f) for f in files])
+    cancel = threading.Event()
+    hashing = pool.submit(lambda: [fingerprint(f, cancel) for f in files])
     try:
         return _open_events(con, files, as_of, schema, scan, now, hashing)
     finally:
+        cancel.set()  # a no-op once the hashes are in; else the thread stops at its next read
         pool.shutdown(wait=True, cancel_futures=True)
 
 
