@@ -259,6 +259,24 @@ def test_ctrl_c_inside_a_duckdb_query_exits_130(tmp_path):
         "'u' || (i % 1000) AS user_id, 's' || (i // 5) AS session_id, i % 5000 AS item_id, "
         f"'view' AS event FROM range(1500000) t(i)) TO '{big}' (FORMAT parquet)"
     )
+    lines = []
+    # on a loaded machine the signal can land between two queries (Python code): that is a
+    # silent Exit(130) from Typer, reported with the longer line; try again, up to 3 times
+    for _ in range(3):
+        code, line = _interrupt_validate(big)
+        assert code == ExitCode.INTERRUPTED, line
+        lines.append(line)
+        if line == "rtml: error: interrupted":
+            break
+    # this line proves the signal interrupted a DuckDB query and was mapped at the boundary
+    assert lines[-1] == "rtml: error: interrupted", lines
+    assert all(
+        line.startswith("rtml: error: interrupted") and "\n" not in line for line in lines
+    ), lines
+
+
+def _interrupt_validate(big: Path) -> tuple[int, str]:
+    """SIGINT to `rtml data validate BIG` once DuckDB reads the file: (exit code, stderr)."""
     proc = subprocess.Popen(
         [RTML, "data", "validate", str(big)],
         stdout=subprocess.DEVNULL,
@@ -278,10 +296,7 @@ def test_ctrl_c_inside_a_duckdb_query_exits_130(tmp_path):
     assert proc.poll() is None, "validate finished before the signal: make the file larger"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == ExitCode.INTERRUPTED, stderr
-    # typer turns a KeyboardInterrupt outside DuckDB into a silent 130: this line proves
-    # the signal interrupted a DuckDB query and was mapped at the boundary
-    assert stderr.strip() == "rtml: error: interrupted"
+    return proc.returncode, stderr.strip()
 
 
 # glibc ("cannot allocate memory for thread-local data") and Rust ("memory allocation of N
