@@ -140,6 +140,8 @@ def test_cli_json_and_ranking_table(invoke, shop):
     assert {d["a"] for d in doc["differences"]} == set(NAMES[:2])
     text = " ".join(invoke(*args).stdout.split())
     assert "ranking by HR@8: is each strategy ahead of the next?" in text
-    assert "sample: 50 sessions (50 served," in text
+    # the caption's leading count is the sampled sessions, and the sample says of how many
+    assert "requests from 50 sessions," in text
+    assert f"sample: 50 sessions (50 of {doc['info']['sessions_in_window']:,} sessions," in text
     bad = invoke(*args[:-2], "--sample", "0%")
     assert bad.exit_code == ExitCode.USAGE and "--sample" in bad.stderr

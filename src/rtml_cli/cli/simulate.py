@@ -410,16 +410,18 @@ def _overall_table(result: Any, out: Path | None) -> Any:
         for r in result.summary
         if r["segment"] == "all"
     ]
+    # a sampled replay's requests come from the sampled sessions, not every session
+    sessions = info["sessions_served"] if info.get("sample") else info["sessions_in_window"]
     caption = (
-        f"{info['requests']:,} requests from {info['sessions_in_window']:,} sessions, "
+        f"{info['requests']:,} requests from {sessions:,} sessions, "
         f"{info['window_start']} → {info['window_end'] or 'end of log'}; as-of {info['as_of']}; "
         f"freshness {info['freshness_s']:g}s"
         + (f"; shard {info['shard']}" if info["shard"] else "")
         + (
             f"; sample: {info['sample']}"
             + (" of the sessions" if str(info["sample"]).endswith("%") else "")
-            + f" ({info['sessions_served']:,} served, {info['requests']:,} of "
-            f"{info['requests_before_sample']:,} requests)"
+            + f" ({info['sessions_served']:,} of {info['sessions_in_window']:,} sessions, "
+            f"{info['requests']:,} of {info['requests_before_sample']:,} requests)"
             if info.get("sample")
             else ""
         )
