@@ -123,6 +123,19 @@ def _copy(con: Any, query: str, path: Path) -> None:
     con.sql(f"COPY ({query}) TO {sql_str(str(path))} (FORMAT PARQUET)")
 
 
+def item_tables(con: Any, index: Any, item_events: Any) -> None:
+    """The run's items as DuckDB temp tables ``_sidx`` (item_idx, item_id) and ``_item_events``
+    (item_id, events_total) that the session statements join: joins against a registered
+    frame cost about twice as much."""
+    for name, frame in (
+        ("_sidx", index.select("item_idx", "item_id")),
+        ("_item_events", item_events.select("item_id", "events_total")),
+    ):
+        con.register(f"{name}_frame", frame)
+        con.sql(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_frame")
+        con.unregister(f"{name}_frame")
+
+
 def build_session_tables(
     con: Any,
     index: Any,
@@ -141,14 +154,7 @@ def build_session_tables(
     that has session tables built with the same ``params``) only the sessions with events
     since ``since`` are read; without it every event is.
     """
-    # as DuckDB tables: joins against a registered frame cost about twice as much
-    for name, frame in (
-        ("_sidx", index.select("item_idx", "item_id")),
-        ("_item_events", item_events.select("item_id", "events_total")),
-    ):
-        con.register(f"{name}_frame", frame)
-        con.sql(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_frame")
-        con.unregister(f"{name}_frame")
+    item_tables(con, index, item_events)
     try:
         warm = previous is not None and since is not None
         events_read = _session_events(con, since if warm else None)

@@ -117,13 +117,7 @@ def build_session_delta(
     for ``sessions.build_session_tables``; ``n_sessions``: the training sessions of the run
     continued from (``since`` is its as-of); ``previous``: that run when it is a delta of
     ``base`` (None: it is ``base``). Returns the row counts a reader of the overlay sees."""
-    for name, frame in (
-        ("_sidx", index.select("item_idx", "item_id")),
-        ("_item_events", item_events.select("item_id", "events_total")),
-    ):
-        con.register(f"{name}_frame", frame)
-        con.sql(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_frame")
-        con.unregister(f"{name}_frame")
+    full.item_tables(con, index, item_events)
     delta = out_dir / "delta"
     try:
         events_read = full._session_events(con, since)
