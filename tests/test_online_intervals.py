@@ -145,3 +145,14 @@ def test_cli_json_and_ranking_table(invoke, shop):
     assert f"sample: 50 sessions (50 of {doc['info']['sessions_in_window']:,} sessions," in text
     bad = invoke(*args[:-2], "--sample", "0%")
     assert bad.exit_code == ExitCode.USAGE and "--sample" in bad.stderr
+
+
+@pytest.mark.parametrize("bad", [["--sample", "0%"], ["--k", "0"], ["--nprobe", "0"]])
+def test_a_bad_option_is_one_line_before_any_progress(invoke, shop, bad):
+    """A bad option is refused before the CLI announces the ranker's training."""
+    base, _ = shop
+    args = ["simulate", base / "events.parquet", "--artifacts", base / "root"]
+    result = invoke(*args, "--strategies", "popular,online-ranker", *bad)
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("rtml: error:")
+    assert "training" not in result.stderr and result.stdout == ""

@@ -258,9 +258,11 @@ def _run(
     if name != "local" or shards is not None:
         return _run_sharded(events, artifacts, names, show, name, address, shards, modules, options)
     from rtml_cli.online import simulate
+    from rtml_cli.online.engine import check_options
     from rtml_cli.online.strategies import trains
     from rtml_cli.output import info
 
+    check_options(names, **options)
     if show and trains(names):
         info("training online-ranker on the window before the as-of…")
     with replay_progress(show) as progress:

@@ -223,6 +223,18 @@ def served_names(strategies: Sequence[str], baseline_recs: Any = None) -> list[s
     return names
 
 
+def check_options(strategies: Sequence[str], **options: Any) -> None:
+    """Raise ``UsageError`` for options ``simulate`` would refuse, before any data is read:
+    lets a caller announce long set-up work (training the ranker) only for a valid run.
+    ``options`` are ``simulate``'s keyword options; the missing ones take its defaults."""
+    import inspect
+
+    skip = {"events", "artifacts", "strategies", "start", "end", "world", "progress"}
+    params = inspect.signature(simulate).parameters
+    defaults = {name: p.default for name, p in params.items() if name not in skip}
+    _validate(strategies, **{**defaults, **options})
+
+
 def _validate(
     strategies: Sequence[str],
     *,
