@@ -16,6 +16,7 @@ import signal
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -520,6 +521,11 @@ class _Run:
     session_params: SessionParams = field(default_factory=SessionParams)
     sessions: SessionTablesResult | None = None
     session_delta: bool = False  # a delta's session tables as deltas of its base's
+    # a delta's session tables are built in a thread on a second DuckDB connection while the
+    # counts, embeddings, neighbours and Stage-1 lists are computed (they share no input but
+    # the item index); the sessions step waits for them
+    session_job: Future[SessionTablesResult] | None = None
+    session_con: Any = None
     # write, publish, switch
     manifest: dict[str, Any] = field(default_factory=dict)
     hashed: dict[str, Any] = field(default_factory=dict)  # os.stat of each file as hashed
@@ -754,6 +760,7 @@ def _clean_up(run: _Run) -> None:
     """Free what a run holds; the directories go first so that a second Ctrl-C arriving
     while DuckDB closes cannot leave them (the next run would remove them anyway)."""
     try:
+        _stop_session_delta(run)  # before its directory goes
         if run.tmp is not None:  # failed (disk full, bad data, Ctrl-C): free the space now
             shutil.rmtree(run.tmp, ignore_errors=True)
         if run.spill is not None:
@@ -834,7 +841,9 @@ def _scan(run: _Run) -> PrecomputeResult | None:
     run.steps.start("scan")
     run.spill = publish.spill_dir(run.root)
     run.con = connect(run.spill)
-    src = run.src = open_events(run.con, run.event_files, run.requested_as_of)
+    src = run.src = open_events(
+        run.con, run.event_files, run.requested_as_of, checked=_checked_files(run.warm)
+    )
     _check_staleness(src.last_ts, run.max_staleness)
     as_of: datetime = src.as_of
     run.resolved_as_of = as_of
@@ -894,6 +903,15 @@ def _scan(run: _Run) -> PrecomputeResult | None:
     return None
 
 
+def _checked_files(warm: _WarmState | None) -> frozenset[str]:
+    """The event files (by content hash) whose rows the warm-start run checked against the
+    events contract when it was written by this rtml (a later version may check more)."""
+    if warm is None or warm.manifest.get("versions", {}).get("rtml") != __version__:
+        return frozenset()
+    files = warm.manifest.get("inputs", {}).get("events", [])
+    return frozenset(f["sha256"] for f in files if isinstance(f, dict) and "sha256" in f)
+
+
 def _features(run: _Run) -> None:
     """Item index, item features and per-user totals, history and features."""
     import polars as pl
@@ -932,6 +950,7 @@ def _features(run: _Run) -> None:
     # per (user, item): stays in DuckDB (table _history) for the user features and the recs
     feat.user_items_table(run.con, as_of, run.half_life_s, run.since, old_items)
     run.user_frame = _user_frame(run)
+    _start_session_delta(run)
 
 
 def _item_index(fresh_aggs: Any, warm: _WarmState | None) -> Any:
@@ -1099,7 +1118,8 @@ def _index(run: _Run) -> None:
     from rtml_cli.batch import publish
 
     run.steps.start("index")
-    run.tmp = publish.new_tmp_dir(run.runs, run.run_id)
+    if run.tmp is None:  # (a delta's session thread made it)
+        run.tmp = publish.new_tmp_dir(run.runs, run.run_id)
     if not run.rebuilt:
         index_run = _require(run.warm, "the warm-start run", "features").index_run
         built = read_manifest(run.runs / index_run)["index"]
@@ -1157,7 +1177,7 @@ def _recs(run: _Run) -> None:
     if run.warm is not None and run.delta:
         # only the users who changed since the base: today's, and the previous delta's
         path = run.tmp_dir / DELTA_PREFIX / "batch_recs.parquet"
-        path.parent.mkdir()
+        path.parent.mkdir(exist_ok=True)  # (the session thread may have made it)
         kept = run.warm.delta_table("batch_recs.parquet").filter(~run.is_active)
         run.n_recs = write_batch_recs(
             run.con, run.index, run.sim_top, popular_idx, run.top_k, path,
@@ -1189,19 +1209,16 @@ def _sessions(run: _Run) -> None:
     from rtml_cli.batch.sessions import build_session_tables
 
     run.steps.start("sessions")
+    if run.session_job is not None:  # a delta: wait for the thread _start_session_delta began
+        run.sessions = run.session_job.result()
+        run.session_delta = True
+        return
     warm = run.warm
-    previous = None
-    if warm is not None and warm.session_params == run.session_params:
-        previous = warm.sessions
-    # the previous tables are a delta's overlay: continue the delta, or (compacting) read the
-    # overlay written out whole, as build_session_tables reads a self-contained run's
-    if warm is not None and previous is not None:
-        overlaid = warm.base_id is not None and has_session_delta(warm.manifest["outputs"])
-        if run.delta and (warm.base_id is None or overlaid):
-            run.sessions = _session_delta(run, warm, previous.n_sessions)
-            run.session_delta = True
-            return
-        if overlaid:
+    previous = _previous_session_tables(run)
+    # the previous tables are a delta's overlay: (compacting) read the overlay written out
+    # whole, as build_session_tables reads a self-contained run's
+    if warm is not None and previous is not None and warm.base_id is not None:
+        if has_session_delta(warm.manifest["outputs"]):
             previous = _write_overlaid_sessions(run, warm, previous.n_sessions)
     run.sessions = build_session_tables(
         run.con,
@@ -1214,7 +1231,61 @@ def _sessions(run: _Run) -> None:
     )
 
 
-def _session_delta(run: _Run, warm: _WarmState, n_sessions: int) -> SessionTablesResult:
+def _previous_session_tables(run: _Run) -> PreviousSessions | None:
+    """The warm-start run's session tables, when they were built with this run's parameters."""
+    warm = run.warm
+    if warm is not None and warm.session_params == run.session_params:
+        return warm.sessions
+    return None
+
+
+def _start_session_delta(run: _Run) -> None:
+    """A delta whose previous run has session tables to continue as deltas: build them in a
+    thread (on a second DuckDB connection) while the next steps run; the sessions step waits.
+    Nothing to do for any other run (its sessions step builds the tables itself)."""
+    from rtml_cli.batch import publish
+
+    warm, previous = run.warm, _previous_session_tables(run)
+    if warm is None or previous is None or not run.delta:
+        return
+    if warm.base_id is not None and not has_session_delta(warm.manifest["outputs"]):
+        return  # the previous delta's tables are whole: sessions builds them from every event
+    run.tmp = publish.new_tmp_dir(run.runs, run.run_id)
+    run.session_con = run.src.cursor(run.con)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-sessions")
+    try:
+        run.session_job = pool.submit(
+            _session_delta, run, warm, previous.n_sessions, run.session_con
+        )
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _stop_session_delta(run: _Run) -> None:
+    """Interrupt a session thread still running (the run failed) and wait for it to end."""
+    import duckdb
+
+    job, con = run.session_job, run.session_con
+    try:
+        if job is not None and not job.done() and con is not None:
+            con.interrupt()
+        if job is not None:
+            try:
+                job.exception()  # waits; its error, if any, is the run's error already
+            except BaseException:  # noqa: BLE001 - a cancelled job: nothing to wait for
+                pass
+    finally:
+        if con is not None:
+            try:
+                con.close()
+            except duckdb.Error:
+                pass
+        run.session_job = run.session_con = None
+
+
+def _session_delta(
+    run: _Run, warm: _WarmState, n_sessions: int, con: Any
+) -> SessionTablesResult:
     from rtml_cli.batch.sessions_delta import ChainBase, PreviousDelta, build_session_delta
 
     base_dir = run.runs / warm.chain_base
@@ -1227,7 +1298,7 @@ def _session_delta(run: _Run, warm: _WarmState, n_sessions: int) -> SessionTable
         rows=read_manifest(base_dir)["rows"],
     )
     return build_session_delta(
-        run.con,
+        con,
         run.index,
         run.aggregates.select("item_id", "events_total"),
         run.tmp_dir,
@@ -1408,6 +1479,7 @@ def _manifest(run: _Run) -> dict[str, Any]:
         "rows": {
             "events_in_files": src.rows_in_files,
             "events_before_as_of": src.rows_used,
+            "events_checked": src.rows_checked,
             "events_read_for_model": run.pairs_events,
             "items": run.n_items,
             "users": run.user_frame.height,
