@@ -17,7 +17,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -554,16 +554,17 @@ def small_pages() -> Iterator[None]:
     fresh 112 MB array against 0.05 s with small pages. Precompute allocates its large
     arrays once each (the counts, their PPMI, the fold-in), so it gains nothing from huge
     pages and lost ~5 s of a 19 s delta run to these stalls."""
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage
-    except ImportError:  # a NumPy without the switch: leave the allocator as it is
+    from numpy._core import multiarray
+
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)
+    if switch is None:  # a NumPy without the switch: leave the allocator as it is
         yield
         return
-    previous = _set_madvise_hugepage(False)
+    previous = switch(False)
     try:
         yield
     finally:
-        _set_madvise_hugepage(previous)
+        switch(previous)
 
 
 def run_precompute(
@@ -1217,9 +1218,13 @@ def _sessions(run: _Run) -> None:
     previous = _previous_session_tables(run)
     # the previous tables are a delta's overlay: (compacting) read the overlay written out
     # whole, as build_session_tables reads a self-contained run's
-    if warm is not None and previous is not None and warm.base_id is not None:
-        if has_session_delta(warm.manifest["outputs"]):
-            previous = _write_overlaid_sessions(run, warm, previous.n_sessions)
+    overlaid = (
+        warm is not None
+        and warm.base_id is not None
+        and has_session_delta(warm.manifest["outputs"])
+    )
+    if warm is not None and previous is not None and overlaid:
+        previous = _write_overlaid_sessions(run, warm, previous.n_sessions)
     run.sessions = build_session_tables(
         run.con,
         run.index,
@@ -1270,22 +1275,17 @@ def _stop_session_delta(run: _Run) -> None:
         if job is not None and not job.done() and con is not None:
             con.interrupt()
         if job is not None:
-            try:
-                job.exception()  # waits; its error, if any, is the run's error already
-            except BaseException:  # noqa: BLE001 - a cancelled job: nothing to wait for
-                pass
+            # waits; its error, if any, is the run's error already (or a cancelled job's)
+            with suppress(BaseException):
+                job.exception()
     finally:
         if con is not None:
-            try:
+            with suppress(duckdb.Error):
                 con.close()
-            except duckdb.Error:
-                pass
         run.session_job = run.session_con = None
 
 
-def _session_delta(
-    run: _Run, warm: _WarmState, n_sessions: int, con: Any
-) -> SessionTablesResult:
+def _session_delta(run: _Run, warm: _WarmState, n_sessions: int, con: Any) -> SessionTablesResult:
     from rtml_cli.batch.sessions_delta import ChainBase, PreviousDelta, build_session_delta
 
     base_dir = run.runs / warm.chain_base
