@@ -515,6 +515,23 @@ def test_a_delta_builds_its_session_tables_beside_the_other_steps(data, tmp_path
     )
 
 
+def test_the_move_checks_knn_overlap_is_the_published_embeddings(data, tmp_path):
+    """The kNN overlap, computed in a thread beside the neighbours, is the one of the
+    embeddings the delta published against its index's."""
+    from rtml_cli.batch import embeddings as emb
+    from rtml_cli.batch.precompute import MOVE_SAMPLE
+
+    events, items = data
+    (delta,) = _chain(events, items, tmp_path / "root", (7, 9))
+    move = delta.manifest["index"]["move"]
+    new = np.load(delta.run_dir / "item_embeddings.npy")
+    old = np.load(tmp_path / "root" / "runs" / move["against_run"] / "item_embeddings.npy")
+    expected = emb.embedding_move(new, old, sample=MOVE_SAMPLE, seed=0)
+    assert move == {"against_run": move["against_run"], "threshold": 0.05, **expected}
+    assert list(move)[-1] == "knn_overlap_at_10"
+    assert _no_session_thread()
+
+
 @pytest.mark.parametrize("where", ["main", "thread"])
 def test_a_failure_beside_the_session_thread_publishes_nothing(data, tmp_path, monkeypatch, where):
     """An error in the steps running beside the session thread (or in the thread) fails the

@@ -526,6 +526,7 @@ class _Run:
     # the item index); the sessions step waits for them
     session_job: Future[SessionTablesResult] | None = None
     session_con: Any = None
+    overlap_job: Future[float] | None = None  # a delta's kNN overlap of the move check
     # write, publish, switch
     manifest: dict[str, Any] = field(default_factory=dict)
     hashed: dict[str, Any] = field(default_factory=dict)  # os.stat of each file as hashed
@@ -762,6 +763,9 @@ def _clean_up(run: _Run) -> None:
     while DuckDB closes cannot leave them (the next run would remove them anyway)."""
     try:
         _stop_session_delta(run)  # before its directory goes
+        if run.overlap_job is not None:  # (a second or so: not worth interrupting)
+            with suppress(BaseException):
+                run.overlap_job.exception()
         if run.tmp is not None:  # failed (disk full, bad data, Ctrl-C): free the space now
             shutil.rmtree(run.tmp, ignore_errors=True)
         if run.spill is not None:
@@ -1028,14 +1032,16 @@ def _cooccurrence(run: _Run) -> None:
         if warm.added is not None:  # the previous run is a delta of the same base
             previous = warm.added
             previous.resize((run.n_items, run.n_items))
-            added = (previous * factor + counts).tocsr()
+            previous.data *= factor  # in place: no second copy of the counts to fault in
+            added = (previous + counts).tocsr()
             added.sort_indices()
         run.added = added
     if warm is not None:
         factor = 0.5 ** ((run.as_of - warm.as_of).total_seconds() / run.half_life_s)
         old = warm.cooc
         old.resize((run.n_items, run.n_items))
-        counts = (old * factor + counts).tocsr()
+        old.data *= factor  # (the same products as old * factor, without a 14M-entry copy)
+        counts = (old + counts).tocsr()
         counts.sort_indices()
     if counts.nnz == 0:
         raise DataError(
@@ -1080,15 +1086,25 @@ def _fold_in(run: _Run) -> bool:
         then = np.load(output_path(warm.run_dir, INDEX_FOLD, entry), allow_pickle=False)
         run.index_fold = then
     elif warm.base_id is None:  # the run we continue from built the index: fold its counts
+        # (scaled in place by the cooccurrence step: PPMI does not change with the scale)
         then = run.index_fold = emb.fold_in(emb.ppmi(warm.cooc), basis)
     else:
         return False  # nothing to measure the move against: rebuild
     moved = emb.fold_in(emb.ppmi(run.counts), basis)
     moved[: basis.shape[0]] += basis
     moved[: then.shape[0]] -= then
-    move = emb.embedding_move(moved, basis, sample=MOVE_SAMPLE, seed=run.seed)
+    move = emb.embedding_distance(moved, basis)
     kept = move["mean_cosine_distance"] <= run.rebuild_threshold
     run.move = {"against_run": index_run, "threshold": run.rebuild_threshold, **move}
+    # the kNN overlap is reported only (the distance decides): computed in a thread while
+    # the neighbours and Stage-1 lists are, and added to run.move before the manifest
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-move")
+    try:
+        run.overlap_job = pool.submit(
+            emb.knn_overlap, moved, basis, sample=MOVE_SAMPLE, seed=run.seed
+        )
+    finally:
+        pool.shutdown(wait=False)
     if kept:
         run.factors = emb.Factorisation(embeddings=moved, singular_values=np.zeros(0))
         run.rebuilt = False
@@ -1361,6 +1377,8 @@ def _write(run: _Run) -> None:
     # the warm-start state is checksummed too: a damaged state must not flow into a new run
     outputs = [n for n in RUN_FILES if n != "manifest.json"] + list(SESSION_FILES)
     outputs += [f"state/{n}" for n in (*STATE_FILES, RULE_COUNTS)]
+    if run.overlap_job is not None and run.move is not None:
+        run.move["knn_overlap_at_10"] = run.overlap_job.result()
     run.manifest = _manifest(run)
     if not run.delta:
         if run.index_fold is not None:
