@@ -479,3 +479,97 @@ def test_a_session_spanning_the_base_as_of_is_kept_once_on_a_host_west_of_utc(tm
         assert served["delta"][1][key].equals(table), key
     rows = served["delta"][1]["session_items"].filter(pl.col("session_id") == "spanning")
     assert rows["session_idx"].n_unique() == 1
+
+
+def _no_session_thread() -> bool:
+    import threading
+
+    return not any(t.name.startswith("rtml-sessions") for t in threading.enumerate())
+
+
+def test_a_delta_builds_its_session_tables_beside_the_other_steps(data, tmp_path, monkeypatch):
+    """The session deltas run in a thread from the end of the features step; the sessions
+    step only waits for them (the chain's tables still read exactly as a full chain's:
+    test_a_delta_chains_session_tables_read_exactly_as_the_self_contained_chains)."""
+    import threading
+
+    from rtml_cli.batch import sessions_delta
+
+    events, items = data
+    root = tmp_path / "root"
+    run_precompute(events, root, items=items, as_of=START + timedelta(days=8), **FAST)
+    seen = {}
+    original = sessions_delta.build_session_delta
+
+    def spy(*args, **kwargs):
+        seen["thread"] = threading.current_thread().name
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sessions_delta, "build_session_delta", spy)
+    result = run_precompute(events, root, items=items, warm_start=root, n_trees=10)
+    assert result.mode == "warm-delta" and result.manifest["delta"]["chain"] == 1
+    assert seen["thread"].startswith("rtml-sessions")
+    assert _no_session_thread()
+    assert {"delta/session_items.parquet", "delta/item_sessions.parquet"} <= set(
+        result.manifest["outputs"]
+    )
+
+
+def test_the_move_checks_knn_overlap_is_the_published_embeddings(data, tmp_path):
+    """The kNN overlap, computed in a thread beside the neighbours, is the one of the
+    embeddings the delta published against its index's."""
+    from rtml_cli.batch import embeddings as emb
+    from rtml_cli.batch.precompute import MOVE_SAMPLE
+
+    events, items = data
+    (delta,) = _chain(events, items, tmp_path / "root", (7, 9))
+    move = delta.manifest["index"]["move"]
+    new = np.load(delta.run_dir / "item_embeddings.npy")
+    old = np.load(tmp_path / "root" / "runs" / move["against_run"] / "item_embeddings.npy")
+    expected = emb.embedding_move(new, old, sample=MOVE_SAMPLE, seed=0)
+    assert move == {"against_run": move["against_run"], "threshold": 0.05, **expected}
+    assert list(move)[-1] == "knn_overlap_at_10"
+    assert _no_session_thread()
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_a_failure_beside_the_session_thread_publishes_nothing(data, tmp_path, monkeypatch, where):
+    """An error in the steps running beside the session thread (or in the thread) fails the
+    run with that error: the thread is stopped, its half-written directory removed, latest
+    unchanged."""
+    from rtml_cli.batch import embeddings, sessions_delta
+
+    events, items = data
+    root = tmp_path / "root"
+    base = run_precompute(events, root, items=items, as_of=START + timedelta(days=8), **FAST)
+
+    def boom(*args, **kwargs):
+        raise DataError(f"boom in {where}")
+
+    if where == "main":
+        monkeypatch.setattr(embeddings, "cf_similarity", boom)
+    else:
+        monkeypatch.setattr(sessions_delta, "build_session_delta", boom)
+    with pytest.raises(DataError, match=f"boom in {where}"):
+        run_precompute(events, root, items=items, warm_start=root, n_trees=10)
+    assert _no_session_thread()
+    assert sorted(p.name for p in (root / "runs").iterdir()) == [base.run_id]
+    assert (root / "latest").resolve().name == base.run_id
+
+
+def test_precompute_turns_numpys_huge_pages_off_while_it_runs(data, tmp_path):
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    events, items = data
+    flags = []
+
+    def progress(step, done, total):
+        flags.append(_set_madvise_hugepage(False))
+
+    before = _set_madvise_hugepage(True)
+    try:
+        run_precompute(events, tmp_path / "root", items=items, progress=progress, **FAST)
+        assert flags and not any(flags)
+        assert _set_madvise_hugepage(True) is True  # restored
+    finally:
+        _set_madvise_hugepage(before)

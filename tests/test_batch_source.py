@@ -69,3 +69,57 @@ def test_a_scan_that_fails_raises_its_own_error_not_the_hash_thread(tmp_path):
             open_events(con, [path], None)
     finally:
         con.close()
+
+
+def _bad_and_good(tmp_path):
+    """A log of two files: one with an empty session_id row, one clean."""
+    bad, good = tmp_path / "a-bad.parquet", tmp_path / "b-good.parquet"
+    frame = make_events(n_sessions=30, seed=5)
+    frame.with_columns(
+        session_id=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("")).otherwise("session_id")
+    ).write_parquet(bad)
+    make_events(n_sessions=30, seed=6).write_parquet(good)
+    return bad, good
+
+
+def test_files_a_previous_run_checked_are_not_checked_row_by_row_again(tmp_path):
+    """``checked`` (the warm-start run's input digests) skips the per-row checks of exactly
+    those files: the same bad file passes when its digest is listed, and fails when it is
+    not, while the counts still cover every file."""
+    bad, good = _bad_and_good(tmp_path)
+    con = connect(tmp_path / "spill")
+    try:
+        with pytest.raises(DataError, match="1 problem"):
+            open_events(con, [bad, good], None)
+        with pytest.raises(DataError, match="1 problem"):
+            open_events(con, [bad, good], None, checked=frozenset({fingerprint(good)["sha256"]}))
+        src = open_events(con, [bad, good], None, checked=frozenset({fingerprint(bad)["sha256"]}))
+        full = open_events(con, [good], None)
+    finally:
+        con.close()
+    n_bad, n_good = pl.read_parquet(bad).height, pl.read_parquet(good).height
+    assert src.rows_in_files == n_bad + n_good and src.rows_checked == n_good
+    assert full.rows_checked == n_good == full.rows_in_files
+
+
+def test_a_warm_start_checks_only_the_files_its_run_did_not(tmp_path):
+    """A daily job over a directory of files: the warm start checks the new file's rows
+    only (manifest ``rows.events_checked``); a full run checks every row."""
+    from datetime import timedelta
+
+    from tests.test_batch_precompute import START
+
+    log = tmp_path / "log"
+    log.mkdir()
+    events = make_events(n_sessions=300, days=9, seed=7)
+    cut = START + timedelta(days=8)
+    events.filter(pl.col("ts") < cut).write_parquet(log / "part-1.parquet")
+    root = tmp_path / "root"
+    opts = {"dim": 4, "n_trees": 2, "top_k": 5, "n_neighbors": 5}
+    base = run_precompute(log, root, **opts)
+    assert base.rows["events_checked"] == base.rows["events_in_files"]
+    new = events.filter(pl.col("ts") >= cut)
+    new.write_parquet(log / "part-2.parquet")
+    warm = run_precompute(log, root, warm_start=root, n_trees=2, top_k=5, n_neighbors=5)
+    assert warm.rows["events_checked"] == new.height > 0
+    assert warm.rows["events_in_files"] == events.height

@@ -309,41 +309,64 @@ def embedding_move(
 ) -> dict[str, float | int]:
     """How far the embeddings of the items in ``old`` moved: the cosine distance of each
     item's new vector to its old one (mean, p99, max) and the mean overlap of the exact
-    top-``k`` cosine neighbours of ``sample`` items before and after."""
+    top-``k`` cosine neighbours of ``sample`` items before and after
+    (:func:`embedding_distance` and :func:`knn_overlap`)."""
+    return {
+        **embedding_distance(new, old),
+        "knn_overlap_at_10": knn_overlap(new, old, sample=sample, seed=seed, k=k),
+    }
+
+
+def _units(new: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The items with a vector before and after, and both unit vectors of each."""
     n = old.shape[0]
     a, b = new[:n].astype(np.float32), old.astype(np.float32)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     valid = np.flatnonzero((na > 0) & (nb > 0))
+    return valid, a[valid] / na[valid, None], b[valid] / nb[valid, None]
+
+
+def embedding_distance(new: np.ndarray, old: np.ndarray) -> dict[str, float | int]:
+    """The cosine distance of each item's new vector to its old one: mean, p99, max (the
+    cheap part of :func:`embedding_move`, which decides whether an index is rebuilt)."""
+    valid, ua, ub = _units(new, old)
     if valid.size == 0:
         return {"items": 0, "mean_cosine_distance": 0.0, "p99_cosine_distance": 0.0,
-                "max_cosine_distance": 0.0, "knn_overlap_at_10": 1.0}  # fmt: skip
-    ua, ub = a[valid] / na[valid, None], b[valid] / nb[valid, None]
+                "max_cosine_distance": 0.0}  # fmt: skip
     dist = np.clip(1.0 - (ua * ub).sum(axis=1), 0.0, 2.0)
-    rng = np.random.default_rng(seed)
-    queries = rng.choice(valid.size, size=min(sample, valid.size), replace=False)
-    top = min(k, valid.size - 1)
-    overlap = 1.0
-    if top > 0:
-        shared = []
-        for unit in (ua, ub):
-            # a few queries at a time: the (queries x items) similarities and argpartition's
-            # int64 positions of all 200 at once are ~0.4 GB of fresh pages, whose first
-            # touch cost seconds on a busy VM; 25 rows reuse ~50 MB
-            parts = []
-            for start in range(0, queries.size, MOVE_CHUNK):
-                chunk = queries[start : start + MOVE_CHUNK]
-                sims = unit[chunk] @ unit.T
-                sims[np.arange(chunk.size), chunk] = -np.inf
-                parts.append(np.argpartition(-sims, top - 1, axis=1)[:, :top])
-            shared.append(np.concatenate(parts))
-        overlap = float(np.mean([len(set(x) & set(y)) / top for x, y in zip(*shared, strict=True)]))
     return {
         "items": int(valid.size),
         "mean_cosine_distance": _sig(dist.mean()),
         "p99_cosine_distance": _sig(np.quantile(dist, 0.99)),
         "max_cosine_distance": _sig(dist.max()),
-        "knn_overlap_at_10": round(overlap, 4),
     }
+
+
+def knn_overlap(new: np.ndarray, old: np.ndarray, *, sample: int, seed: int, k: int = 10) -> float:
+    """The mean overlap of the exact top-``k`` cosine neighbours of ``sample`` items (a
+    seeded choice) before and after the move (1.0 when there is nothing to compare)."""
+    valid, ua, ub = _units(new, old)
+    if valid.size == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(valid.size, size=min(sample, valid.size), replace=False)
+    top = min(k, valid.size - 1)
+    if top <= 0:
+        return 1.0
+    shared = []
+    for unit in (ua, ub):
+        # a few queries at a time: the (queries x items) similarities and argpartition's
+        # int64 positions of all 200 at once are ~0.4 GB of fresh pages, whose first
+        # touch cost seconds on a busy VM; 25 rows reuse ~50 MB
+        parts = []
+        for start in range(0, queries.size, MOVE_CHUNK):
+            chunk = queries[start : start + MOVE_CHUNK]
+            sims = unit[chunk] @ unit.T
+            sims[np.arange(chunk.size), chunk] = -np.inf
+            parts.append(np.argpartition(-sims, top - 1, axis=1)[:, :top])
+        shared.append(np.concatenate(parts))
+    overlap = float(np.mean([len(set(x) & set(y)) / top for x, y in zip(*shared, strict=True)]))
+    return round(overlap, 4)
 
 
 def _sig(value: float) -> float:

@@ -15,7 +15,9 @@ import shutil
 import signal
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -519,6 +521,12 @@ class _Run:
     session_params: SessionParams = field(default_factory=SessionParams)
     sessions: SessionTablesResult | None = None
     session_delta: bool = False  # a delta's session tables as deltas of its base's
+    # a delta's session tables are built in a thread on a second DuckDB connection while the
+    # counts, embeddings, neighbours and Stage-1 lists are computed (they share no input but
+    # the item index); the sessions step waits for them
+    session_job: Future[SessionTablesResult] | None = None
+    session_con: Any = None
+    overlap_job: Future[float] | None = None  # a delta's kNN overlap of the move check
     # write, publish, switch
     manifest: dict[str, Any] = field(default_factory=dict)
     hashed: dict[str, Any] = field(default_factory=dict)  # os.stat of each file as hashed
@@ -534,6 +542,30 @@ class _Run:
     def tmp_dir(self) -> Path:
         """The run directory being written (``_index`` creates it, ``_publish`` renames it)."""
         return _require(self.tmp, "the temporary run directory", "index")
+
+
+@contextmanager
+def small_pages() -> Iterator[None]:
+    """NumPy's transparent huge pages off for the duration (restored after).
+
+    NumPy asks the kernel for huge pages (``madvise(MADV_HUGEPAGE)``) on every array of
+    4 MiB or more. With the common ``defrag=madvise`` setting the kernel then compacts
+    memory synchronously at the first touch of such an array whenever free memory is
+    fragmented (a host whose RAM is mostly page cache): on the benchmark box 1.2 s for one
+    fresh 112 MB array against 0.05 s with small pages. Precompute allocates its large
+    arrays once each (the counts, their PPMI, the fold-in), so it gains nothing from huge
+    pages and lost ~5 s of a 19 s delta run to these stalls."""
+    from numpy._core import multiarray
+
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)
+    if switch is None:  # a NumPy without the switch: leave the allocator as it is
+        yield
+        return
+    previous = switch(False)
+    try:
+        yield
+    finally:
+        switch(previous)
 
 
 def run_precompute(
@@ -596,6 +628,39 @@ def run_precompute(
     Raises ``InputMissing`` (66), ``DataError`` (65), ``UsageError`` (2),
     ``OutputError`` (73), ``TemporaryFailure`` (75, ROOT locked) or ``StaleData`` (76).
     """
+    with small_pages():
+        return _run_precompute(
+            events, root, items=items, as_of=as_of, dim=dim, n_trees=n_trees, top_k=top_k,
+            n_neighbors=n_neighbors, window=window, max_session_len=max_session_len,
+            half_life=half_life, warm_start=warm_start, keep=keep, seed=seed, force=force,
+            progress=progress, sessions=sessions, max_staleness=max_staleness,
+            full_every=full_every, rebuild_threshold=rebuild_threshold,
+        )  # fmt: skip
+
+
+def _run_precompute(
+    events: str | Path,
+    root: str | Path,
+    *,
+    items: str | Path | None,
+    as_of: datetime | None,
+    dim: int | None,
+    n_trees: int,
+    top_k: int,
+    n_neighbors: int,
+    window: int | None,
+    max_session_len: int | None,
+    half_life: timedelta | None,
+    warm_start: str | Path | None,
+    keep: int | None,
+    seed: int,
+    force: bool,
+    progress: ProgressCallback | None,
+    sessions: SessionParams | None,
+    max_staleness: timedelta | None,
+    full_every: int,
+    rebuild_threshold: float,
+) -> PrecomputeResult:
     from threadpoolctl import threadpool_limits
 
     from rtml_cli.batch import publish
@@ -697,6 +762,10 @@ def _clean_up(run: _Run) -> None:
     """Free what a run holds; the directories go first so that a second Ctrl-C arriving
     while DuckDB closes cannot leave them (the next run would remove them anyway)."""
     try:
+        _stop_session_delta(run)  # before its directory goes
+        if run.overlap_job is not None:  # (a second or so: not worth interrupting)
+            with suppress(BaseException):
+                run.overlap_job.exception()
         if run.tmp is not None:  # failed (disk full, bad data, Ctrl-C): free the space now
             shutil.rmtree(run.tmp, ignore_errors=True)
         if run.spill is not None:
@@ -777,7 +846,9 @@ def _scan(run: _Run) -> PrecomputeResult | None:
     run.steps.start("scan")
     run.spill = publish.spill_dir(run.root)
     run.con = connect(run.spill)
-    src = run.src = open_events(run.con, run.event_files, run.requested_as_of)
+    src = run.src = open_events(
+        run.con, run.event_files, run.requested_as_of, checked=_checked_files(run.warm)
+    )
     _check_staleness(src.last_ts, run.max_staleness)
     as_of: datetime = src.as_of
     run.resolved_as_of = as_of
@@ -837,6 +908,15 @@ def _scan(run: _Run) -> PrecomputeResult | None:
     return None
 
 
+def _checked_files(warm: _WarmState | None) -> frozenset[str]:
+    """The event files (by content hash) whose rows the warm-start run checked against the
+    events contract when it was written by this rtml (a later version may check more)."""
+    if warm is None or warm.manifest.get("versions", {}).get("rtml") != __version__:
+        return frozenset()
+    files = warm.manifest.get("inputs", {}).get("events", [])
+    return frozenset(f["sha256"] for f in files if isinstance(f, dict) and "sha256" in f)
+
+
 def _features(run: _Run) -> None:
     """Item index, item features and per-user totals, history and features."""
     import polars as pl
@@ -875,6 +955,7 @@ def _features(run: _Run) -> None:
     # per (user, item): stays in DuckDB (table _history) for the user features and the recs
     feat.user_items_table(run.con, as_of, run.half_life_s, run.since, old_items)
     run.user_frame = _user_frame(run)
+    _start_session_delta(run)
 
 
 def _item_index(fresh_aggs: Any, warm: _WarmState | None) -> Any:
@@ -951,14 +1032,16 @@ def _cooccurrence(run: _Run) -> None:
         if warm.added is not None:  # the previous run is a delta of the same base
             previous = warm.added
             previous.resize((run.n_items, run.n_items))
-            added = (previous * factor + counts).tocsr()
+            previous.data *= factor  # in place: no second copy of the counts to fault in
+            added = (previous + counts).tocsr()
             added.sort_indices()
         run.added = added
     if warm is not None:
         factor = 0.5 ** ((run.as_of - warm.as_of).total_seconds() / run.half_life_s)
         old = warm.cooc
         old.resize((run.n_items, run.n_items))
-        counts = (old * factor + counts).tocsr()
+        old.data *= factor  # (the same products as old * factor, without a 14M-entry copy)
+        counts = (old + counts).tocsr()
         counts.sort_indices()
     if counts.nnz == 0:
         raise DataError(
@@ -1003,15 +1086,25 @@ def _fold_in(run: _Run) -> bool:
         then = np.load(output_path(warm.run_dir, INDEX_FOLD, entry), allow_pickle=False)
         run.index_fold = then
     elif warm.base_id is None:  # the run we continue from built the index: fold its counts
+        # (scaled in place by the cooccurrence step: PPMI does not change with the scale)
         then = run.index_fold = emb.fold_in(emb.ppmi(warm.cooc), basis)
     else:
         return False  # nothing to measure the move against: rebuild
     moved = emb.fold_in(emb.ppmi(run.counts), basis)
     moved[: basis.shape[0]] += basis
     moved[: then.shape[0]] -= then
-    move = emb.embedding_move(moved, basis, sample=MOVE_SAMPLE, seed=run.seed)
+    move = emb.embedding_distance(moved, basis)
     kept = move["mean_cosine_distance"] <= run.rebuild_threshold
     run.move = {"against_run": index_run, "threshold": run.rebuild_threshold, **move}
+    # the kNN overlap is reported only (the distance decides): computed in a thread while
+    # the neighbours and Stage-1 lists are, and added to run.move before the manifest
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-move")
+    try:
+        run.overlap_job = pool.submit(
+            emb.knn_overlap, moved, basis, sample=MOVE_SAMPLE, seed=run.seed
+        )
+    finally:
+        pool.shutdown(wait=False)
     if kept:
         run.factors = emb.Factorisation(embeddings=moved, singular_values=np.zeros(0))
         run.rebuilt = False
@@ -1042,7 +1135,8 @@ def _index(run: _Run) -> None:
     from rtml_cli.batch import publish
 
     run.steps.start("index")
-    run.tmp = publish.new_tmp_dir(run.runs, run.run_id)
+    if run.tmp is None:  # (a delta's session thread made it)
+        run.tmp = publish.new_tmp_dir(run.runs, run.run_id)
     if not run.rebuilt:
         index_run = _require(run.warm, "the warm-start run", "features").index_run
         built = read_manifest(run.runs / index_run)["index"]
@@ -1100,7 +1194,7 @@ def _recs(run: _Run) -> None:
     if run.warm is not None and run.delta:
         # only the users who changed since the base: today's, and the previous delta's
         path = run.tmp_dir / DELTA_PREFIX / "batch_recs.parquet"
-        path.parent.mkdir()
+        path.parent.mkdir(exist_ok=True)  # (the session thread may have made it)
         kept = run.warm.delta_table("batch_recs.parquet").filter(~run.is_active)
         run.n_recs = write_batch_recs(
             run.con, run.index, run.sim_top, popular_idx, run.top_k, path,
@@ -1132,20 +1226,21 @@ def _sessions(run: _Run) -> None:
     from rtml_cli.batch.sessions import build_session_tables
 
     run.steps.start("sessions")
+    if run.session_job is not None:  # a delta: wait for the thread _start_session_delta began
+        run.sessions = run.session_job.result()
+        run.session_delta = True
+        return
     warm = run.warm
-    previous = None
-    if warm is not None and warm.session_params == run.session_params:
-        previous = warm.sessions
-    # the previous tables are a delta's overlay: continue the delta, or (compacting) read the
-    # overlay written out whole, as build_session_tables reads a self-contained run's
-    if warm is not None and previous is not None:
-        overlaid = warm.base_id is not None and has_session_delta(warm.manifest["outputs"])
-        if run.delta and (warm.base_id is None or overlaid):
-            run.sessions = _session_delta(run, warm, previous.n_sessions)
-            run.session_delta = True
-            return
-        if overlaid:
-            previous = _write_overlaid_sessions(run, warm, previous.n_sessions)
+    previous = _previous_session_tables(run)
+    # the previous tables are a delta's overlay: (compacting) read the overlay written out
+    # whole, as build_session_tables reads a self-contained run's
+    overlaid = (
+        warm is not None
+        and warm.base_id is not None
+        and has_session_delta(warm.manifest["outputs"])
+    )
+    if warm is not None and previous is not None and overlaid:
+        previous = _write_overlaid_sessions(run, warm, previous.n_sessions)
     run.sessions = build_session_tables(
         run.con,
         run.index,
@@ -1157,7 +1252,56 @@ def _sessions(run: _Run) -> None:
     )
 
 
-def _session_delta(run: _Run, warm: _WarmState, n_sessions: int) -> SessionTablesResult:
+def _previous_session_tables(run: _Run) -> PreviousSessions | None:
+    """The warm-start run's session tables, when they were built with this run's parameters."""
+    warm = run.warm
+    if warm is not None and warm.session_params == run.session_params:
+        return warm.sessions
+    return None
+
+
+def _start_session_delta(run: _Run) -> None:
+    """A delta whose previous run has session tables to continue as deltas: build them in a
+    thread (on a second DuckDB connection) while the next steps run; the sessions step waits.
+    Nothing to do for any other run (its sessions step builds the tables itself)."""
+    from rtml_cli.batch import publish
+
+    warm, previous = run.warm, _previous_session_tables(run)
+    if warm is None or previous is None or not run.delta:
+        return
+    if warm.base_id is not None and not has_session_delta(warm.manifest["outputs"]):
+        return  # the previous delta's tables are whole: sessions builds them from every event
+    run.tmp = publish.new_tmp_dir(run.runs, run.run_id)
+    run.session_con = run.src.cursor(run.con)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtml-sessions")
+    try:
+        run.session_job = pool.submit(
+            _session_delta, run, warm, previous.n_sessions, run.session_con
+        )
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _stop_session_delta(run: _Run) -> None:
+    """Interrupt a session thread still running (the run failed) and wait for it to end."""
+    import duckdb
+
+    job, con = run.session_job, run.session_con
+    try:
+        if job is not None and not job.done() and con is not None:
+            con.interrupt()
+        if job is not None:
+            # waits; its error, if any, is the run's error already (or a cancelled job's)
+            with suppress(BaseException):
+                job.exception()
+    finally:
+        if con is not None:
+            with suppress(duckdb.Error):
+                con.close()
+        run.session_job = run.session_con = None
+
+
+def _session_delta(run: _Run, warm: _WarmState, n_sessions: int, con: Any) -> SessionTablesResult:
     from rtml_cli.batch.sessions_delta import ChainBase, PreviousDelta, build_session_delta
 
     base_dir = run.runs / warm.chain_base
@@ -1170,7 +1314,7 @@ def _session_delta(run: _Run, warm: _WarmState, n_sessions: int) -> SessionTable
         rows=read_manifest(base_dir)["rows"],
     )
     return build_session_delta(
-        run.con,
+        con,
         run.index,
         run.aggregates.select("item_id", "events_total"),
         run.tmp_dir,
@@ -1233,6 +1377,8 @@ def _write(run: _Run) -> None:
     # the warm-start state is checksummed too: a damaged state must not flow into a new run
     outputs = [n for n in RUN_FILES if n != "manifest.json"] + list(SESSION_FILES)
     outputs += [f"state/{n}" for n in (*STATE_FILES, RULE_COUNTS)]
+    if run.overlap_job is not None and run.move is not None:
+        run.move["knn_overlap_at_10"] = run.overlap_job.result()
     run.manifest = _manifest(run)
     if not run.delta:
         if run.index_fold is not None:
@@ -1351,6 +1497,7 @@ def _manifest(run: _Run) -> dict[str, Any]:
         "rows": {
             "events_in_files": src.rows_in_files,
             "events_before_as_of": src.rows_used,
+            "events_checked": src.rows_checked,
             "events_read_for_model": run.pairs_events,
             "items": run.n_items,
             "users": run.user_frame.height,
