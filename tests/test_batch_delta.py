@@ -558,7 +558,10 @@ def test_a_failure_beside_the_session_thread_publishes_nothing(data, tmp_path, m
 
 
 def test_precompute_turns_numpys_huge_pages_off_while_it_runs(data, tmp_path):
-    from numpy._core.multiarray import _set_madvise_hugepage
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _set_madvise_hugepage
 
     events, items = data
     flags = []

@@ -555,7 +555,10 @@ def small_pages() -> Iterator[None]:
     fresh 112 MB array against 0.05 s with small pages. Precompute allocates its large
     arrays once each (the counts, their PPMI, the fold-in), so it gains nothing from huge
     pages and lost ~5 s of a 19 s delta run to these stalls."""
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
 
     switch = getattr(multiarray, "_set_madvise_hugepage", None)
     if switch is None:  # a NumPy without the switch: leave the allocator as it is
