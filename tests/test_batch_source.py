@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from rtml_cli.batch.precompute import run_precompute
-from rtml_cli.batch.source import _Cancelled, connect, fingerprint, open_events
+from rtml_cli.batch.source import CheckedFiles, _Cancelled, connect, fingerprint, open_events
 from rtml_cli.errors import DataError
 from tests.test_batch_precompute import make_events
 
@@ -91,9 +91,17 @@ def test_files_a_previous_run_checked_are_not_checked_row_by_row_again(tmp_path)
     try:
         with pytest.raises(DataError, match="1 problem"):
             open_events(con, [bad, good], None)
+        rules = open_events(con, [good], None).checks
+
+        def checked(path, checks=rules):
+            return CheckedFiles(checks=checks, files=frozenset({fingerprint(path)["sha256"]}))
+
         with pytest.raises(DataError, match="1 problem"):
-            open_events(con, [bad, good], None, checked=frozenset({fingerprint(good)["sha256"]}))
-        src = open_events(con, [bad, good], None, checked=frozenset({fingerprint(bad)["sha256"]}))
+            open_events(con, [bad, good], None, checked=checked(good))
+        # checked under other rules (another rtml's checks, other column types): checked again
+        with pytest.raises(DataError, match="1 problem"):
+            open_events(con, [bad, good], None, checked=checked(bad, checks="0" * 64))
+        src = open_events(con, [bad, good], None, checked=checked(bad))
         full = open_events(con, [good], None)
     finally:
         con.close()
@@ -123,3 +131,32 @@ def test_a_warm_start_checks_only_the_files_its_run_did_not(tmp_path):
     warm = run_precompute(log, root, warm_start=root, n_trees=2, top_k=5, n_neighbors=5)
     assert warm.rows["events_checked"] == new.height > 0
     assert warm.rows["events_in_files"] == events.height
+
+
+@pytest.mark.parametrize("new_file", ["without user_id", "user_id as integers"])
+def test_a_warm_start_reads_a_new_file_as_a_full_run_does(tmp_path, new_file):
+    """The unchecked files are checked within the whole log's schema: a new daily file that
+    lacks the optional user_id column, or stores it as another type, is accepted by the warm
+    start exactly when a full run over the same log accepts it."""
+    from datetime import timedelta
+
+    from tests.test_batch_precompute import START
+
+    log = tmp_path / "log"
+    log.mkdir()
+    events = make_events(n_sessions=300, days=9, seed=8)
+    cut = START + timedelta(days=8)
+    events.filter(pl.col("ts") < cut).write_parquet(log / "part-1.parquet")
+    opts = {"n_trees": 2, "top_k": 5, "n_neighbors": 5}
+    run_precompute(log, tmp_path / "root", dim=4, **opts)
+    new = events.filter(pl.col("ts") >= cut)
+    if new_file == "without user_id":
+        new = new.drop("user_id")
+    else:
+        codes = new["user_id"].cast(pl.Categorical).to_physical().cast(pl.Int64)
+        new = new.with_columns(user_id=codes)
+    new.write_parquet(log / "part-2.parquet")
+    full = run_precompute(log, tmp_path / "full", dim=4, **opts)
+    warm = run_precompute(log, tmp_path / "root", warm_start=tmp_path / "root", **opts)
+    assert warm.rows["events_checked"] == new.height > 0
+    assert warm.rows["events_in_files"] == full.rows["events_in_files"] == events.height

@@ -52,6 +52,7 @@ from rtml_cli.batch.sessions import (
     SessionParams,
     SessionTablesResult,
 )
+from rtml_cli.batch.source import CheckedFiles
 from rtml_cli.errors import DataError, InputMissing, OutputError, RtmlError, UsageError
 from rtml_cli.fsutil import parquet_files, root_lock, write_json
 
@@ -911,13 +912,19 @@ def _scan(run: _Run) -> PrecomputeResult | None:
     return None
 
 
-def _checked_files(warm: _WarmState | None) -> frozenset[str]:
+def _checked_files(warm: _WarmState | None) -> CheckedFiles | None:
     """The event files (by content hash) whose rows the warm-start run checked against the
-    events contract when it was written by this rtml (a later version may check more)."""
+    events contract, with the digest of those checks (``source.checks_digest``): a file is
+    skipped only under the same checks and column types. None for a run of another rtml
+    version or one written before the digest was recorded."""
     if warm is None or warm.manifest.get("versions", {}).get("rtml") != __version__:
-        return frozenset()
+        return None
+    checks = warm.manifest.get("event_checks")
+    if not isinstance(checks, str):
+        return None
     files = warm.manifest.get("inputs", {}).get("events", [])
-    return frozenset(f["sha256"] for f in files if isinstance(f, dict) and "sha256" in f)
+    digests = frozenset(f["sha256"] for f in files if isinstance(f, dict) and "sha256" in f)
+    return CheckedFiles(checks=checks, files=digests)
 
 
 def _features(run: _Run) -> None:
@@ -1497,6 +1504,7 @@ def _manifest(run: _Run) -> dict[str, Any]:
         "params": run.params,
         "inputs": run.inputs,
         "input_files": src.inputs,
+        "event_checks": src.checks,  # the per-row checks' digest (source.checks_digest)
         "rows": {
             "events_in_files": src.rows_in_files,
             "events_before_as_of": src.rows_used,

@@ -8,6 +8,7 @@ before the run's as-of (point-in-time correctness).
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,29 @@ from rtml_cli.errors import DataError, UsageError
 
 REQUIRED = ("ts", "user_id", "session_id", "item_id", "event")
 _TIMESTAMP_TYPES = ("TIMESTAMP", "DATE")
+_TS = "CAST(ts AS TIMESTAMP)"  # the log's ts as a naive-UTC TIMESTAMP in every query
+_FILE = "_rtml_file"  # read_parquet's file-name column in the scan of unchecked files
+
+
+@dataclass(frozen=True)
+class CheckedFiles:
+    """Event files a previous run passed through the per-row checks: their SHA-256 digests,
+    and the digest of the checks themselves (``checks_digest``) as that run applied them."""
+
+    checks: str
+    files: frozenset[str]
+
+
+def checks_digest(schema: dict[str, str]) -> str:
+    """A digest of the per-row checks ``open_events`` applies to a log of this ``schema``
+    (column -> DuckDB type): the SQL of every check (with a fixed clock) and the types it
+    was written for. A run skips a file only when the run that checked it had this digest,
+    so a change to the checks, or to the log's column types, checks every file again."""
+    from rtml_cli.data.validate import event_row_checks
+
+    fixed = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    doc = {"schema": schema, "checks": event_row_checks(schema, fixed, ts_sql=_TS)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def sql_files(files: list[Path]) -> str:
@@ -77,6 +101,7 @@ class EventSource:
     rows_used: int
     item_id_type: str
     rows_checked: int = 0  # rows the per-row contract checks ran on (see ``checked``)
+    checks: str = ""  # ``checks_digest`` of the per-row checks this run applied
     view: str = ""  # the statement that created ``ev``
 
     def cursor(self, con: Any) -> Any:
@@ -104,7 +129,7 @@ def open_events(
     as_of: datetime | None,
     *,
     now: datetime | None = None,
-    checked: frozenset[str] = frozenset(),
+    checked: CheckedFiles | None = None,
 ) -> EventSource:
     """Check the events contract, resolve as-of and create the view ``ev`` (ts < as-of).
 
@@ -115,9 +140,10 @@ def open_events(
     with a row in 2200 would otherwise set the as-of to 2200 and lock ``latest``
     there. Raises ``DataError`` listing every problem.
 
-    ``checked``: SHA-256 digests of files a previous run (a warm start's run) already
-    passed through these checks; a file with the same content is not checked row by row
-    again (its rows are counted, from the ``ts`` column alone). A log appended in place
+    ``checked``: the files a previous run (a warm start's run) already passed through these
+    checks (SHA-256 digests) and the digest of those checks; when the checks are the same
+    (``checks_digest``: same rules, same column types), a file with the same content is not
+    checked row by row again (its rows are counted, from the ``ts`` column alone). A log appended in place
     has another digest and is checked whole; a log split into daily files is checked
     only in its new files.
     """
@@ -161,11 +187,11 @@ def _open_events(
     scan: str,
     now: datetime,
     hashing: Future[list[dict[str, Any]]],
-    checked: frozenset[str],
+    checked: CheckedFiles | None,
 ) -> EventSource:
     from rtml_cli.data.validate import event_row_checks, event_row_problems
 
-    ts = "CAST(ts AS TIMESTAMP)"
+    ts = _TS
     before = f"{ts} < {sql_ts(as_of)}" if as_of is not None else "TRUE"
     exprs = {
         "rows": "count(*)",
@@ -174,20 +200,29 @@ def _open_events(
         "used": f"count(*) FILTER (WHERE {before})",
     }
     checks = event_row_checks(schema, now, ts_sql=ts)
-    if not checked:  # one pass: the counts and every row's checks
+    digest = checks_digest(schema)
+    if checked is None or checked.checks != digest or not checked.files:
+        # one pass: the counts and every row's checks
         found = _aggregate(con, scan, {**exprs, **checks})
-        inputs, rows_checked = hashing.result(), found["rows"]
+        inputs, rows_checked = None, found["rows"]  # a bad log fails before the hash ends
     else:
         # the counts read the ts column alone, while the files are hashed; then only the
         # files the previous run did not check get the per-row checks
         found = _aggregate(con, scan, exprs)
         inputs = hashing.result()
-        unchecked = [f for f, fp in zip(files, inputs, strict=True) if fp["sha256"] not in checked]
+        unchecked = [
+            f for f, fp in zip(files, inputs, strict=True) if fp["sha256"] not in checked.files
+        ]
         rows_checked = 0
         if unchecked:
+            # the scan of every file, filtered to the unchecked ones by file name: the checks
+            # see the log's own column types (a new file may lack an optional column or store
+            # it as another type) and DuckDB reads only those files
+            names = ", ".join(sql_str(str(f)) for f in unchecked)
             more = _aggregate(
                 con,
-                f"read_parquet({sql_files(unchecked)}, union_by_name=true)",
+                f"read_parquet({sql_files(files)}, union_by_name=true, filename={sql_str(_FILE)})"
+                f" WHERE {_FILE} IN ({names})",
                 {"checked_rows": "count(*)", **checks},
             )
             rows_checked = more.pop("checked_rows")
@@ -202,6 +237,8 @@ def _open_events(
             "(`rtml data validate` checks a log)",
             problems=problems,
         )
+    if inputs is None:
+        inputs = hashing.result()
     first, last = _as_utc(first), _as_utc(last)
     if as_of is None:
         as_of = last + timedelta(microseconds=1)
@@ -226,6 +263,7 @@ def _open_events(
         rows_used=int(used),
         item_id_type=schema["item_id"],
         rows_checked=int(rows_checked),
+        checks=digest,
     )
 
 
