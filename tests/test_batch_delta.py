@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -576,3 +577,38 @@ def test_precompute_turns_numpys_huge_pages_off_while_it_runs(data, tmp_path):
         assert _set_madvise_hugepage(True) is True  # restored
     finally:
         _set_madvise_hugepage(before)
+
+
+def test_stopping_the_session_thread_interrupts_its_next_query_too():
+    """DuckDB's interrupt stops only a query already running: a session thread caught
+    between two queries must still be stopped, not left to run its next query to the end."""
+    import threading
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+
+    import duckdb
+
+    from rtml_cli.batch.precompute import _stop_session_delta
+
+    con = duckdb.connect()
+    cur = con.cursor()
+    between = threading.Event()
+
+    def two_queries():
+        cur.sql("SELECT 1").fetchall()
+        between.set()
+        time.sleep(0.5)  # the first interrupt lands here, between the queries
+        # minutes of work unless interrupted
+        return cur.sql("SELECT sum(hash(i)) FROM range(100000000000) t(i)").fetchall()
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    job = pool.submit(two_queries)
+    between.wait(10)
+    run = types.SimpleNamespace(session_job=job, session_con=cur)
+    started = time.perf_counter()
+    _stop_session_delta(run)
+    assert job.done() and isinstance(job.exception(), duckdb.InterruptException)
+    assert time.perf_counter() - started < 30
+    assert run.session_job is None and run.session_con is None
+    pool.shutdown()
+    con.close()

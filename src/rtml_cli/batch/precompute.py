@@ -16,7 +16,7 @@ import signal
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -765,8 +765,12 @@ def _same_runs(warm: _WarmState, root: Path) -> bool:
 def _clean_up(run: _Run) -> None:
     """Free what a run holds; the directories go first so that a second Ctrl-C arriving
     while DuckDB closes cannot leave them (the next run would remove them anyway)."""
+    pending: BaseException | None = None  # a Ctrl-C or SIGTERM arriving while threads stop
     try:
-        _stop_session_delta(run)  # before its directory goes
+        try:
+            _stop_session_delta(run)  # before its directory goes
+        except BaseException as exc:  # noqa: BLE001 - raised below, once the space is freed
+            pending = exc
         if run.overlap_job is not None:  # (a second or so: not worth interrupting)
             with suppress(BaseException):
                 run.overlap_job.exception()
@@ -777,6 +781,8 @@ def _clean_up(run: _Run) -> None:
     finally:
         if run.con is not None:
             run.con.close()
+    if pending is not None:
+        raise pending
 
 
 def _model_params(
@@ -1293,22 +1299,31 @@ def _start_session_delta(run: _Run) -> None:
 
 
 def _stop_session_delta(run: _Run) -> None:
-    """Interrupt a session thread still running (the run failed) and wait for it to end."""
+    """Interrupt a session thread still running (the run failed) and wait for it to end.
+
+    DuckDB's interrupt stops only the query running when it arrives, so it is repeated
+    until the thread is done (the thread may be between two queries). Its error, if any,
+    is the run's error already. A Ctrl-C or SIGTERM arriving meanwhile is raised once the
+    thread has stopped, so that the run ends with its exit code."""
     import duckdb
 
     job, con = run.session_job, run.session_con
+    pending: BaseException | None = None
     try:
-        if job is not None and not job.done() and con is not None:
-            con.interrupt()
-        if job is not None:
-            # waits; its error, if any, is the run's error already (or a cancelled job's)
-            with suppress(BaseException):
-                job.exception()
+        while job is not None and not job.done():
+            try:
+                if con is not None:
+                    con.interrupt()
+                wait([job], timeout=0.05)
+            except BaseException as exc:  # noqa: BLE001 - raised below, once the thread ends
+                pending = pending or exc
     finally:
         if con is not None:
             with suppress(duckdb.Error):
                 con.close()
         run.session_job = run.session_con = None
+    if pending is not None:
+        raise pending
 
 
 def _session_delta(run: _Run, warm: _WarmState, n_sessions: int, con: Any) -> SessionTablesResult:
