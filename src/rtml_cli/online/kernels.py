@@ -201,6 +201,45 @@ def next_unseen_truth(
     return next_code, purchase_code, later_req, later_code
 
 
+@njit(cache=True, nogil=True)
+def next_item_truth(
+    codes: np.ndarray,  # int64 item codes, session order
+    events: np.ndarray,  # int8 event codes (1 cart, 2 purchase)
+    req_row: np.ndarray,  # int64 row of each request's event
+    sess_end: np.ndarray,  # int64 one past the last row of each request's session
+    n_codes: int,  # 1 + the largest code
+):
+    """``replay.truth_for`` under ``next-item``: per request its first cart/purchase item from
+    its event on, and every distinct item from there (as (request, item) pairs, items
+    ascending per request, as ``numpy.unique`` gives them)."""
+    n = len(req_row)
+    purchase_code = np.full(n, -1, dtype=np.int64)
+    stamp = np.zeros(n_codes, dtype=np.int64)
+    total = 0
+    for r in range(n):  # first pass: how many pairs
+        for j in range(req_row[r], sess_end[r]):
+            if stamp[codes[j]] != r + 1:
+                stamp[codes[j]] = r + 1
+                total += 1
+    later_req = np.empty(total, dtype=np.int64)
+    later_code = np.empty(total, dtype=np.int64)
+    at = 0
+    for r in range(n):
+        mark = n + r + 1
+        first = at
+        for j in range(req_row[r], sess_end[r]):
+            c = codes[j]
+            if purchase_code[r] < 0 and 1 <= events[j] <= 2:
+                purchase_code[r] = c
+            if stamp[c] != mark:
+                stamp[c] = mark
+                later_code[at] = c
+                at += 1
+        later_code[first:at] = np.sort(later_code[first:at])
+        later_req[first:at] = r
+    return purchase_code, later_req, later_code
+
+
 @njit(cache=True, nogil=True, fastmath=_FAST)
 def ranker_session_features(
     item: np.ndarray,  # int64 candidate item_idx per row, grouped by request
@@ -406,6 +445,13 @@ def _mark(words, item, span):
     span[1] = max(span[1], word + 1)
 
 
+# de Bruijn sequence for the index of a 64-bit word's lowest set bit (``_read_bits``)
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_INDEX = np.zeros(64, dtype=np.int64)
+for _bit in range(64):
+    _DEBRUIJN_INDEX[(((1 << _bit) * 0x03F79D71B4CB0A89) % 2**64) >> 58] = _bit
+
+
 @njit(cache=True, nogil=True)
 def _read_bits(words, span, stamp, mark, out, at):
     """The items whose bits are set in ``words[span[0]:span[1]]``, ascending, into ``out``
@@ -413,14 +459,13 @@ def _read_bits(words, span, stamp, mark, out, at):
     new end."""
     for word in range(span[0], span[1]):
         bits = words[word]
-        if bits == 0:
-            continue
-        for bit in range(64):
-            if bits & (np.uint64(1) << np.uint64(bit)):
-                item = word * 64 + bit
-                if stamp[item] != mark:
-                    out[at] = item
-                    at += 1
+        while bits:
+            low = bits & (~bits + np.uint64(1))
+            item = word * 64 + _DEBRUIJN_INDEX[(low * _DEBRUIJN) >> np.uint64(58)]
+            if stamp[item] != mark:
+                out[at] = item
+                at += 1
+            bits ^= low
         words[word] = 0
     span[0], span[1] = len(words), 0
     return at
@@ -636,11 +681,12 @@ def window_features_many(
         p_add = _move_delta(key, delta, p_add, hi[r], p_rem, lo[:, r])
         for row in range(bounds[r], bounds[r + 1]):
             view = 2 * items[row]
-            for j in range(2 * n_w):
-                w, kind = j % n_w, j // n_w
-                c = min(counts[w, view + kind] + delta[w, view + kind], size - 1)
-                largest = max(largest, counts[w, view + kind] + delta[w, view + kind])
-                out[row, col + j] = log1p[c]
+            for w in range(n_w):
+                views = counts[w, view] + delta[w, view]
+                carts = counts[w, view + 1] + delta[w, view + 1]
+                largest = max(largest, views, carts)
+                out[row, col + w] = log1p[min(views, size - 1)]
+                out[row, col + n_w + w] = log1p[min(carts, size - 1)]
             c0 = min(counts[0, view] + delta[0, view], size - 1)
             c2 = min(counts[2, view] + delta[2, view], size - 1)  # the hour
             out[row, col + 2 * n_w] = log1p12[c0] - log1p[c2]
