@@ -241,6 +241,19 @@ def next_item_truth(
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
+def _list_cosines(lists, offsets, list_items, list_vectors, u, sim_of, from_list, mark):
+    """The float32 cosine to ``u`` of every item of ``lists`` into ``sim_of`` (its rows read
+    in order from ``list_vectors``), the items stamped with ``mark`` in ``from_list``."""
+    for lst in lists:
+        for p in range(offsets[lst], offsets[lst + 1]):
+            s = np.float32(0.0)
+            for d in range(len(u)):
+                s += list_vectors[p, d] * u[d]
+            sim_of[list_items[p]] = s
+            from_list[list_items[p]] = mark
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def ranker_session_features(
     item: np.ndarray,  # int64 candidate item_idx per row, grouped by request
     bounds: np.ndarray,  # int64 (requests + 1): rows of request r are bounds[r]:bounds[r + 1]
@@ -256,13 +269,23 @@ def ranker_session_features(
     match: np.ndarray,  # float64 per row: category match share
     out: np.ndarray,  # float32 (rows, >= col + 7): the session family's columns go here
     col: int,
+    lists: np.ndarray,  # int64 (requests, lists per request): each request's probed IVF lists
+    offsets: np.ndarray,  # int64 (n_lists + 1): where each list starts in ``list_vectors``
+    list_items: np.ndarray,  # int64 item_idx, list by list
+    list_vectors: np.ndarray,  # float32: ``unit``'s rows, list by list (``IVFIndex.vectors``)
 ) -> None:
     """The session family's columns (``stage3_batch.session_block``) of every row, request by
     request: cosine to the unit session vector, its products with the log length and elapsed
     time, the scaled kNN score, whether kNN proposed the item, the category match and its
-    product with the log length. Each request reads only its own rows and kNN keys."""
+    product with the log length. Each request reads only its own rows and kNN keys.
+
+    The cosines of a request's probed lists are computed first, list by list (their rows
+    lie together in ``list_vectors``: read in order, not scattered over ``unit``), with the
+    same float32 loop as the other candidates'."""
     dim = vectors.shape[1]
     u = np.zeros(dim, dtype=np.float32)
+    sim_of = np.zeros(unit.shape[0], dtype=np.float32)
+    from_list = np.zeros(unit.shape[0], dtype=np.int64)
     tiny = np.float32(1e-12)
     p = 0  # walks knn_keys, which are grouped by request like the rows
     for r in range(len(bounds) - 1):
@@ -275,6 +298,7 @@ def ranker_session_features(
             scale = max(np.float32(np.sqrt(norm)), tiny)
             for d in range(dim):
                 u[d] = vectors[r, d] / scale
+            _list_cosines(lists[r], offsets, list_items, list_vectors, u, sim_of, from_list, r + 1)
         best = max(knn_best[r], tiny)
         base = r * n_items
         while p < len(knn_keys) and knn_keys[p] < base:
@@ -282,7 +306,9 @@ def ranker_session_features(
         for row in range(a, b):
             c = item[row]
             sim = np.float32(0.0)
-            if live:
+            if live and from_list[c] == r + 1:
+                sim = sim_of[c]
+            elif live:
                 for d in range(dim):
                     sim += unit[c, d] * u[d]
             key = base + c

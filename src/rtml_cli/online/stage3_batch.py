@@ -48,6 +48,7 @@ class BatchCandidates:
     knn_score: np.ndarray  # their scores (float32)
     knn_best: np.ndarray  # per request: its best kNN score (0 when none)
     session: BatchSessions | None = None  # the requests' sessions as arrays
+    lists: np.ndarray | None = None  # (batch, lists) each request's probed IVF lists
 
 
 @dataclass
@@ -197,6 +198,7 @@ def batch_candidates(env: Env, batch: Sequence[Request]) -> BatchCandidates:
         knn_score=knn_score,
         knn_best=knn_best,
         session=sessions,
+        lists=lists if index is not None else None,
     )
 
 
@@ -253,12 +255,24 @@ def batch_features(
             match,
             out,
             col,
+            *_probed(env, cands),
         )
         col += SESSION_COLUMNS
     if streaming:
         stream = batch[0].streams[ranker.lag_us]
         stream.features_into(sessions.times, bounds, cand, out, col)
     return out
+
+
+def _probed(env: Env, cands: BatchCandidates) -> tuple[np.ndarray, ...]:
+    """The probed IVF lists of ``cands`` and the index arrays ``ranker_session_features``
+    reads them from (no lists: every cosine from ``env.unit``)."""
+    if cands.lists is None:
+        n_req, dim = len(cands.has_vector), env.unit.shape[1]
+        none = np.zeros(0, np.int64)
+        return np.zeros((n_req, 0), np.int64), none, none, np.zeros((0, dim), np.float32)
+    index = env.ivf()
+    return cands.lists, index.offsets, index.items, index.vectors
 
 
 def session_block(sim, log_len, log_elapsed, knn_val, in_knn, match) -> np.ndarray:
