@@ -383,3 +383,26 @@ def test_ranker_reads_a_replay_batch_as_it_reads_its_requests(protocol):
     assert np.array_equal(
         np.stack(ranker.recommend_batch(arrays, 8)), np.stack(ranker.recommend_batch(objects, 8))
     )
+
+
+def test_ivf_lists_cached_on_disk_are_the_lists_built(tmp_path, monkeypatch):
+    """``IVFIndex.cached``: built once per set of embeddings, read back identical; a broken
+    file is rebuilt; ``RTML_CACHE_DIR=off`` writes nothing."""
+    unit = _unit(5, 300, 8)
+    built = IVFIndex(unit, seed=3)
+    monkeypatch.setenv("RTML_CACHE_DIR", str(tmp_path / "cache"))
+    first = IVFIndex.cached(unit, seed=3)
+    (path,) = (tmp_path / "cache").glob("ivf-*.npz")
+    with monkeypatch.context() as m:  # the second one is read, not built
+        m.setattr(IVFIndex, "__init__", lambda *a, **k: pytest.fail("rebuilt"))
+        second = IVFIndex.cached(unit, seed=3)
+    for index in (first, second):
+        for name in ("centroids", "centroids64", "sizes", "offsets", "items", "vectors"):
+            assert np.array_equal(getattr(index, name), getattr(built, name)), name
+    assert len(list((tmp_path / "cache").glob("ivf-*.npz"))) == 1
+    assert not np.array_equal(IVFIndex.cached(unit, seed=4).centroids, built.centroids)
+    path.write_bytes(b"not a zip")
+    assert np.array_equal(IVFIndex.cached(unit, seed=3).items, built.items)
+    monkeypatch.setenv("RTML_CACHE_DIR", "off")
+    IVFIndex.cached(_unit(6, 300, 8), seed=3)
+    assert len(list((tmp_path / "cache").glob("ivf-*.npz"))) == 2
