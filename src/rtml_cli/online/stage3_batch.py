@@ -214,7 +214,8 @@ def batch_features(
         raise ValueError("batch_features needs the candidates batch_candidates returns")
     n_rows = len(cand)
     streaming = "streaming" in ranker.families
-    if streaming and ranker.lag_us is None:
+    lag_us = ranker.lag_us
+    if streaming and lag_us is None:
         raise ValueError("online-ranker reads streaming features but has no freshness lag")
     width = (3 if "batch" in ranker.families else 0) + (
         SESSION_COLUMNS if "realtime" in ranker.families else 0
@@ -258,8 +259,8 @@ def batch_features(
             *_probed(env, cands),
         )
         col += SESSION_COLUMNS
-    if streaming:
-        stream = batch[0].streams[ranker.lag_us]
+    if streaming and lag_us is not None:
+        stream = batch[0].streams[lag_us]
         stream.features_into(sessions.times, bounds, cand, out, col)
     return out
 
