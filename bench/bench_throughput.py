@@ -21,6 +21,9 @@ the issue measured 2.95M), which amortises the fixed costs (imports, artifacts, 
 10.5M events) as the issue's figure did; online-ranker a full day.
 
 The result is appended to bench/RESULTS.md as a new dated section.
+``--cache cold`` (the default) gives each run an empty ``RTML_CACHE_DIR``, so the IVF's
+k-means is built and timed as on a first replay of new artifacts; ``--cache warm`` reads the
+lists an earlier run kept in /tmp/rtml-bench-cache (a later replay of the same artifacts).
 ``--only online-ranker`` runs and prints that strategy's rows alone (no recall table,
 nothing written).
 """
@@ -47,6 +50,7 @@ import numpy as np  # noqa: E402
 from results_md import replace_section  # noqa: E402
 
 RTML = Path(sys.executable).with_name("rtml")
+WARM_CACHE = "/tmp/rtml-bench-cache"  # --cache warm: kept between runs
 
 
 def one_core() -> int:
@@ -58,7 +62,11 @@ def run_cli(args, strategy: str, begin: str, hours: float, extra: list[str]) -> 
     start = datetime.fromisoformat(begin.replace("Z", "+00:00"))
     end = start + timedelta(hours=hours)
     cpu = one_core()
+    env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
+        # the replay keeps the IVF's k-means lists per set of embeddings (RTML_CACHE_DIR):
+        # "cold" measures the build (a fresh empty cache), "warm" reads what a run before built
+        env["RTML_CACHE_DIR"] = f"{tmp}/cache" if args.cache == "cold" else WARM_CACHE
         cmd = [
             str(RTML), "simulate", args.events, "--artifacts", args.artifacts,
             "--start", begin, "--end", end.isoformat().replace("+00:00", "Z"),
@@ -72,6 +80,7 @@ def run_cli(args, strategy: str, begin: str, hours: float, extra: list[str]) -> 
             capture_output=True,
             text=True,
             check=True,
+            env=env,
             preexec_fn=(lambda: os.sched_setaffinity(0, {cpu}))
             if hasattr(os, "sched_setaffinity")
             else None,
@@ -82,6 +91,7 @@ def run_cli(args, strategy: str, begin: str, hours: float, extra: list[str]) -> 
     return {
         "strategy": strategy,
         "options": " ".join(extra) or "(defaults)",
+        "cache": args.cache,
         "hours": hours,
         "from": begin,
         "requests": info["requests"],
@@ -174,7 +184,8 @@ def recall(args, nprobes: list[int], k: int = 20, n_queries: int = 4000) -> dict
 def report_row(r: dict) -> str:
     """One run as a row of the throughput table."""
     return (
-        f"| {r['strategy']} | `{r['options']}` | {r['from'][:16]} +{r['hours']:g} h | "
+        f"| {r['strategy']} | `{r['options']}`, cache {r.get('cache', 'cold')} | "
+        f"{r['from'][:16]} +{r['hours']:g} h | "
         f"{r['requests']:,} | {r['wall_s']:.1f} | "
         f"{r['rps_whole']:,.0f} | {r['rps_loop']:,.0f} | {r['setup_s']:.1f} | "
         f"{r['p50']:.3f} / {r['p99']:.3f} | {r['hr']:.3f} | "
@@ -227,6 +238,13 @@ def main() -> None:
     parser.add_argument("--train-window", default="2h")
     parser.add_argument("--nprobe", default="1,2,4,8", help="IVF probes for the recall table")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--cache",
+        choices=("cold", "warm"),
+        default="cold",
+        help="the replay's IVF cache: cold (empty: the k-means is built and timed, the default) "
+        f"or warm ({WARM_CACHE}, built by an earlier run)",
+    )
     parser.add_argument(
         "--only",
         help="run only this strategy's rows (e.g. online-ranker) and print them: no recall "

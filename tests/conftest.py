@@ -20,6 +20,7 @@ def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERM", "dumb")
     monkeypatch.delenv("RTML_DEBUG", raising=False)
     monkeypatch.delenv("RTML_CONFIG", raising=False)
+    monkeypatch.setenv("RTML_CACHE_DIR", "off")  # a test that wants the cache sets its own
 
 
 @pytest.fixture

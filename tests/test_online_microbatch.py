@@ -320,3 +320,89 @@ def test_ivf_serve_probing_every_list_is_exact_search_without_the_seen_items():
     scores = unit @ emb[[5, 7]].sum(axis=0)  # the session's own items may come back
     assert kept[0].tolist() == np.argsort(-scores, kind="stable")[:10].tolist()
     assert {5, 7} & set(np.argsort(-scores)[:10].tolist()) == {5, 7} & set(kept[0].tolist())
+
+
+def _next_item_reference(codes, events, req_row, sess_end):
+    """``truth_for`` (next-item) as the numpy loop it was before the kernel."""
+    purchase, later_req, later_code = np.full(len(req_row), -1), [], []
+    for r, (row, end) in enumerate(zip(req_row.tolist(), sess_end.tolist(), strict=True)):
+        rest = codes[row:end]
+        buys = np.flatnonzero((events[row:end] >= 1) & (events[row:end] <= 2))
+        if len(buys):
+            purchase[r] = rest[buys[0]]
+        fresh = np.unique(rest)
+        later_code += fresh.tolist()
+        later_req += [r] * len(fresh)
+    return purchase, later_req, later_code
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=15),
+    seed=st.integers(0, 10_000),
+)
+def test_next_item_truth_kernel_is_the_numpy_loop(lengths, seed):
+    from rtml_cli.online.kernels import next_item_truth
+
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 9, sum(lengths)).astype(np.int64)
+    events = rng.integers(0, 4, sum(lengths)).astype(np.int8)
+    ends = np.cumsum(lengths)
+    req_row, s1 = [], []
+    for a, b in zip((ends - np.asarray(lengths)).tolist(), ends.tolist(), strict=True):
+        for row in range(a + 1, b):
+            req_row.append(row), s1.append(b)
+    args = [np.asarray(x, dtype=np.int64) for x in (req_row, s1)]
+    got = next_item_truth(codes, events, *args, 9)
+    want = _next_item_reference(codes, events, *args)
+    assert np.array_equal(got[0], want[0])
+    assert got[1].tolist() == want[1] and got[2].tolist() == want[2]
+
+
+@pytest.mark.parametrize("protocol", ["next-unseen", "next-item"])
+def test_ranker_reads_a_replay_batch_as_it_reads_its_requests(protocol):
+    """The ranker's micro-batch read straight from the replay arrays (``RequestBatch``, no
+    ``Request`` objects) gives the candidates, features and lists its ``Request`` objects
+    give, bit for bit, under either protocol; with 30 candidates the kNN cut (and its
+    ties) is exercised."""
+    from rtml_cli.online import replay
+    from rtml_cli.online.stage3_batch import batch_candidates, batch_features
+
+    strategies, data = _served()
+    ranker = strategies[1]
+    streams = replay.streams_for(data, {ranker.lag})
+    rows, sesses = data.req_row.tolist(), data.req_sess.tolist()
+    arrays = replay.RequestBatch(data, 10, 110, rows, sesses, streams, protocol)
+    objects = [replay.request_at(data, j, rows, sesses, streams, protocol) for j in range(10, 110)]
+    for stream in streams.values():
+        stream.advance(objects[0].ts)
+    a, b = batch_candidates(ranker.env, arrays), batch_candidates(ranker.env, objects)
+    for field in ("item", "bounds", "vectors", "knn_keys", "knn_score", "knn_best"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert np.array_equal(batch_features(ranker, arrays, a), batch_features(ranker, objects, b))
+    assert np.array_equal(
+        np.stack(ranker.recommend_batch(arrays, 8)), np.stack(ranker.recommend_batch(objects, 8))
+    )
+
+
+def test_ivf_lists_cached_on_disk_are_the_lists_built(tmp_path, monkeypatch):
+    """``IVFIndex.cached``: built once per set of embeddings, read back identical; a broken
+    file is rebuilt; ``RTML_CACHE_DIR=off`` writes nothing."""
+    unit = _unit(5, 300, 8)
+    built = IVFIndex(unit, seed=3)
+    monkeypatch.setenv("RTML_CACHE_DIR", str(tmp_path / "cache"))
+    first = IVFIndex.cached(unit, seed=3)
+    (path,) = (tmp_path / "cache").glob("ivf-*.npz")
+    with monkeypatch.context() as m:  # the second one is read, not built
+        m.setattr(IVFIndex, "__init__", lambda *a, **k: pytest.fail("rebuilt"))
+        second = IVFIndex.cached(unit, seed=3)
+    for index in (first, second):
+        for name in ("centroids", "centroids64", "sizes", "offsets", "items", "vectors"):
+            assert np.array_equal(getattr(index, name), getattr(built, name)), name
+    assert len(list((tmp_path / "cache").glob("ivf-*.npz"))) == 1
+    assert not np.array_equal(IVFIndex.cached(unit, seed=4).centroids, built.centroids)
+    path.write_bytes(b"not a zip")
+    assert np.array_equal(IVFIndex.cached(unit, seed=3).items, built.items)
+    monkeypatch.setenv("RTML_CACHE_DIR", "off")
+    IVFIndex.cached(_unit(6, 300, 8), seed=3)
+    assert len(list((tmp_path / "cache").glob("ivf-*.npz"))) == 2

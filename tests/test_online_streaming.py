@@ -107,3 +107,28 @@ def test_counts_for_a_batch_of_requests_equal_brute_force(seed, lag_min, n_event
         for i in range(len(req)):
             want[i] = counts.brute_force(int(times[req[i]]), items[i : i + 1])[0]
         assert np.array_equal(got, want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n_events=st.integers(0, 3000), started=st.booleans())
+def test_streaming_columns_written_in_place_equal_the_numpy_block(seed, n_events, started):
+    """``features_into`` (the ranker's streaming columns, log1p looked up in tables that grow
+    past 1,024 when a count does) is ``streaming_block(features_many(...))`` bit for bit."""
+    from rtml_cli.online.stage3_batch import streaming_block
+
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.integers(0, 240 * MIN, size=n_events))
+    item = rng.integers(0, 3, size=n_events)  # few items: counts beyond the first table
+    kind = rng.integers(0, 2, size=n_events)
+    counts = WindowedCounts(ts, item, kind, 3, lag=timedelta(minutes=1))
+    now = int(rng.integers(0, 200 * MIN))
+    if started:
+        counts.advance(now)
+    times = np.sort(rng.integers(now, now + 90 * MIN, size=rng.integers(1, 6)))
+    req = np.repeat(np.arange(len(times)), rng.integers(0, 5, size=len(times)))
+    items = rng.integers(0, 3, size=len(req))
+    bounds = np.searchsorted(req, np.arange(len(times) + 1))
+    out = np.full((len(req), 9), np.nan, dtype=np.float32)
+    counts.features_into(times, bounds, items, out, 2)
+    want = streaming_block(counts.features_many(times, req, items))
+    assert np.array_equal(out[:, 2:], want) and np.isnan(out[:, :2]).all()

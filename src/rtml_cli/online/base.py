@@ -171,7 +171,7 @@ class Env:
         if "ivf" not in self.cache:
             from rtml_cli.online.ivf import IVFIndex
 
-            self.cache["ivf"] = IVFIndex(self.unit, seed=self.seed)
+            self.cache["ivf"] = IVFIndex.cached(self.unit, seed=self.seed)
         return self.cache["ivf"]
 
     def fill(self, chosen: list[int], seen: set[int], k: int) -> np.ndarray:

@@ -12,12 +12,18 @@ its batch. Its recall against exact search is measured in ``bench/bench_simulate
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 DEFAULT_NPROBE = 2  # recall@20 0.985 vs exact on the large world (bench/RESULTS.md)
 RESCORE_MARGIN = 8  # items selected beyond n by the fast scores, before the exact rescoring
+# bump when IVFIndex's construction changes: cached lists of an older build are not read
+CACHE_FORMAT = 1
 
 
 def default_lists(n_items: int) -> int:
@@ -59,14 +65,55 @@ class IVFIndex:
             centroids = np.where(empty[:, None], centroids, sums / np.maximum(norms, 1e-12))
         assign = np.argmax(unit @ centroids.T, axis=1) if n else np.zeros(0, np.int64)
         order = np.argsort(assign, kind="stable")  # items by list, ascending item_idx in each
+        self._set(unit, centroids, np.bincount(assign, minlength=n_lists), order)
+
+    def _set(self, unit: np.ndarray, centroids: np.ndarray, sizes: np.ndarray, order) -> None:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.centroids64 = self.centroids.astype(np.float64)
-        self.sizes = np.bincount(assign, minlength=n_lists).astype(np.int64)
+        self.sizes = np.asarray(sizes).astype(np.int64)
         self.offsets = np.r_[0, np.cumsum(self.sizes)].astype(np.int64)
-        self.items = order.astype(np.int64)  # item_idx, list by list
+        self.items = np.asarray(order).astype(np.int64)  # item_idx, list by list
         self.unit = unit
-        self.vectors = np.ascontiguousarray(unit[order])  # the same rows, contiguous per list
-        self.n_lists = n_lists
+        self.vectors = np.ascontiguousarray(unit[self.items])  # the same rows, per list
+        self.n_lists = len(self.sizes)
+
+    @classmethod
+    def cached(cls, unit: np.ndarray, *, seed: int = 0) -> IVFIndex:
+        """``IVFIndex(unit, seed=seed)``, its lists kept on disk (``cache_dir``) under a hash
+        of ``unit``'s bytes, the seed and ``CACHE_FORMAT``: the k-means runs once per set of
+        embeddings, and a later replay reads back the very lists it built. Without a cache
+        directory, or when the file is unreadable, it is built (and written when it can be,
+        atomically: a reader sees a whole file or none)."""
+        unit = np.ascontiguousarray(unit, dtype=np.float32)
+        directory = cache_dir()
+        if directory is None or not len(unit):
+            return cls(unit, seed=seed)
+        digest = hashlib.blake2b(unit.tobytes(), digest_size=16)
+        digest.update(f"{unit.shape}|{seed}|{CACHE_FORMAT}".encode())
+        path = directory / f"ivf-{digest.hexdigest()}.npz"
+        try:
+            with np.load(path) as saved:
+                centroids, sizes, items = saved["centroids"], saved["sizes"], saved["items"]
+            if (
+                int(sizes.sum()) == len(unit) == len(items)
+                and centroids.shape == (len(sizes), unit.shape[1])
+                and int(items.min()) >= 0
+                and int(items.max()) < len(unit)
+            ):
+                index = cls.__new__(cls)
+                index._set(unit, centroids, sizes, items)
+                return index
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # absent or unreadable: build it
+        index = cls(unit, seed=seed)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
+                np.savez(tmp, centroids=index.centroids, sizes=index.sizes, items=index.items)
+            os.replace(tmp.name, path)
+        except OSError:
+            pass  # a read-only cache costs the build next time, nothing else
+        return index
 
     def serve(
         self,
@@ -186,6 +233,17 @@ class IVFIndex:
         ranked[np.take_along_axis(missing, order, axis=1)] = -1
         out[:, : ranked.shape[1]] = ranked
         return out
+
+
+def cache_dir() -> Path | None:
+    """Where the replay keeps what it derives from the artifacts (the IVF lists):
+    ``$RTML_CACHE_DIR``, else ``$XDG_CACHE_HOME/rtml``, else ``~/.cache/rtml``; None when
+    ``RTML_CACHE_DIR`` is ``off`` (or empty)."""
+    chosen = os.environ.get("RTML_CACHE_DIR")
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "off", "0", "no") else Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rtml"
 
 
 def _unit64(queries: np.ndarray) -> np.ndarray:

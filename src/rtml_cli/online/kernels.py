@@ -201,6 +201,58 @@ def next_unseen_truth(
     return next_code, purchase_code, later_req, later_code
 
 
+@njit(cache=True, nogil=True)
+def next_item_truth(
+    codes: np.ndarray,  # int64 item codes, session order
+    events: np.ndarray,  # int8 event codes (1 cart, 2 purchase)
+    req_row: np.ndarray,  # int64 row of each request's event
+    sess_end: np.ndarray,  # int64 one past the last row of each request's session
+    n_codes: int,  # 1 + the largest code
+):
+    """``replay.truth_for`` under ``next-item``: per request its first cart/purchase item from
+    its event on, and every distinct item from there (as (request, item) pairs, items
+    ascending per request, as ``numpy.unique`` gives them)."""
+    n = len(req_row)
+    purchase_code = np.full(n, -1, dtype=np.int64)
+    stamp = np.zeros(n_codes, dtype=np.int64)
+    total = 0
+    for r in range(n):  # first pass: how many pairs
+        for j in range(req_row[r], sess_end[r]):
+            if stamp[codes[j]] != r + 1:
+                stamp[codes[j]] = r + 1
+                total += 1
+    later_req = np.empty(total, dtype=np.int64)
+    later_code = np.empty(total, dtype=np.int64)
+    at = 0
+    for r in range(n):
+        mark = n + r + 1
+        first = at
+        for j in range(req_row[r], sess_end[r]):
+            c = codes[j]
+            if purchase_code[r] < 0 and 1 <= events[j] <= 2:
+                purchase_code[r] = c
+            if stamp[c] != mark:
+                stamp[c] = mark
+                later_code[at] = c
+                at += 1
+        later_code[first:at] = np.sort(later_code[first:at])
+        later_req[first:at] = r
+    return purchase_code, later_req, later_code
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _list_cosines(lists, offsets, list_items, list_vectors, u, sim_of, from_list, mark):
+    """The float32 cosine to ``u`` of every item of ``lists`` into ``sim_of`` (its rows read
+    in order from ``list_vectors``), the items stamped with ``mark`` in ``from_list``."""
+    for lst in lists:
+        for p in range(offsets[lst], offsets[lst + 1]):
+            s = np.float32(0.0)
+            for d in range(len(u)):
+                s += list_vectors[p, d] * u[d]
+            sim_of[list_items[p]] = s
+            from_list[list_items[p]] = mark
+
+
 @njit(cache=True, nogil=True, fastmath=_FAST)
 def ranker_session_features(
     item: np.ndarray,  # int64 candidate item_idx per row, grouped by request
@@ -217,13 +269,23 @@ def ranker_session_features(
     match: np.ndarray,  # float64 per row: category match share
     out: np.ndarray,  # float32 (rows, >= col + 7): the session family's columns go here
     col: int,
+    lists: np.ndarray,  # int64 (requests, lists per request): each request's probed IVF lists
+    offsets: np.ndarray,  # int64 (n_lists + 1): where each list starts in ``list_vectors``
+    list_items: np.ndarray,  # int64 item_idx, list by list
+    list_vectors: np.ndarray,  # float32: ``unit``'s rows, list by list (``IVFIndex.vectors``)
 ) -> None:
     """The session family's columns (``stage3_batch.session_block``) of every row, request by
     request: cosine to the unit session vector, its products with the log length and elapsed
     time, the scaled kNN score, whether kNN proposed the item, the category match and its
-    product with the log length. Each request reads only its own rows and kNN keys."""
+    product with the log length. Each request reads only its own rows and kNN keys.
+
+    The cosines of a request's probed lists are computed first, list by list (their rows
+    lie together in ``list_vectors``: read in order, not scattered over ``unit``), with the
+    same float32 loop as the other candidates'."""
     dim = vectors.shape[1]
     u = np.zeros(dim, dtype=np.float32)
+    sim_of = np.zeros(unit.shape[0], dtype=np.float32)
+    from_list = np.zeros(unit.shape[0], dtype=np.int64)
     tiny = np.float32(1e-12)
     p = 0  # walks knn_keys, which are grouped by request like the rows
     for r in range(len(bounds) - 1):
@@ -236,6 +298,7 @@ def ranker_session_features(
             scale = max(np.float32(np.sqrt(norm)), tiny)
             for d in range(dim):
                 u[d] = vectors[r, d] / scale
+            _list_cosines(lists[r], offsets, list_items, list_vectors, u, sim_of, from_list, r + 1)
         best = max(knn_best[r], tiny)
         base = r * n_items
         while p < len(knn_keys) and knn_keys[p] < base:
@@ -243,7 +306,9 @@ def ranker_session_features(
         for row in range(a, b):
             c = item[row]
             sim = np.float32(0.0)
-            if live:
+            if live and from_list[c] == r + 1:
+                sim = sim_of[c]
+            elif live:
                 for d in range(dim):
                     sim += unit[c, d] * u[d]
             key = base + c
@@ -337,40 +402,6 @@ def window_counts_many(
 
 
 @njit(cache=True, nogil=True)
-def unique_keys_by_request(keys: np.ndarray, seen: np.ndarray, n_items: int, n_req: int):
-    """The distinct ``keys`` (request * n_items + item) ascending, those in ``seen`` (same
-    keys, ascending) left out: bucketed by request in one pass, then each request's few
-    hundred keys sorted on their own (one sort of the batch's 200k keys took ~25 ms)."""
-    start = np.zeros(n_req + 1, dtype=np.int64)
-    for key in keys:
-        start[key // n_items + 1] += 1
-    for r in range(n_req):
-        start[r + 1] += start[r]
-    fill = start[:-1].copy()
-    bucket = np.empty(len(keys), dtype=np.int64)
-    for key in keys:
-        r = key // n_items
-        bucket[fill[r]] = key
-        fill[r] += 1
-    out = np.empty(len(keys), dtype=np.int64)
-    n_out = 0
-    p = 0  # walks ``seen``
-    for r in range(n_req):
-        part = np.sort(bucket[start[r] : start[r + 1]])
-        for j in range(len(part)):
-            key = part[j]
-            if j > 0 and key == part[j - 1]:
-                continue
-            while p < len(seen) and seen[p] < key:
-                p += 1
-            if p < len(seen) and seen[p] == key:
-                continue
-            out[n_out] = key
-            n_out += 1
-    return out[:n_out]
-
-
-@njit(cache=True, nogil=True)
 def category_match(
     session_items: np.ndarray,  # int64 every request's session items, request after request
     session_bounds: np.ndarray,  # int64 (requests + 1): request r's are bounds[r]:bounds[r + 1]
@@ -380,7 +411,7 @@ def category_match(
     n_cat: int,  # 1 + the largest category code
 ) -> np.ndarray:
     """Per row the share of its request's session items in the candidate's category (0 when
-    the category is unknown or the session empty): ``stage3_batch._category_match``."""
+    the category is unknown or the session empty), as ``OnlineRanker.features``."""
     out = np.zeros(len(item), dtype=np.float64)
     count = np.zeros(n_cat + 1, dtype=np.int64)
     for r in range(len(bounds) - 1):
@@ -397,3 +428,298 @@ def category_match(
         for p in range(s0, s1):
             count[item_category[session_items[p]] + 1] = 0
     return out
+
+
+@njit(cache=True, nogil=True)
+def _known_items(codes, starts, ends, n_items):
+    """The known items (codes < n_items) of every request's history, flat, and their bounds."""
+    n_req = len(starts)
+    bounds = np.zeros(n_req + 1, dtype=np.int64)
+    for q in range(n_req):
+        known = 0
+        for p in range(starts[q], ends[q]):
+            if codes[p] < n_items:
+                known += 1
+        bounds[q + 1] = bounds[q] + known
+    items = np.empty(bounds[n_req], dtype=np.int64)
+    at = 0
+    for q in range(n_req):
+        for p in range(starts[q], ends[q]):
+            if codes[p] < n_items:
+                items[at] = codes[p]
+                at += 1
+    return items, bounds
+
+
+@njit(cache=True, nogil=True)
+def _sum_rows(embeddings, items, a, b, out):
+    """``out`` = the float32 sum of ``embeddings[items[a:b]]``, row after row (as numpy's
+    ``sum(axis=0)`` adds them); ``a < b``."""
+    for d in range(embeddings.shape[1]):
+        out[d] = embeddings[items[a], d]
+    for p in range(a + 1, b):
+        for d in range(embeddings.shape[1]):
+            out[d] += embeddings[items[p], d]
+
+
+@njit(cache=True, nogil=True)
+def _mark(words, item, span):
+    """Set ``item``'s bit; ``span`` [lo, hi) of the words touched grows to cover it."""
+    word = item >> 6
+    words[word] |= np.uint64(1) << np.uint64(item & 63)
+    span[0] = min(span[0], word)
+    span[1] = max(span[1], word + 1)
+
+
+# de Bruijn sequence for the index of a 64-bit word's lowest set bit (``_read_bits``)
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_INDEX = np.zeros(64, dtype=np.int64)
+for _bit in range(64):
+    _DEBRUIJN_INDEX[(((1 << _bit) * 0x03F79D71B4CB0A89) % 2**64) >> 58] = _bit
+
+
+@njit(cache=True, nogil=True)
+def _read_bits(words, span, stamp, mark, out, at):
+    """The items whose bits are set in ``words[span[0]:span[1]]``, ascending, into ``out``
+    from ``at`` (those with ``stamp[item] == mark`` skipped); the words cleared. Returns the
+    new end."""
+    for word in range(span[0], span[1]):
+        bits = words[word]
+        while bits:
+            low = bits & (~bits + np.uint64(1))
+            item = word * 64 + _DEBRUIJN_INDEX[(low * _DEBRUIJN) >> np.uint64(58)]
+            if stamp[item] != mark:
+                out[at] = item
+                at += 1
+            bits ^= low
+        words[word] = 0
+    span[0], span[1] = len(words), 0
+    return at
+
+
+@njit(cache=True, nogil=True)
+def _cut(scores, n_cand, keep):
+    """Mark in ``keep`` the best ``n_cand`` of ``scores``; False (nothing marked) when ties
+    straddle the cut, where ``numpy.argpartition`` decides which tied items stay."""
+    count = len(scores)
+    kth = np.sort(scores)[count - n_cand]
+    at_least = 0
+    for j in range(count):
+        if scores[j] >= kth:
+            at_least += 1
+    if at_least != n_cand:
+        return False
+    for j in range(count):
+        keep[j] = scores[j] >= kth
+    return True
+
+
+@njit(cache=True, nogil=True)
+def ranker_sessions(
+    codes: np.ndarray,  # int64 item codes (codes >= n_items: unknown items, skipped)
+    starts: np.ndarray,  # int64 per request: first history position in ``codes``
+    ends: np.ndarray,  # int64 per request: one past the last (exclusive)
+    n_items: int,
+    embeddings: np.ndarray,  # float32 (n_items, dim)
+    indptr: np.ndarray,  # int64 (n_items + 1): item-item neighbours, CSR
+    nbr: np.ndarray,  # int64 neighbour item_idx
+    nbr_score: np.ndarray,  # neighbour scores
+    weights: np.ndarray,  # float32 per step back: the kNN recency weight (``env.decay ** s``)
+    n_cand: int,  # at most this many kNN items per request
+):
+    """What the ranker's micro-batch needs of each request's session, request by request:
+    its known items (flat, ``item_bounds``), its session vector (the float32 sum of their
+    embeddings, row after row as ``numpy.sum(axis=0)`` adds them), and its session-kNN
+    scores (``stage2.knn_scores`` of the last ``len(weights)`` items: each neighbour's score
+    times the recency weight, summed in float64 in the order numpy's ``bincount`` adds them,
+    then float32), items ascending. Where a request has more than ``n_cand`` kNN items,
+    ``keep`` marks its best ``n_cand``; ``tied`` flags a request whose ties straddle the
+    cut (there ``numpy.argpartition`` decides which tied items stay, so the caller asks it).
+    """
+    n_req, dim = len(starts), embeddings.shape[1]
+    items, item_bounds = _known_items(codes, starts, ends, n_items)
+    vectors = np.zeros((n_req, dim), dtype=np.float32)
+    has_vector = np.zeros(n_req, dtype=np.bool_)
+    room = 0
+    for q in range(n_req):
+        a, b = item_bounds[q], item_bounds[q + 1]
+        if b > a:
+            has_vector[q] = True
+            _sum_rows(embeddings, items, a, b, vectors[q])
+        for p in range(max(a, b - len(weights)), b):
+            room += indptr[items[p] + 1] - indptr[items[p]]
+    knn_bounds = np.zeros(n_req + 1, dtype=np.int64)
+    knn_item = np.empty(room, dtype=np.int64)
+    knn_sum = np.empty(room, dtype=np.float32)
+    keep = np.ones(room, dtype=np.bool_)
+    tied = np.zeros(n_req, dtype=np.bool_)
+    acc = np.zeros(n_items, dtype=np.float64)
+    words = np.zeros((n_items + 63) // 64, dtype=np.uint64)
+    span = np.array([len(words), 0], dtype=np.int64)
+    no_stamp = np.zeros(n_items, dtype=np.int64)  # skips nothing (mark -1)
+    out = 0
+    for q in range(n_req):
+        a, b = item_bounds[q], item_bounds[q + 1]
+        for p in range(max(a, b - len(weights)), b):
+            w = weights[b - 1 - p]
+            for j in range(indptr[items[p]], indptr[items[p] + 1]):
+                nb = nbr[j]
+                if not words[nb >> 6] & (np.uint64(1) << np.uint64(nb & 63)):
+                    acc[nb] = 0.0
+                    _mark(words, nb, span)
+                acc[nb] += np.float64(nbr_score[j] * w)
+        start = out
+        out = _read_bits(words, span, no_stamp, -1, knn_item, out)
+        for j in range(start, out):
+            knn_sum[j] = np.float32(acc[knn_item[j]])
+        knn_bounds[q + 1] = out
+        if out - start > n_cand:
+            tied[q] = not _cut(knn_sum[start:out], n_cand, keep[start:out])
+    return (
+        items,
+        item_bounds,
+        vectors,
+        has_vector,
+        knn_item[:out],
+        knn_sum[:out],
+        knn_bounds,
+        keep[:out],
+        tied,
+    )
+
+
+@njit(cache=True, nogil=True)
+def ranker_candidates(
+    has_vector: np.ndarray,  # bool per request
+    lists: np.ndarray,  # int64 (requests, lists per request): probed IVF lists (rows without
+    # a vector ignored)
+    offsets: np.ndarray,  # int64 (n_lists + 1): where each list starts in ``list_items``
+    list_items: np.ndarray,  # int64 item_idx, list by list
+    knn_item: np.ndarray,  # int64 kNN items, ascending per request
+    knn_score: np.ndarray,  # float32 their scores
+    knn_bounds: np.ndarray,  # int64 (requests + 1)
+    keep: np.ndarray,  # bool per kNN item: among its request's best ``n_cand``
+    popular: np.ndarray,  # int64 every item_idx, most popular first
+    n_cand: int,
+    seen: np.ndarray,  # int64 items no list may hold, request after request
+    seen_bounds: np.ndarray,  # int64 (requests + 1)
+    n_items: int,
+):
+    """Every request's candidates (``OnlineRanker._generate``): the items of its probed lists
+    and its kept kNN items (the popularity list's first ``n_cand`` unseen items for a session
+    without a known item), its seen items left out, distinct and ascending — set as bits of
+    an item bitmap and read back in order. Returns the candidates (flat), their bounds per
+    request, the kept kNN keys (request * n_items + item, ascending) with their scores, and
+    each request's best kept kNN score (0 when none)."""
+    n_req = len(has_vector)
+    room = n_cand * n_req + len(knn_item)
+    for q in range(n_req):
+        if has_vector[q]:
+            for lst in lists[q]:
+                room += offsets[lst + 1] - offsets[lst]
+    cand = np.empty(room, dtype=np.int64)
+    bounds = np.zeros(n_req + 1, dtype=np.int64)
+    knn_keys = np.empty(len(knn_item), dtype=np.int64)
+    knn_kept = np.empty(len(knn_item), dtype=np.float32)
+    knn_best = np.zeros(n_req, dtype=np.float32)
+    words = np.zeros((n_items + 63) // 64, dtype=np.uint64)
+    span = np.array([len(words), 0], dtype=np.int64)
+    stamp = np.zeros(n_items, dtype=np.int64)
+    out = 0
+    kept = 0
+    for q in range(n_req):
+        mark = q + 1
+        for p in range(seen_bounds[q], seen_bounds[q + 1]):
+            stamp[seen[p]] = mark
+        if has_vector[q]:
+            for lst in lists[q]:
+                for p in range(offsets[lst], offsets[lst + 1]):
+                    _mark(words, list_items[p], span)
+            for j in range(knn_bounds[q], knn_bounds[q + 1]):
+                if keep[j]:
+                    _mark(words, knn_item[j], span)
+                    knn_keys[kept] = q * n_items + knn_item[j]
+                    knn_kept[kept] = knn_score[j]
+                    knn_best[q] = max(knn_best[q], knn_score[j])
+                    kept += 1
+        else:
+            limit = min(len(popular), n_cand + seen_bounds[q + 1] - seen_bounds[q])
+            taken = 0
+            for p in range(limit):
+                if taken < n_cand and stamp[popular[p]] != mark:
+                    _mark(words, popular[p], span)
+                    taken += 1
+        out = _read_bits(words, span, stamp, mark, cand, out)
+        bounds[q + 1] = out
+    return cand[:out], bounds, knn_keys[:kept], knn_kept[:kept], knn_best
+
+
+@njit(cache=True, nogil=True)
+def gather_columns(table: np.ndarray, rows: np.ndarray, out: np.ndarray, col: int) -> None:
+    """``out[:, col:col + table.shape[1]] = table[rows]`` without the temporary."""
+    for i in range(len(rows)):
+        for j in range(table.shape[1]):
+            out[i, col + j] = table[rows[i], j]
+
+
+@njit(cache=True, nogil=True)
+def _move_delta(key, delta, p_add, hi, p_rem, lo):
+    """Walk the per-window deltas forward: events before ``hi`` published (+1 in every
+    window), events before ``lo[w]`` gone from window w (-1); returns the new ``p_add``."""
+    while p_add < hi:
+        for w in range(delta.shape[0]):
+            delta[w, key[p_add]] += 1
+        p_add += 1
+    for w in range(delta.shape[0]):
+        while p_rem[w] < lo[w]:
+            delta[w, key[p_rem[w]]] -= 1
+            p_rem[w] += 1
+    return p_add
+
+
+@njit(cache=True, nogil=True)
+def window_features_many(
+    counts: np.ndarray,  # int32 (windows, 2 * n_items): the published state
+    key: np.ndarray,  # int64 per stream event: 2 * item + kind, time order
+    add_from: int,
+    remove_from: np.ndarray,  # int64 per window
+    hi: np.ndarray,  # int64 per request
+    lo: np.ndarray,  # int64 (windows, requests)
+    bounds: np.ndarray,  # int64 (requests + 1): rows of request r
+    items: np.ndarray,  # int64 item_idx per row
+    delta: np.ndarray,  # int64 (windows, 2 * n_items) zeros: scratch, zeroed again on return
+    log1p: np.ndarray,  # float32: numpy's log1p of float32(c) for each count c
+    log1p12: np.ndarray,  # float32: numpy's log1p of float32(c) * 12 for each count c
+    out: np.ndarray,  # float32 (rows, >= col + 2 * windows + 1)
+    col: int,
+) -> int:
+    """The streaming family's columns (``stage3_batch.streaming_block`` of
+    ``window_counts_many``'s counts) written straight into ``out``: the log counts and the
+    5-minute-vs-hour trend, looked up in tables numpy computed, so each value is the one
+    numpy's ``log1p`` gives. Returns the largest count met; when it is beyond the tables
+    nothing is final and the caller grows them and calls again."""
+    n_w = counts.shape[0]
+    size = len(log1p)
+    largest = 0
+    p_add = add_from
+    p_rem = remove_from.copy()
+    for r in range(len(bounds) - 1):
+        p_add = _move_delta(key, delta, p_add, hi[r], p_rem, lo[:, r])
+        for row in range(bounds[r], bounds[r + 1]):
+            view = 2 * items[row]
+            for w in range(n_w):
+                views = counts[w, view] + delta[w, view]
+                carts = counts[w, view + 1] + delta[w, view + 1]
+                largest = max(largest, views, carts)
+                out[row, col + w] = log1p[min(views, size - 1)]
+                out[row, col + n_w + w] = log1p[min(carts, size - 1)]
+            c0 = min(counts[0, view] + delta[0, view], size - 1)
+            c2 = min(counts[2, view] + delta[2, view], size - 1)  # the hour
+            out[row, col + 2 * n_w] = log1p12[c0] - log1p[c2]
+    for p in range(add_from, p_add):  # reset the scratch where it was touched
+        for w in range(n_w):
+            delta[w, key[p]] = 0
+    for w in range(n_w):
+        for p in range(remove_from[w], p_rem[w]):
+            delta[w, key[p]] = 0
+    return largest

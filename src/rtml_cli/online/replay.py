@@ -366,29 +366,24 @@ def truth_for(data: ReplayData, protocol: str = DEFAULT_PROTOCOL) -> Truth:
 
 def _next_item_truth(data: ReplayData) -> Truth:
     """``next-item`` truth: the request's own event's item, every item from there on, and
-    the first cart or purchase from there (re-views and re-purchases included)."""
+    the first cart or purchase from there (re-views and re-purchases included); one
+    compiled pass (``kernels.next_item_truth``)."""
+    from rtml_cli.online.kernels import next_item_truth
+
     n = data.n_requests
     next_code = data.code[data.req_row].astype(np.int64) if n else np.zeros(0, np.int64)
-    purchase_code = np.full(n, -1, dtype=np.int64)
-    later_req: list[np.ndarray] = []
-    later_code: list[np.ndarray] = []
-    codes, events = data.code, data.event
-    ends = (data.sess_start + data.sess_len).tolist()
-    for r, (row, s) in enumerate(zip(data.req_row.tolist(), data.req_sess.tolist(), strict=True)):
-        rest = codes[row : ends[s]]
-        buys = np.flatnonzero((events[row : ends[s]] >= 1) & (events[row : ends[s]] <= 2))
-        if len(buys):
-            purchase_code[r] = rest[buys[0]]
-        fresh = np.unique(rest)
-        later_code.append(fresh)
-        later_req.append(np.full(len(fresh), r, dtype=np.int64))
+    purchase_code, later_req, later_code = next_item_truth(
+        np.ascontiguousarray(data.code, dtype=np.int64),
+        np.ascontiguousarray(data.event, dtype=np.int8),
+        np.ascontiguousarray(data.req_row, dtype=np.int64),
+        (data.sess_start + data.sess_len)[data.req_sess].astype(np.int64),
+        int(data.code.max()) + 1 if len(data.code) else 1,
+    )
     return Truth(
         next_code=next_code,
         purchase_code=purchase_code,
-        later_req=np.concatenate(later_req) if later_req else np.zeros(0, np.int64),
-        later_code=np.concatenate(later_code).astype(np.int64)
-        if later_code
-        else np.zeros(0, np.int64),
+        later_req=later_req,
+        later_code=later_code,
     )
 
 

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rtml_cli.online.base import Env, Request
-from rtml_cli.online.stage2 import session_vector, top_by_score, unseen_mask
+from rtml_cli.online.replay import RequestBatch
+from rtml_cli.online.stage2 import top_by_score
 
 if TYPE_CHECKING:
     from rtml_cli.online.stage3 import OnlineRanker
 
 SESSION_COLUMNS = 7  # the session (realtime) family's columns: ``session_block``
+STREAMING_COLUMNS = 7  # the streaming family's: ``streaming_block``
 KNN_RECENT = 10  # the session-kNN aggregation reads the last 10 items (``stage2.knn_scores``)
 
 
@@ -45,6 +47,66 @@ class BatchCandidates:
     knn_keys: np.ndarray  # request * n_items + item of every kNN-proposed item, ascending
     knn_score: np.ndarray  # their scores (float32)
     knn_best: np.ndarray  # per request: its best kNN score (0 when none)
+    session: BatchSessions | None = None  # the requests' sessions as arrays
+    lists: np.ndarray | None = None  # (batch, lists) each request's probed IVF lists
+
+
+@dataclass
+class BatchSessions:
+    """What the ranker reads of a micro-batch's requests, as arrays (``batch_sessions``)."""
+
+    items: np.ndarray  # int64 known items of every request's session, request after request
+    item_bounds: np.ndarray  # int64 (requests + 1): request r's are items[a:b]
+    times: np.ndarray  # int64 request time (µs)
+    log_len: np.ndarray  # float64 log1p(earlier events, unknown items included)
+    log_elapsed: np.ndarray  # float64 log1p(minutes since the session started)
+
+
+def batch_sessions(env: Env, batch: Sequence[Request]) -> tuple[BatchSessions, tuple]:
+    """The batch's sessions as arrays, and the raw inputs of ``kernels.ranker_sessions``:
+    (codes, starts, ends, seen items flat, their bounds). A ``RequestBatch`` is read straight
+    from the replay arrays (no ``Request`` objects: request ``q``'s history is its session's
+    events before its own); any other sequence from its ``Request`` objects."""
+    n_req = len(batch)
+    if isinstance(batch, RequestBatch) and batch.data.n_items == env.n_items:
+        data = batch.data
+        ends = data.req_row[batch.lo : batch.hi]
+        starts = data.sess_start[data.req_sess[batch.lo : batch.hi]]
+        codes = data.code
+        times = data.ts[ends]
+        n_events = (ends - starts).tolist()
+        elapsed = (times - data.ts[starts]).tolist()
+        seen = None  # the session's own items under next-unseen, none under next-item
+        unseen = batch.protocol == "next-unseen"
+    else:
+        lengths = np.array([len(r.items) for r in batch], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        codes = np.concatenate([r.items for r in batch] + [np.zeros(0, np.int64)])
+        times = np.array([r.ts for r in batch], dtype=np.int64)
+        n_events = [r.n_events for r in batch]
+        elapsed = [r.ts - r.session_start for r in batch]
+        seen = [r.seen for r in batch]
+        unseen = True
+    log_len = np.array([math.log1p(n) for n in n_events], dtype=np.float64)
+    log_elapsed = np.array([math.log1p(max(e, 0) / 60e6) for e in elapsed], dtype=np.float64)
+    raw = (
+        np.ascontiguousarray(codes, dtype=np.int64),
+        np.ascontiguousarray(starts, dtype=np.int64),
+        np.ascontiguousarray(ends, dtype=np.int64),
+    )
+    sessions = BatchSessions(
+        items=np.zeros(0, np.int64),
+        item_bounds=np.zeros(n_req + 1, np.int64),
+        times=np.ascontiguousarray(times, dtype=np.int64),
+        log_len=log_len,
+        log_elapsed=log_elapsed,
+    )
+    if seen is not None:
+        seen_bounds = np.r_[0, np.cumsum([len(x) for x in seen])].astype(np.int64)
+        seen_flat = np.concatenate(seen + [np.zeros(0, np.int64)]).astype(np.int64, copy=False)
+        return sessions, (*raw, seen_flat, seen_bounds, False)
+    return sessions, (*raw, None, None, unseen)
 
 
 def candidate_lists(env: Env) -> int:
@@ -66,84 +128,77 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
 
 
-def knn_batch(env: Env, batch: Sequence[Request]) -> tuple[np.ndarray, np.ndarray]:
-    """``stage2.knn_scores`` of every request at once, top ``env.n_candidates`` per request:
-    (request * n_items + item ascending, score float32)."""
-    n = env.n_items
-    owners, items, weights = [], [], []
-    for r, request in enumerate(batch):
-        recent = request.items[-KNN_RECENT:]
-        if len(recent):
-            owners.append(np.full(len(recent), r, np.int64))
-            items.append(recent)
-            steps = np.arange(len(recent) - 1, -1, -1)
-            weights.append(np.array([env.decay**s for s in steps.tolist()], dtype=np.float32))
-    if not owners:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    owner, item, weight = np.concatenate(owners), np.concatenate(items), np.concatenate(weights)
-    lo, hi = env.indptr[item], env.indptr[item + 1]
-    sizes = hi - lo
-    ends = np.cumsum(sizes)
-    at = np.repeat(lo - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(ends) else 0)
-    keys = np.repeat(owner, sizes) * n + env.nbr[at]
-    score = env.nbr_score[at] * np.repeat(weight, sizes)
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    summed = np.bincount(inverse, weights=score).astype(np.float32)
-    # at most n_candidates per request, as the per-request generator keeps
-    req = uniq // n
-    bounds = np.searchsorted(req, np.arange(len(batch) + 1))
-    keep = np.ones(len(uniq), dtype=bool)
-    for r in np.flatnonzero(np.diff(bounds) > env.n_candidates).tolist():
-        a, b = int(bounds[r]), int(bounds[r + 1])
-        top = np.argpartition(-summed[a:b], env.n_candidates - 1)[: env.n_candidates]
-        keep[a:b] = False
-        keep[a + top] = True
-    return uniq[keep], summed[keep]
+def knn_weights(env: Env) -> np.ndarray:
+    """The session-kNN recency weight per step back, float32 (``stage2.knn_scores``)."""
+    return np.array([env.decay**s for s in range(KNN_RECENT)], dtype=np.float32)
 
 
 def batch_candidates(env: Env, batch: Sequence[Request]) -> BatchCandidates:
     """Candidates of every request of ``batch``: IVF lists ∪ kNN items, unseen, ascending;
-    the popularity list for a session without a known item (as ``OnlineRanker._generate``)."""
-    from rtml_cli.online.kernels import unique_keys_by_request
+    the popularity list for a session without a known item (as ``OnlineRanker._generate``).
+
+    Two compiled passes, request by request (``kernels.ranker_sessions``: items, session
+    vector, kNN scores; ``kernels.ranker_candidates``: the union), around the IVF probe of
+    the batch's session vectors, which stays in numpy (float64, as ``IVFIndex.probe``)."""
+    from rtml_cli.online.kernels import ranker_candidates, ranker_sessions
 
     n, n_req = env.n_items, len(batch)
-    vectors = np.zeros((n_req, env.embeddings.shape[1]), dtype=np.float32)
-    has_vector = np.array([len(r.items) > 0 for r in batch], dtype=bool)
-    parts = []
+    sessions, (codes, starts, ends, seen, seen_bounds, own_seen) = batch_sessions(env, batch)
+    items, item_bounds, vectors, has_vector, knn_item, knn_sum, knn_bounds, keep, tied = (
+        ranker_sessions(
+            codes,
+            starts,
+            ends,
+            n,
+            env.embeddings,
+            env.indptr,
+            env.nbr,
+            env.nbr_score,
+            knn_weights(env),
+            env.n_candidates,
+        )
+    )
+    sessions.items, sessions.item_bounds = items, item_bounds
+    for r in np.flatnonzero(tied).tolist():  # ties straddle the cut: numpy's partition decides
+        a, b = int(knn_bounds[r]), int(knn_bounds[r + 1])
+        top = np.argpartition(-knn_sum[a:b], env.n_candidates - 1)[: env.n_candidates]
+        keep[a:b] = False
+        keep[a + top] = True
+    if seen is None:  # a RequestBatch: the session's own items are the seen ones (or none)
+        seen, seen_bounds = (items, item_bounds) if own_seen else (items[:0], item_bounds * 0)
     live = np.flatnonzero(has_vector)
-    if len(live):
-        vectors[live] = np.stack([session_vector(env, batch[r].items, None) for r in live.tolist()])
-        index = env.ivf()
-        lists = index.probe(vectors[live], candidate_lists(env))
-        sizes = index.sizes[lists].sum(axis=1)
-        members = index.members(lists.ravel())
-        parts.append(np.repeat(live, sizes) * n + members)
-    knn_keys, knn_score = knn_batch(env, batch)
-    parts.append(knn_keys)
-    for r in np.flatnonzero(~has_vector).tolist():
-        seen = batch[r].seen
-        pool = env.popular[: env.n_candidates + len(seen)]
-        parts.append(r * n + pool[unseen_mask(pool, seen)][: env.n_candidates])
-    seen_keys = np.concatenate(
-        [r * n + request.seen for r, request in enumerate(batch)] + [np.zeros(0, np.int64)]
+    lists = np.zeros((n_req, 1), dtype=np.int64)
+    index = env.ivf() if len(live) else None
+    if index is not None:
+        probed = index.probe(vectors[live], candidate_lists(env))
+        lists = np.zeros((n_req, probed.shape[1]), dtype=np.int64)
+        lists[live] = probed
+    cand, bounds, knn_keys, knn_score, knn_best = ranker_candidates(
+        has_vector,
+        lists,
+        index.offsets if index is not None else np.zeros(2, np.int64),
+        index.items if index is not None else np.zeros(0, np.int64),
+        knn_item,
+        knn_sum,
+        knn_bounds,
+        keep,
+        env.popular,
+        env.n_candidates,
+        seen,
+        seen_bounds,
+        n,
     )
-    keys = unique_keys_by_request(
-        np.concatenate(parts).astype(np.int64, copy=False), np.sort(seen_keys), n, n_req
-    )
-    req = keys // n
-    knn_req = knn_keys // n
-    knn_best = np.zeros(n_req, dtype=np.float32)
-    if len(knn_keys):
-        np.maximum.at(knn_best, knn_req, knn_score)
     return BatchCandidates(
-        req=req,
-        item=keys - req * n,
-        bounds=np.searchsorted(req, np.arange(n_req + 1)),
+        req=np.repeat(np.arange(n_req, dtype=np.int64), np.diff(bounds)),
+        item=cand,
+        bounds=bounds,
         vectors=vectors,
         has_vector=has_vector,
         knn_keys=knn_keys,
         knn_score=knn_score,
         knn_best=knn_best,
+        session=sessions,
+        lists=lists if index is not None else None,
     )
 
 
@@ -151,37 +206,44 @@ def batch_features(
     ranker: OnlineRanker, batch: Sequence[Request], cands: BatchCandidates
 ) -> np.ndarray:
     """(rows, n_features): ``OnlineRanker.features`` for every row of ``cands``."""
-    env, req, cand = ranker.env, cands.req, cands.item
+    from rtml_cli.online.kernels import gather_columns
+
+    env, cand = ranker.env, cands.item
+    sessions = cands.session
+    if sessions is None:
+        raise ValueError("batch_features needs the candidates batch_candidates returns")
     n_rows = len(cand)
-    stream_counts = None
-    if "streaming" in ranker.families:
-        if ranker.lag_us is None:
-            raise ValueError("online-ranker reads streaming features but has no freshness lag")
-        stream = batch[0].streams[ranker.lag_us]
-        times = np.array([r.ts for r in batch], dtype=np.int64)
-        stream_counts = stream.features_many(times, req, cand)
+    streaming = "streaming" in ranker.families
+    lag_us = ranker.lag_us
+    if streaming and lag_us is None:
+        raise ValueError("online-ranker reads streaming features but has no freshness lag")
     width = (3 if "batch" in ranker.families else 0) + (
         SESSION_COLUMNS if "realtime" in ranker.families else 0
     )
-    if stream_counts is not None:
-        width += stream_counts.shape[1] + 1
+    if streaming:
+        width += STREAMING_COLUMNS
     out = np.empty((n_rows, width), dtype=np.float32)
     col = 0
     if "batch" in ranker.families:
-        out[:, :3] = ranker.batch[cand]
+        gather_columns(ranker.batch, cand, out, 0)
         col = 3
+    bounds = cands.bounds.astype(np.int64, copy=False)
     if "realtime" in ranker.families:
-        from rtml_cli.online.kernels import ranker_session_features
+        from rtml_cli.online.kernels import category_match, ranker_session_features
 
-        log_len = np.array([math.log1p(r.n_events) for r in batch], dtype=np.float64)
-        log_elapsed = np.array(
-            [math.log1p(max(r.ts - r.session_start, 0) / 60e6) for r in batch], dtype=np.float64
+        match = category_match(
+            sessions.items,
+            sessions.item_bounds,
+            cand,
+            bounds,
+            env.item_category.astype(np.int64, copy=False),
+            int(env.item_category.max()) + 1,
         )
         # one compiled pass, request by request: each row reads only its request's vector and
         # kNN keys, in an order fixed by the compiled code whatever the batch
         ranker_session_features(
             cand,
-            cands.bounds.astype(np.int64, copy=False),
+            bounds,
             cands.has_vector,
             cands.vectors,
             env.unit,
@@ -189,16 +251,29 @@ def batch_features(
             cands.knn_score,
             cands.knn_best,
             env.n_items,
-            log_len,
-            log_elapsed,
-            np.asarray(_category_match(env, batch, req, cand), dtype=np.float64),
+            sessions.log_len,
+            sessions.log_elapsed,
+            match,
             out,
             col,
+            *_probed(env, cands),
         )
         col += SESSION_COLUMNS
-    if stream_counts is not None:
-        out[:, col:] = streaming_block(stream_counts)
+    if streaming and lag_us is not None:
+        stream = batch[0].streams[lag_us]
+        stream.features_into(sessions.times, bounds, cand, out, col)
     return out
+
+
+def _probed(env: Env, cands: BatchCandidates) -> tuple[np.ndarray, ...]:
+    """The probed IVF lists of ``cands`` and the index arrays ``ranker_session_features``
+    reads them from (no lists: every cosine from ``env.unit``)."""
+    if cands.lists is None:
+        n_req, dim = len(cands.has_vector), env.unit.shape[1]
+        none = np.zeros(0, np.int64)
+        return np.zeros((n_req, 0), np.int64), none, none, np.zeros((0, dim), np.float32)
+    index = env.ivf()
+    return cands.lists, index.offsets, index.items, index.vectors
 
 
 def session_block(sim, log_len, log_elapsed, knn_val, in_knn, match) -> np.ndarray:
@@ -215,25 +290,6 @@ def streaming_block(counts: np.ndarray) -> np.ndarray:
     return np.column_stack([np.log1p(counts), trend])
 
 
-def _category_match(
-    env: Env, batch: Sequence[Request], req: np.ndarray, cand: np.ndarray
-) -> np.ndarray:
-    """Share of each row's request's session items in the candidate's category (0 unknown);
-    rows grouped by request (``req`` non-decreasing), one compiled pass."""
-    from rtml_cli.online.kernels import category_match
-
-    lengths = np.array([len(r.items) for r in batch], dtype=np.int64)
-    items = np.concatenate([r.items for r in batch] + [np.zeros(0, np.int64)])
-    return category_match(
-        items.astype(np.int64, copy=False),
-        np.r_[0, np.cumsum(lengths)].astype(np.int64),
-        np.asarray(cand, dtype=np.int64),
-        np.searchsorted(req, np.arange(len(batch) + 1)).astype(np.int64),
-        env.item_category.astype(np.int64, copy=False),
-        int(env.item_category.max()) + 1,
-    )
-
-
 def rank_batch(
     ranker: OnlineRanker, batch: Sequence[Request], cands: BatchCandidates, k: int
 ) -> list[np.ndarray]:
@@ -245,15 +301,14 @@ def rank_batch(
     bounds = cands.bounds.astype(np.int64, copy=False)
     best, count, tied = top_k_rows(cands.item, scores, bounds, k)
     none = np.zeros(0, np.int64)
-    out = []
-    for r, request in enumerate(batch):
-        if count[r] == k and not tied[r]:
-            out.append(best[r])
-            continue
+    out = list(best)
+    # a request with fewer than k candidates, or ties across the k-th place, on its own
+    for r in np.flatnonzero((count < k) | tied).tolist():
+        request = batch[r]
         a, b = bounds[r], bounds[r + 1]
         if a == b:
-            out.append(ranker.env.fill([], request.seen_set, k))
+            out[r] = ranker.env.fill([], request.seen_set, k)
             continue
         ranked = top_by_score(cands.item[a:b], scores[a:b], none, k)
-        out.append(ranker.env.fill(ranked.tolist(), request.seen_set, k))
+        out[r] = ranker.env.fill(ranked.tolist(), request.seen_set, k)
     return out

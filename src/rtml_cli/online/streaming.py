@@ -60,6 +60,7 @@ class WindowedCounts:
         self.now = np.iinfo(np.int64).min
         self._slot: np.ndarray | None = None  # features_many's key -> column map
         self._delta: np.ndarray | None = None  # features_many's scratch per (window, key)
+        self._log_tables = _log_tables(1024)  # features_into's log1p per count
 
     def advance(self, now_us: int) -> None:
         """Move the published state to request time ``now_us`` (µs since the epoch)."""
@@ -210,6 +211,63 @@ class WindowedCounts:
         )
         return out.astype(self.counts.dtype)
 
+    def features_into(
+        self,
+        times: np.ndarray,
+        bounds: np.ndarray,
+        items: np.ndarray,
+        out: np.ndarray,
+        col: int,
+    ) -> None:
+        """The ranker's streaming columns (``stage3_batch.streaming_block`` of
+        ``features_many``) of rows grouped by request (request ``r``'s rows
+        ``bounds[r]:bounds[r + 1]``, at ``times[r]``) written into ``out[:, col:]`` in one
+        compiled walk (``kernels.window_features_many``): no count matrix, no temporaries."""
+        from rtml_cli.online.kernels import window_features_many
+
+        times = np.asarray(times, dtype=np.int64)
+        if len(times) and times[0] < self.now:
+            raise ValueError("the stream cannot look back before its state")
+        if self._add < 0 or not len(times) or len(self.windows) != 3:
+            from rtml_cli.online.stage3_batch import streaming_block
+
+            req = np.repeat(np.arange(len(times), dtype=np.int64), np.diff(bounds))
+            if len(items):
+                out[:, col : col + 2 * len(self.windows) + 1] = streaming_block(
+                    self.features_many(times, req, items)
+                )
+            return
+        visible_until = times - self.lag_us
+        hi = np.searchsorted(self.ts, visible_until, side="left").astype(np.int64)
+        lo = np.stack(
+            [
+                np.searchsorted(self.ts, visible_until - width, side="left")
+                for width in self.window_us
+            ]
+        ).astype(np.int64)
+        if self._delta is None:
+            self._delta = np.zeros(self.counts.shape, dtype=np.int64)
+        while True:
+            log1p, log1p12 = self._log_tables
+            largest = window_features_many(
+                self.counts,
+                self.key,
+                self._add,
+                self._remove,
+                hi,
+                lo,
+                np.asarray(bounds, dtype=np.int64),
+                np.asarray(items, dtype=np.int64),
+                self._delta,
+                log1p,
+                log1p12,
+                out,
+                col,
+            )
+            if largest < len(log1p):
+                return
+            self._log_tables = _log_tables(max(2 * len(log1p), largest + 1))
+
     def brute_force(self, now_us: int, items: np.ndarray) -> np.ndarray:
         """The same counts recomputed from scratch (for tests)."""
         visible_until = now_us - self.lag_us
@@ -220,6 +278,13 @@ class WindowedCounts:
             out[:, w] = counts[2 * items]
             out[:, len(self.windows) + w] = counts[2 * items + 1]
         return out
+
+
+def _log_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's float32 ``log1p(c)`` and ``log1p(c * 12)`` for every count c < ``size``: the
+    values ``stage3_batch.streaming_block`` computes, looked up instead of recomputed."""
+    counts = np.arange(size).astype(np.float32)
+    return np.log1p(counts), np.log1p(counts * 12.0)
 
 
 def _count_in(events: np.ndarray, keys: np.ndarray) -> np.ndarray:
