@@ -7,10 +7,13 @@ that learn from it (trains the ranker) once, as one run does, and pickles them. 
 the driver prepares the replay once (``engine._prepare``) and writes each shard's sessions
 and the shared streaming count table (``shardio``). Then it runs, at most ``shards`` at a
 time, two jobs per shard (``run_shard``): one serves the shard's requests with the
-strategies that do not learn (built in the task, in well under a second), and starts as
-soon as its files are written; the other with the learning ones, which it takes from the
-build task (by reference: the one result in Ray's object store). Each job loads the
-artifacts and reads only its own shard's file and the count table. The driver summarises
+strategies that do not learn, and starts as soon as its files are written; the other with
+the learning ones, which it takes from the build task (by reference: the one result in
+Ray's object store). The strategies that do not learn are built once per run too, on Ray
+by a warming task (``warm_worker``) on a worker the build does not take, while the driver
+prepares; with one worker, by its first job. Each job loads the artifacts and reads only
+its own shard's file and the count table; the first job of each piece also works out its
+requests' truth (their sessions' later events). The driver joins the truth and summarises
 the lists the jobs served, in ``request_id`` order, exactly as a single run does
 (``engine._summarise``). The build is thus off the driver's serial path: it overlaps the
 driver's prepare and the other strategies' replay.
@@ -284,15 +287,34 @@ def _pack_built(art: Any, settings: Any) -> bytes | None:
 _WORKER_CACHE: dict[str, Any] = {}
 
 
+def _one_cpu() -> None:
+    """A task asks Ray for one CPU: keep its Polars work on one thread too (Ray does the same
+    for BLAS with ``OMP_NUM_THREADS``), so that a task, the build included, uses the core it
+    was given, not the idle ones of a cluster running fewer tasks than it has CPUs. Takes
+    effect where Polars is not loaded yet: the worker's first task of the run."""
+    import sys
+
+    if "polars" not in sys.modules:
+        os.environ["POLARS_MAX_THREADS"] = "1"
+
+
 def _run_build_on_worker(job: BuildJob) -> Built:
     """``run_build`` in a Ray worker, which keeps the artifacts for the run's next job."""
+    _one_cpu()
     return run_build(job, _WORKER_CACHE)
+
+
+def _warm_on_worker(job: WarmJob | None = None) -> bytes | None:
+    """``warm_worker`` in a Ray worker, on one thread like every task."""
+    _one_cpu()
+    return warm_worker(job)
 
 
 def _run_shard_on_worker(
     job: ShardJob, built: Built | None = None, others: bytes | None = None
 ) -> ShardOutput:
     """``run_shard`` in a Ray worker, which keeps what it loaded for the run's next job."""
+    _one_cpu()
     return run_shard(job, built, _WORKER_CACHE, others)
 
 
@@ -491,7 +513,7 @@ class RayExecutor:
         self.address = address
         self._remote = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(_run_shard_on_worker)
         self._build = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(_run_build_on_worker)
-        self._warm = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(warm_worker)
+        self._warm = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(_warm_on_worker)
         self._warming: list[Any] = []
 
     def warm(self, tasks: int, job: WarmJob | None = None) -> None:
