@@ -37,7 +37,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_md import replace_section
+from results_md import RESULTS, replace_section
 
 HEADING = "## Distributed replay (`rtml simulate --engine ray`)"
 RTML = Path(sys.executable).parent / "rtml"
@@ -184,6 +184,12 @@ def main() -> None:
     parser.add_argument("--world", default="medium", help="the world's name, for the notes")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
     parser.add_argument(
+        "--subsection",
+        metavar="TITLE",
+        help="add the figures as a dated '### <date> UTC: TITLE' subsection at the end of the "
+        "section (its history stays) instead of replacing the section",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -243,9 +249,10 @@ def main() -> None:
     est1 += sum(t["cpu_seconds"] for t in ray1["info"]["engine"]["tasks"])
     tasks_ratio = ray1["info"]["engine"]["tasks_seconds"] / ray2["info"]["engine"]["tasks_seconds"]
     strategies = ", ".join(r["strategy"] for r in local["summary"] if r["segment"] == "all")
+    title = HEADING if not args.subsection else f"### {when:%Y-%m-%d %H:%M} UTC: {args.subsection}"
     section = "\n".join(
         [
-            HEADING,
+            title,
             "",
             f"`bench/bench_ray.py` on {when:%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
             f"{os.cpu_count()} cores shared with other engineers' jobs, Python "
@@ -284,21 +291,41 @@ def main() -> None:
             phases("ray, 1 worker", ray1),
             phases("ray, 2 workers", ray2),
             "",
-            f"**Projection: {PROJECT_REQUESTS:,} requests on {PROJECT_WORKERS} workers** "
-            "(linear in the measured figures of the 2-worker run; same strategies, same "
-            "traffic shape):",
-            "",
-            "| figure | projected |",
-            "|---|---|",
-            *projection(ray2),
-            "",
-            NOTES,
-            "",
+            *(
+                []
+                if args.subsection
+                else [
+                    f"**Projection: {PROJECT_REQUESTS:,} requests on {PROJECT_WORKERS} "
+                    "workers** (linear in the measured figures of the 2-worker run; same "
+                    "strategies, same traffic shape):",
+                    "",
+                    "| figure | projected |",
+                    "|---|---|",
+                    *projection(ray2),
+                    "",
+                    NOTES,
+                    "",
+                ]
+            ),
         ]
     )
     print(section)
-    if not args.no_write:
+    if args.no_write:
+        return
+    if args.subsection:
+        add_subsection(HEADING, section)
+    else:
         replace_section(HEADING, section)
+
+
+def add_subsection(heading: str, subsection: str) -> None:
+    """Put ``subsection`` at the end of the section that starts with ``heading``."""
+    text = RESULTS.read_text()
+    start = text.index(heading + "\n")
+    end = text.find("\n## ", start)
+    end = len(text) if end < 0 else end + 1
+    body = text[start:end].rstrip("\n") + "\n\n" + subsection.rstrip("\n") + "\n\n"
+    RESULTS.write_text(text[:start] + body + text[end:])
 
 
 if __name__ == "__main__":

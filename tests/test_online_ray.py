@@ -391,6 +391,77 @@ def test_batch_lists_are_the_artifacts_lists(shop) -> None:
         assert mine == [i for i in items.tolist() if i >= 0]
 
 
+@pytest.mark.parametrize("protocol", ["next-unseen", "next-item"])
+def test_the_pieces_truth_joined_is_the_runs_truth(shop, tmp_path, protocol) -> None:
+    """Each piece's job works out its requests' truth; joined, it is ``truth_for`` of the
+    whole replay, pair for pair (so the driver need not compute it)."""
+    import numpy as np
+
+    from rtml_cli.online import distributed as d
+    from rtml_cli.online import engine as eng
+    from rtml_cli.online.replay import truth_for
+    from rtml_cli.online.shardio import read_replay
+
+    settings = eng._validate(
+        STRATEGIES.split(","), **{**d._simulate_defaults(), "protocol": protocol}
+    )
+    art, _ = d._resolve_run(shop / "root", None, [])
+    run = eng._prepare(shop / "events.parquet", art, settings, start=None, end=None, world=None)
+    data = run.data
+    jobs = d._write_jobs(run, settings, 2, 8, tmp_path, (), (3,))
+    assert sum(job.truth for job in jobs) == len({job.events for job in jobs}) > 2
+    position = np.full(int(data.request_id.max()) + 1, -1, dtype=np.int64)
+    position[data.request_id] = np.arange(data.n_requests)
+    parts = []
+    for job in jobs[::-1]:  # in any order the jobs finish
+        if job.truth:
+            piece = read_replay(Path(job.events), Path(job.stream))
+            parts.append((position[piece.request_id], truth_for(piece, protocol)))
+    joined, whole = d._join_truth(parts, data.n_requests), truth_for(data, protocol)
+    for name in ("next_code", "purchase_code", "later_req", "later_code"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name))
+
+
+def test_sharded_driver_takes_the_truth_from_the_tasks(shop, local_run, tmp_path, monkeypatch):
+    from rtml_cli.online import engine as eng
+
+    def driver_truth(*args, **kwargs):
+        raise AssertionError("the driver worked out the truth itself")
+
+    monkeypatch.setattr(eng, "truth_for", driver_truth)
+    out = tmp_path / "results.parquet"
+    result = _simulate(shop, "--shards", "2", "--out", out)
+    assert result.exit_code == ExitCode.OK, result.stderr
+    _same_results(local_run[0], out)
+
+
+def test_the_warming_task_builds_the_other_strategies_once(shop) -> None:
+    """A job handed the warming task's pickled strategies serves with them (nothing built)
+    and answers as a job that built its own."""
+    import numpy as np
+
+    from rtml_cli.online import distributed as d
+    from rtml_cli.online import engine as eng
+
+    settings = eng._validate(["popular", "session-itemknn"], **d._simulate_defaults())
+    art, run_dir = d._resolve_run(shop / "root", None, [])
+    run = eng._prepare(shop / "events.parquet", art, settings, start=None, end=None, world=None)
+    try:
+        packed = d.warm_worker(d.WarmJob(run_dir, settings))
+        assert packed is not None and "other" in d._WORKER_CACHE
+    finally:
+        d._WORKER_CACHE.clear()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        (job,) = d._write_jobs(run, settings, 1, 1, Path(work), (), ())
+        built = d.run_shard(job, None, {})
+        cache: dict = {}
+        taken = d.run_shard(job, None, cache, packed)
+    assert cache["other"][1] is packed  # unpickled, not built again
+    np.testing.assert_array_equal(taken.lists, built.lists)
+
+
 def test_local_shards_within_one_shard(shop, tmp_path) -> None:
     """--shard i/n with --shards N: shard i's requests, split again, equal shard i alone."""
     one, split = tmp_path / "one.parquet", tmp_path / "split.parquet"

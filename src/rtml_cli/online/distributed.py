@@ -7,10 +7,13 @@ that learn from it (trains the ranker) once, as one run does, and pickles them. 
 the driver prepares the replay once (``engine._prepare``) and writes each shard's sessions
 and the shared streaming count table (``shardio``). Then it runs, at most ``shards`` at a
 time, two jobs per shard (``run_shard``): one serves the shard's requests with the
-strategies that do not learn (built in the task, in well under a second), and starts as
-soon as its files are written; the other with the learning ones, which it takes from the
-build task (by reference: the one result in Ray's object store). Each job loads the
-artifacts and reads only its own shard's file and the count table. The driver summarises
+strategies that do not learn, and starts as soon as its files are written; the other with
+the learning ones, which it takes from the build task (by reference: the one result in
+Ray's object store). The strategies that do not learn are built once per run too, on Ray
+by a warming task (``warm_worker``) on a worker the build does not take, while the driver
+prepares; with one worker, by its first job. Each job loads the artifacts and reads only
+its own shard's file and the count table; the first job of each piece also works out its
+requests' truth (their sessions' later events). The driver joins the truth and summarises
 the lists the jobs served, in ``request_id`` order, exactly as a single run does
 (``engine._summarise``). The build is thus off the driver's serial path: it overlaps the
 driver's prepare and the other strategies' replay.
@@ -85,6 +88,7 @@ class ShardJob:
     strategy_modules: tuple[str, ...] = ()
     built: bool = False  # the strategies come from the build task (``run_build``)
     piece: int = 1  # 1-based, of the pieces the shard's sessions are split in
+    truth: bool = False  # this job also works out its requests' truth (one job per piece)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,16 @@ class BuildJob:
     run_dir: str  # the precompute run (resolved by the driver: every task loads the same)
     settings: Any  # engine._Settings, ``names`` being the strategies that learn
     work: str  # the scratch directory (the training window goes there when unpicklable)
+    strategy_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WarmJob:
+    """What a warming task needs to build the strategies that do not learn, once per run,
+    on a worker the build task does not take, while the driver prepares."""
+
+    run_dir: str
+    settings: Any  # engine._Settings, ``names`` being the strategies that do not learn
     strategy_modules: tuple[str, ...] = ()
 
 
@@ -129,6 +143,8 @@ class ShardOutput:
     started: float = 0.0  # the task's start and end, seconds since the epoch (its timeline)
     ended: float = 0.0
     pid: int = 0
+    truth: Any = None  # replay.Truth of its requests (``later_req``: positions in the job)
+    truth_seconds: float = 0.0
 
     def timings(self) -> dict[str, Any]:
         return {
@@ -141,6 +157,7 @@ class ShardOutput:
             "setup_seconds": round(self.setup_seconds, 3),
             "replay_seconds": round(self.replay_seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
+            "truth_seconds": round(self.truth_seconds, 3),
             "started": self.started,
             "ended": self.ended,
             "pid": self.pid,
@@ -148,14 +165,20 @@ class ShardOutput:
 
 
 def run_shard(
-    job: ShardJob, built: Built | None = None, cache: dict[str, Any] | None = None
+    job: ShardJob,
+    built: Built | None = None,
+    cache: dict[str, Any] | None = None,
+    others: bytes | None = None,
 ) -> ShardOutput:
     """One task: load, read the shard, take (or build) its strategies, serve its requests.
 
     ``built``: the build task's result when ``job.built`` (Ray passes the object by
     reference: every task of a run reads the one copy in the object store). ``cache``:
     what this process loaded and built for an earlier job of the same run (the artifacts,
-    the other strategies pickled), reused: Ray runs a run's jobs on the same workers."""
+    the other strategies pickled), reused: Ray runs a run's jobs on the same workers.
+    ``others``: the strategies that do not learn, built and pickled once by a warming task
+    (``warm_worker``), which a job that does not have them yet unpickles instead of
+    building them again."""
     started = time.time()
     _test_kill_hook()
     from rtml_cli.batch.artifacts import load_artifacts
@@ -184,9 +207,13 @@ def run_shard(
     read_bytes = sum(os.path.getsize(f) for f in files)
     if job.built and built is not None and built.data is not None:
         served, setup_seconds = unpack_strategies(built.data, art)
-    elif not job.built and cache is not None:  # built once per process, a fresh copy per job
+    elif not job.built and cache is not None:  # built once per run, a fresh copy per job
         building = time.perf_counter()
-        packed = _cached(cache, ("other", *run, repr(settings)), lambda: _pack_built(art, settings))
+        packed = _cached(
+            cache,
+            ("other", *run, repr(settings)),
+            lambda: others if others is not None else _pack_built(art, settings),
+        )
         if packed is not None:
             served, _ = unpack_strategies(packed, art)
         else:
@@ -197,6 +224,13 @@ def run_shard(
     lists, latency, replay_seconds = _serve(
         data, served, settings.k, None, settings.protocol, settings.micro_batch
     )
+    truth, truth_seconds = None, 0.0
+    if job.truth:  # a request's truth is its own session's later events: in this piece
+        from rtml_cli.online.replay import truth_for
+
+        timing = time.perf_counter()
+        truth = truth_for(data, settings.protocol)
+        truth_seconds = time.perf_counter() - timing
     return ShardOutput(
         shard=job.shard,
         request_id=data.request_id,
@@ -215,6 +249,8 @@ def run_shard(
         started=started,
         ended=time.time(),
         pid=os.getpid(),
+        truth=truth,
+        truth_seconds=truth_seconds,
     )
 
 
@@ -251,16 +287,43 @@ def _pack_built(art: Any, settings: Any) -> bytes | None:
 _WORKER_CACHE: dict[str, Any] = {}
 
 
-def _run_shard_on_worker(job: ShardJob, built: Built | None = None) -> ShardOutput:
+def _one_cpu() -> None:
+    """A task asks Ray for one CPU: keep its Polars work on one thread too (Ray does the same
+    for BLAS with ``OMP_NUM_THREADS``), so that a task, the build included, uses the core it
+    was given, not the idle ones of a cluster running fewer tasks than it has CPUs. Takes
+    effect where Polars is not loaded yet: the worker's first task of the run."""
+    import sys
+
+    if "polars" not in sys.modules:
+        os.environ["POLARS_MAX_THREADS"] = "1"
+
+
+def _run_build_on_worker(job: BuildJob) -> Built:
+    """``run_build`` in a Ray worker, which keeps the artifacts for the run's next job."""
+    _one_cpu()
+    return run_build(job, _WORKER_CACHE)
+
+
+def _warm_on_worker(job: WarmJob | None = None) -> bytes | None:
+    """``warm_worker`` in a Ray worker, on one thread like every task."""
+    _one_cpu()
+    return warm_worker(job)
+
+
+def _run_shard_on_worker(
+    job: ShardJob, built: Built | None = None, others: bytes | None = None
+) -> ShardOutput:
     """``run_shard`` in a Ray worker, which keeps what it loaded for the run's next job."""
-    return run_shard(job, built, _WORKER_CACHE)
+    _one_cpu()
+    return run_shard(job, built, _WORKER_CACHE, others)
 
 
-def run_build(job: BuildJob) -> Built:
+def run_build(job: BuildJob, cache: dict[str, Any] | None = None) -> Built:
     """The build task: load the artifacts, read the log, replay the training window and
     build the strategies that learn from it (train the ranker) as one run does; pickle
     them (``pack_strategies``). When they cannot be pickled, write the training window
-    to the scratch directory instead, and each learning job builds them from it."""
+    to the scratch directory instead, and each learning job builds them from it.
+    ``cache``: as ``run_shard``'s (the artifacts stay loaded for the worker's next jobs)."""
     started = time.perf_counter()
     from types import SimpleNamespace
 
@@ -276,7 +339,9 @@ def run_build(job: BuildJob) -> Built:
     settings = job.settings
     if job.strategy_modules:
         load_strategies(settings.names, list(job.strategy_modules))
-    art = load_artifacts(job.run_dir)
+    # kept for this worker's jobs when it runs in a Ray worker (``_WORKER_CACHE``)
+    run = (job.run_dir, _published(job.run_dir))
+    art = _cached(cache, ("artifacts", *run), lambda: load_artifacts(job.run_dir))
     users = art.user_features
     # what ``engine._training_data`` reads of a prepared run (as ``engine._prepare`` sets it)
     source = SimpleNamespace(
@@ -365,13 +430,29 @@ def unpack_strategies(built: bytes, art: Any) -> tuple[list[Any], float]:
     return served, time.perf_counter() - started
 
 
-def _warm_worker() -> None:
-    """A no-op task that imports what ``run_shard`` imports."""
+def warm_worker(job: WarmJob | None = None) -> bytes | None:
+    """A task for a worker the build task does not take, while the driver prepares:
+    import what ``run_shard`` imports, load the run's artifacts and build the strategies
+    that do not learn (``job``), keep both for this worker's jobs and return the strategies
+    pickled, for the other workers' jobs (None: nothing to build, or not picklable)."""
     import annoy  # noqa: F401
     import polars  # noqa: F401
 
-    from rtml_cli.batch import artifacts  # noqa: F401
-    from rtml_cli.online import engine, shardio, strategies  # noqa: F401
+    from rtml_cli.batch.artifacts import load_artifacts
+    from rtml_cli.online import engine, kernels, shardio, strategies  # noqa: F401
+    from rtml_cli.online.plugins import load_strategies
+
+    if job is None:
+        return None
+    if job.strategy_modules:
+        load_strategies(job.settings.names, list(job.strategy_modules))
+    cache = _WORKER_CACHE
+    run = (job.run_dir, _published(job.run_dir))
+    art = _cached(cache, ("artifacts", *run), lambda: load_artifacts(job.run_dir))
+    packed: bytes | None = _cached(
+        cache, ("other", *run, repr(job.settings)), lambda: _pack_built(art, job.settings)
+    )
+    return packed
 
 
 def _test_kill_hook() -> None:
@@ -397,7 +478,7 @@ class LocalExecutor:
     def workers(self) -> int:
         return 1
 
-    def warm(self, tasks: int) -> None:
+    def warm(self, tasks: int, job: WarmJob | None = None) -> None:
         """Nothing to start: the jobs run in this process."""
 
     def pieces(self, shards: int) -> int:
@@ -431,16 +512,19 @@ class RayExecutor:
         self.ray = ray
         self.address = address
         self._remote = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(_run_shard_on_worker)
-        self._build = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(run_build)
-        self._warm = ray.remote(max_retries=0, num_cpus=1)(_warm_worker)
+        self._build = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(_run_build_on_worker)
+        self._warm = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(_warm_on_worker)
         self._warming: list[Any] = []
 
-    def warm(self, tasks: int) -> None:
+    def warm(self, tasks: int, job: WarmJob | None = None) -> None:
         """Start the workers ``tasks`` tasks will run on, and import there what a task
         needs, while the driver prepares (Ray gives a run's later tasks the workers its
-        earlier ones left idle)."""
-        if tasks > 0:
-            self._warming = [self._warm.remote() for _ in range(min(tasks, self.workers()))]
+        earlier ones left idle); the first of them also builds the strategies that do not
+        learn (``job``), which every job of theirs then takes, by reference, instead of
+        building them on each worker. No task to warm (one worker, taken by the build
+        task): the first job builds them."""
+        tasks = min(tasks, self.workers())  # a new run: never the last run's strategies
+        self._warming = [self._warm.remote(job if i == 0 else None) for i in range(tasks)]
 
     def workers(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
@@ -476,7 +560,10 @@ class RayExecutor:
                     take_learning = learning and (not building or not others)
                     job = (learning if take_learning else others).pop(0)
                     # Ray resolves a reference passed as an argument before the task starts
-                    active.append(self._remote.remote(job, build if job.built else None))
+                    if job.built:
+                        active.append(self._remote.remote(job, build))
+                    else:
+                        active.append(self._remote.remote(job, None, self._others()))
                 done, active = ray.wait(active, num_returns=1)
                 if build is not None and done[0] == build:
                     building = False
@@ -486,6 +573,10 @@ class RayExecutor:
             for ref in active:  # a failed shard: the others are not needed any more
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
+
+    def _others(self) -> Any:
+        """The warming task's pickled strategies (a reference), if one builds them."""
+        return self._warming[0] if self._warming else None
 
     def _get(self, ref: Any) -> ShardOutput:
         try:
@@ -614,6 +705,7 @@ class _Collected:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     hosts: set[str] = field(default_factory=set)
     built: Built | None = None
+    truth: Any = None  # replay.Truth of every request, from the jobs' parts
 
 
 def simulate_sharded(
@@ -667,7 +759,12 @@ def simulate_sharded(
                 )
             )
         try:
-            executor.warm(n - (build is not None))  # the build task starts a worker itself
+            other = tuple(i for i in range(len(settings.names)) if i not in learning)
+            # the build task takes a worker itself; the first other one builds the others
+            executor.warm(
+                n - (build is not None),
+                WarmJob(run_dir, _only(settings, other), modules) if other else None,
+            )
             run = eng._prepare(events, art_source, settings, start=start, end=end, world=world)
             run.warnings[:0] = notes
             prepared = time.perf_counter()
@@ -684,7 +781,14 @@ def simulate_sharded(
     served: list[Any] = [_Reported(name, collected.reports.get(name)) for name in settings.names]
     summarising = time.perf_counter()
     result = eng._summarise(
-        run, settings, served, collected.lists, collected.latency, collected.setup_seconds, wall
+        run,
+        settings,
+        served,
+        collected.lists,
+        collected.latency,
+        collected.setup_seconds,
+        wall,
+        collected.truth,
     )
     summarised = time.perf_counter() - summarising
     result.info["engine"] = {
@@ -802,6 +906,7 @@ def _write_jobs(
     other = tuple(i for i in range(len(settings.names)) if i not in learning)
     groups = [(positions, positions is learning) for positions in (other, learning) if positions]
     jobs: list[list[ShardJob]] = [[] for _ in groups]
+    # each piece's truth: by its first job (the others', which do not wait for the build)
     for p in range(pieces):
         keep = has_request & (key == p)
         if not keep.any():
@@ -822,6 +927,7 @@ def _write_jobs(
                     strategies=positions,
                     strategy_modules=modules,
                     built=learns,
+                    truth=g == 0,
                 )
             )
     return [job for group in jobs for job in group]
@@ -865,9 +971,12 @@ def _collect(
     shards_done = done_requests = 0
     pieces: dict[int, dict[int, int]] = {}  # shard → piece → requests
     setup = {True: 0.0, False: 0.0}
+    truths: list[tuple[np.ndarray, Any]] = []
     started = time.perf_counter()
     for shard in executor.run(jobs, build, limit):
         at = position[shard.request_id]
+        if shard.truth is not None:
+            truths.append((at, shard.truth))
         rows = np.asarray(shard.strategies, dtype=np.int64)[:, None]
         out.lists[rows, at[None, :], :] = shard.lists
         out.latency[rows, at[None, :]] = shard.latency
@@ -889,7 +998,33 @@ def _collect(
     # as one run's: building every strategy (the learning ones: in the build task)
     build_seconds = out.built.seconds if out.built is not None else 0.0
     out.setup_seconds = build_seconds + setup[True] + setup[False]
+    if truths and len(truths) == sum(job.truth for job in jobs):  # else: the driver's
+        out.truth = _join_truth(truths, n)
     return out
+
+
+def _join_truth(parts: list[tuple[np.ndarray, Any]], n: int) -> Any:
+    """One ``Truth`` of the replay's ``n`` requests from the jobs' (each request in one job;
+    ``at``: its requests' positions in the replay), as ``truth_for`` gives it for all:
+    ``later_*`` pairs in request order, each request's in the order of its own part."""
+    from rtml_cli.online.replay import Truth
+
+    next_code = np.full(n, -1, dtype=np.int64)
+    purchase_code = np.full(n, -1, dtype=np.int64)
+    later_req, later_code = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for at, truth in parts:
+        next_code[at] = truth.next_code
+        purchase_code[at] = truth.purchase_code
+        later_req.append(at[truth.later_req])
+        later_code.append(np.asarray(truth.later_code, dtype=np.int64))
+    req, code = np.concatenate(later_req), np.concatenate(later_code)
+    order = np.argsort(req, kind="stable")
+    return Truth(
+        next_code=next_code,
+        purchase_code=purchase_code,
+        later_req=req[order],
+        later_code=code[order],
+    )
 
 
 def _merge_reports(into: dict[str, Any], reports: dict[str, Any]) -> None:

@@ -634,10 +634,13 @@ def _summarise(
     latency: np.ndarray,
     setup_seconds: float,
     replay_seconds: float,
+    truth: Truth | None = None,
 ) -> SimulationResult:
-    """Metrics per request, their summaries per strategy, segment and slice, and the info."""
+    """Metrics per request, their summaries per strategy, segment and slice, and the info.
+    ``truth``: ``truth_for(run.data)`` when already computed (by a distributed run's tasks)."""
     data, names = run.data, settings.names
-    truth = truth_for(data, settings.protocol)
+    if truth is None:
+        truth = truth_for(data, settings.protocol)
     latency_us = latency / 1000.0
     segment = data.segment[data.req_sess] if data.n_requests else np.zeros(0, np.int8)
     metrics = [request_metrics(lists[si], truth, data.n_items) for si in range(len(names))]
