@@ -232,7 +232,7 @@ def check_options(strategies: Sequence[str], **options: Any) -> None:
     skip = {"events", "artifacts", "strategies", "start", "end", "world", "progress"}
     params = inspect.signature(simulate).parameters
     defaults = {name: p.default for name, p in params.items() if name not in skip}
-    _validate(strategies, **{**defaults, **options})
+    _validate(strategies, **{**defaults, **{k: v for k, v in options.items() if k not in skip}})
 
 
 def _validate(
