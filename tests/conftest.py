@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from rtml_cli.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "sample_data"
+
+# No test writes the replay's cache into the user's home: set for the whole process, so
+# that what the tests start (Ray workers of a module's cluster, `rtml` subprocesses)
+# inherits it too; a test that wants the cache sets its own directory.
+os.environ["RTML_CACHE_DIR"] = "off"
 
 
 @pytest.fixture(autouse=True)
