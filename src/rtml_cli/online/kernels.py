@@ -392,13 +392,22 @@ def window_counts_many(
             for w in range(n_w):
                 out[row, w] = counts[w, view] + delta[w, view]
                 out[row, n_w + w] = counts[w, view + 1] + delta[w, view + 1]
-    for p in range(add_from, p_add):  # reset the scratch where it was touched
+    _reset_scratch(delta, key, add_from, p_add, remove_from, p_rem)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _reset_scratch(delta, key, add_from, p_add, remove_from, p_rem):
+    """Zero the streaming kernels' per-window scratch ``delta`` where the batch touched it:
+    the events added from ``add_from`` to ``p_add`` and, per window ``w``, removed from
+    ``remove_from[w]`` to ``p_rem[w]``."""
+    n_w = delta.shape[0]
+    for p in range(add_from, p_add):
         for w in range(n_w):
             delta[w, key[p]] = 0
     for w in range(n_w):
         for p in range(remove_from[w], p_rem[w]):
             delta[w, key[p]] = 0
-    return out
 
 
 @njit(cache=True, nogil=True)
@@ -716,10 +725,5 @@ def window_features_many(
             c0 = min(counts[0, view] + delta[0, view], size - 1)
             c2 = min(counts[2, view] + delta[2, view], size - 1)  # the hour
             out[row, col + 2 * n_w] = log1p12[c0] - log1p[c2]
-    for p in range(add_from, p_add):  # reset the scratch where it was touched
-        for w in range(n_w):
-            delta[w, key[p]] = 0
-    for w in range(n_w):
-        for p in range(remove_from[w], p_rem[w]):
-            delta[w, key[p]] = 0
+    _reset_scratch(delta, key, add_from, p_add, remove_from, p_rem)
     return largest
