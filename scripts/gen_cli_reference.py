@@ -93,7 +93,7 @@ def help_text(obj: Any) -> str:
     text = getattr(obj, "help", None) or ""
     text = text.split("\f", 1)[0]
     lines = [line for line in text.strip().splitlines() if line.strip() != "\b"]
-    return "\n".join(lines).strip()
+    return "\n".join(lines).strip().replace("\\[", "[")  # Rich markup's escaped bracket
 
 
 def spellings(param: Any) -> list[str]:

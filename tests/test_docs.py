@@ -146,3 +146,20 @@ def test_relative_links_point_to_files(page):
         if not (path.parent / file).exists():
             broken.append(target)
     assert not broken, f"{page}: links to missing files: {', '.join(broken)}"
+
+
+@pytest.mark.parametrize("command", LEAVES, ids=_id)
+def test_help_prints_every_option_help_whole(invoke, command, monkeypatch):
+    """Rich reads ``[word]`` in a help text as markup and drops it: ``--engine`` told users
+    to ``pip install 'rtml'`` (the ``[ray]`` gone) and ``--dim`` printed "Embedding
+    dimension ." Every option's help, as written, must appear in ``--help``."""
+    monkeypatch.setenv("COLUMNS", "2000")  # one line per option: no wrapping to undo
+    result = invoke(*command.path, "--help")
+    assert result.exit_code == ExitCode.OK, result.stderr
+    shown = " ".join(result.stdout.replace("│", " ").split())
+    lost = [
+        gen.spellings(param)[0]
+        for param in gen.visible_params(command.command)
+        if " ".join(gen.help_text(param).split()) not in shown
+    ]
+    assert not lost, f"{command.name}: --help mangles the help of {', '.join(lost)}"

@@ -113,7 +113,7 @@ EngineOption = Annotated[
     str,
     typer.Option(
         "--engine",
-        help="local: in this process; ray: the shards as Ray tasks (pip install 'rtml[ray]').",
+        help="local: in this process; ray: the shards as Ray tasks (pip install 'rtml\\[ray]').",
     ),
 ]
 AddressOption = Annotated[

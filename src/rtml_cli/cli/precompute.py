@@ -24,7 +24,7 @@ def precompute_cmd(
         typer.Option("--as-of", help="Use only events strictly before this time (ISO 8601)."),
     ] = None,
     dim: Annotated[
-        int | None, typer.Option("--dim", help="Embedding dimension [default: 64].")
+        int | None, typer.Option("--dim", help="Embedding dimension (default 64).")
     ] = None,
     trees: Annotated[int, typer.Option("--trees", help="Annoy trees.")] = 50,
     top_k: Annotated[int, typer.Option("--top-k", help="Stage-1 recommendations per user.")] = 50,
@@ -33,7 +33,7 @@ def precompute_cmd(
     ] = 50,
     window: Annotated[
         int | None,
-        typer.Option("--window", help="Co-occurrence window in session steps [default: 5]."),
+        typer.Option("--window", help="Co-occurrence window in session steps (default 5)."),
     ] = None,
     half_life: Annotated[
         str | None,
