@@ -406,3 +406,39 @@ def test_ivf_lists_cached_on_disk_are_the_lists_built(tmp_path, monkeypatch):
     monkeypatch.setenv("RTML_CACHE_DIR", "off")
     IVFIndex.cached(_unit(6, 300, 8), seed=3)
     assert len(list((tmp_path / "cache").glob("ivf-*.npz"))) == 2
+
+
+def test_ivf_cache_keeps_the_most_recently_used_and_clears_killed_writes(tmp_path, monkeypatch):
+    """A daily precompute makes new embeddings each day: the cache keeps ``CACHE_KEEP``
+    sets of lists, the most recently used (a read counts as a use); a temporary file a
+    killed write left behind goes once it is stale, one being written now stays."""
+    import os
+    import time
+
+    from rtml_cli.online import ivf
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RTML_CACHE_DIR", str(cache))
+    monkeypatch.setattr(ivf, "CACHE_KEEP", 3)
+    now = time.time()
+    first = _unit(10, 200, 8)
+    IVFIndex.cached(first, seed=0)
+    (first_file,) = cache.glob("ivf-*.npz")
+    os.utime(first_file, (now - 500, now - 500))
+    for i in range(3):  # three newer sets: the first is the oldest of four
+        IVFIndex.cached(_unit(11 + i, 200, 8), seed=0)
+        (newest,) = [p for p in cache.glob("ivf-*.npz") if p.stat().st_mtime >= now - 1]
+        os.utime(newest, (now - 400 + 100 * i, now - 400 + 100 * i))
+    assert len(list(cache.glob("ivf-*.npz"))) == 3
+    assert not first_file.exists()  # the least recently used went
+    oldest = min(cache.glob("ivf-*.npz"), key=lambda p: p.stat().st_mtime)
+    IVFIndex.cached(_unit(11, 200, 8), seed=0)  # read back: used now
+    assert oldest.stat().st_mtime >= now - 1
+    stale, live = cache / "ivf-killed.tmp", cache / "ivf-writing.tmp"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    os.utime(stale, (now - 2 * ivf.STALE_TMP_SECONDS,) * 2)
+    IVFIndex.cached(first, seed=0)  # built again (pruned), written, the cache pruned
+    kept = sorted(cache.glob("ivf-*.npz"))
+    assert len(kept) == 3 and first_file in kept and oldest in kept
+    assert not stale.exists() and live.exists()

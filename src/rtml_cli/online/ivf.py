@@ -12,10 +12,12 @@ its batch. Its recall against exact search is measured in ``bench/bench_simulate
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,11 @@ DEFAULT_NPROBE = 2  # recall@20 0.985 vs exact on the large world (bench/RESULTS
 RESCORE_MARGIN = 8  # items selected beyond n by the fast scores, before the exact rescoring
 # bump when IVFIndex's construction changes: cached lists of an older build are not read
 CACHE_FORMAT = 1
+#: The cache keeps the lists of this many sets of embeddings, the most recently used: a
+#: daily precompute makes new embeddings every day, whose lists would otherwise pile up.
+CACHE_KEEP = 16
+#: A temporary file this old is a write that was killed (a live one takes seconds).
+STALE_TMP_SECONDS = 3600
 
 
 def default_lists(n_items: int) -> int:
@@ -102,17 +109,26 @@ class IVFIndex:
             ):
                 index = cls.__new__(cls)
                 index._set(unit, centroids, sizes, items)
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # used now: the pruning keeps the recently used
                 return index
         except (OSError, ValueError, KeyError, EOFError):
             pass  # absent or unreadable: build it
         index = cls(unit, seed=seed)
+        written = None
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
+            with tempfile.NamedTemporaryFile(
+                dir=directory, prefix="ivf-", suffix=".tmp", delete=False
+            ) as tmp:
+                written = tmp.name
                 np.savez(tmp, centroids=index.centroids, sizes=index.sizes, items=index.items)
-            os.replace(tmp.name, path)
-        except OSError:
-            pass  # a read-only cache costs the build next time, nothing else
+            os.replace(written, path)
+        except OSError:  # a read-only or full cache costs the build next time, nothing else
+            if written is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(written)
+        prune_cache(directory, keep=path)
         return index
 
     def serve(
@@ -244,6 +260,25 @@ def cache_dir() -> Path | None:
         return None if chosen.strip().lower() in ("", "off", "0", "no") else Path(chosen)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "rtml"
+
+
+def prune_cache(directory: Path, keep: Path | None = None) -> None:
+    """Keep the ``CACHE_KEEP`` most recently used lists in ``directory`` (``keep``, just
+    written, among them) and remove temporary files left by killed writes. Best effort:
+    another replay may be pruning or writing at the same time."""
+    now = time.time()
+    found: list[tuple[float, Path]] = []
+    for path in directory.glob("ivf-*"):
+        with contextlib.suppress(OSError):
+            mtime = path.stat().st_mtime
+            if path.suffix == ".npz":
+                found.append((mtime, path))
+            elif path.suffix == ".tmp" and now - mtime > STALE_TMP_SECONDS:
+                path.unlink()
+    found.sort(key=lambda f: (f[1] != keep, -f[0], f[1].name))
+    for _, path in found[CACHE_KEEP:]:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _unit64(queries: np.ndarray) -> np.ndarray:
