@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -241,6 +242,9 @@ def main() -> None:
         name: n / doc["wall"] for name, doc in (("local", local), ("ray1", ray1), ("ray2", ray2))
     }
     ratio = rate["ray2"] / rate["ray1"]
+    # each round's own 1-vs-2-worker ratio (same load): how much the ratio moves run to run
+    rounds = [a["wall"] / b["wall"] for a, b in zip(runs["ray1"], runs["ray2"], strict=True)]
+    median = statistics.median(rounds)
     # with idle cores each worker would take about its jobs' CPU time: the tasks phase then
     # is their CPU seconds divided among the workers (the build task's mostly overlaps)
     est2 = ray2["wall"] - ray2["info"]["engine"]["tasks_seconds"]
@@ -277,7 +281,9 @@ def main() -> None:
             "",
             f"2 workers vs 1: **{ratio:.2f}x** on the whole command (target >= 1.7x: "
             f"{'met' if ratio >= 1.7 else '**missed**'}); {tasks_ratio:.2f}x on the tasks "
-            "phase alone. RESULTS of all three runs equal but for `latency_us`: "
+            "phase alone. Round by round (each round's 1 worker vs its 2 workers): "
+            f"{', '.join(f'{r:.2f}x' for r in rounds)}, median **{median:.2f}x**"
+            f"{'' if len(rounds) > 1 else ' (one round)'}. RESULTS of all three runs equal but for `latency_us`: "
             f"{'yes' if equal else '**NO**'}. Were the two cores idle (each task's wall time "
             f"= its CPU time, divided among the workers; the driver's as measured): "
             f"{est1 / est2:.2f}x (estimate).",
