@@ -148,7 +148,7 @@ def test_relative_links_point_to_files(page):
     assert not broken, f"{page}: links to missing files: {', '.join(broken)}"
 
 
-@pytest.mark.parametrize("command", LEAVES, ids=_id)
+@pytest.mark.parametrize("command", COMMANDS, ids=_id)
 def test_help_prints_every_option_help_whole(invoke, command, monkeypatch):
     """Rich reads ``[word]`` in a help text as markup and drops it: ``--engine`` told users
     to ``pip install 'rtml'`` (the ``[ray]`` gone) and ``--dim`` printed "Embedding
@@ -161,5 +161,11 @@ def test_help_prints_every_option_help_whole(invoke, command, monkeypatch):
         gen.spellings(param)[0]
         for param in gen.visible_params(command.command)
         if " ".join(gen.help_text(param).split()) not in shown
+    ]
+    # and the command's own description, paragraph by paragraph
+    lost += [
+        f"its description ({paragraph.split()[0]}…)"
+        for paragraph in gen.help_text(command.command).split("\n\n")
+        if paragraph.strip() and " ".join(paragraph.split()) not in shown
     ]
     assert not lost, f"{command.name}: --help mangles the help of {', '.join(lost)}"

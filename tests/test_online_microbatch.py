@@ -434,11 +434,30 @@ def test_ivf_cache_keeps_the_most_recently_used_and_clears_killed_writes(tmp_pat
     oldest = min(cache.glob("ivf-*.npz"), key=lambda p: p.stat().st_mtime)
     IVFIndex.cached(_unit(11, 200, 8), seed=0)  # read back: used now
     assert oldest.stat().st_mtime >= now - 1
-    stale, live = cache / "ivf-killed.tmp", cache / "ivf-writing.tmp"
-    stale.write_bytes(b"half")
-    live.write_bytes(b"half")
-    os.utime(stale, (now - 2 * ivf.STALE_TMP_SECONDS,) * 2)
+    stale, live = cache / "ivf-killed01.tmp", cache / "ivf-writing1.tmp"  # tempfile-like names
+    # another program's files in a shared directory: never rtml's to remove, however old
+    theirs = [cache / "ivf-flat-products.npz", cache / "ivf-mymodel.tmp", cache / "x.tmp"]
+    for path in (stale, live, *theirs):
+        path.write_bytes(b"half")
+    for path in (stale, *theirs):
+        os.utime(path, (now - 2 * ivf.STALE_TMP_SECONDS,) * 2)
     IVFIndex.cached(first, seed=0)  # built again (pruned), written, the cache pruned
-    kept = sorted(cache.glob("ivf-*.npz"))
+    kept = sorted(p for p in cache.glob("ivf-*.npz") if p not in theirs)
     assert len(kept) == 3 and first_file in kept and oldest in kept
     assert not stale.exists() and live.exists()
+    assert all(path.exists() for path in theirs)
+
+
+def test_ivf_cache_write_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A full or failing disk costs the build next time, and leaves nothing behind."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RTML_CACHE_DIR", str(cache))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    unit = _unit(20, 200, 8)
+    index = IVFIndex.cached(unit, seed=0)
+    assert np.array_equal(index.items, IVFIndex(unit, seed=0).items)
+    assert list(cache.iterdir()) == []

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -262,6 +263,13 @@ def cache_dir() -> Path | None:
     return Path(base) / "rtml"
 
 
+#: The names of the cache's files, and only these are ever removed: ``IVFIndex.cached``'s
+#: lists (a 128-bit hex digest) and its temporary files (``tempfile``'s 8 characters), so
+#: that a cache directory shared with other programs loses nothing of theirs.
+_CACHE_FILE = re.compile(r"ivf-[0-9a-f]{32}\.npz")
+_CACHE_TMP = re.compile(r"ivf-[a-z0-9_]{8}\.tmp")
+
+
 def prune_cache(directory: Path, keep: Path | None = None) -> None:
     """Keep the ``CACHE_KEEP`` most recently used lists in ``directory`` (``keep``, just
     written, among them) and remove temporary files left by killed writes. Best effort:
@@ -270,10 +278,9 @@ def prune_cache(directory: Path, keep: Path | None = None) -> None:
     found: list[tuple[float, Path]] = []
     for path in directory.glob("ivf-*"):
         with contextlib.suppress(OSError):
-            mtime = path.stat().st_mtime
-            if path.suffix == ".npz":
-                found.append((mtime, path))
-            elif path.suffix == ".tmp" and now - mtime > STALE_TMP_SECONDS:
+            if _CACHE_FILE.fullmatch(path.name):
+                found.append((path.stat().st_mtime, path))
+            elif _CACHE_TMP.fullmatch(path.name) and now - path.stat().st_mtime > STALE_TMP_SECONDS:
                 path.unlink()
     found.sort(key=lambda f: (f[1] != keep, -f[0], f[1].name))
     for _, path in found[CACHE_KEEP:]:
