@@ -279,6 +279,21 @@ def _truth_reference(codes, events, req_row, sess_start, sess_end):
     return next_code, purchase_code, pairs
 
 
+def _random_sessions(lengths, seed):
+    """Sessions of ``lengths`` events over 9 items (few items: many re-views), a request
+    at every event but each session's first: the codes, the events, and per request its
+    row, its session's start and its session's end."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 9, sum(lengths)).astype(np.int64)
+    events = rng.integers(0, 4, sum(lengths)).astype(np.int8)
+    ends = np.cumsum(lengths)
+    req_row, s0, s1 = [], [], []
+    for a, b in zip((ends - np.asarray(lengths)).tolist(), ends.tolist(), strict=True):
+        for row in range(a + 1, b):
+            req_row.append(row), s0.append(a), s1.append(b)
+    return codes, events, *(np.asarray(x, dtype=np.int64) for x in (req_row, s0, s1))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     lengths=st.lists(st.integers(1, 12), min_size=1, max_size=15),
@@ -287,16 +302,7 @@ def _truth_reference(codes, events, req_row, sess_start, sess_end):
 def test_truth_kernel_is_the_python_loop(lengths, seed):
     from rtml_cli.online.kernels import next_unseen_truth
 
-    rng = np.random.default_rng(seed)
-    codes = rng.integers(0, 9, sum(lengths)).astype(np.int64)  # few items: many re-views
-    events = rng.integers(0, 4, sum(lengths)).astype(np.int8)
-    ends = np.cumsum(lengths)
-    starts = ends - np.asarray(lengths)
-    req_row, s0, s1 = [], [], []
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        for row in range(a + 1, b):
-            req_row.append(row), s0.append(a), s1.append(b)
-    args = [np.asarray(x, dtype=np.int64) for x in (req_row, s0, s1)]
+    codes, events, *args = _random_sessions(lengths, seed)
     got = next_unseen_truth(codes, events, *args, 9)
     want = _truth_reference(codes, events, *args)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
@@ -344,15 +350,8 @@ def _next_item_reference(codes, events, req_row, sess_end):
 def test_next_item_truth_kernel_is_the_numpy_loop(lengths, seed):
     from rtml_cli.online.kernels import next_item_truth
 
-    rng = np.random.default_rng(seed)
-    codes = rng.integers(0, 9, sum(lengths)).astype(np.int64)
-    events = rng.integers(0, 4, sum(lengths)).astype(np.int8)
-    ends = np.cumsum(lengths)
-    req_row, s1 = [], []
-    for a, b in zip((ends - np.asarray(lengths)).tolist(), ends.tolist(), strict=True):
-        for row in range(a + 1, b):
-            req_row.append(row), s1.append(b)
-    args = [np.asarray(x, dtype=np.int64) for x in (req_row, s1)]
+    codes, events, req_row, _, s1 = _random_sessions(lengths, seed)
+    args = [req_row, s1]
     got = next_item_truth(codes, events, *args, 9)
     want = _next_item_reference(codes, events, *args)
     assert np.array_equal(got[0], want[0])

@@ -349,9 +349,9 @@ def test_unpicklable_strategies_are_built_in_the_tasks(shop, local_run, tmp_path
 def _built(shop: Path):
     from rtml_cli.batch.artifacts import load_artifacts
     from rtml_cli.online import engine as eng
-    from rtml_cli.online.distributed import _simulate_defaults
+    from rtml_cli.online.engine import simulate_defaults
 
-    options = {**_simulate_defaults(), "k": 8, "n_candidates": 30}
+    options = {**simulate_defaults(), "k": 8, "n_candidates": 30}
     settings = eng._validate([*STRATEGIES.split(","), "batch"], **options)
     env = eng._env(load_artifacts(shop / "root"), settings, None)
     return eng._build_in(env, settings)[0], env, settings
@@ -403,7 +403,7 @@ def test_the_pieces_truth_joined_is_the_runs_truth(shop, tmp_path, protocol) -> 
     from rtml_cli.online.shardio import read_replay
 
     settings = eng._validate(
-        STRATEGIES.split(","), **{**d._simulate_defaults(), "protocol": protocol}
+        STRATEGIES.split(","), **{**eng.simulate_defaults(), "protocol": protocol}
     )
     art, _ = d._resolve_run(shop / "root", None, [])
     run = eng._prepare(shop / "events.parquet", art, settings, start=None, end=None, world=None)
@@ -443,7 +443,7 @@ def test_the_warming_task_builds_the_other_strategies_once(shop) -> None:
     from rtml_cli.online import distributed as d
     from rtml_cli.online import engine as eng
 
-    settings = eng._validate(["popular", "session-itemknn"], **d._simulate_defaults())
+    settings = eng._validate(["popular", "session-itemknn"], **eng.simulate_defaults())
     art, run_dir = d._resolve_run(shop / "root", None, [])
     run = eng._prepare(shop / "events.parquet", art, settings, start=None, end=None, world=None)
     try:

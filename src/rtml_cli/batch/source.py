@@ -143,9 +143,9 @@ def open_events(
     ``checked``: the files a previous run (a warm start's run) already passed through these
     checks (SHA-256 digests) and the digest of those checks; when the checks are the same
     (``checks_digest``: same rules, same column types), a file with the same content is not
-    checked row by row again (its rows are counted, from the ``ts`` column alone). A log appended in place
-    has another digest and is checked whole; a log split into daily files is checked
-    only in its new files.
+    checked row by row again (its rows are counted, from the ``ts`` column alone). A log
+    appended in place has another digest and is checked whole; a log split into daily
+    files is checked only in its new files.
     """
     import duckdb
 

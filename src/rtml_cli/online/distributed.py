@@ -737,7 +737,7 @@ def simulate_sharded(
 
     strategies = options.pop("strategies", eng.DEFAULT_STRATEGIES)
     options.pop("progress", None)  # per shard instead: ``on_shard``
-    settings = eng._validate(strategies, **{**_simulate_defaults(), **options})
+    settings = eng._validate(strategies, **{**eng.simulate_defaults(), **options})
     n = shards if shards is not None else executor.workers()
     if n < 1:
         raise UsageError(f"--shards must be at least 1, got {n}")
@@ -859,17 +859,6 @@ def _file_sizes(work: Path) -> dict[str, int]:
         "shard_files": sum(shards),
         "largest_shard_file": max(shards, default=0),
     }
-
-
-def _simulate_defaults() -> dict[str, Any]:
-    """``engine.simulate``'s defaults for the options ``engine._validate`` checks."""
-    import inspect
-
-    from rtml_cli.online import engine as eng
-
-    skip = {"events", "artifacts", "strategies", "start", "end", "world", "progress"}
-    params = inspect.signature(eng.simulate).parameters
-    return {name: p.default for name, p in params.items() if name not in skip}
 
 
 class _Reported:

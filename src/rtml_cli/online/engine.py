@@ -223,16 +223,26 @@ def served_names(strategies: Sequence[str], baseline_recs: Any = None) -> list[s
     return names
 
 
+#: ``simulate``'s parameters that ``_validate`` does not take.
+_NOT_VALIDATED = frozenset(
+    {"events", "artifacts", "strategies", "start", "end", "world", "progress"}
+)
+
+
+def simulate_defaults() -> dict[str, Any]:
+    """``simulate``'s defaults for the options ``_validate`` checks."""
+    import inspect
+
+    params = inspect.signature(simulate).parameters
+    return {name: p.default for name, p in params.items() if name not in _NOT_VALIDATED}
+
+
 def check_options(strategies: Sequence[str], **options: Any) -> None:
     """Raise ``UsageError`` for options ``simulate`` would refuse, before any data is read:
     lets a caller announce long set-up work (training the ranker) only for a valid run.
     ``options`` are ``simulate``'s keyword options; the missing ones take its defaults."""
-    import inspect
-
-    skip = {"events", "artifacts", "strategies", "start", "end", "world", "progress"}
-    params = inspect.signature(simulate).parameters
-    defaults = {name: p.default for name, p in params.items() if name not in skip}
-    _validate(strategies, **{**defaults, **{k: v for k, v in options.items() if k not in skip}})
+    given = {k: v for k, v in options.items() if k not in _NOT_VALIDATED}
+    _validate(strategies, **{**simulate_defaults(), **given})
 
 
 def _validate(
